@@ -1,0 +1,121 @@
+"""Loss-network layer weights: YAML files in ``configs/`` loaded into a typed object."""
+
+from __future__ import annotations
+
+import ast
+import operator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from faststyle.errors import FaststyleError
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+def _number(value: Any, where: str) -> float:
+    """A weight as written in a config: a number, or simple arithmetic such as ``1-2e-4``."""
+    if isinstance(value, bool):
+        raise FaststyleError(f"{where}: expected a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+
+    def ev(node: ast.AST) -> float:
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return float(node.value)
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](ev(node.left), ev(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        raise ValueError
+
+    try:
+        return ev(ast.parse(str(value), mode="eval").body)
+    except (SyntaxError, ValueError, ZeroDivisionError):
+        raise FaststyleError(
+            f"{where}: {value!r} is not a number (write e.g. 0.2, 2e-4 or 1-2e-4)"
+        ) from None
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """Which layers of which backbone carry content and style, and with what weight."""
+
+    backbone: str
+    content_layers: dict[str, float]
+    style_layers: dict[str, float]
+    name: str = ""
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layers(self) -> list[str]:
+        """Every layer the config reads, content first, without repeats."""
+        return list(dict.fromkeys([*self.content_layers, *self.style_layers]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "backbone": self.backbone,
+            "content_layers": dict(self.content_layers),
+            "style_layers": dict(self.style_layers),
+        }
+
+
+def builtin_config_dir() -> Path:
+    return Path(str(resources.files("faststyle") / "configs"))
+
+
+def builtin_configs() -> list[str]:
+    return sorted(p.stem for p in builtin_config_dir().glob("*.yaml"))
+
+
+def parse_config(data: Any, name: str = "", source: str = "") -> LayerConfig:
+    where = source or name or "config"
+    if not isinstance(data, dict):
+        raise FaststyleError(f"{where}: expected a mapping with backbone, content_layers and style_layers")
+    missing = [k for k in ("backbone", "content_layers", "style_layers") if k not in data]
+    if missing:
+        raise FaststyleError(f"{where}: missing {', '.join(missing)}")
+    layers: dict[str, dict[str, float]] = {}
+    for key in ("content_layers", "style_layers"):
+        table = data[key]
+        if not isinstance(table, dict) or not table:
+            raise FaststyleError(f"{where}: {key} must map layer names to weights, e.g. conv4_2: 1")
+        layers[key] = {str(k): _number(v, f"{where}: {key}.{k}") for k, v in table.items()}
+    extra = {k: v for k, v in data.items() if k not in ("backbone", "content_layers", "style_layers")}
+    return LayerConfig(
+        backbone=str(data["backbone"]),
+        content_layers=layers["content_layers"],
+        style_layers=layers["style_layers"],
+        name=name,
+        source=source,
+        extra=extra,
+    )
+
+
+def load_config(name_or_path: str | Path) -> LayerConfig:
+    """A built-in config by name (``vgg16``, ``googlenet_pool``, …) or a YAML file by path."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = builtin_config_dir() / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise FaststyleError(
+                f"no built-in config {str(name_or_path)!r}; choose one of {', '.join(builtin_configs())} "
+                "or pass the path of a YAML file"
+            )
+    if not path.exists():
+        raise FaststyleError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise FaststyleError(f"{path}: not valid YAML ({exc})") from None
+    return parse_config(data, name=path.stem, source=str(path))
+
+
+def default_config(backbone: str) -> LayerConfig:
+    """The documented layer weights for a backbone."""
+    return load_config(backbone)

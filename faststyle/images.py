@@ -1,0 +1,124 @@
+"""The edges of the library: files and PIL images in, RGB float tensors in [0,1] (N,C,H,W) out, and back."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+from torch.nn import functional as F
+
+from faststyle.errors import FaststyleError
+
+MAX_PIXELS = 180_000_000
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB: EXIF orientation applied; greyscale, palette, CMYK, 16-bit and alpha handled."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max() > 255 else 255.0
+        image = Image.fromarray((array / peak * 255.0).round().clip(0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def open_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Read an image file as RGB, or raise FaststyleError saying what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FaststyleError(f"image {path} does not exist")
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > max_pixels:
+                raise FaststyleError(
+                    f"{path} has {image.width}x{image.height} pixels, over the limit of {max_pixels:,}; "
+                    "downscale it first or raise the limit (max_pixels)"
+                )
+            image.load()
+            return to_rgb(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise FaststyleError(f"{path} is larger than the pixel limit of {max_pixels:,} (decompression bomb?)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise FaststyleError(f"cannot read {path} as an image ({exc}); pass a JPEG, PNG, WebP, … file") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def pil_to_tensor(image: Image.Image) -> Tensor:
+    """PIL image -> float tensor (1,3,H,W) in [0,1]."""
+    array = np.asarray(to_rgb(image), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+
+
+def tensor_to_pil(image: Tensor) -> Image.Image:
+    """Float tensor (1,3,H,W) or (3,H,W) in [0,1] -> PIL RGB image."""
+    if image.ndim == 4:
+        if image.shape[0] != 1:
+            raise ValueError("tensor_to_pil takes one image")
+        image = image[0]
+    array = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array, "RGB")
+
+
+def load_image(path: str | os.PathLike[str], size: int | None = None, max_pixels: int = MAX_PIXELS) -> Tensor:
+    """An image file as a (1,3,H,W) tensor in [0,1]; ``size`` resizes the longer side to that many pixels."""
+    tensor = pil_to_tensor(open_image(path, max_pixels=max_pixels))
+    return resize_long_side(tensor, size) if size else tensor
+
+
+def resize_long_side(images: Tensor, size: int) -> Tensor:
+    h, w = images.shape[-2:]
+    scale = size / max(h, w)
+    new = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if new == (h, w):
+        return images
+    return F.interpolate(images, size=new, mode="bilinear", antialias=scale < 1, align_corners=False).clamp(0, 1)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_image(image: Tensor | Image.Image, path: str | os.PathLike[str], quality: int = 95) -> Path:
+    """Write an image atomically (temporary file, then rename); the format follows the suffix."""
+    import io
+
+    path = Path(path)
+    pil = image if isinstance(image, Image.Image) else tensor_to_pil(image)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise FaststyleError(f"cannot tell the image format from {path.name!r}; use .png, .jpg or .webp")
+    buffer = io.BytesIO()
+    options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    pil.save(buffer, format=fmt, **options)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
