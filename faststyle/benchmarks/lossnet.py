@@ -1,0 +1,47 @@
+"""Forward+backward time of a loss network at its configured layers (ms per image)."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed
+
+HELP = "loss network forward+backward at the config's layers"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", default="vgg16")
+    parser.add_argument("--config", default=None, help="layer config (default: the backbone's)")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--weights", default=None, help="'random' for networks whose weights are absent")
+    add_device_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    from faststyle.config import load_config
+    from faststyle.lossnets import get_lossnet
+
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    config = load_config(args.config or args.backbone)
+    net = get_lossnet(args.backbone, weights=args.weights, device=device)
+    images = torch.rand(args.batch, 3, args.size, args.size, device=device, requires_grad=True)
+
+    def step() -> None:
+        feats = net(images, config.layers)
+        sum(f.float().square().mean() for f in feats.values()).backward()
+
+    times = timed(step, device, args.repeats, args.warmup)
+    result: dict[str, object] = {
+        "bench": "lossnet",
+        "backbone": args.backbone,
+        "weights": "random" if args.weights == "random" else net.weights_sha256,
+        "layers": config.layers,
+        "size": args.size,
+        "batch": args.batch,
+        "ms_per_image": summary(times, 1000.0 / args.batch),
+    }
+    return result | environment(device)

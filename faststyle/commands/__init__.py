@@ -1,0 +1,1 @@
+"""One module per ``faststyle`` subcommand, each with ``register(subparsers)``."""

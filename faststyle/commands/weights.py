@@ -1,0 +1,51 @@
+"""``faststyle weights list|get``: where each loss network's weights can come from, and the cache."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "weights",
+        help="list and fetch loss-network weights",
+        description=(
+            "Loss networks need ImageNet weights. `list` shows every source per network and what is cached; "
+            "`get` converts weights once into the cache as safetensors (sha256 recorded). "
+            "Cache folder: --cache DIR, else $FASTSTYLE_CACHE, else ~/.cache/faststyle."
+        ),
+    )
+    parser.add_argument("--cache", default=None, help="cache folder (default $FASTSTYLE_CACHE or ~/.cache/faststyle)")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p_list = actions.add_parser("list", help="sources and cached files per network")
+    p_list.set_defaults(handler=_list)
+    p_get = actions.add_parser("get", help="fetch and convert weights into the cache")
+    p_get.add_argument("network", help="vgg16, vgg19, googlenet, alexnet or caffenet")
+    p_get.add_argument("--from", dest="source", default=None, help="source name (see `faststyle weights list`)")
+    p_get.add_argument("--path", default=None, help="the archive, folder or file the source reads")
+    p_get.set_defaults(handler=_get)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from faststyle.lossnets.registry import SPECS
+    from faststyle.lossnets.weights import cache_dir, cached_info, sources_for
+
+    print(f"cache: {cache_dir(args.cache)}")
+    for name, spec in SPECS.items():
+        info = cached_info(name, args.cache)
+        state = f"cached from {info['source']}, sha256 {info['sha256']}" if info else "not cached"
+        print(f"\n{name}: {spec.description}\n  {state}")
+        for source in sources_for(name).values():
+            print(f"  --from {source.name:<16} {source.describe}\n  {'':<23} {source.how}")
+    return 0
+
+
+def _get(args: argparse.Namespace) -> int:
+    from faststyle.lossnets.registry import get_lossnet
+    from faststyle.lossnets.weights import cached_info, fetch_weights
+
+    path = fetch_weights(args.network, source=args.source, location=args.path, cache=args.cache)
+    get_lossnet(args.network, cache=args.cache, download=False)
+    info = cached_info(args.network, args.cache) or {}
+    print(f"{args.network}: {path} (from {info.get('source')}, sha256 {info.get('sha256')})")
+    return 0

@@ -1,0 +1,178 @@
+"""Gram matrices, content, style and total-variation losses, and the perceptual loss built from them.
+
+Two normalisations:
+
+- ``"caffe"`` (default; the Gatys reference mode uses it): the reference Caffe code's definitions —
+  style per layer ``1/(4·N²·M²)·Σ(G−A)²`` with N channels and M positions, content ``½·Σ(F−P)²``,
+  total variation ``Σ`` of squared neighbour differences.
+- ``"mean"`` (feed-forward training uses it): Gram divided by N·M, style per layer the mean of
+  ``(G'−A')²``, content the mean of ``(F−P)²``, total variation the mean of squared differences. Every term
+  is then independent of image size and batch size, so one set of loss weights serves any crop size and
+  Adam's default step. Per layer, caffe style = N²/4 × mean style.
+
+Losses of a batch are the mean over its images of each image's loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from faststyle.config import LayerConfig
+from faststyle.errors import FaststyleError
+from faststyle.lossnets.base import LossNet
+
+Normalization = Literal["caffe", "mean"]
+
+
+def gram_matrix(features: Tensor, normalization: Normalization = "caffe") -> Tensor:
+    """(B,N,H,W) -> (B,N,N) Gram matrices ``F·Fᵀ``, divided by N·M under ``"mean"``. Computed in float32."""
+    b, n, h, w = features.shape
+    flat = features.reshape(b, n, h * w).float()
+    gram = torch.bmm(flat, flat.transpose(1, 2))
+    return gram / (n * h * w) if normalization == "mean" else gram
+
+
+def style_layer_loss(
+    gram: Tensor, target: Tensor, channels: int, positions: int, normalization: Normalization
+) -> Tensor:
+    """Per-image style loss for one layer, averaged over the batch. ``target`` is (N,N) or (B,N,N)."""
+    diff = (gram - target).pow(2).flatten(1)
+    if normalization == "mean":
+        return diff.mean(1).mean()
+    return diff.sum(1).mean() / (4.0 * channels**2 * positions**2)
+
+
+def content_layer_loss(features: Tensor, target: Tensor, normalization: Normalization = "caffe") -> Tensor:
+    diff = (features.float() - target.float()).pow(2).flatten(1)
+    return diff.mean(1).mean() if normalization == "mean" else 0.5 * diff.sum(1).mean()
+
+
+def tv_loss(images: Tensor, normalization: Normalization = "caffe") -> Tensor:
+    """Total variation: squared differences between vertical and horizontal neighbours."""
+    dy = (images[..., 1:, :] - images[..., :-1, :]).float().pow(2).flatten(1)
+    dx = (images[..., :, 1:] - images[..., :, :-1]).float().pow(2).flatten(1)
+    if normalization == "mean":
+        return dy.mean(1).mean() + dx.mean(1).mean()
+    return dy.sum(1).mean() + dx.sum(1).mean()
+
+
+@dataclass
+class LossTerms:
+    """The weighted total and every unweighted term, per layer too (for logging)."""
+
+    total: Tensor
+    content: Tensor
+    style: Tensor
+    tv: Tensor
+    content_layers: dict[str, Tensor] = field(default_factory=dict)
+    style_layers: dict[str, Tensor] = field(default_factory=dict)
+
+    def as_floats(self) -> dict[str, float]:
+        out = {"total": self.total, "content": self.content, "style": self.style, "tv": self.tv}
+        out |= {f"content/{k}": v for k, v in self.content_layers.items()}
+        out |= {f"style/{k}": v for k, v in self.style_layers.items()}
+        return {k: float(v.detach()) for k, v in out.items()}
+
+
+def blend_weights(count: int, blend: Sequence[float] | None) -> list[float]:
+    if blend is None:
+        return [1.0 / count] * count
+    if len(blend) != count or any(w < 0 for w in blend) or sum(blend) <= 0:
+        raise FaststyleError(f"give one non-negative blend weight per style image ({count}), e.g. 0.7,0.3")
+    total = float(sum(blend))
+    return [w / total for w in blend]
+
+
+class PerceptualLoss(nn.Module):
+    """Content + weighted style + total-variation loss through a frozen loss network.
+
+    Style targets (Gram matrices, blended across style images by weight) are computed once here. Content
+    features can be passed precomputed (``content_features``) so a batch's targets are extracted once.
+    """
+
+    def __init__(
+        self,
+        lossnet: LossNet,
+        config: LayerConfig,
+        style_images: Sequence[Tensor],
+        style_blend: Sequence[float] | None = None,
+        content_weight: float = 1.0,
+        style_weight: float = 1e4,
+        tv_weight: float = 0.0,
+        normalization: Normalization = "caffe",
+    ) -> None:
+        super().__init__()
+        if config.backbone != lossnet.name:
+            raise FaststyleError(
+                f"config {config.name!r} is for {config.backbone}, but the loss network is {lossnet.name}"
+            )
+        if not style_images:
+            raise FaststyleError("give at least one style image")
+        lossnet.check_layers(config.layers)
+        self.lossnet = lossnet
+        self.config = config
+        self.normalization: Normalization = normalization
+        self.content_weight = content_weight
+        self.style_weight = style_weight
+        self.tv_weight = tv_weight
+        self.blend = blend_weights(len(style_images), style_blend)
+        for layer, gram in self.style_targets(style_images, self.blend).items():
+            self.register_buffer(_buffer(layer), gram, persistent=False)
+
+    @torch.no_grad()
+    def style_targets(self, style_images: Sequence[Tensor], blend: Sequence[float]) -> dict[str, Tensor]:
+        layers = list(self.config.style_layers)
+        targets: dict[str, Tensor] = {}
+        for image, weight in zip(style_images, blend, strict=True):
+            feats = self.lossnet(image.to(self._device()), layers)
+            for layer in layers:
+                gram = gram_matrix(feats[layer], self.normalization).mean(0) * weight
+                targets[layer] = targets[layer] + gram if layer in targets else gram
+        return targets
+
+    def _device(self) -> torch.device:
+        return next(self.lossnet.parameters(), torch.empty(0)).device
+
+    def target_gram(self, layer: str) -> Tensor:
+        return getattr(self, _buffer(layer))
+
+    @torch.no_grad()
+    def content_features(self, content: Tensor) -> dict[str, Tensor]:
+        return self.lossnet(content, list(self.config.content_layers))
+
+    def forward(
+        self,
+        output: Tensor,
+        content: Tensor | None = None,
+        content_features: Mapping[str, Tensor] | None = None,
+    ) -> LossTerms:
+        if content_features is None:
+            if content is None:
+                raise ValueError("pass content or content_features")
+            content_features = self.content_features(content)
+        feats = self.lossnet(output, self.config.layers)
+        norm = self.normalization
+        content_layers = {
+            layer: content_layer_loss(feats[layer], content_features[layer], norm)
+            for layer in self.config.content_layers
+        }
+        style_layers = {}
+        for layer in self.config.style_layers:
+            f = feats[layer]
+            style_layers[layer] = style_layer_loss(
+                gram_matrix(f, norm), self.target_gram(layer), f.shape[1], f.shape[2] * f.shape[3], norm
+            )
+        content_loss = sum(self.config.content_layers[k] * v for k, v in content_layers.items())
+        style_loss = sum(self.config.style_layers[k] * v for k, v in style_layers.items())
+        tv = tv_loss(output, norm) if self.tv_weight else output.new_zeros(())
+        total = self.content_weight * content_loss + self.style_weight * style_loss + self.tv_weight * tv
+        return LossTerms(total, content_loss, style_loss, tv, content_layers, style_layers)
+
+
+def _buffer(layer: str) -> str:
+    return "gram_" + layer.replace("/", "__").replace(".", "_")

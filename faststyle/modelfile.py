@@ -1,0 +1,92 @@
+"""The feed-forward model file: TransformerNet weights as safetensors, everything else as JSON metadata.
+
+The metadata records what is needed to use and to reproduce the model: the network's constructor
+arguments, backbone and its weights' sha256, layer and loss weights, style image sha256 and size, training
+steps, batch, data source and package versions. It lives in the safetensors header under ``faststyle``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from faststyle.errors import FaststyleError
+from faststyle.lossnets.weights import save_state_dict
+
+FORMAT = "faststyle-model/1"
+
+
+def package_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version()}
+    for name in ("faststyle", "torch", "torchvision", "pytorch-lightning", "datasets"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return versions
+
+
+def save_model(net: torch.nn.Module, path: str | os.PathLike[str], metadata: dict[str, Any], half: bool = True) -> Path:
+    """Write the model file atomically; ``half`` stores the weights as float16."""
+    from faststyle.transformer import TransformerNet
+
+    if not isinstance(net, TransformerNet):
+        raise TypeError("save_model takes a TransformerNet")
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise FaststyleError(f"model files end in .safetensors, not {path.name!r}")
+    dtype = torch.float16 if half else torch.float32
+    state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype) for k, v in net.state_dict().items()}
+    meta = {
+        "format": FORMAT,
+        "transformer": net.config(),
+        "dtype": str(dtype).removeprefix("torch."),
+        "versions": package_versions(),
+    } | metadata
+    save_state_dict(state, path, metadata={"faststyle": json.dumps(meta, sort_keys=True)})
+    return path
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FaststyleError(
+            f"model file {path} does not exist; train one with `faststyle train` or pick one from checkpoints/"
+        )
+    try:
+        with safe_open(path, framework="pt") as handle:
+            raw = (handle.metadata() or {}).get("faststyle")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise FaststyleError(f"{path} is not a safetensors model file ({exc})") from None
+    if raw is None:
+        raise FaststyleError(f"{path} is a safetensors file but not a faststyle model (no 'faststyle' metadata)")
+    meta = json.loads(raw)
+    if meta.get("format") != FORMAT:
+        raise FaststyleError(f"{path} has model format {meta.get('format')!r}; this faststyle reads {FORMAT}")
+    return meta
+
+
+def load_model(
+    path: str | os.PathLike[str], device: torch.device | str = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The TransformerNet (float32, eval mode) and the metadata of a model file."""
+    from safetensors.torch import load_file
+
+    from faststyle.transformer import TransformerNet
+
+    meta = read_metadata(path)
+    net = TransformerNet.from_config(meta["transformer"])
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise FaststyleError(f"{path}: weights do not match the recorded network ({exc})") from None
+    return net.eval().to(device), meta
