@@ -35,9 +35,7 @@ def _number(value: Any, where: str) -> float:
     try:
         return ev(ast.parse(str(value), mode="eval").body)
     except (SyntaxError, ValueError, ZeroDivisionError):
-        raise FaststyleError(
-            f"{where}: {value!r} is not a number (write e.g. 0.2, 2e-4 or 1-2e-4)"
-        ) from None
+        raise FaststyleError(f"{where}: {value!r} is not a number (write e.g. 0.2, 2e-4 or 1-2e-4)") from None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ steps, batch, data source and package versions. It lives in the safetensors head
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -27,10 +28,8 @@ def package_versions() -> dict[str, str]:
 
     versions = {"python": platform.python_version()}
     for name in ("faststyle", "torch", "torchvision", "pytorch-lightning", "datasets"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             versions[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
     return versions
 
 
