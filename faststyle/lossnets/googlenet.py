@@ -178,9 +178,7 @@ def caffejs_folder(location: str | os.PathLike[str] | None, env: str) -> Path:
     return folder
 
 
-def read_caffejs_blob(
-    folder: Path, file: str, shape: Sequence[int], checksums: dict[str, str] | None = None
-) -> Tensor:
+def read_caffejs_blob(folder: Path, file: str, shape: Sequence[int], checksums: dict[str, str] | None = None) -> Tensor:
     """One raw float32 little-endian blob of ``shape``, its sha256 checked when ``checksums`` is given."""
     path = folder / file
     if not path.is_file():
@@ -213,9 +211,10 @@ def read_caffejs(folder: Path, body: nn.Module, checksums: dict[str, str] | None
     for prefix, module in caffejs_convs(body).items():
         conv: nn.Conv2d = module[0]
         out_channels, in_channels, kh, kw = conv.weight.shape
-        weight = read_caffejs_blob(folder, f"{module.caffe_name}_filter.bin", (out_channels, kh, kw, in_channels), checksums)
+        name = module.caffe_name
+        weight = read_caffejs_blob(folder, f"{name}_filter.bin", (out_channels, kh, kw, in_channels), checksums)
         state[f"{prefix}.0.weight"] = weight.permute(0, 3, 1, 2).contiguous()
-        state[f"{prefix}.0.bias"] = read_caffejs_blob(folder, f"{module.caffe_name}_bias.bin", (out_channels,), checksums)
+        state[f"{prefix}.0.bias"] = read_caffejs_blob(folder, f"{name}_bias.bin", (out_channels,), checksums)
     return state
 
 
@@ -278,8 +277,8 @@ register_source(
     WeightSource(
         network="googlenet",
         name="caffejs-download",
-        describe=f"downloads the caffejs bvlc_googlenet files (chaosmail/caffejs@{CAFFEJS_COMMIT[:7]}), sha256-checked; "
-        "--path DIR keeps them there",
+        describe=f"downloads the caffejs bvlc_googlenet files (chaosmail/caffejs@{CAFFEJS_COMMIT[:7]}), "
+        "sha256-checked; --path DIR keeps them there",
         how="faststyle weights get googlenet --from caffejs-download [--path DIR]",
         fetch=_from_caffejs_download,
     )

