@@ -67,7 +67,7 @@ class TransformerNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Sigmoid output: (tanh(x)+1)/2 = sigmoid(2x), so it is Johnson's scaled tanh mapped straight to [0,1]."""
         h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % 4, (-w) % 4
+        pad_h, pad_w = (h + 3) // 4 * 4 - h, (w + 3) // 4 * 4 - w
         y = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
         y = self.decoder(self.residuals(self.encoder(y)))
         return y[..., :h, :w].sigmoid()

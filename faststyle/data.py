@@ -1,0 +1,412 @@
+"""Training photos: a local folder or a Hugging Face hub dataset, as endless random crops (B,3,S,S) in [0,1]."""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from faststyle.errors import FaststyleError
+from faststyle.images import open_image, pil_to_tensor, resize_long_side, to_rgb
+
+log = logging.getLogger("faststyle.data")
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"})
+
+
+def find_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Every image file under ``folder`` (recursively, hidden files and folders left out), sorted."""
+    root = Path(folder)
+    return sorted(
+        path
+        for path in root.rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES
+        and path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(root).parts)
+    )
+
+
+def count_images(folder: str | os.PathLike[str]) -> int:
+    return len(find_images(folder))
+
+
+def _rng(*keys: int) -> torch.Generator:
+    """A generator seeded from several integers without collisions between, e.g., (seed, worker) pairs."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> 1))
+
+
+def _open(image: dict[str, Any]) -> Image.Image:
+    """An undecoded ``datasets.Image`` value (path and/or bytes) as an RGB PIL image; FaststyleError if unreadable."""
+    if image.get("bytes") is None:
+        return open_image(image["path"])
+    try:
+        with Image.open(io.BytesIO(image["bytes"])) as pil:
+            pil.load()
+            return to_rgb(pil)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise FaststyleError(f"cannot read {image.get('path') or 'an image'} ({exc})") from None
+
+
+def _resize_short(image: Image.Image, short: int) -> Image.Image:
+    w, h = image.size
+    scale = short / min(w, h)
+    size = (max(short, round(w * scale)), max(short, round(h * scale)))
+    return image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
+
+
+def _random_crop(image: Image.Image, size: int, short_side: int | None, flip: bool, gen: torch.Generator) -> Tensor:
+    """A random size×size crop (3,S,S) in [0,1]; the photo is first scaled to ``short_side`` or up to ``size``."""
+    if short_side is not None or min(image.size) < size:
+        image = _resize_short(image, short_side or size)
+    w, h = image.size
+    top = int(torch.randint(h - size + 1, (), generator=gen))
+    left = int(torch.randint(w - size + 1, (), generator=gen))
+    image = image.crop((left, top, left + size, top + size))
+    if flip and bool(torch.rand((), generator=gen) < 0.5):
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return pil_to_tensor(image)[0]
+
+
+class SkipCounter:
+    """Unreadable photos, each counted once, shared with DataLoader worker processes."""
+
+    def __init__(self, num_items: int | None) -> None:
+        self._count = multiprocessing.Value("q", 0)
+        # With a known number of items the flags deduplicate across workers; a stream's shards are disjoint.
+        self._flags = multiprocessing.Array("b", num_items, lock=False) if num_items else None
+        self._seen: set[str] = set()
+
+    def mark(self, key: int | str, name: str, reason: str) -> None:
+        with self._count.get_lock():
+            if self._flags is not None and isinstance(key, int):
+                new = not self._flags[key]
+                self._flags[key] = 1
+            else:
+                new = str(key) not in self._seen
+                self._seen.add(str(key))
+            if new:
+                self._count.value += 1
+        if new:
+            log.warning("skipping unreadable photo %s: %s", name, reason)
+
+    def is_bad(self, index: int) -> bool:
+        return self._flags is not None and bool(self._flags[index])
+
+    @property
+    def count(self) -> int:
+        return int(self._count.value)
+
+
+class _FolderCrops(IterableDataset):
+    """Endless random crops of a map-style dataset, photos drawn with replacement; one seeded stream per worker."""
+
+    def __init__(
+        self, photos: datasets.Dataset, column: str, size: int, short_side: int | None, flip: bool,
+        seed: int, rank: int, skips: SkipCounter,
+    ) -> None:  # fmt: skip
+        self.photos, self.column, self.size, self.short_side, self.flip = photos, column, size, short_side, flip
+        self.seed, self.rank, self.skips = seed, rank, skips
+
+    def __iter__(self) -> Iterator[Tensor]:
+        worker = get_worker_info()
+        gen = _rng(self.seed, self.rank, worker.id if worker else 0)
+        n = len(self.photos)
+        while True:
+            index = int(torch.randint(n, (), generator=gen))
+            if self.skips.is_bad(index):
+                if self.skips.count >= n:
+                    raise FaststyleError("none of the training photos could be read; check the folder")
+                continue
+            image = self.photos[index][self.column]
+            try:
+                photo = _open(image)
+            except FaststyleError as exc:
+                self.skips.mark(index, image.get("path") or f"#{index}", str(exc))
+                continue
+            yield _random_crop(photo, self.size, self.short_side, self.flip, gen)
+
+
+class _StreamCrops(IterableDataset):
+    """Random crops of a streamed (hub) dataset, cycled epoch after epoch."""
+
+    def __init__(
+        self, photos: datasets.IterableDataset, column: str, size: int, short_side: int | None, flip: bool,
+        seed: int, rank: int, skips: SkipCounter,
+    ) -> None:  # fmt: skip
+        self.photos, self.column, self.size, self.short_side, self.flip = photos, column, size, short_side, flip
+        self.seed, self.rank, self.skips = seed, rank, skips
+
+    def __iter__(self) -> Iterator[Tensor]:
+        worker = get_worker_info()
+        gen = _rng(self.seed, self.rank, worker.id if worker else 0)
+        epoch = 0
+        while True:
+            self.photos.set_epoch(epoch)
+            yielded = False
+            for number, example in enumerate(self.photos):
+                if self.column not in example:
+                    raise FaststyleError(
+                        f"the dataset has no column {self.column!r} (columns: {sorted(example)}); pass image_column"
+                    )
+                image = example[self.column]
+                try:
+                    photo = _open(image)
+                except FaststyleError as exc:
+                    name = image.get("path") or f"#{number}"
+                    self.skips.mark(name, name, str(exc))
+                    continue
+                yielded = True
+                yield _random_crop(photo, self.size, self.short_side, self.flip, gen)
+            if not yielded:
+                return
+            epoch += 1
+
+
+class _CacheDraws(IterableDataset):
+    """Endless crop positions (index, top, left, flip) into the cached photos; the crop itself happens on device."""
+
+    def __init__(self, shapes: list[tuple[int, int]], size: int, flip: bool, seed: int, rank: int) -> None:
+        self.heights = torch.tensor([h for h, _ in shapes])
+        self.widths = torch.tensor([w for _, w in shapes])
+        self.size, self.flip, self.seed, self.rank = size, flip, seed, rank
+
+    def draw(self, count: int, gen: torch.Generator) -> Tensor:
+        index = torch.randint(len(self.heights), (count,), generator=gen)
+        top = (torch.rand(count, generator=gen) * (self.heights[index] - self.size + 1)).long()
+        left = (torch.rand(count, generator=gen) * (self.widths[index] - self.size + 1)).long()
+        flip = (torch.rand(count, generator=gen) < 0.5).long() * int(self.flip)
+        return torch.stack([index, top, left, flip], dim=1)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        gen = _rng(self.seed, self.rank, 0)
+        while True:
+            yield from self.draw(256, gen)
+
+
+class PhotoDataModule(pl.LightningDataModule):
+    """Training photos as endless random crops (B,3,size,size) in [0,1], for step-based training (``max_steps``).
+
+    ``source`` is a local folder (every image under it, recursively) or a Hugging Face hub dataset name
+    (streamed). Unreadable photos are skipped and counted in ``skipped``. With ``gpu_cache`` every photo is
+    decoded once into uint8 tensors on ``device`` and the loader yields crop positions that
+    ``on_after_batch_transfer`` (or ``sample_batch``) turns into crops there.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str],
+        batch_size: int = 4,
+        size: int = 256,
+        flip: bool = True,
+        seed: int = 0,
+        num_workers: int | None = None,
+        short_side: int | None = None,
+        image_column: str = "image",
+        split: str = "train",
+        cache_dir: str | os.PathLike[str] | None = None,
+        gpu_cache: bool = False,
+        cache_short_side: int | None = None,
+        cache_max_gb: float = 4.0,
+        device: str | torch.device | None = None,
+        val_size: int = 256,
+        shuffle_buffer: int = 1000,
+    ) -> None:
+        """``short_side``: scale every photo so its short side is this before cropping (default: only photos
+        smaller than ``size`` are scaled, up to ``size``). ``cache_short_side`` defaults to ``short_side`` or
+        ``round(1.25 * size)``; ``cache_max_gb`` bounds the cache's estimated size."""
+        super().__init__()
+        self.source = source
+        self.local = Path(source).is_dir()
+        if not self.local and str(source).startswith(("/", ".", "~")):
+            raise FaststyleError(f"photo folder {source} does not exist; pass a folder of images or a hub dataset name")
+        if gpu_cache and not self.local:
+            raise FaststyleError("gpu_cache needs a local photo folder; stream hub datasets without it")
+        self.batch_size, self.size, self.flip, self.seed = batch_size, size, flip, seed
+        self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
+        self.short_side = short_side
+        if short_side is not None and short_side < size:
+            raise FaststyleError(f"short_side ({short_side}) must be at least the crop size ({size})")
+        self.image_column, self.split, self.shuffle_buffer = image_column, split, shuffle_buffer
+        self.cache_dir = None if cache_dir is None else str(cache_dir)
+        self.gpu_cache = gpu_cache
+        self.cache_short_side = cache_short_side or short_side or round(1.25 * size)
+        if self.cache_short_side < size:
+            raise FaststyleError(f"cache_short_side ({self.cache_short_side}) must be at least the crop size ({size})")
+        self.cache_max_gb = cache_max_gb
+        self.device = None if device is None else torch.device(device)
+        self.val_size = val_size
+        self.photos: datasets.Dataset | datasets.IterableDataset | None = None
+        self.cache: list[Tensor] = []
+        self._skips: SkipCounter | None = None
+        self._draws: _CacheDraws | None = None
+
+    @property
+    def num_images(self) -> int | None:
+        """Photos found in the folder (None for a streamed hub dataset)."""
+        self.setup()
+        return len(self.photos) if isinstance(self.photos, datasets.Dataset) else None
+
+    @property
+    def skipped(self) -> int:
+        """Photos skipped so far because they could not be read."""
+        return self._skips.count if self._skips is not None else 0
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.photos is not None:
+            return
+        column = self.image_column
+        if self.local:
+            files = find_images(self.source)
+            if not files:
+                raise FaststyleError(f"no images under {self.source} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+            log.info("found %d images under %s", len(files), self.source)
+            photos = datasets.load_dataset(
+                "imagefolder",
+                data_files={"train": [str(f) for f in files]},
+                split="train",
+                drop_labels=True,
+                cache_dir=self.cache_dir,
+            )
+            column = "image"
+            self.photos = photos.cast_column(column, datasets.Image(decode=False))
+            self._skips = SkipCounter(len(self.photos))
+        else:
+            rank, world = self._rank()
+            photos = datasets.load_dataset(str(self.source), split=self.split, streaming=True, cache_dir=self.cache_dir)
+            if photos.features is not None and column not in photos.features:
+                raise FaststyleError(
+                    f"{self.source} has no column {column!r} (columns: {sorted(photos.features)}); pass image_column"
+                )
+            photos = photos.cast_column(column, datasets.Image(decode=False)).select_columns([column])
+            photos = photos.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
+            if world > 1:
+                photos = datasets.distributed.split_dataset_by_node(photos, rank=rank, world_size=world)
+            self.photos = photos
+            self._skips = SkipCounter(None)
+        self._column = column
+        if self.gpu_cache:
+            self._build_cache()
+
+    def _cache_device(self) -> torch.device:
+        trainer = self.trainer
+        if self.device is not None:
+            return self.device
+        if trainer is not None:
+            return trainer.strategy.root_device
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def _build_cache(self) -> None:
+        paths = [self.photos[i][self._column]["path"] for i in range(len(self.photos))]
+        estimate = 0
+        for path in paths:
+            try:
+                with Image.open(path) as image:
+                    w, h = image.size
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+                continue
+            scale = self.cache_short_side / min(w, h)
+            estimate += 3 * max(self.cache_short_side, round(w * scale)) * max(self.cache_short_side, round(h * scale))
+        if estimate > self.cache_max_gb * 1e9:
+            raise FaststyleError(
+                f"caching {len(paths)} photos at short side {self.cache_short_side} takes about "
+                f"{estimate / 1e9:.1f} GB, over cache_max_gb={self.cache_max_gb}; raise cache_max_gb, "
+                "lower cache_short_side, or turn gpu_cache off"
+            )
+        device = self._cache_device()
+
+        def load(index: int) -> Tensor | None:
+            try:
+                photo = _resize_short(_open({"path": paths[index]}), self.cache_short_side)
+            except FaststyleError as exc:
+                self._skips.mark(index, paths[index], str(exc))
+                return None
+            return torch.from_numpy(np.asarray(photo, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+        with ThreadPoolExecutor(max(1, self.num_workers)) as pool:
+            decoded = [photo for photo in pool.map(load, range(len(paths))) if photo is not None]
+        if not decoded:
+            raise FaststyleError(f"none of the photos under {self.source} could be read")
+        self.cache = [photo.to(device) for photo in decoded]
+        log.info("cached %d photos (%.2f GB) on %s", len(self.cache), estimate / 1e9, device)
+        rank, _ = self._rank()
+        self._draws = _CacheDraws([tuple(p.shape[-2:]) for p in self.cache], self.size, self.flip, self.seed, rank)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        rank, _ = self._rank()
+        if self.gpu_cache:
+            return DataLoader(self._draws, batch_size=self.batch_size)
+        crops = _FolderCrops if self.local else _StreamCrops
+        dataset = crops(self.photos, self._column, self.size, self.short_side, self.flip, self.seed, rank, self._skips)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def crop_cached(self, draws: Tensor) -> Tensor:
+        """Crops (B,3,S,S) in [0,1], on the cache's device, from rows (index, top, left, flip) of ``draws``."""
+        crops = []
+        for index, top, left, flip in draws.tolist():
+            crop = self.cache[index][:, top : top + self.size, left : left + self.size]
+            crops.append(crop.flip(-1) if flip else crop)
+        return torch.stack(crops).float().div_(255.0)
+
+    def sample_batch(self, batch_size: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """A batch of random crops straight from the cache (gpu_cache mode), without a DataLoader."""
+        if not self.gpu_cache:
+            raise FaststyleError("sample_batch needs gpu_cache=True; iterate train_dataloader() otherwise")
+        self.setup()
+        gen = generator if generator is not None else _rng(self.seed, self._rank()[0], 1)
+        return self.crop_cached(self._draws.draw(batch_size or self.batch_size, gen))
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.gpu_cache and isinstance(batch, Tensor) and batch.dtype == torch.long:
+            return self.crop_cached(batch)
+        return batch
+
+    def val_photos(self, n: int, val_size: int | None = None) -> list[Tensor]:
+        """``n`` fixed photos (1,3,H,W), long side ``val_size``: evenly spread over the folder, or a stream's first."""
+        self.setup()
+        long_side = val_size or self.val_size
+        if isinstance(self.photos, datasets.Dataset):
+            total = len(self.photos)
+            spread = sorted({round(i * (total - 1) / max(1, n - 1)) for i in range(n)})
+            chosen = set(spread)
+            order = spread + [i for i in range(total) if i not in chosen]
+            images = (self.photos[i][self._column] for i in order)
+        else:
+            stream = datasets.load_dataset(str(self.source), split=self.split, streaming=True, cache_dir=self.cache_dir)
+            stream = stream.cast_column(self.image_column, datasets.Image(decode=False))
+            images = (example[self.image_column] for example in stream)
+        photos: list[Tensor] = []
+        for image in images:
+            if len(photos) == n:
+                break
+            try:
+                photos.append(resize_long_side(pil_to_tensor(_open(image)), long_side))
+            except FaststyleError:
+                continue
+        return photos
+
+
+__all__ = ["PhotoDataModule", "SkipCounter", "count_images", "find_images"]

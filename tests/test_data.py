@@ -1,0 +1,185 @@
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from faststyle.data import PhotoDataModule, count_images
+from faststyle.errors import FaststyleError
+
+SMALL = "imagenet_sample/n01871265_tusker.jpg"  # 75×56
+GREY = "imagenet_sample/n04532670_viaduct.jpg"  # grey content stored as an RGB JPEG
+PHOTOS = ["bsds500/test_100007.jpg", "unsplash/alfred-schrock-shoE2y51uX0-unsplash.jpg", "urban100/img_001.jpg"]
+
+
+@pytest.fixture(scope="session")
+def train_dir() -> Path:
+    shared = Path(__file__).resolve().parents[2] / "shared"
+    if not (shared / "data" / "train").is_dir():
+        pytest.fail(f"{shared}/data/train is missing: the data tests need the shared photos next to the checkout")
+    return shared / "data" / "train"
+
+
+def module(source: Path, cache: Path, **options) -> PhotoDataModule:
+    options = {"num_workers": 0, "batch_size": 4, "size": 64, **options}
+    return PhotoDataModule(source, cache_dir=cache / "hf", **options)
+
+
+def take(dm: PhotoDataModule, batches: int) -> list[torch.Tensor]:
+    loader = iter(dm.train_dataloader())
+    return [next(loader) for _ in range(batches)]
+
+
+def test_whole_training_folder(train_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert count_images(train_dir) == 1710
+    dm = module(train_dir, tmp_path, batch_size=3, size=96)
+    with caplog.at_level(logging.INFO, logger="faststyle.data"):
+        assert dm.num_images == 1710
+    assert "found 1710 images" in caplog.text
+    for batch in take(dm, 2):
+        assert batch.shape == (3, 3, 96, 96) and batch.dtype == torch.float32
+        assert batch.min() >= 0 and batch.max() <= 1 and batch.std() > 0.01
+    assert dm.skipped == 0
+
+
+def make_odd_photos(train_dir: Path, folder: Path) -> dict[str, Path]:
+    """Real photos in the modes a user folder may hold."""
+    folder.mkdir()
+    base = Image.open(train_dir / PHOTOS[0])
+    files = {"small": folder / "small.jpg", "grey_rgb": folder / "grey_rgb.jpg"}
+    shutil.copy(train_dir / SMALL, files["small"])
+    shutil.copy(train_dir / GREY, files["grey_rgb"])
+    for mode, suffix in [("L", ".jpg"), ("P", ".png"), ("RGBA", ".png"), ("CMYK", ".jpg")]:
+        files[mode] = folder / f"{mode}{suffix}"
+        base.convert(mode).save(files[mode])
+    return files
+
+
+@pytest.mark.parametrize("kind", ["small", "grey_rgb", "L", "P", "RGBA", "CMYK"])
+def test_odd_photos_become_rgb_crops(train_dir: Path, tmp_path: Path, kind: str) -> None:
+    files = make_odd_photos(train_dir, tmp_path / "all")
+    with Image.open(files[kind]) as image:
+        assert image.mode == ("RGB" if kind in ("small", "grey_rgb") else kind)
+        if kind == "small":
+            assert min(image.size) < 256
+    single = tmp_path / "one"
+    single.mkdir()
+    shutil.copy(files[kind], single)
+    (batch,) = take(module(single, tmp_path, size=256, batch_size=2), 1)
+    assert batch.shape == (2, 3, 256, 256)
+    assert batch.min() >= 0 and batch.max() <= 1 and batch.std() > 0.01
+    if kind in ("grey_rgb", "L"):
+        assert (batch[:, 0] - batch[:, 1]).abs().max() < 0.05 and (batch[:, 2] - batch[:, 1]).abs().max() < 0.05
+
+
+@pytest.fixture
+def messy_folder(train_dir: Path, tmp_path: Path) -> Path:
+    """Three real photos, a file of random bytes named .jpg and a truncated JPEG."""
+    folder = tmp_path / "messy"
+    (folder / "sub").mkdir(parents=True)
+    for path in PHOTOS:
+        shutil.copy(train_dir / path, folder / "sub")
+    (folder / "random.jpg").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    data = (train_dir / SMALL).read_bytes()
+    (folder / "sub" / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(OSError):
+        Image.open(folder / "sub" / "truncated.jpg").load()
+    assert count_images(folder) == 5
+    return folder
+
+
+def test_unreadable_files_are_skipped_and_counted(
+    messy_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dm = module(messy_folder, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="faststyle.data"):
+        batches = take(dm, 15)
+    assert all(batch.shape == (4, 3, 64, 64) for batch in batches)
+    assert dm.skipped == 2
+    assert "random.jpg" in caplog.text and "truncated.jpg" in caplog.text
+    # Worker processes share the count, and a file skipped by two workers counts once.
+    workers = module(messy_folder, tmp_path, num_workers=2)
+    assert all(batch.shape == (4, 3, 64, 64) for batch in take(workers, 16))
+    assert workers.skipped == 2
+
+
+def test_same_seed_same_batches(messy_folder: Path, tmp_path: Path) -> None:
+    first = take(module(messy_folder, tmp_path, seed=3), 2)
+    again = take(module(messy_folder, tmp_path, seed=3), 2)
+    other = take(module(messy_folder, tmp_path, seed=4), 2)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(first[0], other[0])
+
+
+def test_gpu_cache_on_cpu(messy_folder: Path, tmp_path: Path) -> None:
+    dm = module(messy_folder, tmp_path, gpu_cache=True, device="cpu", size=64, cache_short_side=100)
+    dm.setup()
+    assert len(dm.cache) == 3 and dm.skipped == 2
+    assert all(p.dtype == torch.uint8 and min(p.shape[-2:]) == 100 for p in dm.cache)
+    draws = next(iter(dm.train_dataloader()))
+    assert draws.shape == (4, 4) and draws.dtype == torch.long
+    batch = dm.on_after_batch_transfer(draws, 0)
+    assert batch.shape == (4, 3, 64, 64) and batch.dtype == torch.float32
+    assert batch.min() >= 0 and batch.max() <= 1
+    index, top, left, flip = draws[0].tolist()
+    crop = dm.cache[index][:, top : top + 64, left : left + 64].float() / 255
+    assert torch.equal(batch[0], crop.flip(-1) if flip else crop)
+    sampled = dm.sample_batch(6, torch.Generator().manual_seed(1))
+    assert sampled.shape == (6, 3, 64, 64) and sampled.device.type == "cpu"
+    assert torch.equal(sampled, dm.sample_batch(6, torch.Generator().manual_seed(1)))
+    again = module(messy_folder, tmp_path, gpu_cache=True, device="cpu", size=64, cache_short_side=100)
+    assert torch.equal(next(iter(again.train_dataloader())), draws)
+
+
+def test_gpu_cache_refuses_to_exceed_budget(messy_folder: Path, tmp_path: Path) -> None:
+    dm = module(messy_folder, tmp_path, gpu_cache=True, device="cpu", cache_max_gb=1e-5)
+    with pytest.raises(FaststyleError, match="cache_max_gb"):
+        dm.setup()
+
+
+def test_val_photos_are_fixed(train_dir: Path, tmp_path: Path) -> None:
+    dm = module(train_dir, tmp_path, val_size=128)
+    photos = dm.val_photos(4)
+    assert len(photos) == 4
+    assert all(p.shape[:2] == (1, 3) and max(p.shape[-2:]) == 128 for p in photos)
+    again = module(train_dir, tmp_path, val_size=128).val_photos(4)
+    assert all(torch.equal(a, b) for a, b in zip(photos, again, strict=True))
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FaststyleError, match="does not exist"):
+        PhotoDataModule(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FaststyleError, match="no images"):
+        PhotoDataModule(empty, cache_dir=tmp_path / "hf").setup()
+
+
+def test_lightning_fit_crops_the_cache_after_transfer(messy_folder: Path, tmp_path: Path) -> None:
+    import pytorch_lightning as pl
+
+    class Probe(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Conv2d(3, 3, 1)
+            self.batches: list[torch.Tensor] = []
+
+        def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+            self.batches.append(batch)
+            return self.layer(batch).mean()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    dm = module(messy_folder, tmp_path, gpu_cache=True, cache_short_side=80)
+    probe = Probe()
+    trainer = pl.Trainer(
+        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(probe, datamodule=dm)
+    assert len(probe.batches) == 2
+    assert all(b.shape == (4, 3, 64, 64) and b.dtype == torch.float32 for b in probe.batches)
