@@ -169,7 +169,7 @@ def fetch_weights(
         if validate is not None:
             validate(state)
         path = cached_path(network, cache)
-        digest = save_state_dict(state, path, metadata={"network": network, "source": name})
+        digest = save_state_dict(state, path)
         manifest = {"network": network, "source": name, "location": location, "sha256": digest}
         _manifest_path(network, cache).write_text(json.dumps(manifest, indent=2))
         return path

@@ -1,0 +1,108 @@
+"""``faststyle train``: train a fast style network for one artwork."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "train",
+        help="train a style network for an artwork",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=(
+            "Train Johnson et al.'s transformer network so that it paints any photo in the style of the given "
+            "artwork, using a perceptual loss from a frozen ImageNet network. Example:\n"
+            "  faststyle train --style starry.jpg --data photos/ --steps 40000 --out checkpoints/starry.safetensors"
+        ),
+    )
+    p = parser.add_argument
+    p("--style", action="append", required=True, help="style image; repeat to blend several")
+    p("--style-blend", type=_floats, default=None, help="blend weights of the style images, e.g. 0.7,0.3")
+    p("--backbone", default="vgg16", help="loss network: vgg16, vgg19, googlenet, alexnet, caffenet")
+    p("--config", default=None, help="layer-weight config (name in configs/ or YAML file); default: the backbone's")
+    p("--data", required=True, help="folder of photos, or a Hugging Face dataset name (streamed)")
+    p("--steps", type=int, default=40_000, help="optimizer steps")
+    p("--batch", type=int, default=4, help="photos per step")
+    p("--size", type=int, default=256, help="crop size of the training photos")
+    p("--style-size", type=int, default=None, help="long side of the style image (default 1.5 x --size)")
+    p("--content-weight", type=float, default=1.0, help="weight of the content loss")
+    p("--style-weight", type=float, default=1e5, help="weight of the style loss")
+    p("--tv-weight", type=float, default=1.0, help="weight of the total-variation loss")
+    p("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p("--width", type=float, default=1.0, help="channel multiplier of the transformer network")
+    p("--pooling", choices=["max", "avg"], default="max", help="pooling in the loss network")
+    p("--lossnet-weights", default=None, help="weights file for the loss network (default: the cache)")
+    p("--cache", default=None, help="loss-network weights cache folder")
+    p("--out", required=True, help="model file to write (.safetensors)")
+    p("--run-dir", default=None, help="checkpoints, logs and validation grids (default: next to --out)")
+    p("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p("--seed", type=int, default=0)
+    p("--accelerator", default="auto", help="cpu, gpu or auto")
+    p("--devices", default="auto", help="number of devices (Lightning)")
+    p("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
+    p("--num-nodes", type=int, default=1)
+    p("--precision", default=None, help="Lightning precision (default bf16-mixed on GPU, 32-true on CPU)")
+    p("--compile", action="store_true", help="torch.compile the networks (GPU)")
+    p("--gpu-cache", action="store_true", help="decode small photo sets once onto the device and crop there")
+    p("--workers", type=int, default=None, help="data loader workers")
+    p("--val-every", type=int, default=500, help="steps between validation grids")
+    p("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    p("--fp32", action="store_true", help="store the model in float32 (default float16)")
+    p("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from faststyle.training import TrainSettings, train
+
+    settings = TrainSettings(
+        styles=args.style,
+        backbone=args.backbone,
+        config=args.config,
+        style_blend=args.style_blend,
+        style_size=args.style_size,
+        content_weight=args.content_weight,
+        style_weight=args.style_weight,
+        tv_weight=args.tv_weight,
+        lr=args.lr,
+        steps=args.steps,
+        batch=args.batch,
+        size=args.size,
+        width=args.width,
+        pooling=args.pooling,
+        lossnet_weights=args.lossnet_weights,
+        cache=args.cache,
+        seed=args.seed,
+        compile=args.compile,
+    )
+    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    result = train(
+        settings,
+        args.data,
+        args.out,
+        run_dir=args.run_dir,
+        resume=args.resume,
+        accelerator=args.accelerator,
+        devices=devices,
+        strategy=args.strategy,
+        num_nodes=args.num_nodes,
+        precision=args.precision,
+        num_workers=args.workers,
+        gpu_cache=args.gpu_cache,
+        val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every,
+        half=not args.fp32,
+        progress=not args.no_progress,
+    )
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in result.final_losses.items() if "/" not in k)
+    print(
+        f"wrote {result.model_path}: {result.steps} steps in {result.seconds:.0f} s "
+        f"({result.images_per_second:.2f} img/s); final losses: {losses}; "
+        f"skipped photos: {result.skipped_photos}; logs and validation grids in {result.run_dir}"
+    )
+    return 0

@@ -1,0 +1,399 @@
+"""Training a TransformerNet for one artwork: the LightningModule, its callbacks, and ``train()``.
+
+The content targets of each batch are computed once under ``no_grad``; the loss network is not part of
+the checkpoint (it is rebuilt from its cached weights), so checkpoints hold only the transformer and
+optimizer. Optimisation is manual so that a non-finite loss or gradient never reaches the weights: the run
+stops, and the last checkpoint (written every ``checkpoint_every`` steps) stays good.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint, TQDMProgressBar
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from torch import Tensor
+from torchvision.utils import make_grid
+
+from faststyle.config import LayerConfig, load_config
+from faststyle.errors import FaststyleError
+from faststyle.images import load_image, save_image, sha256_file
+from faststyle.losses import PerceptualLoss
+from faststyle.lossnets import get_lossnet
+from faststyle.transformer import TransformerNet
+
+log = logging.getLogger("faststyle.training")
+# Our checkpoints hold the post-step state on purpose (a bad step is never taken, see StyleModule).
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+warnings.filterwarnings("ignore", message=".*litlogger.*")
+
+
+@dataclass
+class TrainSettings:
+    """Everything that defines a training run; recorded in the model file."""
+
+    styles: list[str]
+    backbone: str = "vgg16"
+    config: str | None = None
+    style_blend: list[float] | None = None
+    style_size: int | None = None
+    content_weight: float = 1.0
+    style_weight: float = 1e5
+    tv_weight: float = 1.0
+    lr: float = 1e-3
+    steps: int = 40_000
+    batch: int = 4
+    size: int = 256
+    width: float = 1.0
+    num_residual: int = 5
+    pooling: str = "max"
+    lossnet_weights: str | None = None
+    cache: str | None = None
+    seed: int = 0
+    channels_last: bool | None = None
+    compile: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def layer_config(self) -> LayerConfig:
+        config = load_config(self.config or self.backbone)
+        if config.backbone != self.backbone:
+            raise FaststyleError(f"config {config.name!r} is for {config.backbone}, not --backbone {self.backbone}")
+        return config
+
+    def resolved_style_size(self) -> int:
+        return self.style_size or round(1.5 * self.size)
+
+
+class NonFiniteLoss(FaststyleError):
+    pass
+
+
+class StyleModule(pl.LightningModule):
+    """TransformerNet trained against a PerceptualLoss (``normalization="mean"``, see faststyle.losses)."""
+
+    def __init__(self, settings: TrainSettings) -> None:
+        super().__init__()
+        self.save_hyperparameters({"settings": asdict(settings)})
+        self.settings = settings
+        self.automatic_optimization = False
+        self.net = TransformerNet(settings.width, settings.num_residual)
+        self.layer_config = settings.layer_config()
+        styles = [load_image(path, settings.resolved_style_size()) for path in settings.styles]
+        lossnet = get_lossnet(settings.backbone, weights=settings.lossnet_weights, pooling=settings.pooling,
+                              cache=settings.cache)  # fmt: skip
+        perceptual = PerceptualLoss(
+            lossnet,
+            self.layer_config,
+            styles,
+            style_blend=settings.style_blend,
+            content_weight=settings.content_weight,
+            style_weight=settings.style_weight,
+            tv_weight=settings.tv_weight,
+            normalization="mean",
+        )
+        # Kept out of the module tree: the loss network is frozen and rebuilt, never checkpointed.
+        self.__dict__["perceptual"] = perceptual
+        self.stopped_reason: str | None = None
+        self.images_seen = 0
+
+    @property
+    def perceptual(self) -> PerceptualLoss:
+        return self.__dict__["perceptual"]
+
+    def _use_channels_last(self) -> bool:
+        wanted = self.settings.channels_last
+        return self.device.type == "cuda" if wanted is None else wanted
+
+    def setup(self, stage: str) -> None:
+        memory_format = torch.channels_last if self._use_channels_last() else torch.contiguous_format
+        self.perceptual.to(self.device, memory_format=memory_format)
+        self.net.to(memory_format=memory_format)
+        compiled = self.settings.compile
+        # Compiled callables live outside the module tree so checkpoints keep the plain parameter names.
+        self.__dict__["net_fn"] = torch.compile(self.net) if compiled else self.net
+        self.__dict__["loss_fn"] = torch.compile(self.perceptual) if compiled else self.perceptual
+        self.__dict__["targets_fn"] = (
+            torch.compile(self.perceptual.content_features) if compiled else self.perceptual.content_features
+        )
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.net.parameters(), lr=self.settings.lr)
+
+    def losses(self, content: Tensor):
+        if self._use_channels_last():
+            content = content.contiguous(memory_format=torch.channels_last)
+        fns = self.__dict__
+        net_fn, loss_fn = fns.get("net_fn", self.net), fns.get("loss_fn", self.perceptual)
+        targets = fns.get("targets_fn", self.perceptual.content_features)(content)
+        return loss_fn(net_fn(content), content_features=targets)
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        terms = self.losses(batch)
+        if not torch.isfinite(terms.total):
+            self._stop(f"the loss became {terms.total.item()} at step {self.global_step}")
+            return
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(terms.total)
+        norms = [p.grad.norm() for p in self.net.parameters() if p.grad is not None]
+        if not torch.isfinite(torch.stack(norms).sum()):
+            self._stop(f"a gradient became non-finite at step {self.global_step}")
+            return
+        optimizer.step()
+        self.images_seen += batch.shape[0]
+        values = terms.as_floats()
+        self.log_dict({f"loss/{k}": v for k, v in values.items()}, on_step=True, batch_size=batch.shape[0])
+        self.log("loss", values["total"], prog_bar=True, on_step=True, logger=False, batch_size=batch.shape[0])
+
+    def _stop(self, reason: str) -> None:
+        self.stopped_reason = reason
+        self.trainer.should_stop = True
+        log.error("stopping: %s; the weights were not updated with it", reason)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["images_seen"] = self.images_seen
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.images_seen = int(checkpoint.get("images_seen", 0))
+
+    @torch.no_grad()
+    def stylize(self, photos: Sequence[Tensor]) -> list[Tensor]:
+        was_training = self.net.training
+        self.net.eval()
+        out = [self.net(p.to(self.device)).float().clamp(0, 1).cpu() for p in photos]
+        self.net.train(was_training)
+        return out
+
+
+class ValidationGrid(Callback):
+    """Every ``every`` steps: stylize fixed photos, write ``grid_<step>.png`` and log the grid image."""
+
+    def __init__(self, photos: Sequence[Tensor], folder: Path, every: int) -> None:
+        self.photos, self.folder, self.every = list(photos), folder, every
+
+    def grid(self, module: StyleModule) -> Tensor:
+        size = max(max(p.shape[-2:]) for p in self.photos)
+        tiles = []
+        for photo, styled in zip(self.photos, module.stylize(self.photos), strict=True):
+            for image in (photo, styled):
+                pad = torch.ones(1, 3, size, size)
+                pad[..., : image.shape[-2], : image.shape[-1]] = image
+                tiles.append(pad[0])
+        return make_grid(tiles, nrow=2, padding=4, pad_value=1.0)
+
+    def write(self, trainer: pl.Trainer, module: StyleModule) -> None:
+        if not self.photos or trainer.global_rank != 0:
+            return
+        grid = self.grid(module)
+        save_image(grid, self.folder / f"grid_{trainer.global_step:06d}.png")
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("validation", grid, trainer.global_step)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        if trainer.global_step % self.every == 0:
+            self.write(trainer, module)  # type: ignore[arg-type]
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.global_step == 0:
+            self.write(trainer, module)  # type: ignore[arg-type]
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.global_step % self.every:
+            self.write(trainer, module)  # type: ignore[arg-type]
+
+
+@dataclass
+class TrainResult:
+    model_path: Path | None
+    run_dir: Path
+    steps: int
+    seconds: float
+    images_per_second: float
+    final_losses: dict[str, float]
+    skipped_photos: int
+    stopped_reason: str | None = None
+
+
+def default_precision(accelerator: str) -> str:
+    if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
+        return "32-true"
+    return "bf16-mixed"
+
+
+def train(
+    settings: TrainSettings,
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    strategy: str = "auto",
+    num_nodes: int = 1,
+    precision: str | None = None,
+    num_workers: int | None = None,
+    gpu_cache: bool = False,
+    val_every: int = 500,
+    val_photos: int = 4,
+    checkpoint_every: int = 500,
+    half: bool = True,
+    progress: bool = True,
+    data_cache_dir: str | None = None,
+) -> TrainResult:
+    """Train, then write the model file ``out`` (safetensors + metadata). Interrupted runs resume with ``resume``."""
+    from faststyle.data import PhotoDataModule
+    from faststyle.modelfile import save_model
+
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise FaststyleError(f"--out must end in .safetensors, not {out.name!r}")
+    if settings.steps <= 0 or settings.batch <= 0 or settings.size < 16:
+        raise FaststyleError("steps and batch must be positive and size at least 16")
+    for style in settings.styles:
+        load_image(style)  # an unreadable style image fails here, before anything else
+    run = Path(run_dir) if run_dir else out.with_suffix("").with_name(out.stem + "_run")
+    last = run / "checkpoints" / "last.ckpt"
+    resume_from = _latest_checkpoint(run / "checkpoints")
+    if resume and resume_from is None:
+        raise FaststyleError(
+            f"nothing to resume: no checkpoint in {run / 'checkpoints'} (train without --resume first)"
+        )
+    if not resume and resume_from is not None:
+        raise FaststyleError(
+            f"{run} holds an earlier run; pass --resume to continue it or choose another --out/--run-dir"
+        )
+    pl.seed_everything(settings.seed, workers=True, verbose=False)
+    module = StyleModule(settings)
+    datamodule = PhotoDataModule(
+        str(data),
+        batch_size=settings.batch,
+        size=settings.size,
+        seed=settings.seed,
+        num_workers=num_workers,
+        gpu_cache=gpu_cache,
+        cache_dir=data_cache_dir,
+    )
+    photos = datamodule.val_photos(val_photos) if val_photos else []
+    run.mkdir(parents=True, exist_ok=True)
+    for i, photo in enumerate(photos):
+        save_image(photo, run / "val" / f"photo_{i}.png")
+    checkpoint = ModelCheckpoint(
+        dirpath=run / "checkpoints", every_n_train_steps=checkpoint_every, save_last=True, save_top_k=0
+    )
+    callbacks: list[Callback] = [
+        checkpoint,
+        OnExceptionCheckpoint(run / "checkpoints", filename=INTERRUPTED),
+        ValidationGrid(photos, run / "val", val_every),
+    ]
+    if progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, min(20, settings.steps // 100))))
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        num_nodes=num_nodes,
+        precision=precision or default_precision(accelerator),
+        max_steps=settings.steps,
+        logger=[CSVLogger(run, name="", version=""), TensorBoardLogger(run, name="", version="")],
+        callbacks=callbacks,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=max(1, min(50, settings.steps // 20)),
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
+    )
+    start_step = 0
+    if resume and resume_from is not None:
+        start_step = _checkpoint_step(resume_from)
+        log.info("resuming %s from %s at step %d", run, resume_from.name, start_step)
+    started = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume else None)
+    except (KeyboardInterrupt, SystemExit):
+        # Lightning saves <run>/checkpoints/interrupted.ckpt, then exits on Ctrl-C.
+        raise FaststyleError(
+            f"interrupted at step {trainer.global_step}; continue with the same command and --resume"
+        ) from None
+    seconds = time.perf_counter() - started
+    steps_done = trainer.global_step - start_step
+    rate = steps_done * settings.batch / seconds if seconds > 0 else math.nan
+    final = {k.removeprefix("loss/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("loss/")}
+    result = TrainResult(None, run, trainer.global_step, seconds, rate, final, datamodule.skipped)
+    if module.stopped_reason:
+        result.stopped_reason = module.stopped_reason
+        raise NonFiniteLoss(
+            f"training stopped: {module.stopped_reason}. The last good checkpoint is {last} (step "
+            f"{_checkpoint_step(last) if last.exists() else 'none'}); lower --lr or the loss weights and "
+            "resume with --resume"
+        )
+    if trainer.interrupted:
+        raise FaststyleError(f"interrupted; continue with the same command and --resume (checkpoint {last})")
+    if trainer.global_rank == 0:
+        net = module.net.to(memory_format=torch.contiguous_format)
+        metadata = model_metadata(settings, module, datamodule, str(data), trainer.global_step, result)
+        save_model(net, out, metadata, half=half)
+        result.model_path = out
+        log.info("wrote %s", out)
+    return result
+
+
+INTERRUPTED = "interrupted"
+
+
+def _checkpoint_step(path: Path) -> int:
+    # Our own checkpoint (optimizer state included), not an untrusted file.
+    return int(torch.load(path, map_location="cpu", weights_only=False).get("global_step", 0))
+
+
+def _latest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint with the most steps: the periodic ``last.ckpt`` or the one saved on an interruption."""
+    candidates = [folder / "last.ckpt", folder / f"{INTERRUPTED}.ckpt"]
+    existing = [path for path in candidates if path.exists()]
+    return max(existing, key=_checkpoint_step) if existing else None
+
+
+def model_metadata(
+    settings: TrainSettings, module: StyleModule, datamodule: Any, data: str, steps: int, result: TrainResult
+) -> dict[str, Any]:
+    from PIL import Image
+
+    styles = []
+    for path in settings.styles:
+        with Image.open(path) as image:
+            styles.append({"file": Path(path).name, "sha256": sha256_file(path), "size": list(image.size)})
+    lossnet = module.perceptual.lossnet
+    return {
+        "style": {"images": styles, "blend": module.perceptual.blend, "size": settings.resolved_style_size()},
+        "backbone": {"name": settings.backbone, "weights_sha256": lossnet.weights_sha256, "pooling": settings.pooling},
+        "layers": module.layer_config.to_dict(),
+        "loss": {
+            "normalization": "mean",
+            "content_weight": settings.content_weight,
+            "style_weight": settings.style_weight,
+            "tv_weight": settings.tv_weight,
+            "final": result.final_losses,
+        },
+        "training": {
+            "steps": steps,
+            "batch": settings.batch,
+            "size": settings.size,
+            "lr": settings.lr,
+            "seed": settings.seed,
+            "images_seen": module.images_seen,
+            "seconds": round(result.seconds, 2),
+            "images_per_second": round(result.images_per_second, 3),
+        },
+        "data": {"source": data, "images": datamodule.num_images, "skipped": datamodule.skipped},
+    }

@@ -1,0 +1,132 @@
+"""Training end to end on CPU: real VGG16 weights, real photos and paintings from ../shared."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from faststyle.cli import main
+from faststyle.errors import FaststyleError
+from faststyle.images import load_image, sha256_file
+from faststyle.modelfile import load_model, read_metadata
+from faststyle.training import TrainSettings, train
+
+
+@pytest.fixture()
+def photos(shared: Path, tmp_path: Path) -> Path:
+    """Eight real photos plus one corrupt file."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in sorted((shared / "data/train/unsplash").glob("*.jpg"))[:8]:
+        shutil.copy(path, folder / path.name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
+    return folder
+
+
+def _settings(shared: Path, lossnet_cache: Path, steps: int) -> TrainSettings:
+    return TrainSettings(
+        styles=[str(shared / "data/styles/vangogh_starry_night_crop.jpg")],
+        steps=steps,
+        batch=2,
+        size=64,
+        style_size=128,
+        width=0.5,
+        cache=str(lossnet_cache),
+    )
+
+
+def _train(settings: TrainSettings, photos: Path, out: Path, **options: object):
+    defaults = {"num_workers": 0, "val_photos": 0, "progress": False, "data_cache_dir": str(photos.parent / "hf")}
+    return train(settings, photos, out, **(defaults | options))
+
+
+def _style_losses(run: Path) -> list[float]:
+    with open(run / "metrics.csv") as handle:
+        return [float(row["loss/style"]) for row in csv.DictReader(handle) if row.get("loss/style")]
+
+
+def test_a_short_run_lowers_the_style_loss_and_writes_a_usable_model(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "starry.safetensors"
+    settings = _settings(shared, lossnet_cache, steps=30)
+    result = _train(settings, photos, out, val_every=15, val_photos=2)
+    assert result.model_path == out and result.steps == 30
+    assert result.skipped_photos == 1
+    style = _style_losses(result.run_dir)
+    assert len(style) == 30
+    assert sum(style[-5:]) / 5 < 0.7 * style[0], style
+    assert sorted(p.name for p in (result.run_dir / "val").glob("grid_*.png")) == [
+        "grid_000000.png",
+        "grid_000015.png",
+        "grid_000030.png",
+    ]
+
+    meta = read_metadata(out)
+    style_file = shared / "data/styles/vangogh_starry_night_crop.jpg"
+    assert meta["style"]["images"][0]["sha256"] == sha256_file(style_file)
+    assert meta["style"]["images"][0]["size"] == [938, 640]
+    assert meta["backbone"]["name"] == "vgg16"
+    assert meta["backbone"]["weights_sha256"] == sha256_file(lossnet_cache / "vgg16.safetensors")
+    assert meta["layers"]["style_layers"] == {f"conv{i}_1": 0.2 for i in range(1, 6)}
+    assert meta["loss"]["style_weight"] == settings.style_weight
+    assert meta["training"]["steps"] == 30 and meta["training"]["batch"] == 2
+    assert meta["data"] == {"source": str(photos), "images": 9, "skipped": 1}
+    assert meta["dtype"] == "float16" and "torch" in meta["versions"]
+
+    net, meta_again = load_model(out)
+    assert meta_again == meta
+    photo = load_image(shared / "data/content/chicago.jpg", 96)
+    with torch.no_grad():
+        styled = net(photo)
+    assert styled.shape == photo.shape
+    assert styled.min() >= 0 and styled.max() <= 1
+    assert (styled - photo).abs().mean() > 0.05
+
+
+def test_resume_continues_the_step_count(shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    first = _train(_settings(shared, lossnet_cache, 4), photos, out, checkpoint_every=2)
+    assert first.steps == 4 and (first.run_dir / "checkpoints" / "last.ckpt").exists()
+    with pytest.raises(FaststyleError, match="--resume"):
+        _train(_settings(shared, lossnet_cache, 8), photos, out)
+    second = _train(_settings(shared, lossnet_cache, 8), photos, out, resume=True, checkpoint_every=2)
+    assert second.steps == 8
+    assert read_metadata(out)["training"]["images_seen"] == 16
+    with open(first.run_dir / "metrics.csv") as handle:
+        steps = [int(row["step"]) for row in csv.DictReader(handle) if row.get("loss/style")]
+    assert steps[-4:] == [4, 5, 6, 7]
+
+
+def test_an_unreadable_style_image_fails_before_training(tmp_path: Path, photos: Path) -> None:
+    bad = tmp_path / "style.jpg"
+    bad.write_text("not an image")
+    code = main(["train", "--style", str(bad), "--data", str(photos), "--out", str(tmp_path / "m.safetensors")])
+    assert code == 1
+    assert not (tmp_path / "m_run").exists()
+
+
+def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from faststyle.training import NonFiniteLoss, StyleModule
+
+    original = StyleModule.losses
+
+    def poisoned(self: StyleModule, content: torch.Tensor):  # noqa: ANN202
+        terms = original(self, content)
+        if self.global_step >= 3:
+            terms.total = terms.total * float("nan")
+        return terms
+
+    monkeypatch.setattr(StyleModule, "losses", poisoned)
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(NonFiniteLoss, match=r"(?s)loss became nan at step 3.*last good checkpoint.*step 2"):
+        _train(_settings(shared, lossnet_cache, 10), photos, out, checkpoint_every=2)
+    assert not out.exists()
+    state = torch.load(tmp_path / "m_run/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
