@@ -1,0 +1,123 @@
+"""Training throughput (images per second) of faststyle's step, beside the plain reference loop."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed
+
+HELP = "training step throughput, with the plain fp32 eager loop as baseline"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", default="vgg16")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=5, help="training steps per timed run")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="auto", help="auto: bf16 on CUDA")
+    parser.add_argument("--channels-last", choices=["on", "off", "auto"], default="auto", help="auto: on for CUDA")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the step's networks")
+    parser.add_argument("--weights", default=None, help="'random' where the backbone's weights are absent")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the plain reference loop")
+    add_device_arguments(parser)
+
+
+def _faststyle_step(
+    net_fn: Callable[[Tensor], Tensor],
+    loss_fn: Callable[..., object],
+    targets_fn: Callable[[Tensor], dict[str, Tensor]],
+    optimizer: torch.optim.Optimizer,
+    batch: Tensor,
+    dtype: torch.dtype | None,
+) -> Callable[[], None]:
+    """faststyle's step: content targets once under no_grad, optional bf16 autocast, no bad steps skipped here."""
+    device_type = batch.device.type
+
+    def step() -> None:
+        with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            targets = targets_fn(batch)
+            terms = loss_fn(net_fn(batch), content_features=targets)
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()  # type: ignore[attr-defined]
+        optimizer.step()
+
+    return step
+
+
+def _plain_step(net: nn.Module, lossnet: nn.Module, config, optimizer, batch: Tensor, grams) -> Callable[[], None]:
+    """The common reference loop: fp32, eager, content features computed with autograd on, MSE losses."""
+    from faststyle.losses import gram_matrix
+
+    mse = nn.functional.mse_loss
+
+    def step() -> None:
+        optimizer.zero_grad()
+        out = net(batch)
+        f_out = lossnet(out, config.layers)
+        f_in = lossnet(batch, list(config.content_layers))
+        content = sum(mse(f_out[k], f_in[k]) for k in config.content_layers)
+        style = sum(mse(gram_matrix(f_out[k], "mean"), grams[k].expand_as(gram_matrix(f_out[k], "mean")))
+                    for k in config.style_layers)  # fmt: skip
+        (content + 1e5 * style).backward()
+        optimizer.step()
+
+    return step
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    from faststyle.config import load_config
+    from faststyle.losses import PerceptualLoss
+    from faststyle.lossnets import get_lossnet
+    from faststyle.transformer import TransformerNet
+
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    config = load_config(args.backbone)
+    style = torch.rand(1, 3, round(1.5 * args.size), round(1.5 * args.size), device=device)
+    batch = torch.rand(args.batch, 3, args.size, args.size, device=device)
+    cuda = device.type == "cuda"
+    dtype = torch.bfloat16 if args.precision == "bf16" or (args.precision == "auto" and cuda) else None
+    channels_last = args.channels_last == "on" or (args.channels_last == "auto" and cuda)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    lossnet = get_lossnet(args.backbone, weights=args.weights, device=device)
+    result: dict[str, object] = {"bench": "train", "backbone": args.backbone, "size": args.size, "batch": args.batch}
+
+    def images_per_second(step: Callable[[], None]) -> dict[str, float]:
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        times = timed(lambda: [step() for _ in range(args.steps)], device, args.repeats, args.warmup)
+        stats = summary([args.steps * args.batch / t for t in times])
+        if cuda:
+            stats["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+        return stats
+
+    if not args.no_baseline:
+        net = TransformerNet().to(device)
+        grams = PerceptualLoss(lossnet, config, [style], normalization="mean")
+        targets = {k: grams.target_gram(k) for k in config.style_layers}
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+        result["baseline_img_per_s"] = images_per_second(_plain_step(net, lossnet, config, optimizer, batch, targets))
+        del net, optimizer
+
+    net = TransformerNet().to(device, memory_format=memory_format)
+    loss = PerceptualLoss(lossnet, config, [style], normalization="mean", tv_weight=1.0).to(memory_format=memory_format)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    batch = batch.contiguous(memory_format=memory_format)
+    compile_ = torch.compile if args.compile else (lambda fn: fn)
+    step = _faststyle_step(compile_(net), compile_(loss), compile_(loss.content_features), optimizer, batch, dtype)
+    result["faststyle_img_per_s"] = images_per_second(step)
+    result["settings"] = {
+        "precision": "bf16" if dtype else "fp32",
+        "channels_last": channels_last,
+        "compile": args.compile,
+        "steps_per_run": args.steps,
+    }
+    if "baseline_img_per_s" in result:
+        base = result["baseline_img_per_s"]["median"]  # type: ignore[index]
+        result["speedup"] = result["faststyle_img_per_s"]["median"] / base  # type: ignore[index]
+    return result | environment(device)
