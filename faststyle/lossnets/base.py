@@ -34,13 +34,16 @@ class LossNet(nn.Module):
 
     Subclasses build ``body`` (an ``nn.Sequential``), give ``taps`` (layer name -> index in ``body``
     whose output is that layer, post-ReLU for convolutions), ``channels`` (layer name -> channels) and
-    implement ``preprocess`` (the network's own input convention). Everything else is shared.
+    ``normalize`` (the network's own input convention). Everything else is shared.
     """
 
     name: str = ""
 
-    def __init__(self, body: nn.Sequential, taps: dict[str, int], channels: dict[str, int]) -> None:
+    def __init__(
+        self, body: nn.Sequential, taps: dict[str, int], channels: dict[str, int], normalize: Normalize
+    ) -> None:
         super().__init__()
+        self.normalize = normalize
         self.body = body
         self.taps = dict(taps)
         self.channels = dict(channels)
@@ -52,7 +55,7 @@ class LossNet(nn.Module):
         return sorted(self.taps, key=self.taps.__getitem__)
 
     def preprocess(self, images: Tensor) -> Tensor:
-        raise NotImplementedError
+        return self.normalize(images)
 
     def check_layers(self, layers: Sequence[str]) -> None:
         unknown = [name for name in layers if name not in self.taps]

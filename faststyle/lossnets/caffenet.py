@@ -6,12 +6,10 @@ per-layer folder of their own (``conv1_filter.bin``, ``conv1_bias.bin``, …).
 
 from __future__ import annotations
 
-from torch import Tensor
-
-from faststyle.lossnets.base import LossNet, Normalize
-from faststyle.lossnets.googlenet import (
-    CAFFE_MEAN_BGR,
+from faststyle.lossnets.base import LossNet
+from faststyle.lossnets.caffe import (
     CaffeConv,
+    caffe_input,
     caffe_lrn,
     caffe_max_pool,
     caffe_stack,
@@ -45,11 +43,7 @@ class CaffeNet(LossNet):
             ("conv5", CaffeConv("conv5", 384, 256, 3, padding=1, groups=2)),
             ("pool5", caffe_max_pool()),
         ]
-        super().__init__(*caffe_stack(layers))
-        self.normalize = Normalize(CAFFE_MEAN_BGR, (1.0, 1.0, 1.0), scale=255.0, bgr=True)
-
-    def preprocess(self, images: Tensor) -> Tensor:
-        return self.normalize(images)
+        super().__init__(*caffe_stack(layers), normalize=caffe_input())
 
 
 def caffenet() -> CaffeNet:

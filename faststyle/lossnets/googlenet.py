@@ -3,31 +3,34 @@
 Not torchvision's GoogLeNet: this is the Caffe model zoo's ``bvlc_googlenet`` (LRN, no batch norm, 5×5
 branches, BGR 0–255 input), the network the Caffe style-transfer code used. Its weights come from a caffejs
 per-layer folder (one float32 file per blob), checked against the sha256 values shipped beside this module.
-The Caffe building blocks here (convolution + ReLU, ceil-mode pooling, LRN, the caffejs reader) serve CaffeNet too.
 """
 
 from __future__ import annotations
 
 import functools
-import http.client
 import json
-import math
 import os
 import tempfile
-import urllib.request
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from faststyle.errors import FaststyleError
-from faststyle.images import sha256_file
-from faststyle.lossnets.base import LossNet, Normalize
+from faststyle.lossnets.base import LossNet
+from faststyle.lossnets.caffe import (
+    CaffeConv,
+    caffe_input,
+    caffe_lrn,
+    caffe_max_pool,
+    caffe_stack,
+    caffejs_files,
+    caffejs_folder,
+    download_caffejs,
+    read_caffejs,
+    read_caffejs_blob,
+)
 from faststyle.lossnets.weights import StateDict, WeightSource, register_source
 
-CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)
 GOOGLENET_DIR_ENV = "FASTSTYLE_GOOGLENET_DIR"
 CAFFEJS_COMMIT = "d161d610145d6ce1ee4b9e44b10de780e8ecec2d"
 CAFFEJS_URL = f"https://raw.githubusercontent.com/chaosmail/caffejs/{CAFFEJS_COMMIT}/models/bvlc_googlenet/weights/"
@@ -46,35 +49,6 @@ INCEPTIONS: dict[str, tuple[int, int, int, int, int, int]] = {
     "5a": (256, 160, 320, 32, 128, 128),
     "5b": (384, 192, 384, 48, 128, 128),
 }
-
-
-class CaffeConv(nn.Sequential):
-    """A Caffe convolution followed by its in-place ReLU; ``caffe_name`` names its caffejs weight files."""
-
-    def __init__(
-        self,
-        caffe_name: str,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        stride: int = 1,
-        padding: int = 0,
-        groups: int = 1,
-    ) -> None:
-        conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups)
-        super().__init__(conv, nn.ReLU(inplace=True))
-        self.caffe_name = caffe_name
-        self.out_channels = out_channels
-
-
-def caffe_max_pool(stride: int = 2, padding: int = 0) -> nn.MaxPool2d:
-    """Caffe's 3×3 max pooling; Caffe rounds the output size up, hence ``ceil_mode``."""
-    return nn.MaxPool2d(3, stride, padding, ceil_mode=True)
-
-
-def caffe_lrn() -> nn.LocalResponseNorm:
-    """Caffe's LRN across channels (local_size 5, alpha 1e-4, beta 0.75, k 1); both divide alpha by the size."""
-    return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
 
 
 class Inception(nn.Module):
@@ -102,20 +76,6 @@ class Inception(nn.Module):
         return torch.cat([self.branch1(x), self.branch3(x), self.branch5(x), self.branch_pool(x)], 1)
 
 
-def caffe_stack(
-    layers: Sequence[tuple[str, nn.Module]], in_channels: int = 3
-) -> tuple[nn.Sequential, dict[str, int], dict[str, int]]:
-    """``body``, ``taps`` and ``channels`` for a list of (layer name, module), each module producing its layer."""
-    taps: dict[str, int] = {}
-    channels: dict[str, int] = {}
-    width = in_channels
-    for index, (name, module) in enumerate(layers):
-        width = getattr(module, "out_channels", width)
-        taps[name] = index
-        channels[name] = width
-    return nn.Sequential(*(module for _, module in layers)), taps, channels
-
-
 class GoogLeNet(LossNet):
     """BVLC GoogLeNet up to ``inception_5b/output``; input RGB [0,1], fed to the network as Caffe's BGR 0–255."""
 
@@ -139,11 +99,7 @@ class GoogLeNet(LossNet):
             inception = Inception(f"inception_{stage}", width, INCEPTIONS[stage])
             layers.append((f"inception_{stage}/output", inception))
             width = inception.out_channels
-        super().__init__(*caffe_stack(layers))
-        self.normalize = Normalize(CAFFE_MEAN_BGR, (1.0, 1.0, 1.0), scale=255.0, bgr=True)
-
-    def preprocess(self, images: Tensor) -> Tensor:
-        return self.normalize(images)
+        super().__init__(*caffe_stack(layers), normalize=caffe_input())
 
     def classify(self, images: Tensor, classifier: nn.Linear) -> Tensor:
         """ImageNet logits (N, 1000): global average of ``inception_5b/output``, then ``classifier``.
@@ -167,57 +123,6 @@ def bvlc_googlenet_checksums() -> dict[str, str]:
     return json.loads(CHECKSUMS_FILE.read_text())
 
 
-def caffejs_folder(location: str | os.PathLike[str] | None, env: str) -> Path:
-    """``location``, else ``$env``: an existing folder, or a FaststyleError saying how to name one."""
-    chosen = location or os.environ.get(env)
-    if not chosen:
-        raise FaststyleError(f"this source needs a caffejs weights folder: --path DIR or ${env}")
-    folder = Path(chosen).expanduser()
-    if not folder.is_dir():
-        raise FaststyleError(f"{folder} is not a folder; give the caffejs weights folder (with conv1/, … inside)")
-    return folder
-
-
-def read_caffejs_blob(folder: Path, file: str, shape: Sequence[int], checksums: dict[str, str] | None = None) -> Tensor:
-    """One raw float32 little-endian blob of ``shape``, its sha256 checked when ``checksums`` is given."""
-    path = folder / file
-    if not path.is_file():
-        raise FaststyleError(f"{file} is missing from the caffejs weights folder {folder}")
-    if checksums is not None:
-        digest = sha256_file(path)
-        if digest != checksums[file]:
-            raise FaststyleError(
-                f"{path} has sha256 {digest}, not the expected {checksums[file]}: the file is damaged or from "
-                "another model; get the folder again"
-            )
-    data = np.fromfile(path, dtype="<f4")
-    if data.size != math.prod(shape):
-        raise FaststyleError(f"{path} holds {data.size} floats, but {file} needs {math.prod(shape)} {tuple(shape)}")
-    return torch.from_numpy(data.astype(np.float32).reshape(shape))
-
-
-def caffejs_convs(body: nn.Module) -> dict[str, CaffeConv]:
-    """Every Caffe convolution in ``body`` by its state-dict prefix."""
-    return {prefix: module for prefix, module in body.named_modules() if isinstance(module, CaffeConv)}
-
-
-def caffejs_files(body: nn.Module) -> list[str]:
-    return [f"{m.caffe_name}_{blob}.bin" for m in caffejs_convs(body).values() for blob in ("filter", "bias")]
-
-
-def read_caffejs(folder: Path, body: nn.Module, checksums: dict[str, str] | None = None) -> StateDict:
-    """The state dict of ``body`` from a caffejs folder; filters are stored (out, kh, kw, in) there."""
-    state: StateDict = {}
-    for prefix, module in caffejs_convs(body).items():
-        conv: nn.Conv2d = module[0]
-        out_channels, in_channels, kh, kw = conv.weight.shape
-        name = module.caffe_name
-        weight = read_caffejs_blob(folder, f"{name}_filter.bin", (out_channels, kh, kw, in_channels), checksums)
-        state[f"{prefix}.0.weight"] = weight.permute(0, 3, 1, 2).contiguous()
-        state[f"{prefix}.0.bias"] = read_caffejs_blob(folder, f"{name}_bias.bin", (out_channels,), checksums)
-    return state
-
-
 def load_bvlc_classifier(location: str | os.PathLike[str] | None = None) -> nn.Linear:
     """GoogLeNet's ``loss3/classifier`` (1024 -> 1000 ImageNet classes) from a caffejs folder, checksum-verified."""
     folder = caffejs_folder(location, GOOGLENET_DIR_ENV)
@@ -232,25 +137,6 @@ def load_bvlc_classifier(location: str | os.PathLike[str] | None = None) -> nn.L
 def _from_caffejs_folder(location: str | None) -> StateDict:
     folder = caffejs_folder(location, GOOGLENET_DIR_ENV)
     return read_caffejs(folder, GoogLeNet().body, bvlc_googlenet_checksums())
-
-
-def download_caffejs(files: Sequence[str], folder: Path, base_url: str, timeout: float = 60.0) -> None:
-    """Download ``base_url + file`` for every file into ``folder``; a failure raises FaststyleError."""
-    for file in files:
-        target = folder / file
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".part")
-        url = base_url + file
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                partial.write_bytes(response.read())
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            partial.unlink(missing_ok=True)
-            raise FaststyleError(
-                f"could not download {url} ({type(exc).__name__}: {exc}); check the internet connection, or "
-                "get the folder yourself and run `faststyle weights get googlenet --from caffejs --path DIR`"
-            ) from None
-        os.replace(partial, target)
 
 
 def _from_caffejs_download(location: str | None) -> StateDict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 from torchvision import models
 
 from faststyle.lossnets.base import LossNet, Normalize
@@ -43,12 +43,8 @@ class VGG(LossNet):
         builder = {16: models.vgg16, 19: models.vgg19}[depth]
         features = builder(weights=None).features
         taps, channels = caffe_names(features)
-        super().__init__(features, taps, channels)
+        super().__init__(features, taps, channels, normalize=Normalize(IMAGENET_MEAN, IMAGENET_STD))
         self.name = f"vgg{depth}"
-        self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
-
-    def preprocess(self, images: Tensor) -> Tensor:
-        return self.normalize(images)
 
 
 def vgg16() -> VGG:
