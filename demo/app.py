@@ -1,0 +1,290 @@
+"""faststyle's Gradio demo: pick a style, upload a photo or stream the webcam, compare backbones.
+
+Run with ``faststyle demo`` or ``python demo/app.py [--host 127.0.0.1] [--port 7860] [--models DIR]``.
+"""
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from faststyle.errors import FaststyleError
+from faststyle.images import open_image, save_image
+from faststyle.stylize import (
+    ModelInfo,
+    Stylizer,
+    backbone_name,
+    list_models,
+    model_dirs,
+    style_key,
+    style_name,
+    style_thumbnail,
+)
+
+UPLOAD_MAX_PIXELS = 50_000_000
+TRAIN_HINT = "faststyle train --style STYLE.jpg --out checkpoints/NAME.safetensors"
+CSS = "#latency textarea {font-variant-numeric: tabular-nums}"
+
+
+def _name_tile(text: str, size: int = 256) -> Image.Image:
+    image = Image.new("RGB", (size, size), (58, 63, 77))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=22)
+    words, lines = text.replace("_", " ").split(), [""]
+    for word in words:
+        candidate = f"{lines[-1]} {word}".strip()
+        if draw.textlength(candidate, font=font) > size - 24 and lines[-1]:
+            lines.append(word)
+        else:
+            lines[-1] = candidate
+    block = "\n".join(lines)
+    box = draw.multiline_textbbox((0, 0), block, font=font, align="center")
+    origin = ((size - (box[2] - box[0])) / 2, (size - (box[3] - box[1])) / 2)
+    draw.multiline_text(origin, block, font=font, fill=(235, 235, 235), align="center")
+    return image
+
+
+class StyleApp:
+    """The models, their loaded stylizers, and the functions the page calls."""
+
+    def __init__(self, dirs: Sequence[Path] | None = None, device: str | None = None) -> None:
+        self.models = {m.name: m for m in list_models(dirs)}
+        self.dirs = list(dirs) if dirs is not None else model_dirs()
+        self.device = device
+        self._stylizers: dict[str, Stylizer] = {}
+        self._lock = threading.Lock()
+        self._outputs = Path(tempfile.mkdtemp(prefix="faststyle-demo-"))
+
+    def stylizer(self, name: str) -> Stylizer:
+        if name not in self.models:
+            raise gr.Error(f"unknown style model {name!r}; pick one from the gallery")
+        with self._lock:
+            if name not in self._stylizers:
+                self._stylizers[name] = Stylizer(self.models[name].path, device=self.device)
+            return self._stylizers[name]
+
+    def groups(self) -> dict[str, list[ModelInfo]]:
+        """Models grouped by style (style images' sha256, else name), for the backbone comparison."""
+        groups: dict[str, list[ModelInfo]] = {}
+        for info in self.models.values():
+            groups.setdefault(style_key(info.metadata, info.name), []).append(info)
+        return groups
+
+    def gallery(self) -> list[tuple[Image.Image, str]]:
+        items = []
+        for info in self.models.values():
+            caption = f"{info.name} · {style_name(info.metadata, info.name)} · {backbone_name(info.metadata)}"
+            items.append((style_thumbnail(info) or _name_tile(info.name), caption))
+        return items
+
+    def _open_upload(self, payload: Any) -> Image.Image:
+        """The uploaded file (the raw payload: the event skips Gradio's preprocessing, which would fail on a
+        non-image with a bare error) as an RGB image, or a message in the page."""
+        if isinstance(payload, dict):
+            path, shown = payload.get("path"), payload.get("orig_name") or "the upload"
+        else:
+            path, shown = payload, "the upload"
+        if not path:
+            raise gr.Error("Upload a photo first (JPEG, PNG, WebP …).")
+        try:
+            return open_image(path, max_pixels=UPLOAD_MAX_PIXELS)
+        except FaststyleError as exc:
+            reason = "it is too large" if "limit" in str(exc) else "it is not an image file this demo can read"
+            raise gr.Error(
+                f"Cannot stylize {Path(str(shown)).name}: {reason}. Upload a JPEG, PNG or WebP photo."
+            ) from None
+
+    def stylize_photo(
+        self, photo: Any, model: str, strength: float, preserve_color: bool, size: float
+    ) -> tuple[str, str, Any]:
+        image = self._open_upload(photo)
+        stylizer = self.stylizer(model)
+        start = time.perf_counter()
+        try:
+            result = stylizer(image, size=int(size), strength=float(strength), preserve_color=bool(preserve_color))
+        except FaststyleError as exc:
+            raise gr.Error(str(exc)) from None
+        ms = (time.perf_counter() - start) * 1000
+        path = save_image(result, self._outputs / f"stylized-{model}-{time.time_ns()}.png")
+        latency = (
+            f"{ms:.0f} ms · {result.width}×{result.height} px · {model} ({stylizer.backend}, {stylizer.precision})"
+        )
+        return str(path), latency, gr.DownloadButton(value=str(path), interactive=True)
+
+    def stylize_frame(
+        self, frame: np.ndarray | None, name: str, strength: float, preserve: bool, size: float
+    ) -> tuple[np.ndarray | None, str]:
+        if frame is None:
+            return None, ""
+        start = time.perf_counter()
+        result = self.stylizer(name)(
+            Image.fromarray(frame).convert("RGB"), size=int(size), strength=float(strength), preserve_color=preserve
+        )
+        ms = (time.perf_counter() - start) * 1000
+        return np.asarray(result), f"{ms:.0f} ms per frame · {result.width}×{result.height} px"
+
+    def compare(self, photo: Any, style: str, strength: float, preserve_color: bool, size: float) -> list[Any]:
+        image = self._open_upload(photo)
+        results = []
+        for info in self.groups().get(style, []):
+            start = time.perf_counter()
+            out = self.stylizer(info.name)(
+                image, size=int(size), strength=float(strength), preserve_color=bool(preserve_color)
+            )
+            ms = (time.perf_counter() - start) * 1000
+            results.append((out, f"{backbone_name(info.metadata)} · {info.name} · {ms:.0f} ms"))
+        if not results:
+            raise gr.Error("Pick a style to compare.")
+        return results
+
+
+def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) -> gr.Blocks:
+    app = StyleApp(dirs, device)
+    with gr.Blocks(title="faststyle", analytics_enabled=False) as demo:
+        gr.Markdown("# faststyle — instant style transfer")
+        if not app.models:
+            searched = ", ".join(f"`{d}`" for d in app.dirs)
+            gr.Markdown(
+                f"**No style models found** (looked in {searched}).\n\n"
+                f"Train one with\n\n```\n{TRAIN_HINT}\n```\n\n"
+                "then restart the demo, or point it at a folder of models with `faststyle demo --models DIR` "
+                "(or `$FASTSTYLE_MODELS`).",
+                elem_id="no-models",
+            )
+            return demo
+        names = list(app.models)
+        gallery = gr.Gallery(
+            value=app.gallery(),
+            label="Styles (click one to use it)",
+            columns=6,
+            fit_columns=False,
+            height=230,
+            object_fit="cover",
+            allow_preview=False,
+            interactive=False,
+            elem_id="styles",
+        )
+        with gr.Row():
+            model = gr.Dropdown(names, value=names[0], label="Style model", elem_id="model")
+            strength = gr.Slider(0, 1, value=1.0, step=0.05, label="Strength", elem_id="strength")
+            preserve = gr.Checkbox(value=False, label="Keep the photo's colours", elem_id="preserve")
+
+        def pick(evt: gr.SelectData) -> str:
+            return names[evt.index]
+
+        gallery.select(pick, None, model, api_visibility="private")
+        with gr.Tab("Photo"):
+            with gr.Row():
+                photo = gr.Image(label="Photo", type="filepath", sources=["upload", "clipboard"], elem_id="photo")
+                output = gr.Image(
+                    label="Stylized",
+                    format="png",
+                    interactive=False,
+                    buttons=["download", "fullscreen"],
+                    elem_id="output",
+                )
+            with gr.Row():
+                size = gr.Slider(128, 2048, value=512, step=32, label="Output size (long side, px)", elem_id="size")
+                run = gr.Button("Stylize", variant="primary", elem_id="run")
+            with gr.Row():
+                latency = gr.Textbox(label="Latency", interactive=False, elem_id="latency")
+                download = gr.DownloadButton("Download PNG", interactive=False, elem_id="download")
+            run.click(
+                app.stylize_photo,
+                [photo, model, strength, preserve, size],
+                [output, latency, download],
+                preprocess=False,
+                api_name="stylize",
+            )
+        with gr.Tab("Webcam"):
+            with gr.Row():
+                camera = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy", elem_id="camera")
+                live = gr.Image(label="Stylized frames", interactive=False, elem_id="live")
+            with gr.Row():
+                frame_size = gr.Slider(64, 768, value=256, step=32, label="Frame size (long side, px)")
+                frame_latency = gr.Textbox(label="Latency", interactive=False, elem_id="frame-latency")
+            camera.stream(
+                app.stylize_frame,
+                [camera, model, strength, preserve, frame_size],
+                [live, frame_latency],
+                stream_every=0.2,
+                time_limit=120,
+                concurrency_limit=1,
+                api_visibility="private",
+            )
+        with gr.Tab("Compare backbones"):
+            groups = app.groups()
+            choices = [
+                (f"{style_name(models[0].metadata, models[0].name)} ({len(models)} models)", key)
+                for key, models in groups.items()
+            ]
+            gr.Markdown("The same style trained with different loss networks, applied to the photo from the Photo tab.")
+            with gr.Row():
+                style = gr.Dropdown(choices, value=choices[0][1], label="Style", elem_id="compare-style")
+                compare = gr.Button("Compare", elem_id="compare")
+            side_by_side = gr.Gallery(label="By backbone", columns=4, height="auto", elem_id="side-by-side")
+            compare.click(
+                app.compare,
+                [photo, style, strength, preserve, size],
+                side_by_side,
+                preprocess=False,
+                api_name="compare",
+            )
+    return demo
+
+
+def launch(
+    dirs: Sequence[Path] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    share: bool = False,
+    device: str | None = None,
+    prevent_thread_lock: bool = False,
+) -> gr.Blocks:
+    import torch
+
+    demo = build_demo(dirs, device)
+    on_gpu = device == "cuda" or (device is None and torch.cuda.is_available())
+    demo.queue(default_concurrency_limit=2 if on_gpu else 1, max_size=64)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        prevent_thread_lock=prevent_thread_lock,
+        max_file_size="50mb",
+        ssr_mode=False,
+        css=CSS,
+        footer_links=["api"],
+    )
+    return demo
+
+
+def parse_dirs(models: str | None) -> list[Path] | None:
+    return [Path(p).expanduser() for p in models.split(os.pathsep) if p] if models else None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--models", default=None, help="folder(s) of models, os.pathsep-separated (default: the usual)")
+    parser.add_argument("--share", choices=["yes", "no"], default="no", help="make a public gradio.live link")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    launch(parse_dirs(args.models), args.host, args.port, args.share == "yes", args.device)
+
+
+if __name__ == "__main__":
+    main()

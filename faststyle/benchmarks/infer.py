@@ -1,0 +1,90 @@
+"""Stylization time per image (ms) through ``Stylizer`` for each backend, beside the plain fp32 eager network
+measured in the same run."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed
+
+HELP = "stylization time per image for each inference backend"
+SIZES = {"512": (512, 512), "1024": (1024, 1024), "720p": (720, 1280), "1080p": (1080, 1920), "4k": (2160, 3840)}
+BACKENDS = ("eager", "channels_last", "compile", "onnxruntime")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="random", help="model file or name; 'random': an untrained network")
+    parser.add_argument("--size", default="512", help=f"{', '.join(SIZES)} or HxW (e.g. 600x800)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    parser.add_argument("--backend", default="all", choices=[*BACKENDS, "all"])
+    parser.add_argument("--batch", type=int, default=1)
+    add_device_arguments(parser)
+
+
+def _size(text: str) -> tuple[int, int]:
+    from faststyle.errors import FaststyleError
+
+    if text.lower() in SIZES:
+        return SIZES[text.lower()]
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        return parts[0], parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise FaststyleError(f"--size {text!r}: use {', '.join(SIZES)}, a side (512) or HxW (600x800)")
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    from faststyle.stylize import Stylizer, default_backend, default_precision
+    from faststyle.transformer import TransformerNet
+
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    if args.model == "random":
+        net: torch.nn.Module | str = TransformerNet().eval()
+    else:
+        net = args.model
+    h, w = _size(args.size)
+    images = torch.rand(args.batch, 3, h, w, device=device)
+    precision = args.precision if args.precision != "auto" else default_precision(device)
+    runs: list[tuple[str, dict[str, object]]] = [("eager_fp32", {"precision": "fp32", "backend": "eager"})]
+    for backend in BACKENDS if args.backend == "all" else (args.backend,):
+        options: dict[str, object] = {"precision": precision, "backend": backend}
+        if backend == "compile":
+            options = {"precision": precision, "backend": "channels_last", "compile": True}
+        if backend == "onnxruntime" and (device.type != "cpu" or precision != "fp32"):
+            continue
+        runs.append((f"{backend}_{precision}", options))
+
+    result: dict[str, object] = {
+        "bench": "infer",
+        "model": args.model,
+        "size": [h, w],
+        "batch": args.batch,
+        "default": {
+            "backend": default_backend(device, default_precision(device)),
+            "precision": default_precision(device),
+        },
+    }
+    timings: dict[str, dict[str, float]] = {}
+    skipped: dict[str, str] = {}
+    for name, options in runs:
+        try:
+            stylizer = Stylizer(net, device=device, tile=0, **options)  # type: ignore[arg-type]
+            times = timed(lambda s=stylizer: s(images), device, args.repeats, args.warmup)
+        except Exception as exc:  # a backend that cannot run here is reported, not fatal
+            skipped[name] = f"{type(exc).__name__}: {exc}"[:300]
+            continue
+        timings[name] = summary(times, 1000.0 / args.batch)
+    baseline = timings.get("eager_fp32", {}).get("median")
+    result["ms_per_image"] = timings
+    if baseline:
+        result["speedup_vs_eager_fp32"] = {k: round(baseline / v["median"], 3) for k, v in timings.items()}
+    if skipped:
+        result["skipped"] = skipped
+    return result | environment(device)

@@ -1,0 +1,172 @@
+"""``faststyle stylize``: apply a style model to image files, folders and globs."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+from pathlib import Path
+
+OUTPUT_FORMATS = ("png", "jpg", "jpeg", "webp")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "stylize",
+        help="stylize images with a trained model",
+        description=(
+            "Stylize image files, folders and globs with a style model. With one input, --out may name the output "
+            "file; otherwise --out is a folder (created) that receives <stem>_<model>.<format>. Outputs are "
+            "written atomically; a file that fails does not stop the others (exit code 1 if any failed)."
+        ),
+    )
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or globs")
+    parser.add_argument("--model", help="model NAME (see --list) or model file (.safetensors)")
+    parser.add_argument("--out", help="output file (one input) or folder")
+    parser.add_argument("--list", action="store_true", help="list the available models and exit")
+    parser.add_argument("--size", type=int, default=None, help="resize the longer side to this many pixels first")
+    parser.add_argument("--strength", type=float, default=1.0, help="0 = the photo, 1 = fully stylized (default)")
+    parser.add_argument("--preserve-color", action="store_true", help="keep the photo's colours (stylize luminance)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    parser.add_argument(
+        "--backend", default="auto", choices=["auto", "eager", "channels_last", "onnxruntime"], help="(advanced)"
+    )
+    parser.add_argument("--batch", type=int, default=1, help="images per forward pass (equal sizes are batched)")
+    parser.add_argument("--tile", type=int, default=None, help="tile side for large images (0: never tile)")
+    parser.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
+    parser.add_argument("--format", choices=OUTPUT_FORMATS, default=None, help="output format in folder mode")
+    parser.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 180 million)")
+    parser.set_defaults(handler=_stylize)
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files from files, folders (their images, not recursive) and globs; and (input, reason) for inputs that
+    name nothing."""
+    from PIL import Image
+
+    suffixes = set(Image.registered_extensions())
+    files: list[Path] = []
+    missing: list[tuple[str, str]] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                missing.append((item, "folder has no image files"))
+            files += found
+        elif path.exists():
+            files.append(path)
+        elif glob.has_magic(item):
+            found = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+            if not found:
+                missing.append((item, "no files match"))
+            files += found
+        else:
+            missing.append((item, "does not exist"))
+    unique = list(dict.fromkeys(files))
+    return unique, missing
+
+
+def output_paths(files: list[Path], out: Path, model: str, fmt: str | None, folder: bool) -> list[Path]:
+    if not folder:
+        return [out]
+    suffix = "." + (fmt or "png")
+    paths: list[Path] = []
+    taken: set[Path] = set()
+    for file in files:
+        candidate = out / f"{file.stem}_{model}{suffix}"
+        count = 2
+        while candidate in taken:
+            candidate = out / f"{file.stem}-{count}_{model}{suffix}"
+            count += 1
+        taken.add(candidate)
+        paths.append(candidate)
+    return paths
+
+
+def _list_models() -> int:
+    from faststyle.stylize import backbone_name, list_models, model_dirs, style_name
+
+    models = list_models()
+    if not models:
+        print("no models found in " + ", ".join(str(d) for d in model_dirs()))
+        print("train one with: faststyle train --style STYLE.jpg --out checkpoints/NAME.safetensors")
+        return 0
+    width = max(len(m.name) for m in models)
+    for m in models:
+        print(f"{m.name:<{width}}  style: {style_name(m.metadata)}  backbone: {backbone_name(m.metadata)}  ({m.path})")
+    return 0
+
+
+def _stylize(args: argparse.Namespace) -> int:
+    from faststyle.errors import FaststyleError
+
+    if args.list:
+        return _list_models()
+    if not args.model:
+        raise FaststyleError("name a model with --model NAME|FILE (see `faststyle stylize --list`)")
+    if not args.inputs:
+        raise FaststyleError("name the images to stylize: files, folders or globs")
+    if not args.out:
+        raise FaststyleError("name where to write with --out FILE (one input) or --out FOLDER")
+    if args.batch < 1:
+        raise FaststyleError("--batch must be at least 1")
+
+    from tqdm import tqdm
+
+    from faststyle.images import MAX_PIXELS, open_image, save_image
+    from faststyle.stylize import Stylizer
+
+    files, failures = expand_inputs(args.inputs)
+    out = Path(args.out).expanduser()
+    folder = len(files) + len(failures) > 1 or out.is_dir() or args.out.endswith(("/", "\\")) or not out.suffix
+    if not folder and args.format:
+        raise FaststyleError("--format applies to folder output; name the output file with the suffix you want")
+    max_pixels = args.max_pixels or MAX_PIXELS
+    stylizer = Stylizer(
+        args.model,
+        device=args.device,
+        precision=args.precision,
+        tile=args.tile,
+        overlap=args.overlap,
+        max_pixels=max_pixels,
+        backend=args.backend,
+    )
+    targets = output_paths(files, out, stylizer.name, args.format, folder)
+    if folder:
+        out.mkdir(parents=True, exist_ok=True)
+    failed: list[tuple[str, str]] = list(failures)
+    written = 0
+    options = {"size": args.size, "strength": args.strength, "preserve_color": args.preserve_color}
+    with tqdm(total=len(files), unit="image", disable=len(files) < 2, file=sys.stderr) as progress:
+        for start in range(0, len(files), args.batch):
+            chunk = list(zip(files[start : start + args.batch], targets[start : start + args.batch], strict=True))
+            loaded = []
+            for file, target in chunk:
+                try:
+                    loaded.append((file, target, open_image(file, max_pixels=max_pixels)))
+                except FaststyleError as exc:
+                    failed.append((str(file), str(exc)))
+                    progress.update(1)
+            try:
+                results = stylizer.batch([image for _, _, image in loaded], **options) if len(loaded) > 1 else None
+            except (FaststyleError, RuntimeError):
+                results = None  # retried one by one below, so that one bad image does not fail the rest
+            for i, (file, target, image) in enumerate(loaded):
+                try:
+                    result = results[i] if results is not None else stylizer(image, **options)
+                    save_image(result, target)
+                    written += 1
+                except (FaststyleError, RuntimeError, OSError, ValueError) as exc:
+                    failed.append((str(file), str(exc)))
+                progress.update(1)
+    destination = out if folder else out.parent
+    total = len(files) + len(failures)
+    print(f"stylized {written} of {total} image{'s' if total != 1 else ''} with {stylizer.name} into {destination}")
+    if failed:
+        print(f"{len(failed)} failed:", file=sys.stderr)
+        for name, reason in failed:
+            print(f"  {name}: {reason}", file=sys.stderr)
+        return 1
+    return 0

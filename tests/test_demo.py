@@ -1,0 +1,252 @@
+"""End to end: the Gradio demo served by ``faststyle demo``, driven in Chromium (Playwright) and gradio_client."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from playwright.sync_api import BrowserContext, Page, sync_playwright
+
+from faststyle.images import open_image
+from faststyle.modelfile import save_model
+from faststyle.transformer import TransformerNet
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+PHOTO = SHARED / "data" / "content" / "chicago.jpg"
+STARRY = SHARED / "data" / "styles" / "vangogh_starry_night_1889.jpg"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+]
+MODELS = [
+    ("starry_vgg16", STARRY.name, "11" * 32, "vgg16"),
+    ("starry_googlenet", STARRY.name, "11" * 32, "googlenet"),
+    ("wave_alexnet", "hokusai_great_wave_c1831.jpg", "22" * 32, "alexnet"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    for seed, (name, style, sha, backbone) in enumerate(MODELS):
+        torch.manual_seed(seed)
+        metadata = {"style": {"images": [{"file": style, "sha256": sha}]}, "backbone": {"name": backbone}}
+        save_model(TransformerNet(width=0.5), folder / f"{name}.safetensors", metadata=metadata)
+    with Image.open(STARRY) as style_image:
+        style_image.resize((256, 200)).save(folder / "starry_vgg16.style.jpg")
+    return folder
+
+
+def _serve(models: Path, log: Path) -> Iterator[str]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
+    command = [sys.executable, "-m", "faststyle.cli", "demo", "--port", str(port), "--models", str(models)]
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"`faststyle demo` exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the demo did not answer within 120 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from _serve(models_dir, tmp_path_factory.mktemp("logs") / "demo.log")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[BrowserContext]:
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's Chromium (apt-get install chromium)")
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile, sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1280, "height": 1000},
+            accept_downloads=True,
+        )
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(browser: BrowserContext, server: str) -> Iterator[Page]:
+    browser.grant_permissions(["camera"], origin=server.rstrip("/"))
+    tab = browser.new_page()
+    tab.goto(server)
+    tab.wait_for_selector("#run", timeout=60_000)
+    yield tab
+    tab.close()
+
+
+def _toasts(page: Page) -> str:
+    return " | ".join(page.locator("[data-testid='toast-body']").all_inner_texts())
+
+
+def test_upload_stylize_download_and_compare(page: Page, tmp_path: Path) -> None:
+    page.locator("#photo input[type=file]").set_input_files(str(PHOTO))
+    page.wait_for_selector("#photo img", timeout=30_000)
+    page.locator("#run").click()
+    result = page.locator("#output img[src*='stylized-']")
+    result.wait_for(timeout=60_000)
+    latency = page.locator("#latency textarea").input_value()
+    assert latency.split()[1] == "ms" and float(latency.split()[0]) > 0
+
+    body = page.request.get(result.get_attribute("src")).body()
+    with Image.open(io.BytesIO(body)) as image:
+        stylized = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+    original = open_image(PHOTO)
+    original = np.asarray(original.resize((stylized.shape[1], stylized.shape[0])), dtype=np.float32) / 255
+    assert max(stylized.shape[:2]) == 512
+    assert np.abs(stylized - original).mean() > 0.05
+
+    with page.expect_download(timeout=30_000) as download:
+        page.locator("#download").click()
+    with Image.open(download.value.path()) as downloaded:
+        assert downloaded.size == (stylized.shape[1], stylized.shape[0])
+
+    screenshot = tmp_path / "demo.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    if os.environ.get("FASTSTYLE_ARTIFACTS"):
+        artifacts = Path(os.environ["FASTSTYLE_ARTIFACTS"])
+        artifacts.mkdir(parents=True, exist_ok=True)
+        shutil.copy(screenshot, artifacts / "demo_screenshot.png")
+
+    page.get_by_role("tab", name="Compare backbones").click()
+    page.locator("#compare").click()
+    page.locator("#side-by-side img").nth(1).wait_for(timeout=60_000)
+    captions = page.locator("#side-by-side").inner_text()
+    assert "vgg16" in captions and "googlenet" in captions
+    assert "alexnet" not in captions
+    assert "Error" not in _toasts(page)
+
+
+def test_gallery_picks_the_model(page: Page) -> None:
+    assert page.locator("#model input").input_value() == "starry_googlenet"
+    assert page.locator("#styles button.thumbnail-item").count() == len(MODELS)
+    page.locator("#styles button.thumbnail-item").nth(2).click()
+    page.wait_for_function("() => document.querySelector('#model input').value === 'wave_alexnet'", timeout=30_000)
+
+
+def test_webcam_stream(page: Page) -> None:
+    page.get_by_role("tab", name="Webcam").click()
+    page.get_by_text("Click to Access Webcam").click()
+    record = page.locator("#camera button", has_text="Record")
+    record.wait_for(timeout=30_000)
+    record.click()
+    page.locator("#live img").wait_for(timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#frame-latency textarea').value.includes('ms per frame')", timeout=30_000
+    )
+    assert "Error" not in _toasts(page)
+
+
+def test_non_image_uploads_get_a_message(page: Page, tmp_path: Path) -> None:
+    broken = tmp_path / "holiday.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8)
+    page.locator("#photo input[type=file]").set_input_files(str(broken))
+    page.locator("#run").click()
+    page.get_by_text("it is not an image file this demo can read").wait_for(timeout=30_000)
+
+    text = tmp_path / "notes.txt"
+    text.write_text("a text file")
+    page.locator("#photo input[type=file]").set_input_files(str(text))
+    page.locator("#run").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=toast-body]')].some(t => /not an image|Invalid file type|"
+        "Upload a photo/.test(t.innerText))",
+        timeout=30_000,
+    )
+    assert "Traceback" not in page.content()
+
+
+def test_without_models_the_page_says_how_to_train(browser: BrowserContext, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    for url in _serve(tmp_path / "empty", tmp_path / "demo.log"):
+        tab = browser.new_page()
+        tab.goto(url)
+        tab.locator("#no-models").wait_for(timeout=60_000)
+        text = tab.locator("#no-models").inner_text()
+        assert "No style models found" in text and "faststyle train --style" in text
+        tab.close()
+
+
+def test_twenty_concurrent_requests(server: str) -> None:
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    finished: dict[int, float] = {}
+    started: dict[int, float] = {}
+    jobs = []
+    begin = time.perf_counter()
+    for i in range(20):
+        started[i] = time.perf_counter()
+        job = client.submit(handle_file(str(PHOTO)), "starry_vgg16", 0.8, i % 2 == 0, 256, api_name="/stylize")
+        job.add_done_callback(lambda _, i=i: finished.__setitem__(i, time.perf_counter()))
+        jobs.append(job)
+    results = [job.result(timeout=60) for job in jobs]
+    assert time.perf_counter() - begin < 60
+    for image_path, latency, _ in results:
+        assert Path(image_path).is_file() and "ms" in latency
+    latencies = sorted((finished[i] - started[i]) * 1000 for i in finished)
+    p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
+    print(f"\n20 concurrent requests: p50 {statistics.median(latencies):.0f} ms, p95 {p95:.0f} ms")
+
+
+def test_demo_command_explains_a_missing_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from faststyle.commands import demo
+    from faststyle.errors import FaststyleError
+
+    monkeypatch.setattr(demo, "APP", tmp_path / "demo" / "app.py")
+    with pytest.raises(FaststyleError, match="source tree"):
+        demo.load_app()

@@ -1,0 +1,65 @@
+"""ONNX export with dynamic batch, height and width, checked in ONNX Runtime against PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from faststyle.cli import main
+from faststyle.errors import FaststyleError
+from faststyle.export import export_onnx
+from faststyle.modelfile import load_model, save_model
+from faststyle.stylize import Stylizer
+from faststyle.transformer import TransformerNet
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp("models") / "wave.safetensors"
+    return save_model(TransformerNet(width=0.5), path, metadata={"backbone": {"name": "googlenet"}})
+
+
+def test_export_runs_at_two_sizes_and_matches_pytorch(
+    model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "wave.onnx"
+    assert main(["export", "--model", str(model_path), "--onnx", str(out), "--opset", "17", "--verify"]) == 0
+    assert "matches PyTorch" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wave.onnx"]
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    net, _ = load_model(model_path)
+    for shape in [(1, 3, 64, 96), (2, 3, 131, 77)]:
+        image = torch.rand(shape, generator=torch.Generator().manual_seed(sum(shape)))
+        ours = session.run(None, {"image": image.numpy()})[0]
+        with torch.inference_mode():
+            reference = net(image).numpy()
+        assert ours.shape == reference.shape
+        assert np.abs(ours - reference).max() < 1e-3
+
+
+def test_export_refuses_bad_targets(model_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(FaststyleError, match=r"\.onnx"):
+        export_onnx(model_path, tmp_path / "wave.txt")
+    (tmp_path / "dir.onnx").mkdir()
+    with pytest.raises(FaststyleError, match="folder"):
+        export_onnx(model_path, tmp_path / "dir.onnx")
+    with pytest.raises(FaststyleError, match="does not exist"):
+        export_onnx(tmp_path / "missing.safetensors", tmp_path / "x.onnx")
+
+
+def test_onnxruntime_backend_caches_the_export(
+    model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FASTSTYLE_CACHE", str(tmp_path / "cache"))
+    image = torch.rand(1, 3, 70, 90)
+    fast = Stylizer(model_path, device="cpu", backend="onnxruntime")
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1
+    again = Stylizer(model_path, device="cpu", backend="onnxruntime")
+    eager = Stylizer(model_path, device="cpu", backend="eager")
+    torch.testing.assert_close(fast(image), eager(image), atol=1e-4, rtol=0)
+    torch.testing.assert_close(again(image), fast(image))

@@ -1,0 +1,351 @@
+"""Stylizer API, odd inputs, tiling, model lookup and the ``faststyle stylize`` command (untrained networks)."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from faststyle.cli import main
+from faststyle.color import rgb_to_ycbcr
+from faststyle.errors import FaststyleError
+from faststyle.images import load_image, open_image
+from faststyle.modelfile import save_model
+from faststyle.stylize import Stylizer, find_model, list_models, tile_starts
+from faststyle.transformer import TransformerNet
+
+METADATA = {
+    "style": {"images": [{"file": "vangogh_starry_night_1889.jpg", "sha256": "ab" * 32, "size": [512, 405]}]},
+    "backbone": {"name": "vgg16"},
+}
+
+
+def make_model(path: Path, width: float = 0.5, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    return save_model(TransformerNet(width=width), path, metadata=METADATA)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_model(tmp_path_factory.mktemp("models") / "starry.safetensors")
+
+
+@pytest.fixture(scope="module")
+def stylizer(model_path: Path) -> Stylizer:
+    return Stylizer(model_path, device="cpu", backend="eager")
+
+
+@pytest.fixture(scope="module")
+def photo(shared: Path) -> torch.Tensor:
+    return load_image(shared / "data" / "content" / "chicago.jpg", size=96)
+
+
+def test_pil_in_pil_out(stylizer: Stylizer) -> None:
+    image = Image.new("RGB", (64, 40), (200, 30, 30))
+    out = stylizer(image)
+    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == (64, 40)
+    assert stylizer(image, size=32).size == (32, 20)
+
+
+def test_tensor_in_tensor_out(stylizer: Stylizer, photo: torch.Tensor) -> None:
+    batched = stylizer(photo)
+    assert batched.shape == photo.shape and batched.dtype == torch.float32
+    assert batched.min() >= 0 and batched.max() <= 1
+    single = stylizer(photo[0])
+    assert single.shape == photo.shape[1:]
+    torch.testing.assert_close(single, batched[0])
+    assert stylizer(photo, size=48).shape[-2:] == (32, 48)
+
+
+def test_strength_blends_with_the_content(stylizer: Stylizer, photo: torch.Tensor) -> None:
+    full = stylizer(photo)
+    torch.testing.assert_close(stylizer(photo, strength=0.0), photo)
+    torch.testing.assert_close(stylizer(photo, strength=1.0), full)
+    torch.testing.assert_close(stylizer(photo, strength=0.25), 0.75 * photo + 0.25 * full, atol=1e-6, rtol=0)
+    with pytest.raises(FaststyleError, match="strength"):
+        stylizer(photo, strength=1.5)
+
+
+def test_preserve_color_keeps_the_content_chroma(stylizer: Stylizer, photo: torch.Tensor) -> None:
+    plain = rgb_to_ycbcr(stylizer(photo))
+    kept = rgb_to_ycbcr(stylizer(photo, preserve_color=True))
+    content = rgb_to_ycbcr(photo)
+    assert (plain[:, 1:] - content[:, 1:]).abs().mean() > 0.02
+    assert (kept[:, 1:] - content[:, 1:]).abs().mean() < 0.01
+    assert (kept[:, :1] - plain[:, :1]).abs().mean() < 0.01
+
+
+def test_batch_matches_single_images(stylizer: Stylizer, photo: torch.Tensor) -> None:
+    other = torch.rand(1, 3, 40, 52)
+    results = stylizer.batch([photo[0], photo, other, Image.new("L", (30, 20), 128)])
+    torch.testing.assert_close(results[0], stylizer(photo[0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(results[1], stylizer(photo), atol=1e-5, rtol=0)
+    assert results[2].shape == other.shape
+    assert isinstance(results[3], Image.Image) and results[3].size == (30, 20)
+
+
+def _save_odd(kind: str, path: Path) -> tuple[Path, tuple[int, int]]:
+    """An image of an awkward kind and the (width, height) people see when they open it."""
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8), "RGB")
+    if kind == "exif6":
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        rgb.save(path.with_suffix(".jpg"), exif=exif.tobytes())
+        return path.with_suffix(".jpg"), (40, 60)
+    if kind == "L":
+        rgb.convert("L").save(path.with_suffix(".png"))
+    elif kind == "P":
+        rgb.convert("P", palette=Image.Palette.ADAPTIVE).save(path.with_suffix(".png"))
+    elif kind == "RGBA":
+        rgba = rgb.convert("RGBA")
+        rgba.putalpha(Image.linear_gradient("L").resize(rgb.size))
+        rgba.save(path.with_suffix(".png"))
+    elif kind == "CMYK":
+        rgb.convert("CMYK").save(path.with_suffix(".jpg"))
+        return path.with_suffix(".jpg"), (60, 40)
+    elif kind == "I;16":
+        array = (rng.integers(0, 65535, (40, 60))).astype(np.uint16)
+        Image.fromarray(array).save(path.with_suffix(".png"))
+    return path.with_suffix(".png"), (60, 40)
+
+
+@pytest.mark.parametrize("kind", ["exif6", "L", "P", "RGBA", "CMYK", "I;16"])
+def test_odd_inputs_give_rgb_of_the_right_size(stylizer: Stylizer, tmp_path: Path, kind: str) -> None:
+    path, size = _save_odd(kind, tmp_path / "odd")
+    with Image.open(path) as raw:
+        assert raw.mode == {"exif6": "RGB", "I;16": "I;16"}.get(kind, raw.mode) and raw.size == (60, 40)
+        direct = stylizer(raw)
+    opened = stylizer(open_image(path))
+    for out in (direct, opened):
+        assert out.mode == "RGB" and out.size == size
+
+
+def test_exif_rotation_is_applied(stylizer: Stylizer, tmp_path: Path) -> None:
+    image = Image.new("RGB", (60, 40), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 30, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "rotated.jpg", exif=exif.tobytes(), quality=95)
+    upright = open_image(tmp_path / "rotated.jpg")
+    assert upright.size == (40, 60)
+    top, bottom = np.asarray(upright)[:20].mean((0, 1)), np.asarray(upright)[-20:].mean((0, 1))
+    assert top[0] > 200 and bottom[2] > 200  # the left (red) half is on top after a 90° clockwise turn
+    assert stylizer(upright, strength=0.0).size == (40, 60)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A tiny PNG file whose header claims ``width``×``height`` pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_pixel_bombs_are_refused(stylizer: Stylizer, tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header(100_000, 100_000))
+    with pytest.raises(FaststyleError, match="limit"):
+        open_image(bomb)
+    strict = Stylizer(stylizer.net, device="cpu", backend="eager", max_pixels=1000)
+    with pytest.raises(FaststyleError, match="max_pixels"):
+        strict(Image.new("RGB", (50, 50)))
+    with pytest.raises(FaststyleError, match="max_pixels"):
+        strict(torch.rand(3, 50, 50))
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"), [(100, 128, 32), (341, 192, 32), (512, 192, 32), (1037, 256, 64)]
+)
+def test_tile_starts_cover_the_image(length: int, tile: int, overlap: int) -> None:
+    starts = tile_starts(length, tile, overlap)
+    assert starts[0] == 0 and all(s % 4 == 0 for s in starts)
+    ends = [min(s + tile, length) for s in starts[:-1]] + [length]
+    assert all(e - s <= tile + 3 for s, e in zip(starts, ends, strict=True))
+    assert all(ends[i] - starts[i + 1] >= overlap - 3 for i in range(len(starts) - 1))
+
+
+def _borders(length: int, tile: int, overlap: int) -> list[int]:
+    starts = tile_starts(length, tile, overlap)
+    return sorted({min(s + tile, length) for s in starts[:-1]} | set(starts[1:]))
+
+
+def _seam_ratio(image: torch.Tensor, borders: list[int], dim: int) -> float:
+    """Mean step between neighbouring rows/columns at tile borders over the mean step 2–8 px away from them:
+    about 1 without a visible seam."""
+    steps = image.diff(dim=dim).abs().mean(dim=(0, 1, 5 - dim))
+    near = [b + d for b in borders for d in (*range(-8, -1), *range(2, 9)) if 0 < b + d < steps.numel()]
+    at = [b - 1 for b in borders if 0 < b <= steps.numel()]
+    return (steps[at].mean() / steps[near].mean()).item()
+
+
+def _seam_report(tiled: torch.Tensor, reference: torch.Tensor, tile: int, overlap: int) -> dict[str, float]:
+    """Differences from the untiled result (everywhere, and >= overlap px from tile borders) and seam ratios."""
+    h, w = reference.shape[-2:]
+    diff = (tiled - reference).abs().amax(1)[0]
+    borders_y, borders_x = _borders(h, tile, overlap), _borders(w, tile, overlap)
+    dist_y = torch.tensor([min((abs(i - b) for b in borders_y), default=10**6) for i in range(h)])
+    dist_x = torch.tensor([min((abs(j - b) for b in borders_x), default=10**6) for j in range(w)])
+    far = torch.minimum(dist_y.view(-1, 1), dist_x.view(1, -1)) >= overlap
+    ratios = [_seam_ratio(tiled, borders_y, 2), _seam_ratio(tiled, borders_x, 3)]
+    reference_ratios = [_seam_ratio(reference, borders_y, 2), _seam_ratio(reference, borders_x, 3)]
+    return {
+        "max": round(diff.max().item(), 6),
+        "mean": round(diff.mean().item(), 6),
+        "far_max": round(diff[far].max().item(), 6),
+        "seam_ratio": round(max(ratios), 3),
+        "untiled_ratio": round(max(reference_ratios), 3),
+    }
+
+
+@pytest.mark.slow
+def test_tiling_matches_the_whole_image_without_seams(model_path: Path, shared: Path) -> None:
+    torch.manual_seed(1)
+    net = TransformerNet(width=1.0).eval()
+    photo = load_image(shared / "data" / "content" / "chicago.jpg", size=512)  # 341×512
+    whole = Stylizer(net, device="cpu", backend="eager", tile=0)(photo)
+    tiled = Stylizer(net, device="cpu", backend="eager", tile=192, overlap=32)(photo)
+    local = Stylizer(net, device="cpu", backend="eager", tile=192, overlap=32, tile_stats="local")(photo)
+    report = _seam_report(tiled, whole, 192, 32)
+    report_local = _seam_report(local, whole, 192, 32)
+    print(f"\ntiling 341x512, tile 192, overlap 32, shared stats: {report}\n  per-tile stats: {report_local}")
+    assert report["far_max"] < 1e-3
+    assert report["max"] < 5e-3
+    assert report["seam_ratio"] < 1.05 * report["untiled_ratio"]
+    assert report_local["mean"] > report["mean"]
+
+
+@pytest.mark.slow
+def test_auto_tiling_of_large_images_has_no_seams(shared: Path) -> None:
+    torch.manual_seed(1)
+    net = TransformerNet(width=0.5).eval()
+    photo = load_image(shared / "data" / "content" / "chicago.jpg", size=600)
+    budget = photo.shape[-1] * photo.shape[-2] // 4  # the shared statistics come from a half-size pass
+    stylizer = Stylizer(net, device="cpu", backend="eager", tile_pixels=budget)
+    assert stylizer.needs_tiles(*photo.shape[-2:])
+    tiled = stylizer(photo)
+    whole = Stylizer(net, device="cpu", backend="eager", tile=0)(photo)
+    side = int(budget**0.5) // 4 * 4
+    report = _seam_report(tiled, whole, side, 32)
+    print(f"\nauto tiling 400x600 from half-size statistics, tile {side}: {report}")
+    assert tiled.shape == photo.shape
+    assert report["seam_ratio"] < 1.1
+    local = Stylizer(net, device="cpu", backend="eager", tile_pixels=budget, tile_stats="local")(photo)
+    print(f"  per-tile statistics: {_seam_report(local, whole, side, 32)}")
+
+
+def test_models_are_found_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    make_model(first / "wave.safetensors")
+    make_model(second / "wave.safetensors", seed=1)
+    make_model(second / "scream.safetensors")
+    monkeypatch.setenv("FASTSTYLE_MODELS", os.pathsep.join([str(first), str(second)]))
+    assert find_model("wave") == first / "wave.safetensors"
+    assert find_model("scream") == second / "scream.safetensors"
+    assert find_model(str(second / "wave.safetensors")) == second / "wave.safetensors"
+    names = {info.name: info for info in list_models()}
+    assert {"wave", "scream"} <= set(names)
+    assert names["wave"].path == first / "wave.safetensors" and names["wave"].metadata["backbone"]["name"] == "vgg16"
+    assert Stylizer("scream", device="cpu", backend="eager").name == "scream"
+    with pytest.raises(FaststyleError, match="faststyle train"):
+        find_model("no_such_style")
+    with pytest.raises(FaststyleError, match="does not exist"):
+        find_model(tmp_path / "missing.safetensors")
+
+
+def _write_photos(folder: Path, shared: Path) -> None:
+    folder.mkdir()
+    content = open_image(shared / "data" / "content" / "chicago.jpg")
+    content.resize((96, 64)).save(folder / "city.jpg")
+    content.resize((64, 64)).convert("L").save(folder / "grey.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    (folder / "notes.txt").write_text("not an image, and not picked up from a folder")
+
+
+def test_cli_folder_with_a_broken_file(
+    model_path: Path, shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _write_photos(tmp_path / "in", shared)
+    out = tmp_path / "out"
+    code = main(["stylize", "--model", str(model_path), str(tmp_path / "in"), "--out", str(out), "--batch", "2"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["city_starry.png", "grey_starry.png"]
+    with Image.open(out / "city_starry.png") as image:
+        assert image.size == (96, 64) and image.mode == "RGB"
+    assert "stylized 2 of 3 images" in captured.out
+    assert "1 failed" in captured.err and "broken.jpg" in captured.err
+
+
+def test_cli_single_file_glob_and_format(
+    model_path: Path, shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _write_photos(tmp_path / "in", shared)
+    single = tmp_path / "one.jpg"
+    args = ["stylize", "--model", str(model_path), "--backend", "eager", "--size", "48"]
+    assert main([*args, str(tmp_path / "in" / "city.jpg"), "--out", str(single), "--strength", "0.5"]) == 0
+    with Image.open(single) as image:
+        assert image.format == "JPEG" and image.size == (48, 32)
+    out = tmp_path / "globbed"
+    assert main([*args, str(tmp_path / "in" / "*.png"), str(tmp_path / "in" / "city.jpg"), "--out", str(out),
+                 "--format", "webp", "--preserve-color"]) == 0  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["city_starry.webp", "grey_starry.webp"]
+    assert main([*args, str(tmp_path / "in" / "*.gif"), "--out", str(out)]) == 1
+    assert "no files match" in capsys.readouterr().err
+
+
+def test_cli_writes_atomically(
+    model_path: Path, shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _write_photos(tmp_path / "in", shared)
+    out = tmp_path / "out"
+
+    def fail(*_: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    code = main(["stylize", "--model", str(model_path), "--backend", "eager", str(tmp_path / "in"), "--out", str(out)])
+    assert code == 1
+    assert list(out.iterdir()) == []  # neither outputs nor temporary files are left behind
+    assert capsys.readouterr().err.count("disk full") == 2
+
+
+def test_cli_list(model_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("FASTSTYLE_MODELS", str(model_path.parent))
+    assert main(["stylize", "--list"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("starry"))
+    assert "vangogh_starry_night_1889" in line and "vgg16" in line
+
+
+def test_cli_resolves_names(model_path: Path, shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTSTYLE_MODELS", str(model_path.parent))
+    _write_photos(tmp_path / "in", shared)
+    out = tmp_path / "named.png"
+    assert main(["stylize", "--model", "starry", str(tmp_path / "in" / "grey.png"), "--out", str(out)]) == 0
+    assert out.is_file()
+    assert main(["stylize", "--model", "unknown", str(tmp_path / "in" / "grey.png"), "--out", str(out)]) == 1
+
+
+def test_default_cpu_backend_matches_eager(model_path: Path, photo: torch.Tensor, stylizer: Stylizer) -> None:
+    default = Stylizer(model_path, device="cpu")
+    assert default.backend in ("onnxruntime", "channels_last", "eager") and default.precision == "fp32"
+    torch.testing.assert_close(default(photo), stylizer(photo), atol=1e-4, rtol=0)
+
+
+def test_reduced_precision_on_the_cpu(stylizer: Stylizer, photo: torch.Tensor) -> None:
+    reference = stylizer(photo)
+    for precision in ("bf16", "fp16"):
+        low = Stylizer(stylizer.net, device="cpu", precision=precision)
+        assert low.backend == "eager" and low.precision == precision
+        assert (low(photo) - reference).abs().max() < 0.05
+    if not torch.cuda.is_available():
+        with pytest.raises(FaststyleError, match="--device cpu"):
+            Stylizer(stylizer.net, device="cuda")
