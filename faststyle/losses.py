@@ -30,10 +30,11 @@ Normalization = Literal["caffe", "mean"]
 
 
 def gram_matrix(features: Tensor, normalization: Normalization = "caffe") -> Tensor:
-    """(B,N,H,W) -> (B,N,N) Gram matrices ``F·Fᵀ``, divided by N·M under ``"mean"``. Computed in float32."""
+    """(B,N,H,W) -> (B,N,N) Gram matrices ``F·Fᵀ``, divided by N·M under ``"mean"``. Float32, also under autocast."""
     b, n, h, w = features.shape
     flat = features.reshape(b, n, h * w).float()
-    gram = torch.bmm(flat, flat.transpose(1, 2))
+    with torch.autocast(features.device.type, enabled=False):
+        gram = torch.bmm(flat, flat.transpose(1, 2))
     return gram / (n * h * w) if normalization == "mean" else gram
 
 

@@ -19,6 +19,14 @@ def test_gram_matrix_by_hand() -> None:
     assert gram_matrix(f, "mean").tolist() == [[[5 / 4, 6 / 4], [6 / 4, 9 / 4]]]
 
 
+def test_gram_matrix_stays_float32_under_autocast() -> None:
+    f = torch.rand(2, 8, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        gram = gram_matrix(f.bfloat16())
+    assert gram.dtype == torch.float32
+    torch.testing.assert_close(gram, gram_matrix(f.bfloat16().float()))
+
+
 def test_style_loss_is_the_reference_normalisation() -> None:
     g = torch.tensor([[[5.0, 6.0], [6.0, 9.0]]])
     a = torch.tensor([[4.0, 6.0], [6.0, 7.0]])

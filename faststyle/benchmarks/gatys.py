@@ -1,0 +1,155 @@
+"""Seconds for ITERS L-BFGS iterations of the Gatys reference mode (``faststyle.gatys.stylize``), median of
+--repeats runs, and seconds per iteration. Synthetic images unless --content/--style name real ones.
+--baseline also times the plain loop (fp32, one ``LBFGS.step`` with the same history and line search,
+no clamping, no bookkeeping) on the same network and images, for side-by-side speedups."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import Tensor
+
+from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed
+
+HELP = "Gatys optimisation: seconds for N L-BFGS iterations"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from faststyle.gatys import PRECISIONS
+
+    parser.add_argument("--backbone", default="vgg16")
+    parser.add_argument("--config", default=None, help="layer config (default: the backbone's)")
+    parser.add_argument("--size", type=int, default=512, help="long side of the content in pixels")
+    parser.add_argument("--iters", type=int, default=100, help="L-BFGS iterations per run")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument("--weights", default=None, help="'random' for networks whose weights are absent")
+    parser.add_argument("--cache", default=None, help="weights cache (default $FASTSTYLE_CACHE)")
+    parser.add_argument("--content", default=None, help="content photo (default: a synthetic image)")
+    parser.add_argument("--style", default=None, help="style image (default: a synthetic pattern)")
+    parser.add_argument("--baseline", action="store_true", help="also time the plain fp32 L-BFGS loop")
+    add_device_arguments(parser)
+    parser.set_defaults(repeats=3)
+
+
+def synthetic_images(size: int, seed: int) -> tuple[Tensor, Tensor]:
+    """A 4:3 content image (smooth gradients and shapes) and a square style image (stripes and noise)."""
+    generator = torch.Generator().manual_seed(seed)
+    h, w = max(1, round(size * 3 / 4)), size
+    y, x = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    disc = ((x - 0.6) ** 2 + (y - 0.5) ** 2 < 0.08).float()
+    content = torch.stack([x, y, 0.5 * disc + 0.25 * (1 - y)])
+    content = content + 0.02 * torch.randn(content.shape, generator=generator)
+    s = torch.linspace(0, 1, size)
+    v, u = torch.meshgrid(s, s, indexing="ij")
+    style = torch.stack(
+        [
+            0.5 + 0.5 * torch.sin(40 * u + 10 * v),
+            0.5 + 0.5 * torch.sin(25 * v - 15 * u),
+            torch.rand(size, size, generator=generator),
+        ]
+    )
+    return content.clamp(0, 1).unsqueeze(0), style.clamp(0, 1).unsqueeze(0)
+
+
+def plain_lbfgs(loss: torch.nn.Module, content: Tensor, iters: int, line_search: str | None) -> tuple[Tensor, int]:
+    """The common reference loop: fp32, one ``LBFGS.step`` running ``iters`` iterations. Returns the image
+    and the number of loss evaluations."""
+    features = loss.content_features(content)
+    pixels = content.clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS(
+        [pixels],
+        history_size=8,
+        max_iter=iters,
+        max_eval=iters * 100,
+        tolerance_grad=0.0,
+        tolerance_change=0.0,
+        line_search_fn=line_search,
+    )
+    evaluations = 0
+
+    def closure() -> Tensor:
+        nonlocal evaluations
+        evaluations += 1
+        optimizer.zero_grad()
+        total = loss(pixels, content_features=features).total
+        total.backward()
+        return total
+
+    optimizer.step(closure)
+    return pixels.detach(), evaluations
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    from faststyle.config import load_config
+    from faststyle.errors import FaststyleError
+    from faststyle.gatys import LBFGS_LINE_SEARCH, caffe_pixel_scale, resolve_device, stylize
+    from faststyle.images import load_image, resize_long_side
+    from faststyle.losses import PerceptualLoss
+    from faststyle.lossnets import get_lossnet
+
+    if args.iters <= 0 or args.size <= 0 or args.repeats <= 0:
+        raise FaststyleError("--iters, --size and --repeats must be positive")
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    config = load_config(args.config or args.backbone)
+    net = get_lossnet(args.backbone, weights=args.weights, cache=args.cache, device=device)
+    synthetic = synthetic_images(args.size, args.seed)
+    content = load_image(args.content, args.size) if args.content else synthetic[0]
+    style = load_image(args.style) if args.style else synthetic[1]
+
+    evaluations: list[float] = []
+
+    def ours() -> None:
+        _, history = stylize(
+            content,
+            style,
+            lossnet=net,
+            config=config,
+            size=args.size,
+            iters=args.iters,
+            device=device,
+            precision=args.precision,
+            seed=args.seed,
+            progress=False,
+        )
+        evaluations.append(history[-1]["evaluations"])
+
+    times = timed(ours, device, args.repeats, args.warmup)
+    result: dict[str, object] = {
+        "bench": "gatys",
+        "backbone": args.backbone,
+        "weights": "random" if args.weights == "random" else net.weights_sha256,
+        "images": "given" if args.content or args.style else "synthetic",
+        "size": args.size,
+        "iters": args.iters,
+        "precision": args.precision,
+        "line_search": LBFGS_LINE_SEARCH,
+        "seconds": summary(times),
+        "s_per_iter": summary(times, 1.0 / args.iters),
+        "evaluations": evaluations[-1],
+    }
+    if args.baseline:
+        target = resize_long_side(content.to(device), args.size)
+        style_size = round(1.2 * max(target.shape[-2:]))
+        loss = PerceptualLoss(
+            net,
+            config,
+            [resize_long_side(style.to(device), style_size)],
+            style_weight=1e4 * caffe_pixel_scale(net) ** 2,
+        )
+        counts: list[int] = []
+        base = timed(
+            lambda: counts.append(plain_lbfgs(loss, target, args.iters, LBFGS_LINE_SEARCH)[1]),
+            device,
+            args.repeats,
+            args.warmup,
+        )
+        result["baseline"] = {
+            "what": "fp32, one LBFGS.step(max_iter=iters), no clamping",
+            "seconds": summary(base),
+            "s_per_iter": summary(base, 1.0 / args.iters),
+            "evaluations": counts[-1],
+        }
+        result["speedup"] = summary(base)["median"] / summary(times)["median"]
+    return result | environment(device)

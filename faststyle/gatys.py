@@ -1,0 +1,338 @@
+"""The Gatys et al. reference mode: optimise the pixels of one image against a content and a style image.
+
+Defaults follow the reference Caffe code: post-ReLU features, the Caffe loss normalisation (``PerceptualLoss``
+with ``normalization="caffe"``), content weight 1 and style weight ``ratio``, L-BFGS with a history of 8,
+initialisation from the content, and the style image scaled to 1.2 × the content's long side.
+
+Pixels stay in [0,1]: L-BFGS optimises unconstrained logits that a sigmoid maps to pixels (it converged
+further in fewer evaluations than clamping after every step, which invalidates each line search's last
+evaluation); Adam steps the pixels and clamps them. An iteration is one optimiser step;
+its history entry holds the loss terms of the image after that step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from faststyle.color import preserve_color as _preserve_color
+from faststyle.config import LayerConfig, default_config, load_config
+from faststyle.errors import FaststyleError
+from faststyle.images import resize_long_side
+from faststyle.losses import LossTerms, PerceptualLoss
+from faststyle.lossnets.base import LossNet
+from faststyle.lossnets.registry import get_lossnet
+
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("content", "noise", "mixed")
+PRECISIONS = ("fp32", "bf16", "fp16")
+LBFGS_HISTORY = 8
+LBFGS_LINE_SEARCH = "strong_wolfe"
+LBFGS_MAX_LINE_SEARCH = 25  # evaluations per iteration at most
+SIGMOID_MARGIN = 0.01  # L-BFGS optimises logit(pixel); start pixels are kept this far inside (0,1)
+MIXED_NOISE = 0.1  # share of uniform noise in the "mixed" initialisation
+
+Callback = Callable[[int, Tensor, dict[str, float]], None]
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class _Autocast(nn.Module):
+    """Runs a loss network under autocast, so that only the network runs in reduced precision, not the Gram
+    matrices and losses computed from its output."""
+
+    def __init__(self, net: LossNet, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.net = net
+        self.dtype = dtype
+
+    def forward(self, images: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+        with torch.autocast(images.device.type, dtype=self.dtype):
+            return self.net(images, layers)
+
+
+def caffe_pixel_scale(net: LossNet) -> float:
+    """How many times larger the reference Caffe input (0–255 pixels) is than this network's input.
+
+    1 for the Caffe networks; about 57 for torchvision's, which divide [0,1] pixels by the ImageNet std.
+    """
+    device = next(net.parameters(), torch.empty(0)).device
+    with torch.no_grad():
+        ones, zeros = (net.preprocess(torch.full((1, 3, 1, 1), v, device=device)) for v in (1.0, 0.0))
+    return 255.0 / float((ones - zeros).abs().mean())
+
+
+def _one_image(image: Tensor, what: str) -> Tensor:
+    if not isinstance(image, Tensor):
+        raise FaststyleError(f"{what} must be an image tensor (1,3,H,W) in [0,1]; load files with load_image")
+    if image.ndim == 3:
+        image = image.unsqueeze(0)
+    if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != 3:
+        raise FaststyleError(f"{what}: expected one RGB image of shape (1,3,H,W), got {tuple(image.shape)}")
+    return image.detach().float()
+
+
+def _choice(value: str, allowed: Sequence[str], what: str) -> str:
+    if value not in allowed:
+        raise FaststyleError(f"{what} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def _positive(value: float, what: str, integer: bool = False) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) if integer else isinstance(value, (int, float))
+    if not ok or not value > 0 or not math.isfinite(value):
+        raise FaststyleError(f"{what} must be a positive {'whole ' if integer else ''}number, not {value!r}")
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError as exc:
+        raise FaststyleError(f"unknown device {device!r} ({exc}); use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FaststyleError("CUDA was asked for but is not available; use --device cpu")
+    return device
+
+
+def _initial(content: Tensor, init: str, generator: torch.Generator) -> Tensor:
+    if init == "content":
+        return content.clone()
+    noise = torch.rand(content.shape, generator=generator).to(content.device)
+    return noise if init == "noise" else (1 - MIXED_NOISE) * content + MIXED_NOISE * noise
+
+
+class _Objective:
+    """The loss at the current variable, evaluated once per distinct value of it.
+
+    ``render`` maps the optimised variable to the image. L-BFGS asks for the loss at its start point on every
+    ``step``; when the variable has not changed since the last evaluation, the remembered loss and gradient
+    are returned instead of running the network again.
+    """
+
+    def __init__(
+        self,
+        loss: PerceptualLoss,
+        variable: Tensor,
+        render: Callable[[Tensor], Tensor],
+        content_features: dict[str, Tensor],
+    ) -> None:
+        self.loss = loss
+        self.variable = variable
+        self.render = render
+        self.content_features = content_features
+        self.evaluated: Tensor | None = None
+        self.terms: LossTerms | None = None
+        self.evaluations = 0
+
+    def __call__(self) -> Tensor:
+        if self.evaluated is not None and self.terms is not None and torch.equal(self.evaluated, self.variable):
+            return self.terms.total.detach()
+        self.variable.grad = None
+        terms = self.loss(self.render(self.variable), content_features=self.content_features)
+        terms.total.backward()
+        self.evaluated = self.variable.detach().clone()
+        self.terms = terms
+        self.evaluations += 1
+        return terms.total.detach()
+
+    def current(self) -> dict[str, float]:
+        self()
+        assert self.terms is not None
+        return self.terms.as_floats()
+
+
+def _optimizer(name: str, pixels: Tensor, lr: float | None, line_search: str | None) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam([pixels], lr=0.02 if lr is None else lr)
+    return torch.optim.LBFGS(
+        [pixels],
+        lr=1.0 if lr is None else lr,
+        max_iter=1,
+        max_eval=LBFGS_MAX_LINE_SEARCH + 1,
+        history_size=LBFGS_HISTORY,
+        line_search_fn=line_search,
+        tolerance_grad=0.0,
+        tolerance_change=0.0,
+    )
+
+
+def stylize(
+    content: Tensor,
+    style: Tensor | Sequence[Tensor],
+    *,
+    backbone: str = "vgg16",
+    config: LayerConfig | str | os.PathLike[str] | None = None,
+    lossnet: LossNet | None = None,
+    style_blend: Sequence[float] | None = None,
+    size: int = 512,
+    iters: int = 500,
+    optimizer: str = "lbfgs",
+    init: str = "content",
+    ratio: float = 1e4,
+    tv_weight: float = 0.0,
+    style_scale: float = 1.2,
+    preserve_color: bool = False,
+    multiscale: Sequence[int] | None = None,
+    lr: float | None = None,
+    pooling: str = "max",
+    device: torch.device | str | None = None,
+    precision: str = "fp32",
+    seed: int = 0,
+    callback: Callback | None = None,
+    progress: bool = True,
+    weights: str | os.PathLike[str] | None = None,
+    cache: str | os.PathLike[str] | None = None,
+    line_search: str | None = LBFGS_LINE_SEARCH,
+    caffe_units: bool = True,
+) -> tuple[Tensor, list[dict[str, float]]]:
+    """Stylize ``content`` with the style of ``style`` (one image or several, mixed by ``style_blend``).
+
+    ``content`` and each style: RGB (1,3,H,W) in [0,1], any size. ``size``: the long side of the output
+    (ignored when ``multiscale`` lists the long sides to run in turn, each started from the previous result
+    upsampled, ``iters`` iterations each). ``ratio``: style weight against content weight 1 (see
+    ``caffe_units``). ``optimizer``: ``"lbfgs"`` (``lr`` is its step size, default 1; ``line_search``
+    ``"strong_wolfe"`` or None) or ``"adam"`` (``lr`` default 0.02 per [0,1] pixel). ``init``: ``"content"``,
+    ``"noise"`` (uniform) or ``"mixed"`` (content with 10 % noise); ``seed`` seeds the noise.
+    ``caffe_units``: ``ratio`` is meant for the reference's 0–255 input, as for the Caffe networks; features of a
+    network fed smaller numbers are smaller by a factor k (k ≈ 57 for torchvision's VGG and AlexNet), which
+    scales content by k² and style by k⁴, so the style weight becomes ``ratio · k²`` (see ``caffe_pixel_scale``).
+    ``precision``: ``"bf16"``/``"fp16"`` run the loss network under autocast; pixels and optimiser stay fp32.
+    ``lossnet`` reuses a loaded network (``backbone``, ``pooling``, ``weights`` and ``cache`` are then unused);
+    otherwise ``get_lossnet(backbone, weights, pooling, cache)`` loads one.
+    ``callback(iteration, image, terms)`` is called after every iteration (1-based, counted across scales).
+
+    Returns the image (1,3,H,W) in [0,1] on the device used, and one dict of loss terms per iteration
+    (``iteration``, ``scale``, ``evaluations`` (loss-network passes so far), ``total``, ``content``, ``style``,
+    ``tv``, ``content/<layer>``, ``style/<layer>``; content and style terms unweighted, ``total`` weighted).
+    The returned image's losses are the last entry's.
+    """
+    _positive(iters, "iters", integer=True)
+    _positive(size, "size", integer=True)
+    _choice(optimizer, OPTIMIZERS, "optimizer")
+    _choice(init, INITS, "init")
+    _choice(precision, PRECISIONS, "precision")
+    _choice(pooling, ("max", "avg"), "pooling")
+    _positive(style_scale, "style_scale")
+    if lr is not None:
+        _positive(lr, "lr")
+    if not ratio >= 0 or not tv_weight >= 0:
+        raise FaststyleError(f"ratio and tv_weight must be non-negative, got {ratio} and {tv_weight}")
+    if line_search not in (None, "strong_wolfe"):
+        raise FaststyleError(f"line_search must be None or 'strong_wolfe', not {line_search!r}")
+    if multiscale is not None:
+        if len(multiscale) == 0:
+            raise FaststyleError("multiscale needs at least one size, e.g. 256,512")
+        for s in multiscale:
+            _positive(s, "every multiscale size", integer=True)
+    scales = sorted(multiscale) if multiscale else [size]
+    content = _one_image(content, "content")
+    styles = [_one_image(s, "style") for s in ([style] if isinstance(style, Tensor) else style)]
+    if not styles:
+        raise FaststyleError("give at least one style image")
+
+    device = resolve_device(device)
+    if precision == "fp16" and device.type == "cpu":
+        raise FaststyleError("fp16 needs CUDA; use --precision bf16 or fp32 on the CPU")
+    if lossnet is None:
+        lossnet = get_lossnet(backbone, weights=weights, pooling=pooling, cache=cache, device=device)
+    else:
+        lossnet = lossnet.to(device)
+    if config is None:
+        config = default_config(lossnet.name)
+    elif not isinstance(config, LayerConfig):
+        config = load_config(Path(config) if isinstance(config, os.PathLike) else config)
+    style_weight = ratio * caffe_pixel_scale(lossnet) ** 2 if caffe_units else ratio
+
+    generator = torch.Generator().manual_seed(seed)
+    content = content.to(device)
+    styles = [s.to(device) for s in styles]
+    history: list[dict[str, float]] = []
+    image: Tensor | None = None
+    bar = tqdm(total=iters * len(scales), disable=not progress, desc="gatys", unit="it", leave=False)
+    try:
+        for scale in scales:
+            target = resize_long_side(content, scale)
+            style_size = max(1, round(style_scale * scale))
+            loss = PerceptualLoss(
+                lossnet,
+                config,
+                [resize_long_side(s, style_size) for s in styles],
+                style_blend=style_blend,
+                content_weight=1.0,
+                style_weight=style_weight,
+                tv_weight=tv_weight,
+                normalization="caffe",
+            )
+            if precision != "fp32":
+                loss.lossnet = _Autocast(lossnet, _DTYPES[precision])
+            if image is None:
+                start = _initial(target, init, generator)
+            else:
+                start = torch.nn.functional.interpolate(
+                    image, size=target.shape[-2:], mode="bilinear", align_corners=False
+                ).clamp(0, 1)
+            image = _optimise(loss, target, start, scale, optimizer, iters, lr, line_search, history, callback, bar)
+    finally:
+        bar.close()
+    assert image is not None
+    if preserve_color:
+        image = _preserve_color(image, content)
+    return image, history
+
+
+def _optimise(
+    loss: PerceptualLoss,
+    content: Tensor,
+    start: Tensor,
+    scale: int,
+    optimizer: str,
+    iters: int,
+    lr: float | None,
+    line_search: str | None,
+    history: list[dict[str, float]],
+    callback: Callback | None,
+    bar: tqdm,
+) -> Tensor:
+    content_features = loss.content_features(content)
+    if optimizer == "lbfgs":
+        variable = torch.logit(start.clamp(SIGMOID_MARGIN, 1 - SIGMOID_MARGIN))
+        render: Callable[[Tensor], Tensor] = torch.sigmoid
+    else:
+        variable = start.clone()
+        render = _identity
+    variable = variable.detach().contiguous().requires_grad_(True)
+    objective = _Objective(loss, variable, render, content_features)
+    opt = _optimizer(optimizer, variable, lr, line_search)
+    counted = 0
+    for _ in range(iters):
+        opt.step(objective)
+        if optimizer == "adam":
+            with torch.no_grad():
+                variable.clamp_(0, 1)
+        terms = objective.current()
+        if not math.isfinite(terms["total"]):
+            raise FaststyleError(
+                f"the loss became {terms['total']} at iteration {len(history) + 1}; "
+                "lower the learning rate (--lr) or use --precision fp32"
+            )
+        evaluations = objective.evaluations + (history[-1]["evaluations"] if history else 0) - counted
+        counted = objective.evaluations
+        history.append({"iteration": len(history) + 1, "scale": scale, "evaluations": evaluations} | terms)
+        bar.update(1)
+        bar.set_postfix(loss=f"{terms['total']:.4g}", refresh=False)
+        if callback is not None:
+            with torch.no_grad():
+                callback(len(history), render(variable.detach()), terms)
+    with torch.no_grad():
+        return render(variable.detach()).clone()
+
+
+def _identity(image: Tensor) -> Tensor:
+    return image

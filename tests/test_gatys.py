@@ -1,0 +1,143 @@
+"""The Gatys reference mode: convergence on real images with VGG16 and GoogLeNet, colour, multiscale, CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from faststyle.cli import main
+from faststyle.color import preserve_color, rgb_to_ycbcr, ycbcr_to_rgb
+from faststyle.errors import FaststyleError
+from faststyle.gatys import stylize
+from faststyle.images import load_image
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+CONTENT = SHARED / "data" / "content" / "tubingen.jpg"
+STYLE = SHARED / "data" / "styles" / "vangogh_starry_night_crop.jpg"
+
+
+@pytest.fixture(scope="module")
+def nets(vgg16: torch.nn.Module, googlenet: torch.nn.Module) -> dict:
+    return {"vgg16": vgg16, "googlenet": googlenet}
+
+
+@pytest.fixture(scope="module")
+def images() -> tuple[torch.Tensor, torch.Tensor]:
+    return load_image(CONTENT), load_image(STYLE)
+
+
+def _check_history(history: list[dict], iters: int, layers: int) -> None:
+    assert len(history) == iters
+    assert [h["iteration"] for h in history] == list(range(1, iters + 1))
+    for entry in history:
+        assert {"total", "content", "style", "tv", "evaluations"} <= entry.keys()
+        assert sum(k.startswith("style/") for k in entry) == layers
+        assert all(torch.isfinite(torch.tensor(v)) for v in entry.values())
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "googlenet"])
+def test_lbfgs_lowers_the_loss_and_stylizes(backbone: str, nets: dict, images: tuple) -> None:
+    content, style = images
+    seen: list[int] = []
+    image, history = stylize(
+        content, style, lossnet=nets[backbone], size=128, iters=20, progress=False,
+        callback=lambda i, img, terms: seen.append(i),
+    )  # fmt: skip
+    assert image.shape[0] == 1 and max(image.shape[-2:]) == 128
+    assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
+    _check_history(history, 20, layers=5)
+    assert seen == list(range(1, 21))
+    # measured on tubingen/starry night: final/first 0.12 (vgg16), 0.02 (googlenet)
+    assert history[-1]["total"] < 0.3 * history[0]["total"]
+    target = torch.nn.functional.interpolate(content, size=image.shape[-2:], mode="bilinear", antialias=True)
+    # measured: 0.055 (vgg16), 0.10 (googlenet)
+    assert float((image - target).abs().mean()) > 0.025
+
+
+def test_adam_lowers_the_loss(nets: dict, images: tuple) -> None:
+    content, style = images
+    image, history = stylize(content, style, lossnet=nets["vgg16"], size=96, iters=15, optimizer="adam", progress=False)
+    _check_history(history, 15, layers=5)
+    assert history[-1]["total"] < 0.5 * history[0]["total"]
+    assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
+
+
+def test_color_conversions_round_trip() -> None:
+    rgb = torch.rand(2, 3, 8, 8)
+    ycc = rgb_to_ycbcr(rgb)
+    assert torch.allclose(ycbcr_to_rgb(ycc), rgb, atol=1e-5)
+    grey = torch.full((1, 3, 2, 2), 0.3)
+    assert torch.allclose(rgb_to_ycbcr(grey), torch.tensor([0.3, 0.5, 0.5]).view(1, 3, 1, 1).expand(1, 3, 2, 2))
+    mixed = preserve_color(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 16, 16))
+    assert mixed.shape == (1, 3, 8, 8) and float(mixed.min()) >= 0 and float(mixed.max()) <= 1
+
+
+def test_preserve_color_keeps_the_content_chroma(nets: dict, images: tuple) -> None:
+    content, style = images
+    image, _ = stylize(content, style, lossnet=nets["vgg16"], size=64, iters=8, preserve_color=True, progress=False)
+    target = torch.nn.functional.interpolate(content, size=image.shape[-2:], mode="bilinear", antialias=True)
+    out, ref = rgb_to_ycbcr(image), rgb_to_ycbcr(target)
+    chroma = (out[:, 1:] - ref[:, 1:]).abs()
+    assert float(chroma.mean()) < 0.005 and float(chroma.max()) < 0.1
+    assert float((out[:, :1] - ref[:, :1]).abs().mean()) > 0.01
+
+
+def test_multiscale_runs_each_scale(nets: dict, images: tuple) -> None:
+    content, style = images
+    image, history = stylize(content, style, lossnet=nets["vgg16"], multiscale=[64, 40], iters=3, progress=False)
+    assert max(image.shape[-2:]) == 64
+    assert [h["scale"] for h in history] == [40] * 3 + [64] * 3
+    _check_history(history, 6, layers=5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"backbone": "resnet"}, "unknown loss network"),
+        ({"iters": 0}, "iters"),
+        ({"size": -1}, "size"),
+        ({"optimizer": "sgd"}, "lbfgs, adam"),
+        ({"init": "zeros"}, "content, noise, mixed"),
+        ({"multiscale": []}, "multiscale"),
+    ],
+)
+def test_bad_arguments_raise(kwargs: dict, message: str) -> None:
+    content = torch.rand(1, 3, 16, 16)
+    with pytest.raises(FaststyleError, match=message):
+        stylize(content, content, progress=False, **kwargs)
+
+
+def test_cli_writes_the_image_and_snapshots(tmp_path: Path, lossnet_cache: Path, capsys) -> None:
+    out = tmp_path / "result.png"
+    args = ["gatys", "--content", str(CONTENT), "--style", str(STYLE), "--size", "48", "--iters", "2"]
+    code = main([*args, "--out", str(out), "--save-every", "1", "--cache", str(lossnet_cache), "--quiet"])
+    assert code == 0
+    with Image.open(out) as written:
+        assert max(written.size) == 48
+        assert written.size[0] > written.size[1]  # tubingen is landscape
+    assert (tmp_path / "result_iter0001.png").is_file() and (tmp_path / "result_iter0002.png").is_file()
+    printed = capsys.readouterr().out
+    assert "final loss" in printed and "2 iterations" in printed
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--backbone": "resnet"}, "unknown loss network"),
+        ({"--content": "BAD"}, "cannot read"),
+        ({"--iters": "0"}, "iters"),
+    ],
+)
+def test_cli_errors_exit_1(change: dict, message: str, tmp_path: Path, lossnet_cache: Path, capsys) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    options = {"--content": str(CONTENT), "--style": str(STYLE), "--size": "32", "--iters": "1"} | change
+    if options["--content"] == "BAD":
+        options["--content"] = str(bad)
+    argv = ["gatys", *[x for pair in options.items() for x in pair], "--out", str(tmp_path / "o.png")]
+    assert main([*argv, "--cache", str(lossnet_cache), "--quiet"]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
