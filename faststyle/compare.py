@@ -1,0 +1,859 @@
+"""The loss-network study: for each style and backbone (or layer config) train a model and/or run Gatys, stylize
+the same photos, measure the results and write ``results.json``, ``report.md`` and a static ``index.html``.
+
+Everything expensive is cached under the output folder: models in ``models/`` are reused when their metadata
+matches the requested run; stylized images and metrics are keyed by a hash of their inputs in ``cache.json``.
+Metrics are computed from the PNG files as written, so a reused run reports the same numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from faststyle.config import LayerConfig, load_config
+from faststyle.errors import FaststyleError
+from faststyle.images import atomic_write_bytes, load_image, save_image, sha256_file
+from faststyle.lossnets import LossNet, get_lossnet, spec
+from faststyle.metrics import relative_style_loss
+from faststyle.plots import line_plot
+
+log = logging.getLogger("faststyle.compare")
+
+SCHEMA = "faststyle-compare/1"
+MODES = ("feedforward", "gatys", "both")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+# Bump when a metric's definition changes, so cached values are recomputed.
+METRICS_VERSION = 2
+LPIPS_NETWORK = "vgg16"
+IDENTITY = "content"
+HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def default_data_dir() -> Path | None:
+    folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
+    return folder if folder.is_dir() else None
+
+
+@dataclass
+class CompareSettings:
+    styles: list[str]
+    content: list[str]
+    out: str
+    backbones: list[str] = field(default_factory=lambda: ["vgg16", "googlenet", "alexnet"])
+    configs: list[str] = field(default_factory=list)
+    mode: str = "feedforward"
+    steps: int = 2000
+    size: int = 256
+    batch: int = 4
+    gatys_iters: list[int] = field(default_factory=lambda: [100, 300, 500])
+    seed: int = 0
+    device: str = "auto"
+    data: str | None = None
+    cache: str | None = None
+    workers: int | None = None
+    progress: bool = True
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise FaststyleError(f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if not self.styles:
+            raise FaststyleError("give at least one style image with --styles")
+        if not self.backbones and not self.configs:
+            raise FaststyleError("give at least one backbone with --backbones, e.g. vgg16,googlenet")
+        for name in self.backbones:
+            spec(name)
+        if self.steps <= 0 or self.batch <= 0 or self.size < 16:
+            raise FaststyleError("--steps and --batch must be positive and --size at least 16")
+        if self.mode != "feedforward" and (not self.gatys_iters or min(self.gatys_iters) <= 0):
+            raise FaststyleError("--gatys-iters takes positive iteration counts, e.g. 100,300,500")
+
+    @property
+    def feedforward(self) -> bool:
+        return self.mode in ("feedforward", "both")
+
+    @property
+    def gatys(self) -> bool:
+        return self.mode in ("gatys", "both")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One loss-network setting: a backbone with its documented layers, or ``backbone:config`` for another config."""
+
+    name: str
+    backbone: str
+    config: LayerConfig
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace(":", "-").replace("/", "_")
+
+
+def resolve_columns(backbones: Sequence[str], configs: Sequence[str]) -> list[Column]:
+    columns = [Column(b, b, load_config(b)) for b in backbones]
+    for name in configs:
+        config = load_config(name)
+        spec(config.backbone)
+        columns.append(Column(f"{config.backbone}:{config.name}", config.backbone, config))
+    names = [c.name for c in columns]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise FaststyleError(f"{', '.join(duplicates)} given twice; list each backbone and config once")
+    return columns
+
+
+def collect_images(paths: Sequence[str], what: str) -> list[Path]:
+    found: list[Path] = []
+    for entry in paths:
+        path = Path(entry)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FaststyleError(f"{what} {path} does not exist; pass image files or folders of images")
+    if not found:
+        raise FaststyleError(f"no {what} images in {', '.join(paths)} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return found
+
+
+def _slugs(paths: Sequence[Path], digests: Sequence[str]) -> list[str]:
+    stems = [p.stem for p in paths]
+    return [s if stems.count(s) == 1 else f"{s}-{d[:6]}" for s, d in zip(stems, digests, strict=True)]
+
+
+def _hash(parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+class Cache:
+    """``cache.json``: values keyed by kind and a hash of their inputs, with computed/reused counts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            try:
+                self.data = json.loads(path.read_text())
+            except (json.JSONDecodeError, OSError):
+                log.warning("%s is unreadable; starting a new cache", path)
+        self.counts: dict[str, dict[str, int]] = {}
+        self.fresh: set[tuple[str, str]] = set()  # computed in this run: hits on them are not reuse
+
+    def count(self, kind: str, status: str) -> None:
+        self.counts.setdefault(kind, {"computed": 0, "reused": 0})[status] += 1
+
+    def get(self, kind: str, key: str, valid: Callable[[Any], bool] = lambda _: True) -> Any:
+        value = self.data.get(kind, {}).get(key)
+        if value is not None and valid(value):
+            if (kind, key) not in self.fresh:
+                self.count(kind, "reused")
+            return value
+        return None
+
+    def put(self, kind: str, key: str, value: Any) -> Any:
+        self.data.setdefault(kind, {})[key] = value
+        self.fresh.add((kind, key))
+        self.count(kind, "computed")
+        atomic_write_bytes(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode())
+        return value
+
+
+@dataclass
+class CompareResult:
+    out: Path
+    results: dict[str, Any]
+    counts: dict[str, dict[str, int]]
+
+    @property
+    def report(self) -> Path:
+        return self.out / "index.html"
+
+    def computed(self) -> int:
+        return sum(c["computed"] for c in self.counts.values())
+
+    def reused(self) -> int:
+        return sum(c["reused"] for c in self.counts.values())
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FaststyleError(f"--device {device}: CUDA is not available here; use --device cpu")
+    if not device.startswith(("cpu", "cuda")):
+        raise FaststyleError(f"--device must be auto, cpu or cuda[:N], not {device!r}")
+    return torch.device(device)
+
+
+class Study:
+    """One invocation of the comparison; ``run()`` does everything and returns the result."""
+
+    def __init__(self, settings: CompareSettings) -> None:
+        settings.check()
+        self.s = settings
+        self.out = Path(settings.out)
+        self.columns = resolve_columns(settings.backbones, settings.configs)
+        self.styles = collect_images(settings.styles, "style")
+        self.contents = collect_images(settings.content, "content")
+        self.device = resolve_device(settings.device)
+        if settings.feedforward and settings.data is None:
+            found = default_data_dir()
+            if found is None:
+                raise FaststyleError("feed-forward models need training photos: pass --data FOLDER")
+            settings.data = str(found)
+        if settings.feedforward and not Path(str(settings.data)).exists() and not HUB_NAME.match(str(settings.data)):
+            raise FaststyleError(
+                f"--data {settings.data} does not exist; pass a folder of photos or a hub dataset name"
+            )
+        self.style_sha = [sha256_file(p) for p in self.styles]
+        self.content_sha = [sha256_file(p) for p in self.contents]
+        self.style_names = _slugs(self.styles, self.style_sha)
+        self.content_names = _slugs(self.contents, self.content_sha)
+        self.style_size = round(1.5 * settings.size)
+        self.cache = Cache(self.out / "cache.json")
+        self._lossnets: dict[str, LossNet] = {}
+        self._lpips: Any = None
+        self._meters: dict[tuple[int, str], Any] = {}
+
+    # -- shared pieces --------------------------------------------------------------------------------------------
+
+    def lossnet(self, name: str) -> LossNet:
+        if name not in self._lossnets:
+            self._lossnets[name] = get_lossnet(name, cache=self.s.cache, device=self.device)
+        return self._lossnets[name]
+
+    def column_spec(self, column: Column) -> dict[str, Any]:
+        return {
+            "backbone": column.backbone,
+            "weights_sha256": self.lossnet(column.backbone).weights_sha256,
+            "layers": column.config.to_dict(),
+        }
+
+    def meter(self, style_index: int, column: Column) -> Any:
+        from faststyle.metrics import StyleMeter
+
+        key = (style_index, column.name)
+        if key not in self._meters:
+            style = load_image(self.styles[style_index])
+            self._meters[key] = StyleMeter(self.lossnet(column.backbone), style, column.config, self.style_size)
+        return self._meters[key]
+
+    def lpips(self) -> Any:
+        from faststyle.metrics import LPIPS
+
+        if self._lpips is None:
+            self._lpips = LPIPS(LPIPS_NETWORK, lossnet=self.lossnet(LPIPS_NETWORK)).to(self.device)
+        return self._lpips
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.out).as_posix()
+
+    def _image_valid(self, entry: dict[str, Any]) -> bool:
+        path = self.out / entry["path"]
+        return path.is_file() and sha256_file(path) == entry["sha256"]
+
+    def _save(self, image: Tensor, path: Path) -> dict[str, Any]:
+        save_image(image.detach().float().cpu().clamp(0, 1), path)
+        return {"path": self.rel(path), "sha256": sha256_file(path)}
+
+    # -- the steps ------------------------------------------------------------------------------------------------
+
+    def resized_copies(self, kind: str, names: list[str], paths: list[Path], digests: list[str], size: int) -> list:
+        """The inputs resized to their long side ``size``, as PNGs under ``images/<kind>/`` (the report's copies)."""
+        entries = []
+        for name, path, digest in zip(names, paths, digests, strict=True):
+            key = _hash({kind: digest, "size": size})
+            entry = self.cache.get(kind, key, self._image_valid)
+            if entry is None:
+                target = self.out / "images" / kind / f"{name}.png"
+                entry = self.cache.put(kind, key, self._save(load_image(path, size), target))
+            entries.append(entry)
+        return entries
+
+    def model_wanted(self, style_index: int, column: Column) -> dict[str, Any]:
+        return {
+            "style_sha256": self.style_sha[style_index],
+            "backbone": column.backbone,
+            "weights_sha256": self.lossnet(column.backbone).weights_sha256,
+            "layers": column.config.to_dict(),
+            "steps": self.s.steps,
+            "size": self.s.size,
+            "batch": self.s.batch,
+            "seed": self.s.seed,
+        }
+
+    @staticmethod
+    def model_matches(meta: dict[str, Any], wanted: dict[str, Any]) -> bool:
+        images = meta.get("style", {}).get("images", [])
+        training = meta.get("training", {})
+        return (
+            [i.get("sha256") for i in images] == [wanted["style_sha256"]]
+            and meta.get("backbone", {}).get("name") == wanted["backbone"]
+            and meta.get("backbone", {}).get("weights_sha256") == wanted["weights_sha256"]
+            and meta.get("backbone", {}).get("pooling", "max") == "max"
+            and meta.get("layers") == wanted["layers"]
+            and all(training.get(k) == wanted[k] for k in ("steps", "size", "batch", "seed"))
+        )
+
+    def find_model(self, wanted: dict[str, Any]) -> Path | None:
+        from faststyle.modelfile import read_metadata
+
+        for path in sorted((self.out / "models").glob("*.safetensors")):
+            try:
+                if self.model_matches(read_metadata(path), wanted):
+                    return path
+            except FaststyleError:
+                continue
+        return None
+
+    def model(self, style_index: int, column: Column) -> tuple[Path, dict[str, Any], str]:
+        from faststyle.modelfile import read_metadata
+        from faststyle.training import TrainSettings, train
+
+        wanted = self.model_wanted(style_index, column)
+        found = self.find_model(wanted)
+        if found is not None:
+            self.cache.count("models", "reused")
+            log.info("reusing %s for %s / %s", found.name, self.style_names[style_index], column.name)
+            return found, read_metadata(found), "reused"
+        out = self.out / "models" / f"{self.style_names[style_index]}__{column.slug}__{_hash(wanted)[:8]}.safetensors"
+        run_dir = out.with_name(out.stem + "_run")
+        resume = any((run_dir / "checkpoints").glob("*.ckpt"))
+        if run_dir.exists() and not resume:
+            shutil.rmtree(run_dir)
+        log.info("training %s (%d steps at %d px)", out.name, self.s.steps, self.s.size)
+        settings = TrainSettings(
+            styles=[str(self.styles[style_index])],
+            backbone=column.backbone,
+            config=column.config.source or column.config.name,
+            steps=self.s.steps,
+            batch=self.s.batch,
+            size=self.s.size,
+            cache=self.s.cache,
+            seed=self.s.seed,
+        )
+        cuda = self.device.type == "cuda"
+        train(
+            settings,
+            str(self.s.data),
+            out,
+            run_dir=run_dir,
+            resume=resume,
+            accelerator="gpu" if cuda else "cpu",
+            devices=[self.device.index or 0] if cuda else 1,
+            num_workers=self.s.workers,
+            val_photos=0,
+            checkpoint_every=max(500, self.s.steps // 4),
+            half=False,
+            progress=self.s.progress,
+        )
+        self.cache.count("models", "computed")
+        return out, read_metadata(out), "computed"
+
+    def stylize(self, style_index: int, column: Column, model: Path, contents: list[dict[str, Any]]) -> list[dict]:
+        from faststyle.stylize import Stylizer
+
+        model_sha = sha256_file(model)
+        stylizer: Stylizer | None = None
+        entries = []
+        bar = tqdm(contents, desc=f"stylize {column.name}", unit="img", leave=False, disable=not self.s.progress)
+        for name, content, content_entry in zip(self.content_names, self.content_sha, bar, strict=True):
+            key = _hash({"model": model_sha, "content": content, "size": self.s.size})
+            entry = self.cache.get("stylized", key, self._image_valid)
+            if entry is None:
+                if stylizer is None:
+                    stylizer = Stylizer(model, device=self.device, precision="fp32")
+                    stylizer(torch.rand(1, 3, 32, 32))  # warm-up, not timed
+                photo = load_image(self.out / content_entry["path"])
+                started = time.perf_counter()
+                image = stylizer(photo)
+                ms = (time.perf_counter() - started) * 1000
+                target = self.out / "images" / self.style_names[style_index] / f"{name}__ff-{column.slug}.png"
+                entry = self.cache.put("stylized", key, self._save(image, target) | {"ms": ms})
+            entries.append(entry)
+        return entries
+
+    def gatys(self, style_index: int, column: Column, contents: list[dict[str, Any]]) -> list[dict]:
+        iters = sorted(set(self.s.gatys_iters))
+        entries = []
+        bar = tqdm(contents, desc=f"gatys {column.name}", unit="img", leave=False, disable=not self.s.progress)
+        for name, content, content_entry in zip(self.content_names, self.content_sha, bar, strict=True):
+            key = _hash(
+                {
+                    "content": content,
+                    "style": self.style_sha[style_index],
+                    "column": self.column_spec(column),
+                    "size": self.s.size,
+                    "iters": iters,
+                    "seed": self.s.seed,
+                }  # fmt: skip
+            )
+            entry = self.cache.get("gatys", key, lambda e: all(self._image_valid(s) for s in e["snapshots"].values()))
+            if entry is None:
+                photo = load_image(self.out / content_entry["path"])
+                entry = self.cache.put("gatys", key, self._run_gatys(style_index, column, name, photo, iters))
+            entries.append(entry)
+        return entries
+
+    def _run_gatys(self, style_index: int, column: Column, name: str, photo: Tensor, iters: list[int]) -> dict:
+        from faststyle import gatys
+
+        snapshots: dict[str, dict[str, Any]] = {}
+        folder = self.out / "images" / self.style_names[style_index]
+        started = time.perf_counter()
+
+        def snapshot(iteration: int, image: Tensor, terms: dict[str, float]) -> None:
+            if iteration in iters:
+                seconds = time.perf_counter() - started
+                path = folder / f"{name}__gatys-{column.slug}-{iteration}.png"
+                snapshots[str(iteration)] = self._save(image, path) | {"seconds": seconds}
+
+        _, history = gatys.stylize(
+            photo, load_image(self.styles[style_index]), backbone=column.backbone, config=column.config,
+            lossnet=self.lossnet(column.backbone), size=self.s.size, iters=max(iters), seed=self.s.seed,
+            device=self.device, progress=False, callback=snapshot,
+        )  # fmt: skip
+        if len(snapshots) != len(iters):
+            raise FaststyleError(f"Gatys stopped after {len(history)} iterations, before {max(iters)}")
+        return {"snapshots": snapshots, "history": {k: [h[k] for h in history] for k in ("total", "content", "style")}}
+
+    def style_layers(self, style_index: int, column: Column, image_entry: dict[str, Any]) -> dict[str, float]:
+        """The per-layer style losses of an image under a column (see faststyle.metrics.StyleMeter)."""
+        key = _hash(
+            {
+                "image": image_entry["sha256"],
+                "style": self.style_sha[style_index],
+                "style_size": self.style_size,
+                "column": self.column_spec(column),
+                "version": METRICS_VERSION,
+            }  # fmt: skip
+        )
+        value = self.cache.get("style_layers", key)
+        if value is None:
+            image = load_image(self.out / image_entry["path"]).to(self.device)
+            losses = self.meter(style_index, column).layer_losses(image)
+            value = self.cache.put("style_layers", key, {k: float(v[0]) for k, v in losses.items()})
+        return value
+
+    def pair_metrics(self, style_index: int, image_entry: dict[str, Any], content_entry: dict[str, Any]) -> dict:
+        from faststyle.metrics import color_histogram_distance, ssim_luminance
+
+        key = _hash(
+            {
+                "image": image_entry["sha256"],
+                "content": content_entry["sha256"],
+                "style": self.style_sha[style_index],
+                "lpips_weights": self.lossnet(LPIPS_NETWORK).weights_sha256,
+                "version": METRICS_VERSION,
+            }  # fmt: skip
+        )
+        value = self.cache.get("pair_metrics", key)
+        if value is None:
+            image = load_image(self.out / image_entry["path"]).to(self.device)
+            content = load_image(self.out / content_entry["path"]).to(self.device)
+            style = load_image(self.styles[style_index], self.style_size).to(self.device)
+            value = self.cache.put(
+                "pair_metrics",
+                key,
+                {
+                    "ssim_y": float(ssim_luminance(image, content)[0]),
+                    f"lpips_{LPIPS_NETWORK}": float(self.lpips()(image, content)[0]),
+                    "color_hist": float(color_histogram_distance(image, style)[0]),
+                },
+            )
+        return value
+
+    # -- the whole run --------------------------------------------------------------------------------------------
+
+    def run(self) -> CompareResult:
+        started = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        contents = self.resized_copies("content", self.content_names, self.contents, self.content_sha, self.s.size)
+        styles = self.resized_copies("style", self.style_names, self.styles, self.style_sha, self.style_size)
+        runs: list[dict[str, Any]] = []
+        per_style: dict[str, Any] = {}
+        timings: dict[str, Any] = {"training": [], "inference_ms": {}, "gatys_seconds": {}}
+        for si, style_name in enumerate(self.style_names):
+            # outputs[method] = one image entry per content photo
+            outputs: dict[str, list[dict[str, Any]]] = {IDENTITY: contents}
+            gatys_entries: dict[str, list[dict[str, Any]]] = {}
+            for column in self.columns:
+                if self.s.feedforward:
+                    model, meta, status = self.model(si, column)
+                    run_dir = model.with_name(model.stem + "_run")
+                    metrics_csv = run_dir / "metrics.csv"
+                    training = meta["training"]
+                    runs.append(
+                        {
+                            "kind": "feedforward",
+                            "style": style_name,
+                            "column": column.name,
+                            "backbone": column.backbone,
+                            "config": column.config.name,
+                            "status": status,
+                            "model": self.rel(model),
+                            "metrics_csv": self.rel(metrics_csv) if metrics_csv.exists() else None,
+                            "steps": training["steps"],
+                            "batch": training["batch"],
+                            "size": training["size"],
+                            "seed": training["seed"],
+                            "final_losses": meta.get("loss", {}).get("final", {}),
+                        }  # fmt: skip
+                    )
+                    timings["training"].append(
+                        {
+                            "style": style_name,
+                            "column": column.name,
+                            "seconds": training["seconds"],
+                            "images_per_second": training["images_per_second"],
+                            "steps": training["steps"],
+                        }  # fmt: skip
+                    )
+                    images = self.stylize(si, column, model, contents)
+                    outputs[f"feedforward:{column.name}"] = images
+                    timings["inference_ms"].setdefault(style_name, {})[column.name] = _mean([e["ms"] for e in images])
+                if self.s.gatys:
+                    entries = self.gatys(si, column, contents)
+                    gatys_entries[column.name] = entries
+                    last = str(max(self.s.gatys_iters))
+                    outputs[f"gatys:{column.name}"] = [e["snapshots"][last] for e in entries]
+                    seconds = {
+                        k: _mean([e["snapshots"][k]["seconds"] for e in entries]) for k in entries[0]["snapshots"]
+                    }
+                    timings["gatys_seconds"].setdefault(style_name, {})[column.name] = seconds
+                    runs.append(
+                        {
+                            "kind": "gatys",
+                            "style": style_name,
+                            "column": column.name,
+                            "backbone": column.backbone,
+                            "config": column.config.name,
+                            "iters": sorted(set(self.s.gatys_iters)),
+                            "seconds": seconds,
+                        }  # fmt: skip
+                    )
+            per_style[style_name] = self.measure(si, outputs, gatys_entries, contents)
+        timings["wall_seconds"] = time.perf_counter() - started
+        timings["counts"] = self.cache.counts
+        results = {
+            "schema": SCHEMA,
+            "settings": asdict(self.s)
+            | {"styles": [str(p) for p in self.styles], "content": [str(p) for p in self.contents]},  # fmt: skip
+            "columns": [{"name": c.name, "backbone": c.backbone, "config": c.config.to_dict()} for c in self.columns],
+            "styles": [
+                {"name": n, "file": str(p), "sha256": d, "image": e["path"]}
+                for n, p, d, e in zip(self.style_names, self.styles, self.style_sha, styles, strict=True)
+            ],  # fmt: skip
+            "contents": [
+                {"name": n, "file": str(p), "sha256": d, "image": e["path"]}
+                for n, p, d, e in zip(self.content_names, self.contents, self.content_sha, contents, strict=True)
+            ],  # fmt: skip
+            "runs": runs,
+            "metrics": {"definitions": METRIC_DEFINITIONS, "style_size": self.style_size, "styles": per_style},
+            "timings": timings,
+            "environment": environment(self.device),
+        }
+        text = json.dumps(results, indent=1, allow_nan=False)
+        atomic_write_bytes(self.out / "results.json", text.encode())
+        atomic_write_bytes(self.out / "report.md", render_markdown(results).encode())
+        atomic_write_bytes(self.out / "index.html", render_html(results, self.out).encode())
+        for kind, count in sorted(self.cache.counts.items()):
+            log.info("%s: %d computed, %d reused", kind, count["computed"], count["reused"])
+        return CompareResult(self.out, results, self.cache.counts)
+
+    def measure(
+        self,
+        si: int,
+        outputs: dict[str, list[dict[str, Any]]],
+        gatys_entries: dict[str, list[dict[str, Any]]],
+        contents: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        methods = list(outputs)
+        total = len(methods) * len(contents)
+        bar = tqdm(total=total, desc="metrics", unit="img", leave=False, disable=not self.s.progress)
+        weights = {c.name: c.config.style_layers for c in self.columns}
+        reference = {c.name: [self.style_layers(si, c, e) for e in contents] for c in self.columns}
+        per_image = []
+        for method, images in outputs.items():
+            for ci, (image, content) in enumerate(zip(images, contents, strict=True)):
+                layers = {c.name: self.style_layers(si, c, image) for c in self.columns}
+                distance = {k: relative_style_loss(v, reference[k][ci], weights[k]) for k, v in layers.items()}
+                row: dict[str, Any] = {
+                    "content": self.content_names[ci],
+                    "method": method,
+                    "image": image["path"],
+                    "style_loss": {k: sum(w * v[layer] for layer, w in weights[k].items()) for k, v in layers.items()},
+                    "style_distance": distance,
+                }
+                row |= self.pair_metrics(si, image, content)
+                kind, _, name = method.partition(":")
+                if kind == "feedforward" and name in gatys_entries:
+                    column = next(c for c in self.columns if c.name == name)
+                    snapshots = gatys_entries[name][ci]["snapshots"]
+                    gatys = {k: self.style_layers(si, column, e) for k, e in snapshots.items()}
+                    row["gatys_gap"] = {
+                        k: distance[name] / max(relative_style_loss(v, reference[name][ci], weights[name]), 1e-30)
+                        for k, v in gatys.items()
+                    }
+                per_image.append(row)
+                bar.update()
+        bar.close()
+        matrix = [
+            [_mean([r["style_distance"][c.name] for r in per_image if r["method"] == m]) for c in self.columns]
+            for m in methods
+        ]
+        summary: dict[str, Any] = {}
+        for m in methods:
+            rows = [r for r in per_image if r["method"] == m]
+            entry = {k: _mean([r[k] for r in rows]) for k in ("ssim_y", f"lpips_{LPIPS_NETWORK}", "color_hist")}
+            if "gatys_gap" in rows[0]:
+                entry["gatys_gap"] = {k: _mean([r["gatys_gap"][k] for r in rows]) for k in rows[0]["gatys_gap"]}
+            summary[m] = entry
+        curves = {name: {k: v for k, v in e[0]["history"].items()} for name, e in gatys_entries.items()}
+        return {
+            "methods": methods,
+            "style_match": {"rows": methods, "columns": [c.name for c in self.columns], "matrix": matrix},
+            "summary": summary,
+            "per_image": per_image,
+            "gatys_curves": curves,
+        }
+
+
+METRIC_DEFINITIONS = {
+    "style_distance": "Gram style loss of the output relative to the content photo's, per style layer of each "
+    "column's loss network, weighted by the layer config; 1 = no closer to the style than the photo, 0 = exact; "
+    "the style image is resized to 1.5 × --size (the training style size)",
+    "ssim_y": "SSIM of the BT.601 luma of output and content photo (1 = identical structure)",
+    f"lpips_{LPIPS_NETWORK}": "LPIPS v0.1 (VGG16) distance between output and content photo (0 = identical)",
+    "color_hist": "mean over R,G,B of the earth mover's distance between 64-bin histograms of output and style",
+    "gatys_gap": "a feed-forward output's style distance over that of the Gatys result after N iterations "
+    "(same photo, style and loss network); 1 = as close to the style as Gatys, above 1 = farther",
+}
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    from faststyle.modelfile import package_versions
+
+    env: dict[str, Any] = {
+        "versions": package_versions(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def compare(settings: CompareSettings) -> CompareResult:
+    """Run the study described by ``settings``; see the module docstring."""
+    return Study(settings).run()
+
+
+# -- reports --------------------------------------------------------------------------------------------------------
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
+
+
+def _method_label(method: str) -> str:
+    kind, _, column = method.partition(":")
+    return {"feedforward": f"{column} (feed-forward)", "gatys": f"{column} (Gatys)"}.get(kind, "content photo")
+
+
+def _metric_rows(style: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    iters = sorted({k for s in style["summary"].values() for k in s.get("gatys_gap", {})}, key=int)
+    header = ["method", "SSIM-Y ↑ content", f"LPIPS ({LPIPS_NETWORK}) ↓ content", "colour hist ↓ style"]
+    header += [f"Gatys gap @{k}" for k in iters]
+    rows = []
+    for method in style["methods"]:
+        s = style["summary"][method]
+        row = [_method_label(method), _fmt(s["ssim_y"]), _fmt(s[f"lpips_{LPIPS_NETWORK}"]), _fmt(s["color_hist"])]
+        row += [_fmt(s["gatys_gap"][k]) if "gatys_gap" in s else "" for k in iters]
+        rows.append(row)
+    return header, rows
+
+
+def _timing_rows(results: dict[str, Any], style: str) -> tuple[list[str], list[list[str]]]:
+    timings = results["timings"]
+    header = ["column", "training s", "training img/s", "inference ms", "Gatys s"]
+    rows = []
+    for column in results["columns"]:
+        name = column["name"]
+        trained = [t for t in timings["training"] if t["style"] == style and t["column"] == name]
+        inference = timings["inference_ms"].get(style, {}).get(name)
+        gatys = timings["gatys_seconds"].get(style, {}).get(name, {})
+        rows.append(
+            [
+                name,
+                _fmt(trained[0]["seconds"]) if trained else "",
+                _fmt(trained[0]["images_per_second"]) if trained else "",
+                _fmt(inference) if inference is not None else "",
+                ", ".join(f"{_fmt(v)} @{k}" for k, v in sorted(gatys.items(), key=lambda kv: int(kv[0]))),
+            ]
+        )
+    return header, rows
+
+
+def _grid(results: dict[str, Any], style: str) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    data = results["metrics"]["styles"][style]
+    methods = data["methods"]
+    images = {(r["content"], r["method"]): r["image"] for r in data["per_image"]}
+    rows = [(c["name"], [images[(c["name"], m)] for m in methods]) for c in results["contents"]]
+    return [_method_label(m) for m in methods], rows
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    def table(header: list[str], rows: list[list[str]]) -> list[str]:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+    s = results["settings"]
+    out = [
+        "# Loss-network comparison",
+        "",
+        f"Mode {s['mode']}, {s['steps']} training steps at {s['size']} px (batch {s['batch']}, seed {s['seed']}), "
+        f"device {results['environment']['device']}. Columns: {', '.join(c['name'] for c in results['columns'])}.",
+        "",
+    ]
+    out += [f"- **{k}**: {v}" for k, v in results["metrics"]["definitions"].items()] + [""]
+    for style, data in results["metrics"]["styles"].items():
+        out += [f"## {style}", "", "### Images", ""]
+        labels, grid = _grid(results, style)
+        out += table(["photo", *labels], [[name, *[f"![]({p})" for p in paths]] for name, paths in grid])
+        out += ["", "### Style distance (rows: output; columns: measured under)", ""]
+        match = data["style_match"]
+        out += table(
+            ["output", *match["columns"]],
+            [[_method_label(m), *map(_fmt, row)] for m, row in zip(match["rows"], match["matrix"], strict=True)],
+        )
+        out += ["", "### Similarity to the content and colour", ""]
+        out += table(*_metric_rows(data))
+        out += ["", "### Timings", ""]
+        out += table(*_timing_rows(results, style)) + [""]
+    counts = results["timings"]["counts"]
+    out += ["## Cache", ""] + [f"- {k}: {v['computed']} computed, {v['reused']} reused" for k, v in counts.items()]
+    return "\n".join(out) + "\n"
+
+
+def _read_curves(path: Path) -> dict[str, list[tuple[float, float]]]:
+    curves: dict[str, list[tuple[float, float]]] = {}
+    if not path.is_file():
+        return curves
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            step = row.get("step")
+            for key in ("loss/total", "loss/content", "loss/style", "loss/tv"):
+                value = row.get(key)
+                if step and value:
+                    curves.setdefault(key.removeprefix("loss/"), []).append((float(step), float(value)))
+    return curves
+
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 24px; color: #222; }
+table { border-collapse: collapse; margin: 8px 0 20px; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; font-size: 13px; }
+th:first-child, td:first-child { text-align: left; }
+table.grid { table-layout: fixed; width: 100%; }
+table.grid td, table.grid th { text-align: center; padding: 2px; font-size: 12px; overflow-wrap: anywhere; }
+table.grid td img { width: 100%; max-width: 160px; display: block; margin: auto; }
+table.grid td:first-child, table.grid th:first-child { width: 72px; }
+img.style { max-width: 320px; max-height: 240px; }
+.plots svg { margin: 4px; border: 1px solid #ddd; }
+.best { font-weight: bold; background: #e8f4e8; }
+dt { font-weight: bold; } dd { margin: 0 0 6px 16px; font-size: 13px; }
+"""
+
+
+def render_html(results: dict[str, Any], out: Path) -> str:
+    def table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+        head = "".join(f"<th>{escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+        return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+    s = results["settings"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8"><title>faststyle: loss-network comparison</title>',
+        f"<style>{CSS}</style></head><body>",
+        "<h1>Loss-network comparison</h1>",
+        f"<p>Mode {escape(s['mode'])}, {s['steps']} training steps at {s['size']} px (batch {s['batch']}, "
+        f"seed {s['seed']}), device {escape(results['environment']['device'])}.</p>",
+        "<dl>"
+        + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in results["metrics"]["definitions"].items())
+        + "</dl>",
+    ]
+    for style_info in results["styles"]:
+        style = style_info["name"]
+        data = results["metrics"]["styles"][style]
+        parts.append(f"<h2>{escape(style)}</h2>")
+        parts.append(f'<p><img class="style" src="{escape(style_info["image"])}" alt="style {escape(style)}"></p>')
+        labels, grid = _grid(results, style)
+        rows = [
+            [
+                escape(name),
+                *[
+                    f'<img src="{escape(p)}" alt="{escape(name)}: {escape(label)}" loading="lazy">'
+                    for p, label in zip(paths, labels, strict=True)
+                ],
+            ]  # fmt: skip
+            for name, paths in grid
+        ]
+        note = f"<p>Gatys columns: after {max(s['gatys_iters'])} iterations.</p>" if s["mode"] != "feedforward" else ""
+        parts += ["<h3>Images</h3>", note, table(["photo", *labels], rows, "grid")]
+        match = data["style_match"]
+        parts.append("<h3>Style distance</h3><p>Rows: the output; columns: the loss network that measures it "
+                     "(1 = the photo itself, lower = closer to the style; best per column in bold).</p>")  # fmt: skip
+        best = [min(col) for col in zip(*match["matrix"], strict=True)]
+        rows = [
+            [escape(_method_label(m)),
+             *[f'<span class="{"best" if v == b else ""}">{_fmt(v)}</span>' for v, b in zip(row, best, strict=True)]]
+            for m, row in zip(match["rows"], match["matrix"], strict=True)
+        ]  # fmt: skip
+        parts.append(table(["output", *map(str, match["columns"])], rows))
+        header, rows = _metric_rows(data)
+        parts += ["<h3>Similarity to the content photo and colour match</h3>", table(header, rows)]
+        header, rows = _timing_rows(results, style)
+        parts += ["<h3>Timings</h3>", table(header, rows)]
+        plots = []
+        for run in results["runs"]:
+            if run["style"] == style and run["kind"] == "feedforward" and run.get("metrics_csv"):
+                curves = _read_curves(out / run["metrics_csv"])
+                plots.append(line_plot(curves, f"training: {run['column']}", "step", "loss", log_y=True))
+        for column, curve in data["gatys_curves"].items():
+            series = {k: list(enumerate(v, 1)) for k, v in curve.items()}
+            plots.append(line_plot(series, f"Gatys ({results['contents'][0]['name']}): {column}", "iteration", "loss",
+                                   log_y=True))  # fmt: skip
+        if plots:
+            parts += ["<h3>Loss curves</h3>", '<div class="plots">', *plots, "</div>"]
+    counts = results["timings"]["counts"]
+    items = "".join(f"<li>{escape(k)}: {v['computed']} computed, {v['reused']} reused</li>" for k, v in counts.items())
+    parts.append(f"<h2>Cache</h2><ul>{items}</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

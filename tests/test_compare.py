@@ -1,0 +1,194 @@
+"""``faststyle compare`` end to end on a tiny study: files, schema, caching, metrics, the report in Chromium."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from faststyle.cli import main
+from faststyle.compare import SCHEMA, CompareSettings, compare
+
+CHROMIUM = Path("/usr/bin/chromium")
+STYLE = "data/styles/vangogh_starry_night_crop.jpg"
+CONTENTS = ("data/content/kodak/kodim03.png", "data/content/kodak/kodim07.png")
+
+
+@pytest.fixture(scope="module")
+def study(shared: Path, lossnet_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two backbones, one style, two photos, 10 training steps at 64 px; run once through the CLI."""
+    root = tmp_path_factory.mktemp("compare")
+    photos = root / "photos"
+    photos.mkdir()
+    for path in sorted((shared / "data/train/unsplash").glob("*.jpg"))[:8]:
+        shutil.copy(path, photos / path.name)
+    args = {
+        "styles": [str(shared / STYLE)],
+        "content": [str(shared / c) for c in CONTENTS],
+        "out": str(root / "out"),
+        "backbones": ["vgg16", "googlenet"],
+        "steps": 10,
+        "batch": 2,
+        "size": 64,
+        "data": str(photos),
+        "cache": str(lossnet_cache),
+        "workers": 0,
+        "device": "cpu",
+        "progress": False,
+    }
+    argv = ["compare", "--styles", *args["styles"], "--content", *args["content"], "--backbones", "vgg16,googlenet"]
+    argv += ["--steps", "10", "--batch", "2", "--size", "64", "--data", args["data"], "--cache", args["cache"]]
+    argv += ["--workers", "0", "--device", "cpu", "--no-progress", "--out", args["out"]]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(argv)
+    assert code == 0
+    out = Path(args["out"])
+    return {
+        "args": args,
+        "out": out,
+        "stdout": stdout.getvalue(),
+        "results": json.loads((out / "results.json").read_text()),
+    }
+
+
+def _strict_json(path: Path) -> Any:
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{path} holds {name}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def _numbers(value: Any) -> list[float]:
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _numbers(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in _numbers(v)]
+    return [float(value)] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+
+
+def test_the_report_files_and_the_results_schema(study: dict[str, Any]) -> None:
+    out: Path = study["out"]
+    assert study["stdout"].strip().endswith(f"report: {out / 'index.html'}")
+    for name in ("results.json", "report.md", "index.html", "cache.json"):
+        assert (out / name).is_file(), name
+    results = _strict_json(out / "results.json")
+    assert results["schema"] == SCHEMA
+    assert {"runs", "metrics", "timings", "environment", "settings", "columns", "styles", "contents"} <= set(results)
+    assert all(math.isfinite(n) for n in _numbers(results))
+    assert [c["name"] for c in results["columns"]] == ["vgg16", "googlenet"]
+    assert [r["kind"] for r in results["runs"]] == ["feedforward", "feedforward"]
+    assert all((out / r["model"]).is_file() and (out / r["metrics_csv"]).is_file() for r in results["runs"])
+
+    (style,) = results["metrics"]["styles"].values()
+    methods = ["content", "feedforward:vgg16", "feedforward:googlenet"]
+    assert style["methods"] == methods
+    match = style["style_match"]
+    assert match["rows"] == methods and match["columns"] == ["vgg16", "googlenet"]
+    assert len(match["matrix"]) == 3 and all(len(row) == 2 for row in match["matrix"])
+    assert len(style["per_image"]) == 3 * 2
+    for row in style["per_image"]:
+        assert set(row["style_distance"]) == {"vgg16", "googlenet"}
+        assert {"ssim_y", "lpips_vgg16", "color_hist"} <= set(row)
+        assert (out / row["image"]).is_file()
+
+    timings = results["timings"]
+    assert [t["column"] for t in timings["training"]] == ["vgg16", "googlenet"]
+    assert all(t["seconds"] > 0 and t["images_per_second"] > 0 for t in timings["training"])
+    assert set(next(iter(timings["inference_ms"].values()))) == {"vgg16", "googlenet"}
+    assert timings["counts"]["models"] == {"computed": 2, "reused": 0}
+    assert results["environment"]["device"] == "cpu"
+
+
+def test_the_html_report_references_only_images_that_exist(study: dict[str, Any]) -> None:
+    out: Path = study["out"]
+    html = (out / "index.html").read_text()
+    sources = re.findall(r'src="([^"]+)"', html)
+    assert len(sources) >= 1 + 2 * 3  # the style and the 2×3 grid
+    for src in sources:
+        assert not src.startswith(("http:", "https:", "/", "file:")), src
+        assert (out / src).is_file(), src
+    assert "<svg" in html and "<polyline" in html  # the training loss curves
+    assert "<script" not in html and "://" not in html.replace("http://www.w3.org/2000/svg", "")
+
+
+def test_a_rerun_reuses_every_model_image_and_metric(study: dict[str, Any]) -> None:
+    out: Path = study["out"]
+    models = {p: p.stat().st_mtime_ns for p in (out / "models").glob("*.safetensors")}
+    result = compare(CompareSettings(**study["args"]))
+    assert result.computed() == 0
+    assert result.counts["models"] == {"computed": 0, "reused": 2}
+    assert result.counts["stylized"] == {"computed": 0, "reused": 4}
+    assert {p: p.stat().st_mtime_ns for p in models} == models
+    first = study["results"]["metrics"]["styles"]
+    assert result.results["metrics"]["styles"] == first
+
+
+def test_the_metrics_tell_the_photo_from_a_stylization(study: dict[str, Any]) -> None:
+    (style,) = study["results"]["metrics"]["styles"].values()
+    for row in style["per_image"]:
+        if row["method"] == "content":
+            assert row["style_distance"] == pytest.approx({"vgg16": 1.0, "googlenet": 1.0})
+            assert row["ssim_y"] == pytest.approx(1.0, abs=1e-6)
+            assert row["lpips_vgg16"] == pytest.approx(0.0, abs=1e-6)
+        else:
+            assert row["ssim_y"] < 0.9
+            assert row["lpips_vgg16"] > 0.1
+
+
+def test_gatys_mode_reuses_the_model_and_reports_the_gap(study: dict[str, Any]) -> None:
+    args = study["args"] | {"backbones": ["vgg16"], "mode": "both", "gatys_iters": [2, 5]}
+    result = compare(CompareSettings(**args))
+    assert result.counts["models"] == {"computed": 0, "reused": 1}
+    assert result.counts["gatys"] == {"computed": 2, "reused": 0}
+    results = _strict_json(result.out / "results.json")
+    (style,) = results["metrics"]["styles"].values()
+    assert style["methods"] == ["content", "feedforward:vgg16", "gatys:vgg16"]
+    gap = style["summary"]["feedforward:vgg16"]["gatys_gap"]
+    assert set(gap) == {"2", "5"} and all(v > 0 for v in gap.values())
+    (gatys_run,) = [r for r in results["runs"] if r["kind"] == "gatys"]
+    assert gatys_run["iters"] == [2, 5]
+    seconds = results["timings"]["gatys_seconds"][gatys_run["style"]]["vgg16"]
+    assert 0 < seconds["2"] < seconds["5"]
+    for row in style["per_image"]:
+        if row["method"] == "gatys:vgg16":
+            assert row["style_distance"]["vgg16"] < 0.9
+            assert row["ssim_y"] < 0.99 and row["lpips_vgg16"] > 0.01
+            assert set(row) >= {"style_distance", "ssim_y", "lpips_vgg16", "color_hist"}
+    assert len(style["gatys_curves"]["vgg16"]["total"]) == 5
+
+
+def test_the_report_opens_in_headless_chromium(study: dict[str, Any], tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
+    shot = tmp_path / "report.png"
+    command = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", f"--screenshot={shot}", "--window-size=1200,1600",
+        (study["out"] / "index.html").as_uri(),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert shot.is_file() and shot.stat().st_size > 20_000
+    with Image.open(shot) as image:
+        assert image.size == (1200, 1600)
+        assert len(image.convert("RGB").getcolors(1 << 20) or []) > 200
+
+
+def test_user_errors_say_what_to_do(shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["compare", "--styles", str(shared / STYLE), "--content", str(shared / CONTENTS[0]), "--out", str(tmp_path)]
+    assert main([*base, "--backbones", "resnet50"]) == 1
+    assert "choose one of" in capsys.readouterr().err
+    assert main([*base, "--backbones", "vgg16", "--data", str(tmp_path / "missing")]) == 1
+    assert "--data" in capsys.readouterr().err
+    assert main([*base, "--content", str(tmp_path / "nothing.png"), "--backbones", "vgg16"]) == 1
+    assert "does not exist" in capsys.readouterr().err
