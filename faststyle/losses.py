@@ -130,13 +130,14 @@ class PerceptualLoss(nn.Module):
         layers = list(self.config.style_layers)
         targets: dict[str, Tensor] = {}
         for image, weight in zip(style_images, blend, strict=True):
-            feats = self.lossnet(image.to(self._device()), layers)
+            feats = self.lossnet(image.to(self.device), layers)
             for layer in layers:
                 gram = gram_matrix(feats[layer], self.normalization).mean(0) * weight
                 targets[layer] = targets[layer] + gram if layer in targets else gram
         return targets
 
-    def _device(self) -> torch.device:
+    @property
+    def device(self) -> torch.device:
         return next(self.lossnet.parameters(), torch.empty(0)).device
 
     def target_gram(self, layer: str) -> Tensor:

@@ -36,6 +36,8 @@ log = logging.getLogger("faststyle.training")
 # Our checkpoints hold the post-step state on purpose (a bad step is never taken, see StyleModule).
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 warnings.filterwarnings("ignore", message=".*litlogger.*")
+warnings.filterwarnings("ignore", message=r".*\.fit\(ckpt_path=")
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
 
 
 @dataclass
