@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -130,3 +135,37 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     assert not out.exists()
     state = torch.load(tmp_path / "m_run/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_cli_run_resumes_at_the_same_step(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, signum: int
+) -> None:
+    out = tmp_path / "m.safetensors"
+    command = [sys.executable, "-m", "faststyle.cli", "train", "--style",
+               str(shared / "data/styles/hokusai_great_wave_crop.jpg"), "--data", str(photos), "--out", str(out),
+               "--size", "64", "--style-size", "96", "--batch", "2", "--width", "0.5", "--workers", "0",
+               "--checkpoint-every", "1000", "--val-every", "1000", "--no-progress",
+               "--cache", str(lossnet_cache)]  # fmt: skip
+    env = os.environ | {"HF_HOME": str(tmp_path / "hf")}
+    process = subprocess.Popen([*command, "--steps", "10000"], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (tmp_path / "m_run" / "hparams.yaml").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(8)  # let it take some steps
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert "--resume" in stderr, stderr[-2000:]
+    interrupted = tmp_path / "m_run" / "checkpoints" / "interrupted.ckpt"
+    assert interrupted.exists(), stderr[-2000:]
+    stopped_at = torch.load(interrupted, map_location="cpu", weights_only=False)["global_step"]
+    assert stopped_at >= 1
+    assert not out.exists()
+
+    finish = stopped_at + 3
+    resumed = subprocess.run([*command, "--steps", str(finish), "--resume"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert read_metadata(out)["training"]["steps"] == finish
+    assert read_metadata(out)["training"]["images_seen"] == 2 * finish
+    assert f"from interrupted.ckpt at step {stopped_at}" in resumed.stderr
