@@ -61,10 +61,7 @@ def caffe_pixel_scale(net: LossNet) -> float:
 
     1 for the Caffe networks; about 57 for torchvision's, which divide [0,1] pixels by the ImageNet std.
     """
-    device = next(net.parameters(), torch.empty(0)).device
-    with torch.no_grad():
-        ones, zeros = (net.preprocess(torch.full((1, 3, 1, 1), v, device=device)) for v in (1.0, 0.0))
-    return 255.0 / float((ones - zeros).abs().mean())
+    return 255.0 / net.pixel_scale
 
 
 def _one_image(image: Tensor, what: str) -> Tensor:

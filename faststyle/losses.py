@@ -8,7 +8,9 @@ Two normalisations:
 - ``"mean"`` (feed-forward training uses it): Gram divided by N·M, style per layer the mean of
   ``(G'−A')²``, content the mean of ``(F−P)²``, total variation the mean of squared differences. Every term
   is then independent of image size and batch size, so one set of loss weights serves any crop size and
-  Adam's default step. Per layer, caffe style = N²/4 × mean style.
+  Adam's default step. Per layer, caffe style = N²/4 × mean style. Features are also measured in
+  torchvision's input units (Caffe networks, fed 0–255 pixels, have theirs divided by ~57.6), so the same
+  weights serve every backbone.
 
 Losses of a batch are the mean over its images of each image's loss.
 """
@@ -27,6 +29,8 @@ from faststyle.errors import FaststyleError
 from faststyle.lossnets.base import LossNet
 
 Normalization = Literal["caffe", "mean"]
+# Input units per [0,1] pixel of torchvision's ImageNet networks (1 / mean ImageNet std).
+TORCHVISION_PIXEL_SCALE = 3 / (0.229 + 0.224 + 0.225)
 
 
 def gram_matrix(features: Tensor, normalization: Normalization = "caffe") -> Tensor:
@@ -122,6 +126,7 @@ class PerceptualLoss(nn.Module):
         self.style_weight = style_weight
         self.tv_weight = tv_weight
         self.blend = blend_weights(len(style_images), style_blend)
+        self.feature_scale = TORCHVISION_PIXEL_SCALE / lossnet.pixel_scale if normalization == "mean" else 1.0
         for layer, gram in self.style_targets(style_images, self.blend).items():
             self.register_buffer(_buffer(layer), gram, persistent=False)
 
@@ -130,7 +135,7 @@ class PerceptualLoss(nn.Module):
         layers = list(self.config.style_layers)
         targets: dict[str, Tensor] = {}
         for image, weight in zip(style_images, blend, strict=True):
-            feats = self.lossnet(image.to(self.device), layers)
+            feats = self.features(image.to(self.device), layers)
             for layer in layers:
                 gram = gram_matrix(feats[layer], self.normalization).mean(0) * weight
                 targets[layer] = targets[layer] + gram if layer in targets else gram
@@ -143,9 +148,15 @@ class PerceptualLoss(nn.Module):
     def target_gram(self, layer: str) -> Tensor:
         return getattr(self, _buffer(layer))
 
+    def features(self, images: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+        feats = self.lossnet(images, layers)
+        if self.feature_scale == 1.0:
+            return feats
+        return {name: f * self.feature_scale for name, f in feats.items()}
+
     @torch.no_grad()
     def content_features(self, content: Tensor) -> dict[str, Tensor]:
-        return self.lossnet(content, list(self.config.content_layers))
+        return self.features(content, list(self.config.content_layers))
 
     def forward(
         self,
@@ -157,7 +168,7 @@ class PerceptualLoss(nn.Module):
             if content is None:
                 raise ValueError("pass content or content_features")
             content_features = self.content_features(content)
-        feats = self.lossnet(output, self.config.layers)
+        feats = self.features(output, self.config.layers)
         norm = self.normalization
         content_layers = {
             layer: content_layer_loss(feats[layer], content_features[layer], norm)

@@ -64,7 +64,7 @@ class StyleMeter(nn.Module):
         """Per style layer, the (N,) style loss of each image."""
         _check(images, "style loss")
         layers = list(self.config.style_layers)
-        feats = self.perceptual.lossnet(images.to(self.perceptual.device), layers)
+        feats = self.perceptual.features(images.to(self.perceptual.device), layers)
         out = {}
         for layer in layers:
             f, target = feats[layer], self.perceptual.target_gram(layer)

@@ -105,3 +105,22 @@ def test_config_for_another_backbone_is_refused(vgg16: torch.nn.Module) -> None:
     config = LayerConfig("googlenet", {"conv2/3x3": 1.0}, {"conv1/7x7_s2": 1.0}, name="googlenet")
     with pytest.raises(FaststyleError, match="is for googlenet"):
         PerceptualLoss(vgg16, config, [torch.rand(1, 3, 32, 32)])
+
+
+def test_mean_normalisation_puts_every_backbone_on_one_scale(
+    vgg16: torch.nn.Module, googlenet: torch.nn.Module, alexnet: torch.nn.Module, shared: Path
+) -> None:
+    """One set of training loss weights must serve Caffe networks (0–255 input) and torchvision's alike."""
+    style = load_image(shared / "data/styles/vangogh_starry_night_crop.jpg", 128)
+    photo = load_image(shared / "data/content/kodak/kodim05.png", 128)
+    other = load_image(shared / "data/content/kodak/kodim11.png", 128)
+    terms = {}
+    for net in (vgg16, googlenet, alexnet):
+        loss = PerceptualLoss(net, default_config(net.name), [style], normalization="mean")
+        terms[net.name] = loss(other, content=photo)
+    assert googlenet.pixel_scale == 255 and vgg16.pixel_scale == pytest.approx(4.42, abs=0.01)
+    for name in ("googlenet", "alexnet"):
+        assert 0.02 < terms[name].content.item() / terms["vgg16"].content.item() < 50
+        assert 0.02 < terms[name].style.item() / terms["vgg16"].style.item() < 50
+    caffe = PerceptualLoss(googlenet, default_config("googlenet"), [style])(other, content=photo)
+    assert caffe.content.item() > 1e3 * terms["googlenet"].content.item()

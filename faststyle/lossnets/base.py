@@ -57,6 +57,11 @@ class LossNet(nn.Module):
     def preprocess(self, images: Tensor) -> Tensor:
         return self.normalize(images)
 
+    @property
+    def pixel_scale(self) -> float:
+        """Network input units per unit of a [0,1] pixel: 255 for Caffe's networks, 1/std (≈4.4) for torchvision's."""
+        return float(self.normalize.scale / self.normalize.std.mean())
+
     def check_layers(self, layers: Sequence[str]) -> None:
         unknown = [name for name in layers if name not in self.taps]
         if unknown:
