@@ -116,7 +116,8 @@ class StyleModule(pl.LightningModule):
         wanted = self.settings.channels_last
         return self.device.type == "cuda" if wanted is None else wanted
 
-    def setup(self, stage: str) -> None:
+    def on_fit_start(self) -> None:
+        # Runs once the strategy has moved the module to its device (``setup`` runs before that).
         memory_format = torch.channels_last if self._use_channels_last() else torch.contiguous_format
         self.perceptual.to(self.device, memory_format=memory_format)
         self.net.to(memory_format=memory_format)
