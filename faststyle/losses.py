@@ -5,12 +5,12 @@ Two normalisations:
 - ``"caffe"`` (default; the Gatys reference mode uses it): the reference Caffe code's definitions —
   style per layer ``1/(4·N²·M²)·Σ(G−A)²`` with N channels and M positions, content ``½·Σ(F−P)²``,
   total variation ``Σ`` of squared neighbour differences.
-- ``"mean"`` (feed-forward training uses it): Gram divided by N·M, style per layer the mean of
-  ``(G'−A')²``, content the mean of ``(F−P)²``, total variation the mean of squared differences. Every term
-  is then independent of image size and batch size, so one set of loss weights serves any crop size and
-  Adam's default step. Per layer, caffe style = N²/4 × mean style. Features are also measured in
-  torchvision's input units (Caffe networks, fed 0–255 pixels, have theirs divided by ~57.6), so the same
-  weights serve every backbone.
+- ``"mean"`` (feed-forward training uses it): Gram divided by M, style per layer the mean of
+  ``(G'−A')²`` — exactly 4 × the caffe style loss, so the documented layer weights keep their meaning —,
+  content the mean of ``(F−P)²`` and total variation the mean of squared differences instead of sums. Every
+  term is then independent of image size and batch size, so one set of loss weights serves any crop size.
+  Features are also measured in torchvision's input units (Caffe networks, fed 0–255 pixels, have theirs
+  divided by ~57.6), so the same weights serve every backbone.
 
 Losses of a batch are the mean over its images of each image's loss.
 """
@@ -34,12 +34,12 @@ TORCHVISION_PIXEL_SCALE = 3 / (0.229 + 0.224 + 0.225)
 
 
 def gram_matrix(features: Tensor, normalization: Normalization = "caffe") -> Tensor:
-    """(B,N,H,W) -> (B,N,N) Gram matrices ``F·Fᵀ``, divided by N·M under ``"mean"``. Float32, also under autocast."""
+    """(B,N,H,W) -> (B,N,N) Gram matrices ``F·Fᵀ``, divided by M=H·W under ``"mean"``. Float32, also under autocast."""
     b, n, h, w = features.shape
     flat = features.reshape(b, n, h * w).float()
     with torch.autocast(features.device.type, enabled=False):
         gram = torch.bmm(flat, flat.transpose(1, 2))
-    return gram / (n * h * w) if normalization == "mean" else gram
+    return gram / (h * w) if normalization == "mean" else gram
 
 
 def style_layer_loss(

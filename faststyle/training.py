@@ -50,7 +50,7 @@ class TrainSettings:
     style_blend: list[float] | None = None
     style_size: int | None = None
     content_weight: float = 1.0
-    style_weight: float = 1e5
+    style_weight: float = 2.0
     tv_weight: float = 1.0
     lr: float = 1e-3
     steps: int = 40_000

@@ -16,7 +16,7 @@ from faststyle.losses import PerceptualLoss, content_layer_loss, gram_matrix, st
 def test_gram_matrix_by_hand() -> None:
     f = torch.tensor([[1.0, 2.0], [0.0, 3.0]]).view(1, 2, 1, 2)
     assert gram_matrix(f).tolist() == [[[5.0, 6.0], [6.0, 9.0]]]
-    assert gram_matrix(f, "mean").tolist() == [[[5 / 4, 6 / 4], [6 / 4, 9 / 4]]]
+    assert gram_matrix(f, "mean").tolist() == [[[5 / 2, 6 / 2], [6 / 2, 9 / 2]]]
 
 
 def test_gram_matrix_stays_float32_under_autocast() -> None:
@@ -32,7 +32,11 @@ def test_style_loss_is_the_reference_normalisation() -> None:
     a = torch.tensor([[4.0, 6.0], [6.0, 7.0]])
     # 1/(4 N^2 M^2) * sum (G-A)^2 with N=2 channels, M=3 positions: (1 + 4) / (4 * 4 * 9)
     assert style_layer_loss(g, a, channels=2, positions=3, normalization="caffe").item() == pytest.approx(5 / 144)
-    assert style_layer_loss(g, a, channels=2, positions=3, normalization="mean").item() == pytest.approx(5 / 4)
+    # mean: the mean over the N^2 entries of ((G-A)/M)^2 = 4 x the reference value
+    mean_g, mean_a = g / 3, a / 3
+    assert style_layer_loss(mean_g, mean_a, channels=2, positions=3, normalization="mean").item() == pytest.approx(
+        4 * 5 / 144
+    )
     assert style_layer_loss(g, g[0], 2, 3, "caffe").item() == 0
 
 

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p("--size", type=int, default=256, help="crop size of the training photos")
     p("--style-size", type=int, default=None, help="long side of the style image (default 1.5 x --size)")
     p("--content-weight", type=float, default=1.0, help="weight of the content loss")
-    p("--style-weight", type=float, default=1e5, help="weight of the style loss")
+    p("--style-weight", type=float, default=2.0, help="weight of the style loss")
     p("--tv-weight", type=float, default=1.0, help="weight of the total-variation loss")
     p("--lr", type=float, default=1e-3, help="Adam learning rate")
     p("--width", type=float, default=1.0, help="channel multiplier of the transformer network")
