@@ -77,11 +77,15 @@ class LossTerms:
     content_layers: dict[str, Tensor] = field(default_factory=dict)
     style_layers: dict[str, Tensor] = field(default_factory=dict)
 
-    def as_floats(self) -> dict[str, float]:
+    def as_tensors(self) -> dict[str, Tensor]:
+        """Every term, detached and still on its device (no host synchronisation)."""
         out = {"total": self.total, "content": self.content, "style": self.style, "tv": self.tv}
         out |= {f"content/{k}": v for k, v in self.content_layers.items()}
         out |= {f"style/{k}": v for k, v in self.style_layers.items()}
-        return {k: float(v.detach()) for k, v in out.items()}
+        return {k: v.detach() for k, v in out.items()}
+
+    def as_floats(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.as_tensors().items()}
 
 
 def blend_weights(count: int, blend: Sequence[float] | None) -> list[float]:

@@ -143,18 +143,19 @@ class StyleModule(pl.LightningModule):
     def training_step(self, batch: Tensor, batch_idx: int) -> None:
         optimizer = self.optimizers()
         terms = self.losses(batch)
-        if not torch.isfinite(terms.total):
-            self._stop(f"the loss became {terms.total.item()} at step {self.global_step}")
-            return
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(terms.total)
-        norms = [p.grad.norm() for p in self.net.parameters() if p.grad is not None]
-        if not torch.isfinite(torch.stack(norms).sum()):
-            self._stop(f"a gradient became non-finite at step {self.global_step}")
+        grad_norm = torch.stack([p.grad.norm() for p in self.net.parameters() if p.grad is not None]).sum()
+        # The one host synchronisation of a step: nothing non-finite may reach the weights.
+        if not bool(torch.isfinite(terms.total) & torch.isfinite(grad_norm)):
+            what = "the loss" if not torch.isfinite(terms.total) else "a gradient"
+            self._stop(
+                f"{what} became {float(terms.total if what == 'the loss' else grad_norm)} at step {self.global_step}"
+            )
             return
         optimizer.step()
         self.images_seen += batch.shape[0]
-        values = terms.as_floats()
+        values = terms.as_tensors()
         self.log_dict({f"loss/{k}": v for k, v in values.items()}, on_step=True, batch_size=batch.shape[0])
         self.log("loss", values["total"], prog_bar=True, on_step=True, logger=False, batch_size=batch.shape[0])
 
