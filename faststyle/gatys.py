@@ -12,13 +12,16 @@ its history entry holds the loss terms of the image after that step.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from faststyle.color import preserve_color as _preserve_color
@@ -40,20 +43,6 @@ MIXED_NOISE = 0.1  # share of uniform noise in the "mixed" initialisation
 
 Callback = Callable[[int, Tensor, dict[str, float]], None]
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class _Autocast(nn.Module):
-    """Runs a loss network under autocast, so that only the network runs in reduced precision, not the Gram
-    matrices and losses computed from its output."""
-
-    def __init__(self, net: LossNet, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.net = net
-        self.dtype = dtype
-
-    def forward(self, images: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
-        with torch.autocast(images.device.type, dtype=self.dtype):
-            return self.net(images, layers)
 
 
 def caffe_pixel_scale(net: LossNet) -> float:
@@ -119,8 +108,10 @@ class _Objective:
         variable: Tensor,
         render: Callable[[Tensor], Tensor],
         content_features: dict[str, Tensor],
+        amp: Callable[[], AbstractContextManager[object]],
     ) -> None:
         self.loss = loss
+        self.amp = amp
         self.variable = variable
         self.render = render
         self.content_features = content_features
@@ -132,7 +123,8 @@ class _Objective:
         if self.evaluated is not None and self.terms is not None and torch.equal(self.evaluated, self.variable):
             return self.terms.total.detach()
         self.variable.grad = None
-        terms = self.loss(self.render(self.variable), content_features=self.content_features)
+        with self.amp():
+            terms = self.loss(self.render(self.variable), content_features=self.content_features)
         terms.total.backward()
         self.evaluated = self.variable.detach().clone()
         self.terms = terms
@@ -252,30 +244,38 @@ def stylize(
     styles = [s.to(device) for s in styles]
     history: list[dict[str, float]] = []
     image: Tensor | None = None
+    # Reduced precision covers the loss network only: Gram matrices and losses stay float32 (faststyle.losses),
+    # and so do the pixels and the optimiser, which run outside the autocast region.
+    amp = (
+        contextlib.nullcontext
+        if precision == "fp32"
+        else functools.partial(torch.autocast, device.type, dtype=_DTYPES[precision])
+    )
     bar = tqdm(total=iters * len(scales), disable=not progress, desc="gatys", unit="it", leave=False)
     try:
         for scale in scales:
             target = resize_long_side(content, scale)
             style_size = max(1, round(style_scale * scale))
-            loss = PerceptualLoss(
-                lossnet,
-                config,
-                [resize_long_side(s, style_size) for s in styles],
-                style_blend=style_blend,
-                content_weight=1.0,
-                style_weight=style_weight,
-                tv_weight=tv_weight,
-                normalization="caffe",
-            )
-            if precision != "fp32":
-                loss.lossnet = _Autocast(lossnet, _DTYPES[precision])
+            with amp():
+                loss = PerceptualLoss(
+                    lossnet,
+                    config,
+                    [resize_long_side(s, style_size) for s in styles],
+                    style_blend=style_blend,
+                    content_weight=1.0,
+                    style_weight=style_weight,
+                    tv_weight=tv_weight,
+                    normalization="caffe",
+                )
             if image is None:
                 start = _initial(target, init, generator)
             else:
                 start = torch.nn.functional.interpolate(
                     image, size=target.shape[-2:], mode="bilinear", align_corners=False
                 ).clamp(0, 1)
-            image = _optimise(loss, target, start, scale, optimizer, iters, lr, line_search, history, callback, bar)
+            image = _optimise(
+                loss, target, start, scale, optimizer, iters, lr, line_search, history, callback, bar, amp
+            )
     finally:
         bar.close()
     assert image is not None
@@ -296,8 +296,10 @@ def _optimise(
     history: list[dict[str, float]],
     callback: Callback | None,
     bar: tqdm,
+    amp: Callable[[], AbstractContextManager[object]],
 ) -> Tensor:
-    content_features = loss.content_features(content)
+    with amp():
+        content_features = loss.content_features(content)
     if optimizer == "lbfgs":
         variable = torch.logit(start.clamp(SIGMOID_MARGIN, 1 - SIGMOID_MARGIN))
         render: Callable[[Tensor], Tensor] = torch.sigmoid
@@ -305,7 +307,7 @@ def _optimise(
         variable = start.clone()
         render = _identity
     variable = variable.detach().contiguous().requires_grad_(True)
-    objective = _Objective(loss, variable, render, content_features)
+    objective = _Objective(loss, variable, render, content_features, amp)
     opt = _optimizer(optimizer, variable, lr, line_search)
     counted = 0
     for _ in range(iters):

@@ -141,3 +141,10 @@ def test_cli_errors_exit_1(change: dict, message: str, tmp_path: Path, lossnet_c
     assert main([*argv, "--cache", str(lossnet_cache), "--quiet"]) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_bf16_runs_the_loss_network_only_in_reduced_precision(nets: dict, images: tuple) -> None:
+    content, style = images
+    image, history = stylize(content, style, lossnet=nets["vgg16"], size=48, iters=4, precision="bf16", progress=False)
+    assert image.dtype == torch.float32 and image.min() >= 0 and image.max() <= 1
+    assert history[-1]["total"] < history[0]["total"]
