@@ -110,19 +110,35 @@ class SkipCounter:
         return int(self._count.value)
 
 
-class _FolderCrops(IterableDataset):
-    """Endless random crops of a map-style dataset, photos drawn with replacement; one seeded stream per worker."""
+class _Crops(IterableDataset):
+    """Endless random crops of photos; one seeded stream per (seed, rank, worker). Unreadable photos are skipped."""
 
     def __init__(
-        self, photos: datasets.Dataset, column: str, size: int, short_side: int | None, flip: bool,
-        seed: int, rank: int, skips: SkipCounter,
+        self, photos: datasets.Dataset | datasets.IterableDataset, column: str, size: int, short_side: int | None,
+        flip: bool, seed: int, rank: int, skips: SkipCounter,
     ) -> None:  # fmt: skip
         self.photos, self.column, self.size, self.short_side, self.flip = photos, column, size, short_side, flip
         self.seed, self.rank, self.skips = seed, rank, skips
 
-    def __iter__(self) -> Iterator[Tensor]:
+    def _generator(self) -> torch.Generator:
         worker = get_worker_info()
-        gen = _rng(self.seed, self.rank, worker.id if worker else 0)
+        return _rng(self.seed, self.rank, worker.id if worker else 0)
+
+    def _crop(self, image: dict[str, Any], key: int | str, gen: torch.Generator) -> Tensor | None:
+        """A random crop of ``image``, or None (counted in ``skips``) when it cannot be read."""
+        try:
+            photo = _open(image)
+        except FaststyleError as exc:
+            self.skips.mark(key, image.get("path") or f"#{key}", str(exc))
+            return None
+        return _random_crop(photo, self.size, self.short_side, self.flip, gen)
+
+
+class _FolderCrops(_Crops):
+    """Photos of a map-style dataset, drawn with replacement."""
+
+    def __iter__(self) -> Iterator[Tensor]:
+        gen = self._generator()
         n = len(self.photos)
         while True:
             index = int(torch.randint(n, (), generator=gen))
@@ -130,28 +146,16 @@ class _FolderCrops(IterableDataset):
                 if self.skips.count >= n:
                     raise FaststyleError("none of the training photos could be read; check the folder")
                 continue
-            image = self.photos[index][self.column]
-            try:
-                photo = _open(image)
-            except FaststyleError as exc:
-                self.skips.mark(index, image.get("path") or f"#{index}", str(exc))
-                continue
-            yield _random_crop(photo, self.size, self.short_side, self.flip, gen)
+            crop = self._crop(self.photos[index][self.column], index, gen)
+            if crop is not None:
+                yield crop
 
 
-class _StreamCrops(IterableDataset):
-    """Random crops of a streamed (hub) dataset, cycled epoch after epoch."""
-
-    def __init__(
-        self, photos: datasets.IterableDataset, column: str, size: int, short_side: int | None, flip: bool,
-        seed: int, rank: int, skips: SkipCounter,
-    ) -> None:  # fmt: skip
-        self.photos, self.column, self.size, self.short_side, self.flip = photos, column, size, short_side, flip
-        self.seed, self.rank, self.skips = seed, rank, skips
+class _StreamCrops(_Crops):
+    """Photos of a streamed (hub) dataset, cycled epoch after epoch."""
 
     def __iter__(self) -> Iterator[Tensor]:
-        worker = get_worker_info()
-        gen = _rng(self.seed, self.rank, worker.id if worker else 0)
+        gen = self._generator()
         epoch = 0
         while True:
             self.photos.set_epoch(epoch)
@@ -162,14 +166,10 @@ class _StreamCrops(IterableDataset):
                         f"the dataset has no column {self.column!r} (columns: {sorted(example)}); pass image_column"
                     )
                 image = example[self.column]
-                try:
-                    photo = _open(image)
-                except FaststyleError as exc:
-                    name = image.get("path") or f"#{number}"
-                    self.skips.mark(name, name, str(exc))
-                    continue
-                yielded = True
-                yield _random_crop(photo, self.size, self.short_side, self.flip, gen)
+                crop = self._crop(image, image.get("path") or number, gen)
+                if crop is not None:
+                    yielded = True
+                    yield crop
             if not yielded:
                 return
             epoch += 1
