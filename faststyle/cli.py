@@ -8,6 +8,8 @@ import importlib
 import logging
 import pkgutil
 import sys
+import textwrap
+from typing import Any
 
 from faststyle import __version__, commands
 from faststyle.errors import FaststyleError
@@ -15,8 +17,36 @@ from faststyle.errors import FaststyleError
 ORDER = ["train", "stylize", "gatys", "compare", "export", "weights", "bench", "demo"]
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Descriptions wrapped line by line, indented example lines kept as written; each option's default shown
+    where it says something and the help text does not already give one."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines = []
+        for line in text.splitlines():
+            if line.startswith(" ") or not line:
+                lines.append(indent + line)
+            else:
+                lines.append(textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent))
+        return "\n".join(lines)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return action.help
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """Every (sub)command's parser: faststyle's help formatter unless one is given."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="faststyle",
         description=(
             "Neural style transfer: train a fast style network for one artwork, stylize photos at once, "
@@ -26,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"faststyle {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     names = [m.name for m in pkgutil.iter_modules(commands.__path__)]
     for name in sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
         importlib.import_module(f"faststyle.commands.{name}").register(sub)

@@ -202,7 +202,8 @@ class PhotoDataModule(pl.LightningDataModule):
     ``source`` is a local folder (every image under it, recursively) or a Hugging Face hub dataset name
     (streamed). Unreadable photos are skipped and counted in ``skipped``. With ``gpu_cache`` every photo is
     decoded once into uint8 tensors on ``device`` and the loader yields crop positions that
-    ``on_after_batch_transfer`` (or ``sample_batch``) turns into crops there.
+    ``on_before_batch_transfer`` (or ``sample_batch``) turns into crops there: the positions stay on the host, so
+    cropping needs no device synchronisation, and the crops are already where the step needs them.
     """
 
     def __init__(
@@ -223,17 +224,20 @@ class PhotoDataModule(pl.LightningDataModule):
         device: str | torch.device | None = None,
         val_size: int = 256,
         shuffle_buffer: int = 1000,
+        stream: bool = False,
     ) -> None:
         """``short_side``: scale every photo so its short side is this before cropping (default: only photos
         smaller than ``size`` are scaled, up to ``size``). ``cache_short_side`` defaults to ``short_side`` or
-        ``round(1.25 * size)``; ``cache_max_gb`` bounds the cache's estimated size."""
+        ``round(1.25 * size)``; ``cache_max_gb`` bounds the cache's estimated size. ``stream`` reads a local folder
+        the way a hub dataset is read (no index is built), for folders too large to index."""
         super().__init__()
         self.source = source
         self.local = Path(source).is_dir()
         if not self.local and str(source).startswith(("/", ".", "~")):
             raise FaststyleError(f"photo folder {source} does not exist; pass a folder of images or a hub dataset name")
-        if gpu_cache and not self.local:
-            raise FaststyleError("gpu_cache needs a local photo folder; stream hub datasets without it")
+        self.streamed = stream or not self.local
+        if gpu_cache and self.streamed:
+            raise FaststyleError("gpu_cache needs an indexed local photo folder; stream without it")
         self.batch_size, self.size, self.flip, self.seed = batch_size, size, flip, seed
         self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
         self.short_side = short_side
@@ -252,12 +256,13 @@ class PhotoDataModule(pl.LightningDataModule):
         self.cache: list[Tensor] = []
         self._skips: SkipCounter | None = None
         self._draws: _CacheDraws | None = None
+        self._files: list[Path] | None = None
 
     @property
     def num_images(self) -> int | None:
-        """Photos found in the folder (None for a streamed hub dataset)."""
+        """Photos found in the folder (None for a hub dataset)."""
         self.setup()
-        return len(self.photos) if isinstance(self.photos, datasets.Dataset) else None
+        return len(self._files) if self._files is not None else None
 
     @property
     def skipped(self) -> int:
@@ -271,38 +276,44 @@ class PhotoDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.photos is not None:
             return
-        column = self.image_column
         if self.local:
-            files = find_images(self.source)
-            if not files:
+            self._files = find_images(self.source)
+            if not self._files:
                 raise FaststyleError(f"no images under {self.source} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-            log.info("found %d images under %s", len(files), self.source)
-            photos = datasets.load_dataset(
-                "imagefolder",
-                data_files={"train": [str(f) for f in files]},
-                split="train",
-                drop_labels=True,
-                cache_dir=self.cache_dir,
-            )
-            column = "image"
-            self.photos = photos.cast_column(column, datasets.Image(decode=False))
+            log.info("found %d images under %s", len(self._files), self.source)
+        self._column = "image" if self.local else self.image_column
+        if not self.streamed:
+            photos = self._load(streaming=False)
+            self.photos = photos.cast_column(self._column, datasets.Image(decode=False))
             self._skips = SkipCounter(len(self.photos))
         else:
             rank, world = self._rank()
-            photos = datasets.load_dataset(str(self.source), split=self.split, streaming=True, cache_dir=self.cache_dir)
-            if photos.features is not None and column not in photos.features:
+            photos = self._load(streaming=True)
+            if photos.features is not None and self._column not in photos.features:
                 raise FaststyleError(
-                    f"{self.source} has no column {column!r} (columns: {sorted(photos.features)}); pass image_column"
+                    f"{self.source} has no column {self._column!r} (columns: {sorted(photos.features)}); "
+                    "pass image_column"
                 )
-            photos = photos.cast_column(column, datasets.Image(decode=False)).select_columns([column])
+            photos = photos.cast_column(self._column, datasets.Image(decode=False)).select_columns([self._column])
             photos = photos.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
             if world > 1:
                 photos = datasets.distributed.split_dataset_by_node(photos, rank=rank, world_size=world)
             self.photos = photos
             self._skips = SkipCounter(None)
-        self._column = column
         if self.gpu_cache:
             self._build_cache()
+
+    def _load(self, streaming: bool) -> datasets.Dataset | datasets.IterableDataset:
+        if self.local:
+            return datasets.load_dataset(
+                "imagefolder",
+                data_files={"train": [str(f) for f in self._files or []]},
+                split="train",
+                drop_labels=True,
+                streaming=streaming,
+                cache_dir=self.cache_dir,
+            )
+        return datasets.load_dataset(str(self.source), split=self.split, streaming=streaming, cache_dir=self.cache_dir)
 
     def _cache_device(self) -> torch.device:
         trainer = self.trainer
@@ -353,14 +364,19 @@ class PhotoDataModule(pl.LightningDataModule):
         rank, _ = self._rank()
         if self.gpu_cache:
             return DataLoader(self._draws, batch_size=self.batch_size)
-        crops = _FolderCrops if self.local else _StreamCrops
+        crops = _StreamCrops if self.streamed else _FolderCrops
         dataset = crops(self.photos, self._column, self.size, self.short_side, self.flip, self.seed, rank, self._skips)
+        workers = self.num_workers
+        if self.streamed and workers > self.photos.num_shards:
+            # A stream is split between workers by shards; extra workers would only idle.
+            log.info("the stream has %d shard(s): using as many loader workers", self.photos.num_shards)
+            workers = self.photos.num_shards
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            num_workers=self.num_workers,
+            num_workers=workers,
             pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=workers > 0,
         )
 
     def crop_cached(self, draws: Tensor) -> Tensor:
@@ -379,7 +395,7 @@ class PhotoDataModule(pl.LightningDataModule):
         gen = generator if generator is not None else _rng(self.seed, self._rank()[0], 1)
         return self.crop_cached(self._draws.draw(batch_size or self.batch_size, gen))
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.gpu_cache and isinstance(batch, Tensor) and batch.dtype == torch.long:
             return self.crop_cached(batch)
         return batch
@@ -395,9 +411,8 @@ class PhotoDataModule(pl.LightningDataModule):
             order = spread + [i for i in range(total) if i not in chosen]
             images = (self.photos[i][self._column] for i in order)
         else:
-            stream = datasets.load_dataset(str(self.source), split=self.split, streaming=True, cache_dir=self.cache_dir)
-            stream = stream.cast_column(self.image_column, datasets.Image(decode=False))
-            images = (example[self.image_column] for example in stream)
+            stream = self._load(streaming=True).cast_column(self._column, datasets.Image(decode=False))
+            images = (example[self._column] for example in stream)
         photos: list[Tensor] = []
         for image in images:
             if len(photos) == n:

@@ -34,6 +34,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from faststyle.compiling import compiler
 from faststyle.errors import FaststyleError
 from faststyle.images import MAX_PIXELS, pil_to_tensor, resize_long_side, tensor_to_pil, to_rgb
 
@@ -282,7 +283,8 @@ class Stylizer:
     ``precision``: ``auto`` is fp16 on CUDA and fp32 on CPU. ``backend``: ``auto`` is channels_last on CUDA and
     ONNX Runtime on CPU for fp32 when onnxruntime is installed (the fastest in ``faststyle bench infer``), else
     eager (see ``default_backend``). ``compile`` (default off: it costs a compilation per new image size) wraps
-    the network in ``torch.compile``. ``tile``: the tile side; ``None`` tiles images over the device's pixel budget
+    the network in ``torch.compile``: True, or a mode of ``faststyle.compiling.COMPILE_MODES`` ("reduce-overhead"
+    adds CUDA graphs). ``tile``: the tile side; ``None`` tiles images over the device's pixel budget
     (``tile_pixels``), ``0`` never tiles; tiles always run in PyTorch. Images over ``max_pixels`` are refused.
     """
 
@@ -291,7 +293,7 @@ class Stylizer:
         model: str | Path | nn.Module,
         device: str | torch.device | None = None,
         precision: str = "auto",
-        compile: bool | None = None,
+        compile: bool | str | None = None,
         tile: int | None = None,
         overlap: int = 32,
         max_pixels: int = MAX_PIXELS,
@@ -332,7 +334,7 @@ class Stylizer:
         self.tile, self.overlap, self.max_pixels, self.tile_stats = tile, overlap, max_pixels, tile_stats
         self.tile_pixels = tile_pixels or TILE_PIXELS[self.device.type]
         self.context = CONTEXT
-        self.compiled = bool(compile)
+        self.compiled: bool | str = compile or False
         self._session = None
         if backend == "onnxruntime":
             if self.device.type != "cpu" or precision != "fp32":
@@ -343,7 +345,7 @@ class Stylizer:
         self.net = net.to(self.device, self.dtype, memory_format=memory_format)
         self._tile_net: nn.Module | None = None
         self._lock = threading.Lock()
-        self._forward = torch.compile(self.net) if self.compiled else self.net
+        self._forward = compiler(self.compiled)(self.net)
 
     def __repr__(self) -> str:
         return (

@@ -15,6 +15,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from faststyle.compiling import compiler
 from faststyle.config import LayerConfig, load_config
 from faststyle.errors import FaststyleError
 from faststyle.images import load_image, save_image, sha256_file
@@ -38,6 +40,8 @@ warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual opt
 warnings.filterwarnings("ignore", message=".*litlogger.*")
 warnings.filterwarnings("ignore", message=r".*\.fit\(ckpt_path=")
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
+# The run folder already holds the validation photos; the loggers only ever append their own files to it.
+warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
 
 
 @dataclass
@@ -63,7 +67,7 @@ class TrainSettings:
     cache: str | None = None
     seed: int = 0
     channels_last: bool | None = None
-    compile: bool = False
+    compile: bool | str = False  # True or a mode of faststyle.compiling.COMPILE_MODES
     extra: dict[str, Any] = field(default_factory=dict)
 
     def layer_config(self) -> LayerConfig:
@@ -121,16 +125,15 @@ class StyleModule(pl.LightningModule):
         memory_format = torch.channels_last if self._use_channels_last() else torch.contiguous_format
         self.perceptual.to(self.device, memory_format=memory_format)
         self.net.to(memory_format=memory_format)
-        compiled = self.settings.compile
+        compiled = compiler(self.settings.compile)
         # Compiled callables live outside the module tree so checkpoints keep the plain parameter names.
-        self.__dict__["net_fn"] = torch.compile(self.net) if compiled else self.net
-        self.__dict__["loss_fn"] = torch.compile(self.perceptual) if compiled else self.perceptual
-        self.__dict__["targets_fn"] = (
-            torch.compile(self.perceptual.content_features) if compiled else self.perceptual.content_features
-        )
+        self.__dict__["net_fn"] = compiled(self.net)
+        self.__dict__["loss_fn"] = compiled(self.perceptual)
+        self.__dict__["targets_fn"] = compiled(self.perceptual.content_features)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.net.parameters(), lr=self.settings.lr)
+        # Called once the module is on its device; the fused kernel is CUDA's.
+        return torch.optim.Adam(self.net.parameters(), lr=self.settings.lr, fused=self.device.type == "cuda")
 
     def losses(self, content: Tensor):
         if self._use_channels_last():
@@ -145,7 +148,7 @@ class StyleModule(pl.LightningModule):
         terms = self.losses(batch)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(terms.total)
-        grad_norm = torch.stack([p.grad.norm() for p in self.net.parameters() if p.grad is not None]).sum()
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.net.parameters() if p.grad is not None])
         # The one host synchronisation of a step: nothing non-finite may reach the weights.
         if not bool(torch.isfinite(terms.total) & torch.isfinite(grad_norm)):
             what = "the loss" if not torch.isfinite(terms.total) else "a gradient"
@@ -154,7 +157,7 @@ class StyleModule(pl.LightningModule):
             )
             return
         optimizer.step()
-        self.images_seen += batch.shape[0]
+        self.images_seen += batch.shape[0] * self.trainer.world_size
         values = terms.as_tensors()
         self.log_dict({f"loss/{k}": v for k, v in values.items()}, on_step=True, batch_size=batch.shape[0])
         self.log("loss", values["total"], prog_bar=True, on_step=True, logger=False, batch_size=batch.shape[0])
@@ -227,6 +230,8 @@ class TrainResult:
     final_losses: dict[str, float]
     skipped_photos: int
     stopped_reason: str | None = None
+    rank: int = 0
+    world_size: int = 1
 
 
 def default_precision(accelerator: str) -> str:
@@ -248,6 +253,8 @@ def train(
     precision: str | None = None,
     num_workers: int | None = None,
     gpu_cache: bool = False,
+    stream: bool = False,
+    max_minutes: float | None = None,
     val_every: int = 500,
     val_photos: int = 4,
     checkpoint_every: int = 500,
@@ -255,7 +262,10 @@ def train(
     progress: bool = True,
     data_cache_dir: str | None = None,
 ) -> TrainResult:
-    """Train, then write the model file ``out`` (safetensors + metadata). Interrupted runs resume with ``resume``."""
+    """Train, then write the model file ``out`` (safetensors + metadata). Interrupted runs resume with ``resume``.
+
+    ``max_minutes`` ends training after that much time (at the step then running) and still writes the model.
+    """
     from faststyle.data import PhotoDataModule
     from faststyle.modelfile import save_model
 
@@ -264,6 +274,17 @@ def train(
         raise FaststyleError(f"--out must end in .safetensors, not {out.name!r}")
     if settings.steps <= 0 or settings.batch <= 0 or settings.size < 16:
         raise FaststyleError("steps and batch must be positive and size at least 16")
+    if max_minutes is not None and not max_minutes > 0:
+        raise FaststyleError(f"max_minutes must be positive, not {max_minutes}")
+    precision = precision or default_precision(accelerator)
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and settings.compile and precision.startswith("bf16"):
+        # Seen with torch 2.14.1: inductor's CPU code for the transformer gives NaN gradients under bf16 autocast
+        # (the same graph through aot_eager is fine).
+        raise FaststyleError(
+            "torch.compile with bf16 on the CPU gives NaN gradients (a torch inductor bug); "
+            "train in fp32 (--precision 32-true) or leave out --compile"
+        )
     for style in settings.styles:
         load_image(style)  # an unreadable style image fails here, before anything else
     run = Path(run_dir) if run_dir else out.with_suffix("").with_name(out.stem + "_run")
@@ -287,6 +308,7 @@ def train(
         num_workers=num_workers,
         gpu_cache=gpu_cache,
         cache_dir=data_cache_dir,
+        stream=stream,
     )
     photos = datamodule.val_photos(val_photos) if val_photos else []
     run.mkdir(parents=True, exist_ok=True)
@@ -307,8 +329,9 @@ def train(
         devices=devices,
         strategy=strategy,
         num_nodes=num_nodes,
-        precision=precision or default_precision(accelerator),
+        precision=precision,
         max_steps=settings.steps,
+        max_time=None if max_minutes is None else timedelta(minutes=max_minutes),
         logger=[CSVLogger(run, name="", version=""), TensorBoardLogger(run, name="", version="")],
         callbacks=callbacks,
         enable_progress_bar=progress,
@@ -332,9 +355,10 @@ def train(
         ) from None
     seconds = time.perf_counter() - started
     steps_done = trainer.global_step - start_step
-    rate = steps_done * settings.batch / seconds if seconds > 0 else math.nan
+    rate = steps_done * settings.batch * trainer.world_size / seconds if seconds > 0 else math.nan
     final = {k.removeprefix("loss/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("loss/")}
     result = TrainResult(None, run, trainer.global_step, seconds, rate, final, datamodule.skipped)
+    result.rank, result.world_size = trainer.global_rank, trainer.world_size
     if module.stopped_reason:
         result.stopped_reason = module.stopped_reason
         raise NonFiniteLoss(
@@ -392,6 +416,7 @@ def model_metadata(
         "training": {
             "steps": steps,
             "batch": settings.batch,
+            "processes": result.world_size,
             "size": settings.size,
             "lr": settings.lr,
             "seed": settings.seed,

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# FASTSTYLE_SHARED: a copy of (part of) ../shared elsewhere, e.g. on a machine that cannot see it.
+SHARED = Path(os.environ.get("FASTSTYLE_SHARED") or REPO.parent / "shared")
 TEST_CACHE = REPO / ".cache" / "test-weights"
 os.environ.setdefault("FASTSTYLE_CACHE", str(TEST_CACHE))
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED
 from PIL import Image
 
 from faststyle.data import PhotoDataModule, count_images
@@ -17,7 +18,7 @@ PHOTOS = ["bsds500/test_100007.jpg", "unsplash/alfred-schrock-shoE2y51uX0-unspla
 
 @pytest.fixture(scope="session")
 def train_dir() -> Path:
-    shared = Path(__file__).resolve().parents[2] / "shared"
+    shared = SHARED
     if not (shared / "data" / "train").is_dir():
         pytest.fail(f"{shared}/data/train is missing: the data tests need the shared photos next to the checkout")
     return shared / "data" / "train"
@@ -106,6 +107,22 @@ def test_unreadable_files_are_skipped_and_counted(
     assert workers.skipped == 2
 
 
+def test_a_streamed_folder_gives_the_same_kind_of_batches(
+    messy_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dm = module(messy_folder, tmp_path, stream=True, num_workers=2)
+    assert dm.num_images == 5
+    with caplog.at_level(logging.INFO, logger="faststyle.data"):
+        batches = take(dm, 6)
+    assert all(batch.shape == (4, 3, 64, 64) and batch.min() >= 0 and batch.max() <= 1 for batch in batches)
+    assert dm.skipped == 2  # counted in the loader's worker process
+    assert "using as many loader workers" in caplog.text  # one shard: no idle workers
+    photos = dm.val_photos(2, 96)
+    assert len(photos) == 2 and all(max(p.shape[-2:]) == 96 for p in photos)
+    with pytest.raises(FaststyleError, match="gpu_cache"):
+        module(messy_folder, tmp_path, stream=True, gpu_cache=True)
+
+
 def test_same_seed_same_batches(messy_folder: Path, tmp_path: Path) -> None:
     first = take(module(messy_folder, tmp_path, seed=3), 2)
     again = take(module(messy_folder, tmp_path, seed=3), 2)
@@ -121,7 +138,7 @@ def test_gpu_cache_on_cpu(messy_folder: Path, tmp_path: Path) -> None:
     assert all(p.dtype == torch.uint8 and min(p.shape[-2:]) == 100 for p in dm.cache)
     draws = next(iter(dm.train_dataloader()))
     assert draws.shape == (4, 4) and draws.dtype == torch.long
-    batch = dm.on_after_batch_transfer(draws, 0)
+    batch = dm.on_before_batch_transfer(draws, 0)
     assert batch.shape == (4, 3, 64, 64) and batch.dtype == torch.float32
     assert batch.min() >= 0 and batch.max() <= 1
     index, top, left, flip = draws[0].tolist()
@@ -158,7 +175,7 @@ def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
         PhotoDataModule(empty, cache_dir=tmp_path / "hf").setup()
 
 
-def test_lightning_fit_crops_the_cache_after_transfer(messy_folder: Path, tmp_path: Path) -> None:
+def test_lightning_fit_crops_the_cache_before_transfer(messy_folder: Path, tmp_path: Path) -> None:
     import pytorch_lightning as pl
 
     class Probe(pl.LightningModule):

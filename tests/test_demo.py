@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED
 from PIL import Image
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 
@@ -26,7 +27,6 @@ from faststyle.modelfile import save_model
 from faststyle.transformer import TransformerNet
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 PHOTO = SHARED / "data" / "content" / "chicago.jpg"
 STARRY = SHARED / "data" / "styles" / "vangogh_starry_night_1889.jpg"
 CHROMIUM_ARGS = [

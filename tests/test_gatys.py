@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED
 from PIL import Image
 
 from faststyle.cli import main
@@ -14,7 +15,6 @@ from faststyle.errors import FaststyleError
 from faststyle.gatys import stylize
 from faststyle.images import load_image
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 CONTENT = SHARED / "data" / "content" / "tubingen.jpg"
 STYLE = SHARED / "data" / "styles" / "vangogh_starry_night_crop.jpg"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED
 from PIL import Image
 from skimage import data as skdata
 from torch import nn
@@ -22,7 +23,6 @@ from faststyle.lossnets import googlenet as googlenet_module
 from faststyle.lossnets.googlenet import GoogLeNet, Inception, load_bvlc_classifier
 from faststyle.lossnets.weights import cached_path, fetch_weights
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 WEIGHTS = SHARED / "weights" / "bvlc_googlenet"
 
 CHANNELS = {
@@ -190,3 +190,44 @@ def test_the_download_source_fails_cleanly_offline(monkeypatch: pytest.MonkeyPat
         fetch_weights("googlenet", source="caffejs-download", cache=tmp_path)
     assert time.monotonic() - start < 10
     assert not cached_path("googlenet", tmp_path).exists()
+
+
+@pytest.fixture
+def weights_server(tmp_path: Path):
+    """../shared's caffejs folder on a loopback HTTP server, one file corrupted in a second copy."""
+    import functools
+    import http.server
+    import threading
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(WEIGHTS, tampered)
+    blob = tampered / "inception_4a" / "1x1_bias.bin"
+    blob.chmod(stat.S_IWUSR | stat.S_IRUSR)
+    blob.write_bytes(b"\0" * blob.stat().st_size)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    (tmp_path / "good").symlink_to(WEIGHTS)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.RequestHandlerClass.log_message = lambda *args: None
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def test_the_download_source_fetches_and_checks_every_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, weights_server: str, googlenet
+) -> None:
+    monkeypatch.setattr(googlenet_module, "CAFFEJS_URL", weights_server + "good/")
+    kept = tmp_path / "kept"
+    fetch_weights("googlenet", source="caffejs-download", location=str(kept), cache=tmp_path / "cache")
+    downloaded = get_lossnet("googlenet", cache=tmp_path / "cache", download=False)
+    assert downloaded.weights_sha256 == googlenet.weights_sha256
+    assert (kept / "inception_5b" / "pool_proj_filter.bin").read_bytes() == (
+        WEIGHTS / "inception_5b" / "pool_proj_filter.bin"
+    ).read_bytes()
+    assert not list(kept.rglob("*.part"))
+
+    monkeypatch.setattr(googlenet_module, "CAFFEJS_URL", weights_server + "tampered/")
+    with pytest.raises(FaststyleError, match="inception_4a/1x1_bias.bin"):
+        fetch_weights("googlenet", source="caffejs-download", cache=tmp_path / "other")
+    assert not cached_path("googlenet", tmp_path / "other").exists()

@@ -169,3 +169,58 @@ def test_an_interrupted_cli_run_resumes_at_the_same_step(
     assert read_metadata(out)["training"]["steps"] == finish
     assert read_metadata(out)["training"]["images_seen"] == 2 * finish
     assert f"from interrupted.ckpt at step {stopped_at}" in resumed.stderr
+
+
+def test_two_process_ddp_through_the_cli(shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path) -> None:
+    """Lightning's own DDP strategy, two CPU processes over gloo, each streaming its half of the folder."""
+    out = tmp_path / "ddp.safetensors"
+    command = [sys.executable, "-m", "faststyle.cli", "train", "--style",
+               str(shared / "data/styles/vangogh_starry_night_crop.jpg"), "--data", str(photos), "--stream",
+               "--out", str(out), "--size", "48", "--style-size", "96", "--batch", "2", "--width", "0.5",
+               "--steps", "4", "--workers", "0", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
+               "--val-every", "2", "--checkpoint-every", "2", "--no-progress",
+               "--cache", str(lossnet_cache)]  # fmt: skip
+    env = os.environ | {"HF_HOME": str(tmp_path / "hf")}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in done.stderr
+    assert done.stdout.count("wrote ") == 1, done.stdout  # only rank 0 reports and writes
+    meta = read_metadata(out)["training"]
+    assert meta["steps"] == 4 and meta["processes"] == 2
+    assert meta["images_seen"] == 4 * 2 * 2
+    net = load_model(out)[0]
+    styled = net(load_image(shared / "data/content/kodak/kodim05.png", 64))
+    assert styled.shape[-2:] == (43, 64) and torch.isfinite(styled).all()
+    assert sorted(p.name for p in (tmp_path / "ddp_run" / "val").glob("grid_*.png")) == [
+        "grid_000000.png", "grid_000002.png", "grid_000004.png"
+    ]  # fmt: skip
+
+
+def test_a_time_limit_ends_the_run_and_still_writes_the_model(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "timed.safetensors"
+    started = time.monotonic()
+    result = _train(_settings(shared, lossnet_cache, steps=100_000), photos, out, max_minutes=0.05)
+    assert time.monotonic() - started < 60
+    assert 1 <= result.steps < 100_000 and result.model_path == out
+    assert read_metadata(out)["training"]["steps"] == result.steps
+    compiled = _settings(shared, lossnet_cache, steps=10)
+    compiled.compile = True
+    with pytest.raises(FaststyleError, match="32-true"):
+        _train(compiled, photos, tmp_path / "y.safetensors", accelerator="cpu", precision="bf16-mixed")
+    with pytest.raises(FaststyleError, match="max_minutes"):
+        _train(_settings(shared, lossnet_cache, steps=10), photos, tmp_path / "x.safetensors", max_minutes=0)
+
+
+def test_compile_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    from faststyle.compiling import compiler
+
+    net = torch.nn.Linear(2, 2)
+    assert compiler(False)(net) is net
+    assert compiler(True)(net) is not net and compiler("reduce-overhead")(net) is not net
+    with pytest.raises(FaststyleError, match="reduce-overhead"):
+        compiler("fastest")
+    with pytest.raises(SystemExit):
+        main(["train", "--style", "s.jpg", "--data", ".", "--out", "m.safetensors", "--compile", "fastest"])
+    assert "invalid choice: 'fastest'" in capsys.readouterr().err

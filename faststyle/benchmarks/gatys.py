@@ -18,11 +18,11 @@ HELP = "Gatys optimisation: seconds for N L-BFGS iterations"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from faststyle.gatys import PRECISIONS
 
-    parser.add_argument("--backbone", default="vgg16")
+    parser.add_argument("--backbone", default="vgg16", help="loss network")
     parser.add_argument("--config", default=None, help="layer config (default: the backbone's)")
     parser.add_argument("--size", type=int, default=512, help="long side of the content in pixels")
     parser.add_argument("--iters", type=int, default=100, help="L-BFGS iterations per run")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="loss-network precision")
     parser.add_argument("--weights", default=None, help="'random' for networks whose weights are absent")
     parser.add_argument("--cache", default=None, help="weights cache (default $FASTSTYLE_CACHE)")
     parser.add_argument("--content", default=None, help="content photo (default: a synthetic image)")

@@ -11,15 +11,17 @@ from faststyle.benchmarks._common import add_device_arguments, environment, summ
 
 HELP = "stylization time per image for each inference backend"
 SIZES = {"512": (512, 512), "1024": (1024, 1024), "720p": (720, 1280), "1080p": (1080, 1920), "4k": (2160, 3840)}
-BACKENDS = ("eager", "channels_last", "compile", "onnxruntime")
+BACKENDS = ("eager", "channels_last", "compile", "cudagraphs", "onnxruntime")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="random", help="model file or name; 'random': an untrained network")
     parser.add_argument("--size", default="512", help=f"{', '.join(SIZES)} or HxW (e.g. 600x800)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    parser.add_argument("--backend", default="all", choices=[*BACKENDS, "all"])
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument(
+        "--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="auto: fp16 on CUDA"
+    )
+    parser.add_argument("--backend", default="all", choices=[*BACKENDS, "all"], help="inference path to time")
+    parser.add_argument("--batch", type=int, default=1, help="images per call")
     add_device_arguments(parser)
 
 
@@ -55,9 +57,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     runs: list[tuple[str, dict[str, object]]] = [("eager_fp32", {"precision": "fp32", "backend": "eager"})]
     for backend in BACKENDS if args.backend == "all" else (args.backend,):
         options: dict[str, object] = {"precision": precision, "backend": backend}
-        if backend == "compile":
-            options = {"precision": precision, "backend": "channels_last", "compile": True}
+        if backend in ("compile", "cudagraphs"):
+            mode = "reduce-overhead" if backend == "cudagraphs" else "default"
+            options = {"precision": precision, "backend": "channels_last", "compile": mode}
         if backend == "onnxruntime" and (device.type != "cpu" or precision != "fp32"):
+            continue
+        if backend == "cudagraphs" and device.type != "cuda":
             continue
         runs.append((f"{backend}_{precision}", options))
 

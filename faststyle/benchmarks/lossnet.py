@@ -12,10 +12,10 @@ HELP = "loss network forward+backward at the config's layers"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backbone", default="vgg16")
+    parser.add_argument("--backbone", default="vgg16", help="loss network")
     parser.add_argument("--config", default=None, help="layer config (default: the backbone's)")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--size", type=int, default=256, help="input side in pixels")
+    parser.add_argument("--batch", type=int, default=4, help="images per pass")
     parser.add_argument("--weights", default=None, help="'random' for networks whose weights are absent")
     add_device_arguments(parser)
 

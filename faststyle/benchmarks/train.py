@@ -9,18 +9,26 @@ import torch
 from torch import Tensor, nn
 
 from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed
+from faststyle.compiling import compiler
 
 HELP = "training step throughput, with the plain fp32 eager loop as baseline"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backbone", default="vgg16")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--backbone", default="vgg16", help="loss network")
+    parser.add_argument("--size", type=int, default=256, help="crop size in pixels")
+    parser.add_argument("--batch", type=int, default=4, help="photos per step")
     parser.add_argument("--steps", type=int, default=5, help="training steps per timed run")
     parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="auto", help="auto: bf16 on CUDA")
     parser.add_argument("--channels-last", choices=["on", "off", "auto"], default="auto", help="auto: on for CUDA")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the step's networks")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=False,
+        metavar="MODE",
+        help="torch.compile the step's networks; MODE as for `faststyle train --compile`",
+    )
     parser.add_argument("--weights", default=None, help="'random' where the backbone's weights are absent")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain reference loop")
     add_device_arguments(parser)
@@ -112,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     loss = PerceptualLoss(lossnet, config, [style], normalization="mean", tv_weight=1.0).to(memory_format=memory_format)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     batch = batch.contiguous(memory_format=memory_format)
-    compile_ = torch.compile if args.compile else (lambda fn: fn)
+    compile_ = compiler(args.compile)
     step = _faststyle_step(compile_(net), compile_(loss), compile_(loss.content_features), optimizer, batch, dtype)
     result["faststyle_img_per_s"] = images_per_second(step)
     result["settings"] = {

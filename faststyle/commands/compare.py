@@ -24,7 +24,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "compare",
         help="compare loss networks: train/stylize per backbone, metrics, HTML report",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description=(
             "For every style image and loss network (and extra layer config), train a feed-forward model (or reuse "
             "one in OUT/models/ with the same settings) and/or run the Gatys optimisation, stylize the content "

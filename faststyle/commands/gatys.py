@@ -42,7 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "gatys",
         help="stylize one image by direct optimisation (the reference mode)",
         description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--content", required=True, metavar="IMG", help="the photo to stylize")
     p.add_argument(

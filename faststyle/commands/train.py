@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from faststyle.compiling import COMPILE_MODES
+
 
 def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
@@ -13,7 +15,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "train",
         help="train a style network for an artwork",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description=(
             "Train Johnson et al.'s transformer network so that it paints any photo in the style of the given "
             "artwork, using a perceptual loss from a frozen ImageNet network. Example:\n"
@@ -27,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p("--config", default=None, help="layer-weight config (name in configs/ or YAML file); default: the backbone's")
     p("--data", required=True, help="folder of photos, or a Hugging Face dataset name (streamed)")
     p("--steps", type=int, default=40_000, help="optimizer steps")
+    p("--max-minutes", type=float, default=None, help="stop after this long (still writing the model)")
     p("--batch", type=int, default=4, help="photos per step")
     p("--size", type=int, default=256, help="crop size of the training photos")
     p("--style-size", type=int, default=None, help="long side of the style image (default 1.5 x --size)")
@@ -41,14 +43,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p("--out", required=True, help="model file to write (.safetensors)")
     p("--run-dir", default=None, help="checkpoints, logs and validation grids (default: next to --out)")
     p("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
-    p("--seed", type=int, default=0)
+    p("--seed", type=int, default=0, help="seed of the initial weights and the photo crops")
     p("--accelerator", default="auto", help="cpu, gpu or auto")
     p("--devices", default="auto", help="number of devices (Lightning)")
     p("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
     p("--num-nodes", type=int, default=1)
     p("--precision", default=None, help="Lightning precision (default bf16-mixed on GPU, 32-true on CPU)")
-    p("--compile", action="store_true", help="torch.compile the networks (GPU)")
+    p(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=False,
+        choices=COMPILE_MODES,
+        metavar="MODE",
+        help="torch.compile the networks (GPU); MODE: default, reduce-overhead (CUDA graphs), max-autotune",
+    )
     p("--gpu-cache", action="store_true", help="decode small photo sets once onto the device and crop there")
+    p("--stream", action="store_true", help="read a local folder as a stream, without indexing it (huge folders)")
     p("--workers", type=int, default=None, help="data loader workers")
     p("--val-every", type=int, default=500, help="steps between validation grids")
     p("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
@@ -94,11 +105,15 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         num_workers=args.workers,
         gpu_cache=args.gpu_cache,
+        stream=args.stream,
+        max_minutes=args.max_minutes,
         val_every=args.val_every,
         checkpoint_every=args.checkpoint_every,
         half=not args.fp32,
         progress=not args.no_progress,
     )
+    if result.rank != 0:
+        return 0
     losses = ", ".join(f"{k} {v:.4g}" for k, v in result.final_losses.items() if "/" not in k)
     print(
         f"wrote {result.model_path}: {result.steps} steps in {result.seconds:.0f} s "

@@ -1,0 +1,24 @@
+"""How faststyle applies ``torch.compile``: off, or in one of its modes."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from faststyle.errors import FaststyleError
+
+# "reduce-overhead" adds CUDA graphs; "max-autotune" also searches kernel configurations.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compiler(setting: bool | str) -> Callable[[Any], Any]:
+    """``torch.compile`` in the mode ``setting`` names (True: "default"), or the identity when it is False."""
+    if setting is False:
+        return lambda fn: fn
+    mode = "default" if setting is True else setting
+    if mode not in COMPILE_MODES:
+        raise FaststyleError(f"compile mode {mode!r} is not one of {', '.join(COMPILE_MODES)}")
+    return functools.partial(torch.compile, mode=mode)
