@@ -19,9 +19,13 @@ mkdir -p "$DEST/whl" "$DEST/weights" "$DEST/shared/data"
 # The GPU machine's python is 3.12 with pyarrow, pandas, fsspec, huggingface-hub and xxhash installed;
 # `datasets` and its two pure-python needs are missing there. Same versions as here.
 version() { python3 -c "import importlib.metadata as m; print(m.version('$1'))"; }
-python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d "$DEST/whl" "datasets==$(version datasets)" "dill==$(version dill)" "multiprocess==$(version multiprocess)"
+wheels() {
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$@"
+}
+wheels "$DEST/whl" "datasets==$(version datasets)" "dill==$(version dill)" "multiprocess==$(version multiprocess)"
+# In case that machine's pyarrow or fsspec is too old for it: a release that asks for pyarrow>=15 only.
+wheels "$DEST/whl-old" datasets==4.0.0 dill==0.3.8 multiprocess==0.70.16
 
 # Loss-network weights, halved: the machine converts them back into its own cache.
 python3 - "$CACHE" "$DEST/weights" <<'EOF'
