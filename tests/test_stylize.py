@@ -349,3 +349,13 @@ def test_reduced_precision_on_the_cpu(stylizer: Stylizer, photo: torch.Tensor) -
     if not torch.cuda.is_available():
         with pytest.raises(FaststyleError, match="--device cpu"):
             Stylizer(stylizer.net, device="cuda")
+
+
+def test_cli_compiled_matches_eager(model_path: Path, shared: Path, tmp_path: Path) -> None:
+    _write_photos(tmp_path / "in", shared)
+    args = ["stylize", "--model", str(model_path), "--backend", "eager", str(tmp_path / "in" / "city.jpg")]
+    assert main([*args, "--out", str(tmp_path / "eager.png")]) == 0
+    assert main([*args, "--out", str(tmp_path / "compiled.png"), "--compile"]) == 0
+    eager, compiled = (np.asarray(Image.open(tmp_path / f"{n}.png"), dtype=np.int16) for n in ("eager", "compiled"))
+    assert eager.shape == compiled.shape == (64, 96, 3)
+    assert np.abs(eager - compiled).max() <= 2  # 8-bit outputs of the same network; fusion reorders float sums

@@ -7,6 +7,8 @@ import glob
 import sys
 from pathlib import Path
 
+from faststyle.compiling import COMPILE_MODES
+
 OUTPUT_FORMATS = ("png", "jpg", "jpeg", "webp")
 
 
@@ -28,7 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--strength", type=float, default=1.0, help="0 = the photo, 1 = fully stylized (default)")
     parser.add_argument("--preserve-color", action="store_true", help="keep the photo's colours (stylize luminance)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    parser.add_argument(
+        "--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="auto: fp16 on CUDA, fp32 on CPU"
+    )
+    parser.add_argument(
+        "--compile", nargs="?", const="default", default=False, choices=COMPILE_MODES, metavar="MODE",
+        help="torch.compile the network: pays off for many images of one size (video frames); "
+        "MODE reduce-overhead adds CUDA graphs",
+    )  # fmt: skip
     parser.add_argument(
         "--backend", default="auto", choices=["auto", "eager", "channels_last", "onnxruntime"], help="(advanced)"
     )
@@ -132,6 +141,7 @@ def _stylize(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         max_pixels=max_pixels,
         backend=args.backend,
+        compile=args.compile,
     )
     targets = output_paths(files, out, stylizer.name, args.format, folder)
     if folder:
