@@ -109,9 +109,11 @@ class _Objective:
         render: Callable[[Tensor], Tensor],
         content_features: dict[str, Tensor],
         amp: Callable[[], AbstractContextManager[object]],
+        memory_format: torch.memory_format = torch.contiguous_format,
     ) -> None:
         self.loss = loss
         self.amp = amp
+        self.memory_format = memory_format
         self.variable = variable
         self.render = render
         self.content_features = content_features
@@ -123,8 +125,9 @@ class _Objective:
         if self.evaluated is not None and self.terms is not None and torch.equal(self.evaluated, self.variable):
             return self.terms.total.detach()
         self.variable.grad = None
+        image = self.render(self.variable).contiguous(memory_format=self.memory_format)
         with self.amp():
-            terms = self.loss(self.render(self.variable), content_features=self.content_features)
+            terms = self.loss(image, content_features=self.content_features)
         terms.total.backward()
         self.evaluated = self.variable.detach().clone()
         self.terms = terms
@@ -180,6 +183,7 @@ def stylize(
     cache: str | os.PathLike[str] | None = None,
     line_search: str | None = LBFGS_LINE_SEARCH,
     caffe_units: bool = True,
+    channels_last: bool | None = None,
 ) -> tuple[Tensor, list[dict[str, float]]]:
     """Stylize ``content`` with the style of ``style`` (one image or several, mixed by ``style_blend``).
 
@@ -193,6 +197,8 @@ def stylize(
     network fed smaller numbers are smaller by a factor k (k ≈ 57 for torchvision's VGG and AlexNet), which
     scales content by k² and style by k⁴, so the style weight becomes ``ratio · k²`` (see ``caffe_pixel_scale``).
     ``precision``: ``"bf16"``/``"fp16"`` run the loss network under autocast; pixels and optimiser stay fp32.
+    ``channels_last`` (default: on CUDA) keeps the loss network and its input in the NHWC layout that cuDNN's
+    fastest convolutions use; the optimised pixels stay NCHW, as L-BFGS flattens them.
     ``lossnet`` reuses a loaded network (``backbone``, ``pooling``, ``weights`` and ``cache`` are then unused);
     otherwise ``get_lossnet(backbone, weights, pooling, cache)`` loads one.
     ``callback(iteration, image, terms)`` is called after every iteration (1-based, counted across scales).
@@ -229,10 +235,12 @@ def stylize(
     device = resolve_device(device)
     if precision == "fp16" and device.type == "cpu":
         raise FaststyleError("fp16 needs CUDA; use --precision bf16 or fp32 on the CPU")
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     if lossnet is None:
         lossnet = get_lossnet(backbone, weights=weights, pooling=pooling, cache=cache, device=device)
-    else:
-        lossnet = lossnet.to(device)
+    lossnet = lossnet.to(device, memory_format=memory_format)
     if config is None:
         config = default_config(lossnet.name)
     elif not isinstance(config, LayerConfig):
@@ -274,7 +282,19 @@ def stylize(
                     image, size=target.shape[-2:], mode="bilinear", align_corners=False
                 ).clamp(0, 1)
             image = _optimise(
-                loss, target, start, scale, optimizer, iters, lr, line_search, history, callback, bar, amp
+                loss,
+                target,
+                start,
+                scale,
+                optimizer,
+                iters,
+                lr,
+                line_search,
+                history,
+                callback,
+                bar,
+                amp,
+                memory_format,
             )
     finally:
         bar.close()
@@ -297,6 +317,7 @@ def _optimise(
     callback: Callback | None,
     bar: tqdm,
     amp: Callable[[], AbstractContextManager[object]],
+    memory_format: torch.memory_format,
 ) -> Tensor:
     with amp():
         content_features = loss.content_features(content)
@@ -307,7 +328,7 @@ def _optimise(
         variable = start.clone()
         render = _identity
     variable = variable.detach().contiguous().requires_grad_(True)
-    objective = _Objective(loss, variable, render, content_features, amp)
+    objective = _Objective(loss, variable, render, content_features, amp, memory_format)
     opt = _optimizer(optimizer, variable, lr, line_search)
     counted = 0
     for _ in range(iters):

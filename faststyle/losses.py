@@ -85,7 +85,9 @@ class LossTerms:
         return {k: v.detach() for k, v in out.items()}
 
     def as_floats(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.as_tensors().items()}
+        tensors = self.as_tensors()
+        values = torch.stack([v.detach().float().reshape(()) for v in tensors.values()]).tolist()  # one sync
+        return dict(zip(tensors, values, strict=True))
 
 
 def blend_weights(count: int, blend: Sequence[float] | None) -> list[float]:

@@ -148,3 +148,15 @@ def test_bf16_runs_the_loss_network_only_in_reduced_precision(nets: dict, images
     image, history = stylize(content, style, lossnet=nets["vgg16"], size=48, iters=4, precision="bf16", progress=False)
     assert image.dtype == torch.float32 and image.min() >= 0 and image.max() <= 1
     assert history[-1]["total"] < history[0]["total"]
+
+
+def test_channels_last_is_the_same_optimisation(nets: dict, images: tuple) -> None:
+    content, style = images
+    runs = {
+        layout: stylize(content, style, lossnet=nets["vgg16"], size=64, iters=3, progress=False, channels_last=layout)
+        for layout in (True, False)
+    }
+    (nhwc, nhwc_history), (nchw, nchw_history) = runs[True], runs[False]
+    assert torch.allclose(nhwc, nchw, atol=2e-3)
+    assert nhwc_history[-1]["total"] == pytest.approx(nchw_history[-1]["total"], rel=1e-3)
+    assert next(nets["vgg16"].parameters()).is_contiguous()  # the default (CPU) layout is back

@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", default=None, help="weights cache (default $FASTSTYLE_CACHE)")
     parser.add_argument("--content", default=None, help="content photo (default: a synthetic image)")
     parser.add_argument("--style", default=None, help="style image (default: a synthetic pattern)")
+    parser.add_argument("--channels-last", choices=["on", "off", "auto"], default="auto", help="auto: on for CUDA")
     parser.add_argument("--baseline", action="store_true", help="also time the plain fp32 L-BFGS loop")
     add_device_arguments(parser)
     parser.set_defaults(repeats=3)
@@ -112,6 +113,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             precision=args.precision,
             seed=args.seed,
             progress=False,
+            channels_last=None if args.channels_last == "auto" else args.channels_last == "on",
         )
         evaluations.append(history[-1]["evaluations"])
 
@@ -124,12 +126,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "size": args.size,
         "iters": args.iters,
         "precision": args.precision,
+        "channels_last": next(net.parameters()).is_contiguous(memory_format=torch.channels_last),
         "line_search": LBFGS_LINE_SEARCH,
         "seconds": summary(times),
         "s_per_iter": summary(times, 1.0 / args.iters),
         "evaluations": evaluations[-1],
     }
     if args.baseline:
+        net.to(memory_format=torch.contiguous_format)  # the plain loop as people write it: NCHW
         target = resize_long_side(content.to(device), args.size)
         style_size = round(1.2 * max(target.shape[-2:]))
         loss = PerceptualLoss(
