@@ -24,7 +24,6 @@ import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
-from torchvision.utils import make_grid
 
 from faststyle.compiling import compiler
 from faststyle.config import LayerConfig, load_config
@@ -188,15 +187,18 @@ class ValidationGrid(Callback):
     def __init__(self, photos: Sequence[Tensor], folder: Path, every: int) -> None:
         self.photos, self.folder, self.every = list(photos), folder, every
 
-    def grid(self, module: StyleModule) -> Tensor:
-        size = max(max(p.shape[-2:]) for p in self.photos)
-        tiles = []
+    def grid(self, module: StyleModule, gap: int = 4) -> Tensor:
+        """One row per photo, the photo beside its stylized version, each row as tall as its photo."""
+        rows = []
         for photo, styled in zip(self.photos, module.stylize(self.photos), strict=True):
-            for image in (photo, styled):
-                pad = torch.ones(1, 3, size, size)
-                pad[..., : image.shape[-2], : image.shape[-1]] = image
-                tiles.append(pad[0])
-        return make_grid(tiles, nrow=2, padding=4, pad_value=1.0)
+            rows.append(torch.cat([photo[0], torch.ones(3, photo.shape[-2], gap), styled[0]], dim=-1))
+        width = max(row.shape[-1] for row in rows)
+        canvas = torch.ones(3, sum(row.shape[-2] for row in rows) + gap * (len(rows) + 1), width + 2 * gap)
+        top = gap
+        for row in rows:
+            canvas[:, top : top + row.shape[-2], gap : gap + row.shape[-1]] = row
+            top += row.shape[-2] + gap
+        return canvas
 
     def write(self, trainer: pl.Trainer, module: StyleModule) -> None:
         if not self.photos or trainer.global_rank != 0:
