@@ -8,6 +8,7 @@ stops, and the last checkpoint (written every ``checkpoint_every`` steps) stays 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -165,6 +166,11 @@ class StyleModule(pl.LightningModule):
         self.stopped_reason = reason
         self.trainer.should_stop = True
         log.error("stopping: %s; the weights were not updated with it", reason)
+
+    def on_train_end(self) -> None:
+        if self.trainer.world_size > 1:  # every process must end with the same weights
+            digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in self.net.parameters()))
+            log.debug("process %d ends with weights %s", self.trainer.global_rank, digest.hexdigest()[:16])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["images_seen"] = self.images_seen

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -174,7 +175,7 @@ def test_an_interrupted_cli_run_resumes_at_the_same_step(
 def test_two_process_ddp_through_the_cli(shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path) -> None:
     """Lightning's own DDP strategy, two CPU processes over gloo, each streaming its half of the folder."""
     out = tmp_path / "ddp.safetensors"
-    command = [sys.executable, "-m", "faststyle.cli", "train", "--style",
+    command = [sys.executable, "-m", "faststyle.cli", "-v", "train", "--style",
                str(shared / "data/styles/vangogh_starry_night_crop.jpg"), "--data", str(photos), "--stream",
                "--out", str(out), "--size", "48", "--style-size", "96", "--batch", "2", "--width", "0.5",
                "--steps", "4", "--workers", "0", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
@@ -185,6 +186,8 @@ def test_two_process_ddp_through_the_cli(shared: Path, lossnet_cache: Path, phot
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in done.stderr
     assert done.stdout.count("wrote ") == 1, done.stdout  # only rank 0 reports and writes
+    digests = dict(re.findall(r"process (\d) ends with weights (\w+)", done.stderr))
+    assert digests.keys() == {"0", "1"} and digests["0"] == digests["1"], digests  # gradients were averaged
     meta = read_metadata(out)["training"]
     assert meta["steps"] == 4 and meta["processes"] == 2
     assert meta["images_seen"] == 4 * 2 * 2
