@@ -78,16 +78,17 @@ class LossTerms:
     style_layers: dict[str, Tensor] = field(default_factory=dict)
 
     def as_tensors(self) -> dict[str, Tensor]:
-        """Every term, detached and still on its device (no host synchronisation)."""
+        """Every term as a float32 scalar still on its device (no host synchronisation). They are copies: the
+        terms of a CUDA-graphed loss live in memory that the graph's next replay overwrites."""
         out = {"total": self.total, "content": self.content, "style": self.style, "tv": self.tv}
         out |= {f"content/{k}": v for k, v in self.content_layers.items()}
         out |= {f"style/{k}": v for k, v in self.style_layers.items()}
-        return {k: v.detach() for k, v in out.items()}
+        stacked = torch.stack([v.detach().float().reshape(()) for v in out.values()])
+        return dict(zip(out, stacked.unbind(), strict=True))
 
     def as_floats(self) -> dict[str, float]:
         tensors = self.as_tensors()
-        values = torch.stack([v.detach().float().reshape(()) for v in tensors.values()]).tolist()  # one sync
-        return dict(zip(tensors, values, strict=True))
+        return dict(zip(tensors, torch.stack(list(tensors.values())).tolist(), strict=True))  # one sync
 
 
 def blend_weights(count: int, blend: Sequence[float] | None) -> list[float]:

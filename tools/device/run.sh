@@ -87,13 +87,13 @@ if has bench; then
     bench lossnet --backbone "$backbone" --size "$size" --batch "$(pick 32 2)" --repeats 5
   done
   bench train --size "$size" --batch 4 --steps "$(pick 20 2)" --repeats 3
-  for batch in $(pick "16 32 64" 2); do
-    bench train --size "$size" --batch "$batch" --steps "$(pick 20 2)" --repeats 3 --no-baseline
-    bench train --size "$size" --batch "$batch" --steps "$(pick 20 2)" --repeats 3 --no-baseline --compile
+  batch=$(pick 32 2)
+  bench train --size "$size" --batch "$batch" --steps "$(pick 20 2)" --repeats 3 --no-baseline
+  for mode in default reduce-overhead; do
+    bench train --size "$size" --batch "$batch" --steps "$(pick 20 2)" --repeats 3 --no-baseline --compile "$mode"
   done
   for backbone in googlenet alexnet; do
-    bench train --backbone "$backbone" --size "$size" --batch "$(pick 32 2)" --steps "$(pick 20 2)" --repeats 3 \
-      --no-baseline --compile
+    bench train --backbone "$backbone" --size "$size" --batch "$batch" --steps "$(pick 20 2)" --repeats 3 --no-baseline
   done
   content=$DATA/content/tubingen.jpg style=$DATA/styles/vangogh_starry_night_crop.jpg
   for precision in fp32 bf16; do
