@@ -25,6 +25,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from faststyle.color import preserve_color as _preserve_color
+from faststyle.compiling import compiler
 from faststyle.config import LayerConfig, default_config, load_config
 from faststyle.errors import FaststyleError
 from faststyle.images import resize_long_side
@@ -110,8 +111,9 @@ class _Objective:
         content_features: dict[str, Tensor],
         amp: Callable[[], AbstractContextManager[object]],
         memory_format: torch.memory_format = torch.contiguous_format,
+        compile: bool | str = False,
     ) -> None:
-        self.loss = loss
+        self.loss = compiler(compile)(loss)
         self.amp = amp
         self.memory_format = memory_format
         self.variable = variable
@@ -184,6 +186,7 @@ def stylize(
     line_search: str | None = LBFGS_LINE_SEARCH,
     caffe_units: bool = True,
     channels_last: bool | None = None,
+    compile: bool | str = False,
 ) -> tuple[Tensor, list[dict[str, float]]]:
     """Stylize ``content`` with the style of ``style`` (one image or several, mixed by ``style_blend``).
 
@@ -198,7 +201,9 @@ def stylize(
     scales content by k² and style by k⁴, so the style weight becomes ``ratio · k²`` (see ``caffe_pixel_scale``).
     ``precision``: ``"bf16"``/``"fp16"`` run the loss network under autocast; pixels and optimiser stay fp32.
     ``channels_last`` (default: on CUDA) keeps the loss network and its input in the NHWC layout that cuDNN's
-    fastest convolutions use; the optimised pixels stay NCHW, as L-BFGS flattens them.
+    fastest convolutions use; the optimised pixels stay NCHW, as L-BFGS flattens them. ``compile``: True or a
+    ``faststyle.compiling.COMPILE_MODES`` mode compiles the loss (once per scale; "reduce-overhead" adds CUDA
+    graphs, which remove the launch cost of the loss network's many small kernels).
     ``lossnet`` reuses a loaded network (``backbone``, ``pooling``, ``weights`` and ``cache`` are then unused);
     otherwise ``get_lossnet(backbone, weights, pooling, cache)`` loads one.
     ``callback(iteration, image, terms)`` is called after every iteration (1-based, counted across scales).
@@ -295,6 +300,7 @@ def stylize(
                 bar,
                 amp,
                 memory_format,
+                compile,
             )
     finally:
         bar.close()
@@ -318,6 +324,7 @@ def _optimise(
     bar: tqdm,
     amp: Callable[[], AbstractContextManager[object]],
     memory_format: torch.memory_format,
+    compile: bool | str,
 ) -> Tensor:
     with amp():
         content_features = loss.content_features(content)
@@ -328,7 +335,7 @@ def _optimise(
         variable = start.clone()
         render = _identity
     variable = variable.detach().contiguous().requires_grad_(True)
-    objective = _Objective(loss, variable, render, content_features, amp, memory_format)
+    objective = _Objective(loss, variable, render, content_features, amp, memory_format, compile)
     opt = _optimizer(optimizer, variable, lr, line_search)
     counted = 0
     for _ in range(iters):

@@ -147,3 +147,23 @@ def test_half_precision_inference_matches_fp32(shared: Path) -> None:
         assert image.shape == reference.shape
         difference = (image - reference).abs()
         assert float(difference.mean()) < 0.01 and float(difference.max()) < 0.15, (backend, difference.max())
+
+
+@pytest.mark.skipif(not COMPILE, reason="slow on the CPU")
+def test_compiled_gatys_follows_the_eager_run(shared: Path, lossnet_cache: Path) -> None:
+    from faststyle.lossnets import get_lossnet
+
+    net = get_lossnet("vgg16", cache=lossnet_cache, download=False, device=DEVICE)
+    content = load_image(shared / "data/content/tubingen.jpg").to(DEVICE)
+    style = load_image(shared / "data/styles/vangogh_starry_night_crop.jpg").to(DEVICE)
+    size, iters = (256, 50) if CUDA else (64, 10)
+    runs = {}
+    for mode in (False, "default", *(["reduce-overhead"] if CUDA else [])):
+        image, history = stylize(content, style, lossnet=net, size=size, iters=iters, device=DEVICE, compile=mode,
+                                 progress=False)  # fmt: skip
+        runs[mode] = (image, history[-1]["total"], history[0]["total"])
+    eager_image, eager_final, start = runs[False]
+    for mode, (image, final, first) in runs.items():
+        assert first == pytest.approx(start, rel=1e-3), mode
+        assert final == pytest.approx(eager_final, rel=0.05), (mode, final, eager_final)
+        assert float((image - eager_image).abs().mean()) < 0.01, mode

@@ -28,6 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--content", default=None, help="content photo (default: a synthetic image)")
     parser.add_argument("--style", default=None, help="style image (default: a synthetic pattern)")
     parser.add_argument("--channels-last", choices=["on", "off", "auto"], default="auto", help="auto: on for CUDA")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=False,
+        metavar="MODE",
+        help="torch.compile the loss; MODE as for `faststyle gatys --compile`",
+    )
     parser.add_argument("--baseline", action="store_true", help="also time the plain fp32 L-BFGS loop")
     add_device_arguments(parser)
     parser.set_defaults(repeats=3)
@@ -114,6 +122,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             seed=args.seed,
             progress=False,
             channels_last=None if args.channels_last == "auto" else args.channels_last == "on",
+            compile=args.compile,
         )
         evaluations.append(history[-1]["evaluations"])
 
@@ -128,6 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "precision": args.precision,
         "channels_last": next(net.parameters()).is_contiguous(memory_format=torch.channels_last),
         "line_search": LBFGS_LINE_SEARCH,
+        "compile": args.compile,
         "seconds": summary(times),
         "s_per_iter": summary(times, 1.0 / args.iters),
         "evaluations": evaluations[-1],

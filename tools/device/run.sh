@@ -96,10 +96,10 @@ if has bench; then
     bench train --backbone "$backbone" --size "$size" --batch "$batch" --steps "$(pick 20 2)" --repeats 3 --no-baseline
   done
   content=$DATA/content/tubingen.jpg style=$DATA/styles/vangogh_starry_night_crop.jpg
-  for precision in fp32 bf16; do
-    bench gatys --backbone vgg16 --size "$(pick 512 64)" --iters "$(pick 500 5)" --repeats 2 --precision "$precision" \
-      --content "$content" --style "$style" $([[ $precision == fp32 ]] && echo --baseline)
-  done
+  gatys=(--backbone vgg16 --size "$(pick 512 64)" --iters "$(pick 500 5)" --repeats 2 --content "$content" --style "$style")
+  bench gatys "${gatys[@]}" --precision fp32 --baseline
+  bench gatys "${gatys[@]}" --precision bf16
+  bench gatys "${gatys[@]}" --precision bf16 --compile reduce-overhead
   for size in $(pick "512 1080p" 64); do
     bench infer --model random --size "$size" --backend all --repeats "$(pick 20 2)" --warmup 3
   done
