@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -22,3 +23,11 @@ def compiler(setting: bool | str) -> Callable[[Any], Any]:
     if mode not in COMPILE_MODES:
         raise FaststyleError(f"compile mode {mode!r} is not one of {', '.join(COMPILE_MODES)}")
     return functools.partial(torch.compile, mode=mode)
+
+
+def add_compile_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--compile [MODE]``: off by default, ``default`` when given alone."""
+    parser.add_argument(
+        "--compile", nargs="?", const="default", default=False, choices=COMPILE_MODES, metavar="MODE",
+        help=f"torch.compile {what}; MODE: {', '.join(COMPILE_MODES)} (reduce-overhead adds CUDA graphs)",
+    )  # fmt: skip

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed
+from faststyle.compiling import add_compile_argument
 
 HELP = "Gatys optimisation: seconds for N L-BFGS iterations"
 
@@ -28,14 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--content", default=None, help="content photo (default: a synthetic image)")
     parser.add_argument("--style", default=None, help="style image (default: a synthetic pattern)")
     parser.add_argument("--channels-last", choices=["on", "off", "auto"], default="auto", help="auto: on for CUDA")
-    parser.add_argument(
-        "--compile",
-        nargs="?",
-        const="default",
-        default=False,
-        metavar="MODE",
-        help="torch.compile the loss; MODE as for `faststyle gatys --compile`",
-    )
+    add_compile_argument(parser, "the loss")
     parser.add_argument("--baseline", action="store_true", help="also time the plain fp32 L-BFGS loop")
     add_device_arguments(parser)
     parser.set_defaults(repeats=3)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed
-from faststyle.compiling import compiler
+from faststyle.compiling import add_compile_argument, compiler
 
 HELP = "training step throughput, with the plain fp32 eager loop as baseline"
 
@@ -21,14 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=5, help="training steps per timed run")
     parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="auto", help="auto: bf16 on CUDA")
     parser.add_argument("--channels-last", choices=["on", "off", "auto"], default="auto", help="auto: on for CUDA")
-    parser.add_argument(
-        "--compile",
-        nargs="?",
-        const="default",
-        default=False,
-        metavar="MODE",
-        help="torch.compile the step's networks; MODE as for `faststyle train --compile`",
-    )
+    add_compile_argument(parser, "the step's networks")
     parser.add_argument("--weights", default=None, help="'random' where the backbone's weights are absent")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain reference loop")
     add_device_arguments(parser)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from faststyle.compiling import COMPILE_MODES
+from faststyle.compiling import add_compile_argument
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -72,10 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pooling", default="max", choices=("max", "avg"), help="max (default) or average pooling")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="loss-network precision (CUDA)")
-    p.add_argument(
-        "--compile", nargs="?", const="default", default=False, choices=COMPILE_MODES, metavar="MODE",
-        help="torch.compile the loss (GPU; MODE reduce-overhead adds CUDA graphs)",
-    )  # fmt: skip
+    add_compile_argument(p, "the loss (pays off on a GPU)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise initialisation")
     p.add_argument("--out", required=True, metavar="FILE", help="output image (.png, .jpg, .webp)")
     p.add_argument("--save-every", type=int, default=0, metavar="N", help="also write FILE_iterNNNN every N iterations")

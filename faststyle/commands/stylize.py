@@ -7,7 +7,7 @@ import glob
 import sys
 from pathlib import Path
 
-from faststyle.compiling import COMPILE_MODES
+from faststyle.compiling import add_compile_argument
 
 OUTPUT_FORMATS = ("png", "jpg", "jpeg", "webp")
 
@@ -33,11 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="auto: fp16 on CUDA, fp32 on CPU"
     )
-    parser.add_argument(
-        "--compile", nargs="?", const="default", default=False, choices=COMPILE_MODES, metavar="MODE",
-        help="torch.compile the network: pays off for many images of one size (video frames); "
-        "MODE reduce-overhead adds CUDA graphs",
-    )  # fmt: skip
+    add_compile_argument(parser, "the network: pays off for many images of one size (video frames)")
     parser.add_argument(
         "--backend", default="auto", choices=["auto", "eager", "channels_last", "onnxruntime"], help="(advanced)"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from faststyle.compiling import COMPILE_MODES
+from faststyle.compiling import add_compile_argument
 
 
 def _floats(text: str) -> list[float]:
@@ -49,15 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
     p("--num-nodes", type=int, default=1)
     p("--precision", default=None, help="Lightning precision (default bf16-mixed on GPU, 32-true on CPU)")
-    p(
-        "--compile",
-        nargs="?",
-        const="default",
-        default=False,
-        choices=COMPILE_MODES,
-        metavar="MODE",
-        help="torch.compile the networks (GPU); MODE: default, reduce-overhead (CUDA graphs), max-autotune",
-    )
+    add_compile_argument(parser, "the networks (pays off on a GPU)")
     p("--gpu-cache", action="store_true", help="decode small photo sets once onto the device and crop there")
     p("--stream", action="store_true", help="read a local folder as a stream, without indexing it (huge folders)")
     p("--workers", type=int, default=None, help="data loader workers")
