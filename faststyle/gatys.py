@@ -16,6 +16,7 @@ import contextlib
 import functools
 import math
 import os
+from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -29,7 +30,7 @@ from faststyle.compiling import compiler
 from faststyle.config import LayerConfig, default_config, load_config
 from faststyle.errors import FaststyleError
 from faststyle.images import resize_long_side
-from faststyle.losses import LossTerms, PerceptualLoss
+from faststyle.losses import PerceptualLoss
 from faststyle.lossnets.base import LossNet
 from faststyle.lossnets.registry import get_lossnet
 
@@ -99,9 +100,12 @@ class _Objective:
     """The loss at the current variable, evaluated once per distinct value of it.
 
     ``render`` maps the optimised variable to the image. L-BFGS asks for the loss at its start point on every
-    ``step``; when the variable has not changed since the last evaluation, the remembered loss and gradient
-    are returned instead of running the network again.
+    ``step``, and that point is one its line search has already evaluated, though not always the last one: the
+    few latest evaluations (point, gradient, loss terms) are remembered and given back instead of running the
+    network again.
     """
+
+    REMEMBERED = 4
 
     def __init__(
         self,
@@ -119,27 +123,32 @@ class _Objective:
         self.variable = variable
         self.render = render
         self.content_features = content_features
-        self.evaluated: Tensor | None = None
-        self.terms: LossTerms | None = None
+        # (point, gradient, loss terms); the terms are copies, safe from CUDA-graph replays
+        self.recent: deque[tuple[Tensor, Tensor, dict[str, Tensor]]] = deque(maxlen=self.REMEMBERED)
+        self.terms: dict[str, Tensor] | None = None
         self.evaluations = 0
 
     def __call__(self) -> Tensor:
-        if self.evaluated is not None and self.terms is not None and torch.equal(self.evaluated, self.variable):
-            return self.terms.total.detach()
+        for point, grad, terms in reversed(self.recent):
+            if torch.equal(point, self.variable):
+                self.variable.grad = grad.clone()
+                self.terms = terms
+                return terms["total"]
         self.variable.grad = None
         image = self.render(self.variable).contiguous(memory_format=self.memory_format)
         with self.amp():
             terms = self.loss(image, content_features=self.content_features)
         terms.total.backward()
-        self.evaluated = self.variable.detach().clone()
-        self.terms = terms
+        assert self.variable.grad is not None
+        self.terms = terms.as_tensors()
+        self.recent.append((self.variable.detach().clone(), self.variable.grad.detach().clone(), self.terms))
         self.evaluations += 1
-        return terms.total.detach()
+        return self.terms["total"]
 
     def current(self) -> dict[str, float]:
         self()
         assert self.terms is not None
-        return self.terms.as_floats()
+        return dict(zip(self.terms, torch.stack(list(self.terms.values())).tolist(), strict=True))
 
 
 def _optimizer(name: str, pixels: Tensor, lr: float | None, line_search: str | None) -> torch.optim.Optimizer:
