@@ -160,3 +160,34 @@ def test_channels_last_is_the_same_optimisation(nets: dict, images: tuple) -> No
     assert torch.allclose(nhwc, nchw, atol=2e-3)
     assert nhwc_history[-1]["total"] == pytest.approx(nchw_history[-1]["total"], rel=1e-3)
     assert next(nets["vgg16"].parameters()).is_contiguous()  # the default (CPU) layout is back
+
+
+def test_the_iteration_loop_evaluates_no_more_than_one_lbfgs_step(nets: dict, images: tuple) -> None:
+    """Stepping L-BFGS one iteration at a time (for history and callbacks) costs no extra network passes."""
+    import contextlib
+
+    from faststyle.config import load_config
+    from faststyle.gatys import SIGMOID_MARGIN, _Objective, _optimizer, caffe_pixel_scale
+    from faststyle.images import resize_long_side
+    from faststyle.losses import PerceptualLoss
+
+    content, style = resize_long_side(images[0], 64), resize_long_side(images[1], 77)
+    net = nets["vgg16"]
+    loss = PerceptualLoss(net, load_config("vgg16"), [style], style_weight=1e4 * caffe_pixel_scale(net) ** 2)
+    features = loss.content_features(content)
+    start = torch.logit(content.clamp(SIGMOID_MARGIN, 1 - SIGMOID_MARGIN))
+    runs = []
+    for per_iteration in (False, True):
+        variable = start.clone().requires_grad_(True)
+        objective = _Objective(loss, variable, torch.sigmoid, features, contextlib.nullcontext)
+        optimizer = _optimizer("lbfgs", variable, None, "strong_wolfe")
+        if per_iteration:
+            for _ in range(12):
+                optimizer.step(objective)
+                objective.current()
+        else:
+            optimizer.param_groups[0].update(max_iter=12, max_eval=1000)
+            optimizer.step(objective)
+        runs.append((objective.evaluations, variable.detach()))
+    (single, single_result), (stepped, stepped_result) = runs
+    assert stepped == single and torch.equal(stepped_result, single_result)
