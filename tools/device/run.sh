@@ -5,7 +5,8 @@
 # $OUT/results.tar.gz (logs, validation grids, the trained model and the content photos it stylized).
 #
 #   PHASES         any of: setup bench tests train (default: all four, in that order)
-#   TRAIN_MINUTES  the training run's time limit (default 2.5); TRAIN_BATCH its batch (default 8)
+#   TRAIN_MINUTES  the training run's time limit (default 2.5); TRAIN_BATCH its batch (default 8);
+#   TRAIN_COMPILE  its torch.compile mode on CUDA (default: default; the bench phase compares reduce-overhead)
 #   DEVICE         cuda (default), or cpu to check this script where there is no GPU
 #   QUICK=1        tiny sizes everywhere, to check this script quickly
 set -uo pipefail
@@ -17,6 +18,7 @@ DEVICE=${DEVICE:-cuda}
 PHASES=${PHASES:-setup bench tests train}
 TRAIN_MINUTES=${TRAIN_MINUTES:-2.5}
 TRAIN_BATCH=${TRAIN_BATCH:-8}
+TRAIN_COMPILE=${TRAIN_COMPILE:-default}
 QUICK=${QUICK:-0}
 mkdir -p "$OUT" "$WORK/logs"
 SUMMARY=$OUT/summary.txt
@@ -116,7 +118,7 @@ if has train; then
   say "training run: Starry Night, VGG16, ${TRAIN_MINUTES} min"
   fs train --style "$DATA/styles/vangogh_starry_night_crop.jpg" --data "$DATA/train" --backbone vgg16 \
     --size "$(pick 256 64)" --batch "$(pick "$TRAIN_BATCH" 2)" --steps 40000 --max-minutes "$TRAIN_MINUTES" \
-    --gpu-cache $([[ $DEVICE == cuda ]] && echo --compile) --accelerator "$([[ $DEVICE == cuda ]] && echo gpu || echo cpu)" \
+    --gpu-cache $([[ $DEVICE == cuda ]] && echo --compile "$TRAIN_COMPILE") --accelerator "$([[ $DEVICE == cuda ]] && echo gpu || echo cpu)" \
     --val-every "$(pick 2000 20)" --checkpoint-every "$(pick 2000 20)" --no-progress \
     --out "$WORK/starry.safetensors" >"$WORK/logs/train.log" 2>&1
   grep -E "^wrote|error" "$WORK/logs/train.log" | tee -a "$SUMMARY"
