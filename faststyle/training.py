@@ -153,7 +153,8 @@ class StyleModule(pl.LightningModule):
         if not bool(torch.isfinite(terms.total) & torch.isfinite(grad_norm)):
             what = "the loss" if not torch.isfinite(terms.total) else "a gradient"
             self._stop(
-                f"{what} became {float(terms.total if what == 'the loss' else grad_norm)} at step {self.global_step}"
+                f"{what} became {float((terms.total if what == 'the loss' else grad_norm).detach())} "
+                f"at step {self.global_step}"
             )
             return
         optimizer.step()
