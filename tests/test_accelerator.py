@@ -2,7 +2,8 @@
 Gatys against fp32, and half-precision (and compiled) inference.
 
 They run on CUDA and are skipped without it. ``FASTSTYLE_TEST_DEVICE=cpu`` runs them on the CPU (bf16 where
-CUDA uses fp16, compile left out unless ``FASTSTYLE_TEST_COMPILE=1``) to check the tests themselves.
+CUDA uses fp16) to check the tests themselves. ``FASTSTYLE_TEST_COMPILE=0|1`` leaves out or runs the compiled
+variants (default: run on CUDA, left out on the CPU).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from faststyle.transformer import TransformerNet
 
 DEVICE = torch.device(os.environ.get("FASTSTYLE_TEST_DEVICE", "cuda"))
 CUDA = DEVICE.type == "cuda"
-COMPILE = CUDA or os.environ.get("FASTSTYLE_TEST_COMPILE") == "1"
+COMPILE = os.environ.get("FASTSTYLE_TEST_COMPILE", "1" if CUDA else "0") == "1"
+NO_COMPILE = "compiled variants off (FASTSTYLE_TEST_COMPILE)"
 HALF = "fp16" if CUDA else "bf16"
 pytestmark = pytest.mark.skipif(
     CUDA and not torch.cuda.is_available(), reason="needs CUDA; FASTSTYLE_TEST_DEVICE=cpu checks these on the CPU"
@@ -47,8 +49,8 @@ def photos(shared: Path, tmp_path: Path) -> Path:
     "compiled",
     [
         False,
-        pytest.param("default", marks=pytest.mark.skipif(not COMPILE, reason="slow on the CPU")),
-        pytest.param("reduce-overhead", marks=pytest.mark.skipif(not CUDA, reason="CUDA graphs")),
+        pytest.param("default", marks=pytest.mark.skipif(not COMPILE, reason=NO_COMPILE)),
+        pytest.param("reduce-overhead", marks=pytest.mark.skipif(not (CUDA and COMPILE), reason="CUDA graphs")),
     ],
 )
 def test_mixed_precision_training_on_the_device(
@@ -138,7 +140,7 @@ def test_half_precision_inference_matches_fp32(shared: Path) -> None:
     half = {b: Stylizer(net, device=DEVICE, precision=HALF, backend=b, tile=0)(photo).float().cpu() for b in backends}
     if COMPILE:
         half["compile"] = Stylizer(net, device=DEVICE, precision=HALF, compile=True, tile=0)(photo).float().cpu()
-    if CUDA:
+    if CUDA and COMPILE:
         graphed = Stylizer(net, device=DEVICE, precision=HALF, compile="reduce-overhead", tile=0)
         first = [graphed(photo) for _ in range(3)]  # replays reuse the graph's output memory
         half["cudagraphs"] = graphed(photo).float().cpu()
@@ -149,7 +151,7 @@ def test_half_precision_inference_matches_fp32(shared: Path) -> None:
         assert float(difference.mean()) < 0.01 and float(difference.max()) < 0.15, (backend, difference.max())
 
 
-@pytest.mark.skipif(not COMPILE, reason="slow on the CPU")
+@pytest.mark.skipif(not COMPILE, reason=NO_COMPILE)
 def test_compiled_gatys_follows_the_eager_run(shared: Path, lossnet_cache: Path) -> None:
     from faststyle.lossnets import get_lossnet
 
