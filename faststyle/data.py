@@ -15,6 +15,7 @@ import datasets
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from datasets.distributed import split_dataset_by_node
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -287,7 +288,6 @@ class PhotoDataModule(pl.LightningDataModule):
             self.photos = photos.cast_column(self._column, datasets.Image(decode=False))
             self._skips = SkipCounter(len(self.photos))
         else:
-            rank, world = self._rank()
             photos = self._load(streaming=True)
             if photos.features is not None and self._column not in photos.features:
                 raise FaststyleError(
@@ -295,13 +295,8 @@ class PhotoDataModule(pl.LightningDataModule):
                     "pass image_column"
                 )
             photos = photos.cast_column(self._column, datasets.Image(decode=False)).select_columns([self._column])
-            photos = photos.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
-            if world > 1:
-                photos = datasets.distributed.split_dataset_by_node(photos, rank=rank, world_size=world)
-            self.photos = photos
+            self.photos = photos.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
             self._skips = SkipCounter(None)
-        if self.gpu_cache:
-            self._build_cache()
 
     def _load(self, streaming: bool) -> datasets.Dataset | datasets.IterableDataset:
         if self.local:
@@ -356,21 +351,33 @@ class PhotoDataModule(pl.LightningDataModule):
             raise FaststyleError(f"none of the photos under {self.source} could be read")
         self.cache = [photo.to(device) for photo in decoded]
         log.info("cached %d photos (%.2f GB) on %s", len(self.cache), estimate / 1e9, device)
+
+    def _cached_draws(self) -> _CacheDraws:
+        """Crop positions for this process. The cache is built on first use, once the trainer (if any) has put
+        this process on its device: in DDP each process caches on its own GPU and draws its own crops."""
+        self.setup()
+        if not self.cache or self.cache[0].device != self._cache_device():
+            self._build_cache()
         rank, _ = self._rank()
-        self._draws = _CacheDraws([tuple(p.shape[-2:]) for p in self.cache], self.size, self.flip, self.seed, rank)
+        return _CacheDraws([tuple(p.shape[-2:]) for p in self.cache], self.size, self.flip, self.seed, rank)
 
     def train_dataloader(self) -> DataLoader:
+        """Called by Lightning once the trainer is set up, so the process's rank and device are known here."""
         self.setup()
-        rank, _ = self._rank()
+        rank, world = self._rank()
         if self.gpu_cache:
+            self._draws = self._cached_draws()
             return DataLoader(self._draws, batch_size=self.batch_size)
+        photos = self.photos
+        if self.streamed and world > 1:
+            photos = split_dataset_by_node(photos, rank=rank, world_size=world)
         crops = _StreamCrops if self.streamed else _FolderCrops
-        dataset = crops(self.photos, self._column, self.size, self.short_side, self.flip, self.seed, rank, self._skips)
+        dataset = crops(photos, self._column, self.size, self.short_side, self.flip, self.seed, rank, self._skips)
         workers = self.num_workers
-        if self.streamed and workers > self.photos.num_shards:
+        if self.streamed and workers > photos.num_shards:
             # A stream is split between workers by shards; extra workers would only idle.
-            log.info("the stream has %d shard(s): using as many loader workers", self.photos.num_shards)
-            workers = self.photos.num_shards
+            log.info("the stream has %d shard(s): using as many loader workers", photos.num_shards)
+            workers = photos.num_shards
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -391,7 +398,8 @@ class PhotoDataModule(pl.LightningDataModule):
         """A batch of random crops straight from the cache (gpu_cache mode), without a DataLoader."""
         if not self.gpu_cache:
             raise FaststyleError("sample_batch needs gpu_cache=True; iterate train_dataloader() otherwise")
-        self.setup()
+        if self._draws is None:
+            self._draws = self._cached_draws()
         gen = generator if generator is not None else _rng(self.seed, self._rank()[0], 1)
         return self.crop_cached(self._draws.draw(batch_size or self.batch_size, gen))
 

@@ -123,6 +123,29 @@ def test_a_streamed_folder_gives_the_same_kind_of_batches(
         module(messy_folder, tmp_path, stream=True, gpu_cache=True)
 
 
+def test_each_ddp_process_gets_its_own_photos_and_crops(messy_folder: Path, tmp_path: Path) -> None:
+    """The rank is read when the loader is made (Lightning makes it once the trainer is set up), not at setup,
+    which train() runs earlier for the validation photos."""
+    from types import SimpleNamespace
+
+    paths, draws = [], []
+    for rank in (0, 1):
+        trainer = SimpleNamespace(
+            global_rank=rank, world_size=2, strategy=SimpleNamespace(root_device=torch.device("cpu"))
+        )
+        streamed = module(messy_folder, tmp_path, stream=True)
+        streamed.setup()  # before the trainer is attached, as in train()
+        streamed.trainer = trainer
+        loader = streamed.train_dataloader()
+        paths.append({example["image"]["path"] for example in loader.dataset.photos})
+        cached = module(messy_folder, tmp_path, gpu_cache=True, cache_short_side=80)
+        cached.setup()
+        cached.trainer = trainer
+        draws.append(next(iter(cached.train_dataloader())))
+    assert paths[0].isdisjoint(paths[1]) and len(paths[0] | paths[1]) == 5
+    assert not torch.equal(draws[0], draws[1])
+
+
 def test_same_seed_same_batches(messy_folder: Path, tmp_path: Path) -> None:
     first = take(module(messy_folder, tmp_path, seed=3), 2)
     again = take(module(messy_folder, tmp_path, seed=3), 2)
@@ -133,10 +156,9 @@ def test_same_seed_same_batches(messy_folder: Path, tmp_path: Path) -> None:
 
 def test_gpu_cache_on_cpu(messy_folder: Path, tmp_path: Path) -> None:
     dm = module(messy_folder, tmp_path, gpu_cache=True, device="cpu", size=64, cache_short_side=100)
-    dm.setup()
+    draws = next(iter(dm.train_dataloader()))  # the cache is built here, where a trainer has set the device
     assert len(dm.cache) == 3 and dm.skipped == 2
     assert all(p.dtype == torch.uint8 and min(p.shape[-2:]) == 100 for p in dm.cache)
-    draws = next(iter(dm.train_dataloader()))
     assert draws.shape == (4, 4) and draws.dtype == torch.long
     batch = dm.on_before_batch_transfer(draws, 0)
     assert batch.shape == (4, 3, 64, 64) and batch.dtype == torch.float32
@@ -154,7 +176,7 @@ def test_gpu_cache_on_cpu(messy_folder: Path, tmp_path: Path) -> None:
 def test_gpu_cache_refuses_to_exceed_budget(messy_folder: Path, tmp_path: Path) -> None:
     dm = module(messy_folder, tmp_path, gpu_cache=True, device="cpu", cache_max_gb=1e-5)
     with pytest.raises(FaststyleError, match="cache_max_gb"):
-        dm.setup()
+        dm.train_dataloader()
 
 
 def test_val_photos_are_fixed(train_dir: Path, tmp_path: Path) -> None:
