@@ -36,9 +36,13 @@ TORCHVISION_PIXEL_SCALE = 3 / (0.229 + 0.224 + 0.225)
 def gram_matrix(features: Tensor, normalization: Normalization = "caffe") -> Tensor:
     """(B,N,H,W) -> (B,N,N) Gram matrices ``F·Fᵀ``, divided by M=H·W under ``"mean"``. Float32, also under autocast."""
     b, n, h, w = features.shape
-    flat = features.reshape(b, n, h * w).float()
     with torch.autocast(features.device.type, enabled=False):
-        gram = torch.bmm(flat, flat.transpose(1, 2))
+        if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
+            flat = features.permute(0, 2, 3, 1).reshape(b, h * w, n).float()  # (B,M,N): a view of NHWC memory
+            gram = torch.bmm(flat.transpose(1, 2), flat)
+        else:
+            flat = features.reshape(b, n, h * w).float()
+            gram = torch.bmm(flat, flat.transpose(1, 2))
     return gram / (h * w) if normalization == "mean" else gram
 
 

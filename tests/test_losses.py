@@ -27,6 +27,20 @@ def test_gram_matrix_stays_float32_under_autocast() -> None:
     torch.testing.assert_close(gram, gram_matrix(f.bfloat16().float()))
 
 
+def test_gram_matrix_of_channels_last_features_is_the_same() -> None:
+    f = torch.rand(2, 16, 7, 5)
+    nhwc = f.contiguous(memory_format=torch.channels_last)
+    assert not nhwc.is_contiguous()
+    for normalization in ("caffe", "mean"):
+        torch.testing.assert_close(gram_matrix(nhwc, normalization), gram_matrix(f, normalization))
+    gradients = []
+    for features in (f, nhwc):
+        features = features.clone().requires_grad_(True)
+        gram_matrix(features).pow(2).sum().backward()
+        gradients.append(features.grad.contiguous())
+    torch.testing.assert_close(gradients[0], gradients[1])
+
+
 def test_style_loss_is_the_reference_normalisation() -> None:
     g = torch.tensor([[[5.0, 6.0], [6.0, 9.0]]])
     a = torch.tensor([[4.0, 6.0], [6.0, 7.0]])
