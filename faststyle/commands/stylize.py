@@ -167,9 +167,8 @@ def _stylize(args: argparse.Namespace) -> int:
                 except (FaststyleError, RuntimeError, OSError, ValueError) as exc:
                     failed.append((str(file), str(exc)))
                 progress.update(1)
-    destination = out if folder else out.parent
     total = len(files) + len(failures)
-    print(f"stylized {written} of {total} image{'s' if total != 1 else ''} with {stylizer.name} into {destination}")
+    print(f"stylized {written} of {total} image{'s' if total != 1 else ''} with {stylizer.name} into {out}")
     if failed:
         print(f"{len(failed)} failed:", file=sys.stderr)
         for name, reason in failed:
