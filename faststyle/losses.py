@@ -90,10 +90,6 @@ class LossTerms:
         stacked = torch.stack([v.detach().float().reshape(()) for v in out.values()])
         return dict(zip(out, stacked.unbind(), strict=True))
 
-    def as_floats(self) -> dict[str, float]:
-        tensors = self.as_tensors()
-        return dict(zip(tensors, torch.stack(list(tensors.values())).tolist(), strict=True))  # one sync
-
 
 def blend_weights(count: int, blend: Sequence[float] | None) -> list[float]:
     if blend is None:

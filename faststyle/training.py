@@ -243,10 +243,12 @@ class TrainResult:
     world_size: int = 1
 
 
+def runs_on_cpu(accelerator: str) -> bool:
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
 def default_precision(accelerator: str) -> str:
-    if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
-        return "32-true"
-    return "bf16-mixed"
+    return "32-true" if runs_on_cpu(accelerator) else "bf16-mixed"
 
 
 def train(
@@ -286,8 +288,7 @@ def train(
     if max_minutes is not None and not max_minutes > 0:
         raise FaststyleError(f"max_minutes must be positive, not {max_minutes}")
     precision = precision or default_precision(accelerator)
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if on_cpu and settings.compile and precision.startswith("bf16"):
+    if runs_on_cpu(accelerator) and settings.compile and precision.startswith("bf16"):
         # Seen with torch 2.14.1: inductor's CPU code for the transformer gives NaN gradients under bf16 autocast
         # (the same graph through aot_eager is fine).
         raise FaststyleError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,14 @@ def _require_shared() -> Path:
 @pytest.fixture(scope="session")
 def shared() -> Path:
     return _require_shared()
+
+
+def copy_photos(folder: Path, count: int) -> Path:
+    """The first ``count`` Unsplash photos of ../shared in a new ``folder``."""
+    folder.mkdir()
+    for path in sorted((_require_shared() / "data/train/unsplash").glob("*.jpg"))[:count]:
+        shutil.copy(path, folder / path.name)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import copy_photos
 
 from faststyle.config import default_config
 from faststyle.data import PhotoDataModule
@@ -37,12 +37,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture()
-def photos(shared: Path, tmp_path: Path) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for path in sorted((shared / "data/train/unsplash").glob("*.jpg"))[:12]:
-        shutil.copy(path, folder / path.name)
-    return folder
+def photos(tmp_path: Path) -> Path:
+    return copy_photos(tmp_path / "photos", 12)
 
 
 @pytest.mark.parametrize(

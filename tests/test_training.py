@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import copy_photos
 
 from faststyle.cli import main
 from faststyle.errors import FaststyleError
@@ -25,10 +25,7 @@ from faststyle.training import TrainSettings, train
 @pytest.fixture()
 def photos(shared: Path, tmp_path: Path) -> Path:
     """Eight real photos plus one corrupt file."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for path in sorted((shared / "data/train/unsplash").glob("*.jpg"))[:8]:
-        shutil.copy(path, folder / path.name)
+    folder = copy_photos(tmp_path / "photos", 8)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
     return folder
 
