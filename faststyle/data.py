@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import multiprocessing
@@ -46,7 +47,11 @@ def count_images(folder: str | os.PathLike[str]) -> int:
 
 def _rng(*keys: int) -> torch.Generator:
     """A generator seeded from several integers without collisions between, e.g., (seed, worker) pairs."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> 1))
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0]) >> 1)
+
+
+def _shard_count(stream: datasets.IterableDataset) -> int:
+    return stream.num_shards if hasattr(stream, "num_shards") else stream.n_shards  # datasets 2.19 has only n_shards
 
 
 def _open(image: dict[str, Any]) -> Image.Image:
@@ -82,29 +87,34 @@ def _random_crop(image: Image.Image, size: int, short_side: int | None, flip: bo
 
 
 class SkipCounter:
-    """Unreadable photos, each counted once, shared with DataLoader worker processes."""
+    """Unreadable photos, each counted once, in memory shared with DataLoader worker processes."""
+
+    STREAM_SLOTS = 1 << 20
 
     def __init__(self, num_items: int | None) -> None:
         self._count = multiprocessing.Value("q", 0)
-        # With a known number of items the flags deduplicate across workers; a stream's shards are disjoint.
-        self._flags = multiprocessing.Array("b", num_items, lock=False) if num_items else None
-        self._seen: set[str] = set()
+        # A stream's photos are known by a hash of their path or bytes: its shards are reshuffled between the
+        # workers every epoch, so one unreadable photo reaches several workers over a run.
+        self._flags = multiprocessing.Array("b", num_items or self.STREAM_SLOTS, lock=False)
 
-    def mark(self, key: int | str, name: str, reason: str) -> None:
+    def _slot(self, key: int | str | bytes) -> int:
+        if isinstance(key, int):
+            return key % len(self._flags)
+        digest = hashlib.blake2b(key.encode() if isinstance(key, str) else key, digest_size=8).digest()
+        return int.from_bytes(digest, "little") % len(self._flags)
+
+    def mark(self, key: int | str | bytes, name: str, reason: str) -> None:
+        slot = self._slot(key)
         with self._count.get_lock():
-            if self._flags is not None and isinstance(key, int):
-                new = not self._flags[key]
-                self._flags[key] = 1
-            else:
-                new = str(key) not in self._seen
-                self._seen.add(str(key))
+            new = not self._flags[slot]
+            self._flags[slot] = 1
             if new:
                 self._count.value += 1
         if new:
             log.warning("skipping unreadable photo %s: %s", name, reason)
 
     def is_bad(self, index: int) -> bool:
-        return self._flags is not None and bool(self._flags[index])
+        return bool(self._flags[index])
 
     @property
     def count(self) -> int:
@@ -125,12 +135,14 @@ class _Crops(IterableDataset):
         worker = get_worker_info()
         return _rng(self.seed, self.rank, worker.id if worker else 0)
 
-    def _crop(self, image: dict[str, Any], key: int | str, gen: torch.Generator) -> Tensor | None:
+    def _crop(self, image: dict[str, Any], index: int | None, gen: torch.Generator) -> Tensor | None:
         """A random crop of ``image``, or None (counted in ``skips``) when it cannot be read."""
         try:
             photo = _open(image)
         except FaststyleError as exc:
-            self.skips.mark(key, image.get("path") or f"#{key}", str(exc))
+            key = index if index is not None else image.get("path") or image.get("bytes") or b""
+            name = image.get("path") or (f"#{index}" if index is not None else "a streamed photo with no path")
+            self.skips.mark(key, name, str(exc))
             return None
         return _random_crop(photo, self.size, self.short_side, self.flip, gen)
 
@@ -161,13 +173,12 @@ class _StreamCrops(_Crops):
         while True:
             self.photos.set_epoch(epoch)
             yielded = False
-            for number, example in enumerate(self.photos):
+            for example in self.photos:
                 if self.column not in example:
                     raise FaststyleError(
                         f"the dataset has no column {self.column!r} (columns: {sorted(example)}); pass image_column"
                     )
-                image = example[self.column]
-                crop = self._crop(image, image.get("path") or number, gen)
+                crop = self._crop(example[self.column], None, gen)
                 if crop is not None:
                     yielded = True
                     yield crop
@@ -374,10 +385,10 @@ class PhotoDataModule(pl.LightningDataModule):
         crops = _StreamCrops if self.streamed else _FolderCrops
         dataset = crops(photos, self._column, self.size, self.short_side, self.flip, self.seed, rank, self._skips)
         workers = self.num_workers
-        if self.streamed and workers > photos.num_shards:
+        if self.streamed and workers > (shards := _shard_count(photos)):
             # A stream is split between workers by shards; extra workers would only idle.
-            log.info("the stream has %d shard(s): using as many loader workers", photos.num_shards)
-            workers = photos.num_shards
+            log.info("the stream has %d shard(s): using as many loader workers", shards)
+            workers = shards
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -128,11 +128,13 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
 
     monkeypatch.setattr(StyleModule, "losses", poisoned)
     out = tmp_path / "m.safetensors"
-    with pytest.raises(NonFiniteLoss, match=r"(?s)loss became nan at step 3.*last good checkpoint.*step 2"):
+    with pytest.raises(NonFiniteLoss, match=r"(?s)loss became nan at step 3.*last good checkpoint") as stopped:
         _train(_settings(shared, lossnet_cache, 10), photos, out, checkpoint_every=2)
     assert not out.exists()
     state = torch.load(tmp_path / "m_run/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+    # The step-2 checkpoint; Lightning before 2.6 also saves when the run stops, after 3 good (finite) updates.
+    assert state["global_step"] in (2, 3) and f"(step {state['global_step']})" in str(stopped.value)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
