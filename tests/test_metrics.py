@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,12 @@ from faststyle.metrics import (
     style_distance,
 )
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def no_grad() -> Iterator[None]:
+    # Scoped to these tests: a module-level set_grad_enabled(False) ran at collection and reached every test.
+    with torch.no_grad():
+        yield
 
 
 @pytest.fixture(scope="module")

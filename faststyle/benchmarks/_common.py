@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 
@@ -17,23 +18,46 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs and weights")
 
 
-def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> list[float]:
-    """Seconds per call of ``fn`` for ``repeats`` calls after ``warmup`` calls, synchronising CUDA."""
+@dataclass
+class Timing:
+    seconds: list[float] = field(default_factory=list)
+    peak_memory_gb: float | None = None
 
-    def sync() -> None:
-        if device.type == "cuda":
+
+def timed_together(
+    fns: Mapping[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int
+) -> dict[str, Timing]:
+    """Seconds per call of each of ``fns`` (and peak CUDA memory), the timed calls taken in rounds, one call of each
+    per round and the order reversed every other round, so that a shared machine's slow and fast spells fall on every
+    variant alike rather than on whichever ran last. A variant whose warm-up raises makes the whole call raise."""
+    cuda = device.type == "cuda"
+
+    def call(fn: Callable[[], object], timing: Timing) -> float:
+        if cuda:
             torch.cuda.synchronize(device)
-
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
+            torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
         fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return times
+        if cuda:
+            torch.cuda.synchronize(device)
+            peak = torch.cuda.max_memory_allocated(device) / 1e9
+            timing.peak_memory_gb = max(timing.peak_memory_gb or 0.0, peak)
+        return time.perf_counter() - start
+
+    timings = {name: Timing() for name in fns}
+    for name, fn in fns.items():
+        for _ in range(warmup):
+            call(fn, timings[name])
+    names = list(fns)
+    for round_ in range(repeats):
+        for name in names if round_ % 2 == 0 else reversed(names):
+            timings[name].seconds.append(call(fns[name], timings[name]))
+    return timings
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> list[float]:
+    """Seconds per call of ``fn`` for ``repeats`` calls after ``warmup`` calls, synchronising CUDA."""
+    return timed_together({"": fn}, device, repeats, warmup)[""].seconds
 
 
 def summary(times: list[float], scale: float = 1.0) -> dict[str, float]:

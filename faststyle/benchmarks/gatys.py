@@ -1,16 +1,19 @@
 """Seconds for ITERS L-BFGS iterations of the Gatys reference mode (``faststyle.gatys.stylize``), median of
 --repeats runs, and seconds per iteration. Synthetic images unless --content/--style name real ones.
 --baseline also times the plain loop (fp32, one ``LBFGS.step`` with the same history and line search,
-no clamping, no bookkeeping) on the same network and images, for side-by-side speedups."""
+no clamping, no bookkeeping) on the same network and images, for side-by-side speedups; the runs of the two
+alternate, so that a shared machine's noise falls on both alike."""
 
 from __future__ import annotations
 
 import argparse
+import copy
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed
+from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed_together
 from faststyle.compiling import add_compile_argument
 
 HELP = "Gatys optimisation: seconds for N L-BFGS iterations"
@@ -120,7 +123,26 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         )
         evaluations.append(history[-1]["evaluations"])
 
-    times = timed(ours, device, args.repeats, args.warmup)
+    runs: dict[str, Callable[[], None]] = {"faststyle": ours}
+    counts: list[int] = []
+    if args.baseline:
+        plain_net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)  # the plain loop as people write it
+
+        def plain() -> None:
+            # Timed like ours: from the images to the result, the style targets included.
+            target = resize_long_side(content.to(device), args.size)
+            style_size = round(1.2 * max(target.shape[-2:]))
+            loss = PerceptualLoss(
+                plain_net,
+                config,
+                [resize_long_side(style.to(device), style_size)],
+                style_weight=1e4 * caffe_pixel_scale(plain_net) ** 2,
+            )
+            counts.append(plain_lbfgs(loss, target, args.iters, LBFGS_LINE_SEARCH)[1])
+
+        runs["baseline"] = plain
+    timings = timed_together(runs, device, args.repeats, args.warmup)
+    times = timings["faststyle"].seconds
     result: dict[str, object] = {
         "bench": "gatys",
         "backbone": args.backbone,
@@ -136,23 +158,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "s_per_iter": summary(times, 1.0 / args.iters),
         "evaluations": evaluations[-1],
     }
+    if timings["faststyle"].peak_memory_gb is not None:
+        result["peak_memory_gb"] = timings["faststyle"].peak_memory_gb
     if args.baseline:
-        net.to(memory_format=torch.contiguous_format)  # the plain loop as people write it: NCHW
-        counts: list[int] = []
-
-        def plain() -> None:
-            # Timed like ours: from the images to the result, the style targets included.
-            target = resize_long_side(content.to(device), args.size)
-            style_size = round(1.2 * max(target.shape[-2:]))
-            loss = PerceptualLoss(
-                net,
-                config,
-                [resize_long_side(style.to(device), style_size)],
-                style_weight=1e4 * caffe_pixel_scale(net) ** 2,
-            )
-            counts.append(plain_lbfgs(loss, target, args.iters, LBFGS_LINE_SEARCH)[1])
-
-        base = timed(plain, device, args.repeats, args.warmup)
+        base = timings["baseline"].seconds
         result["baseline"] = {
             "what": "fp32 NCHW, one LBFGS.step(max_iter=iters), no clamping; style targets included",
             "seconds": summary(base),

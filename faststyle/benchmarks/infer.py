@@ -1,13 +1,14 @@
 """Stylization time per image (ms) through ``Stylizer`` for each backend, beside the plain fp32 eager network
-measured in the same run."""
+measured in the same run, the backends' timed runs alternating."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import torch
 
-from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed
+from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed_together
 
 HELP = "stylization time per image for each inference backend"
 SIZES = {"512": (512, 512), "1024": (1024, 1024), "720p": (720, 1280), "1080p": (1080, 1920), "4k": (2160, 3840)}
@@ -76,16 +77,20 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "precision": default_precision(device),
         },
     }
-    timings: dict[str, dict[str, float]] = {}
+    calls: dict[str, Callable[[], object]] = {}
     skipped: dict[str, str] = {}
     for name, options in runs:
         try:
             stylizer = Stylizer(net, device=device, tile=0, **options)  # type: ignore[arg-type]
-            times = timed(lambda s=stylizer: s(images), device, args.repeats, args.warmup)
+            stylizer(images)  # builds, exports or compiles the backend
         except Exception as exc:  # a backend that cannot run here is reported, not fatal
             skipped[name] = f"{type(exc).__name__}: {exc}"[:300]
             continue
-        timings[name] = summary(times, 1000.0 / args.batch)
+        calls[name] = lambda s=stylizer: s(images)
+    timings = {
+        name: summary(timing.seconds, 1000.0 / args.batch)
+        for name, timing in timed_together(calls, device, args.repeats, args.warmup).items()
+    }
     baseline = timings.get("eager_fp32", {}).get("median")
     result["ms_per_image"] = timings
     if baseline:

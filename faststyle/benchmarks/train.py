@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import copy
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed
+from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed_together
 from faststyle.compiling import add_compile_argument, compiler
 
 HELP = "training step throughput, with the plain fp32 eager loop as baseline"
@@ -90,32 +91,30 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
     lossnet = get_lossnet(args.backbone, weights=args.weights, device=device)
     result: dict[str, object] = {"bench": "train", "backbone": args.backbone, "size": args.size, "batch": args.batch}
-
-    def images_per_second(step: Callable[[], None]) -> dict[str, float]:
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-        times = timed(lambda: [step() for _ in range(args.steps)], device, args.repeats, args.warmup)
-        stats = summary([args.steps * args.batch / t for t in times])
-        if cuda:
-            stats["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
-        return stats
-
+    steps: dict[str, Callable[[], None]] = {}
     if not args.no_baseline:
+        plain_lossnet = copy.deepcopy(lossnet)  # NCHW, whatever layout faststyle's step gives the shared one
         net = TransformerNet().to(device)
         with torch.no_grad():
-            feats = lossnet(style, list(config.style_layers))
+            feats = plain_lossnet(style, list(config.style_layers))
             targets = {k: _plain_gram(v) for k, v in feats.items()}
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-        result["baseline_img_per_s"] = images_per_second(_plain_step(net, lossnet, config, optimizer, batch, targets))
-        del net, optimizer
+        steps["baseline_img_per_s"] = _plain_step(net, plain_lossnet, config, optimizer, batch, targets)
 
     net = TransformerNet().to(device, memory_format=memory_format)
     loss = PerceptualLoss(lossnet, config, [style], normalization="mean", tv_weight=1.0).to(memory_format=memory_format)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    batch = batch.contiguous(memory_format=memory_format)
     compile_ = compiler(args.compile)
-    step = _faststyle_step(compile_(net), compile_(loss), compile_(loss.content_features), optimizer, batch, dtype)
-    result["faststyle_img_per_s"] = images_per_second(step)
+    steps["faststyle_img_per_s"] = _faststyle_step(
+        compile_(net), compile_(loss), compile_(loss.content_features), optimizer,
+        batch.contiguous(memory_format=memory_format), dtype,
+    )  # fmt: skip
+    runs = {name: (lambda step=step: [step() for _ in range(args.steps)]) for name, step in steps.items()}
+    for name, timing in timed_together(runs, device, args.repeats, args.warmup).items():
+        stats: dict[str, float] = summary([args.steps * args.batch / t for t in timing.seconds])
+        if timing.peak_memory_gb is not None:
+            stats["peak_memory_gb"] = timing.peak_memory_gb
+        result[name] = stats
     result["settings"] = {
         "precision": "bf16" if dtype else "fp32",
         "channels_last": channels_last,

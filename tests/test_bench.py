@@ -1,0 +1,58 @@
+"""``faststyle bench``: each target prints one JSON line with its figures; no timings are asserted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from faststyle.benchmarks._common import timed_together
+from faststyle.cli import main
+from faststyle.config import load_config
+from faststyle.lossnets.weights import cached_info
+
+
+def bench(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    assert main(["bench", *argv, "--device", "cpu", "--repeats", "2", "--warmup", "0"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    return json.loads(lines[0])
+
+
+def test_variants_are_timed_in_alternating_rounds() -> None:
+    calls: list[str] = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    timings = timed_together(fns, torch.device("cpu"), repeats=4, warmup=1)
+    assert calls == list("abc" + "abc" + "cba" + "abc" + "cba")
+    assert all(len(t.seconds) == 4 and min(t.seconds) >= 0 and t.peak_memory_gb is None for t in timings.values())
+
+
+def test_bench_train_times_faststyle_beside_the_plain_loop(capsys: pytest.CaptureFixture[str]) -> None:
+    result = bench(capsys, "train", "--size", "32", "--batch", "2", "--steps", "1", "--weights", "random")
+    for key in ("baseline_img_per_s", "faststyle_img_per_s"):
+        assert result[key]["runs"] == 2 and 0 < result[key]["min"] <= result[key]["median"] <= result[key]["max"]
+    ours, plain = result["faststyle_img_per_s"]["median"], result["baseline_img_per_s"]["median"]
+    assert result["speedup"] == pytest.approx(ours / plain)
+    assert result["settings"] == {"precision": "fp32", "channels_last": False, "compile": False, "steps_per_run": 1}
+
+
+def test_bench_gatys_counts_evaluations_for_both_loops(capsys: pytest.CaptureFixture[str], lossnet_cache) -> None:
+    result = bench(capsys, "gatys", "--size", "48", "--iters", "4", "--baseline", "--cache", str(lossnet_cache))
+    assert result["weights"] != "random" and result["iters"] == 4
+    assert result["evaluations"] >= 4 and result["baseline"]["evaluations"] >= 4
+    assert result["s_per_iter"]["median"] == pytest.approx(result["seconds"]["median"] / 4)
+    assert result["speedup"] == pytest.approx(result["baseline"]["seconds"]["median"] / result["seconds"]["median"])
+
+
+def test_bench_infer_reports_each_backend_against_eager(capsys: pytest.CaptureFixture[str]) -> None:
+    result = bench(capsys, "infer", "--model", "random", "--size", "40x56", "--backend", "onnxruntime")
+    assert result["size"] == [40, 56] and result["default"]["precision"] == "fp32"
+    assert set(result["ms_per_image"]) == {"eager_fp32", "onnxruntime_fp32"} and "skipped" not in result
+    assert result["speedup_vs_eager_fp32"]["eager_fp32"] == 1.0
+
+
+def test_bench_lossnet_names_the_weights_and_layers(capsys: pytest.CaptureFixture[str], lossnet_cache) -> None:
+    result = bench(capsys, "lossnet", "--backbone", "alexnet", "--size", "64", "--batch", "2")
+    assert result["weights"] == cached_info("alexnet", lossnet_cache)["sha256"]
+    assert result["layers"] == load_config("alexnet").layers and result["ms_per_image"]["runs"] == 2
