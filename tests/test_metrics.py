@@ -26,7 +26,7 @@ from faststyle.metrics import (
 
 @pytest.fixture(autouse=True)
 def no_grad() -> Iterator[None]:
-    # Scoped to these tests: a module-level set_grad_enabled(False) ran at collection and reached every test.
+    # Per test, not torch.set_grad_enabled(False) at import: that would reach every test collected after this file.
     with torch.no_grad():
         yield
 
