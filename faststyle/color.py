@@ -49,6 +49,22 @@ def ycbcr_to_rgb(images: Tensor) -> Tensor:
     return _apply(_YCBCR_TO_RGB, images - offset)
 
 
+def grey(images: Tensor) -> Tensor:
+    """Each image's luminance Y in all three channels (R = G = B = Y)."""
+    _check(images, "grey")
+    return rgb_to_ycbcr(images)[:, :1].expand(-1, 3, -1, -1).contiguous()
+
+
+def match_luminance(style: Tensor, content: Tensor) -> Tensor:
+    """``grey(style)`` with its luminance shifted and scaled to the mean and standard deviation of the content's, as
+    in Gatys et al.'s luminance-only transfer (2016), clamped to [0,1]."""
+    style_y, content_y = grey(style)[:, :1], grey(content)[:, :1]
+    s_std, s_mean = torch.std_mean(style_y, dim=(1, 2, 3), keepdim=True)
+    c_std, c_mean = torch.std_mean(content_y, dim=(1, 2, 3), keepdim=True)
+    matched = (style_y - s_mean) * (c_std / s_std.clamp_min(1e-6)) + c_mean
+    return matched.clamp(0, 1).expand(-1, 3, -1, -1).contiguous()
+
+
 def preserve_color(stylized: Tensor, content: Tensor) -> Tensor:
     """The stylized image's luminance with the content's chroma, clamped to [0,1].
 

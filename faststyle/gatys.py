@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from faststyle.color import match_luminance
 from faststyle.color import preserve_color as _preserve_color
 from faststyle.compiling import compiler
 from faststyle.config import LayerConfig, default_config, load_config
@@ -215,7 +216,10 @@ def stylize(
     graphs, which remove the launch cost of the loss network's many small kernels).
     ``lossnet`` reuses a loaded network (``backbone``, ``pooling``, ``weights`` and ``cache`` are then unused);
     otherwise ``get_lossnet(backbone, weights, pooling, cache)`` loads one.
-    ``callback(iteration, image, terms)`` is called after every iteration (1-based, counted across scales).
+    ``preserve_color``: Gatys et al.'s luminance-only transfer (2016): a grey image is optimised against the content's
+    luminance and the style's, matched to the content's mean and spread, and the result gets the content's chroma.
+    ``callback(iteration, image, terms)`` is called after every iteration (1-based, counted across scales) with the
+    image as it would be returned.
 
     Returns the image (1,3,H,W) in [0,1] on the device used, and one dict of loss terms per iteration
     (``iteration``, ``scale``, ``evaluations`` (loss-network passes so far), ``total``, ``content``, ``style``,
@@ -231,8 +235,9 @@ def stylize(
     _positive(style_scale, "style_scale")
     if lr is not None:
         _positive(lr, "lr")
-    if not ratio >= 0 or not tv_weight >= 0:
-        raise FaststyleError(f"ratio and tv_weight must be non-negative, got {ratio} and {tv_weight}")
+    for value, what in ((ratio, "ratio"), (tv_weight, "tv_weight")):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise FaststyleError(f"{what} must be a finite number of 0 or more, not {value!r}")
     if line_search not in (None, "strong_wolfe"):
         raise FaststyleError(f"line_search must be None or 'strong_wolfe', not {line_search!r}")
     if multiscale is not None:
@@ -264,6 +269,13 @@ def stylize(
     generator = torch.Generator().manual_seed(seed)
     content = content.to(device)
     styles = [s.to(device) for s in styles]
+    original = content
+    if preserve_color:
+        # luminance-only transfer: optimise a grey image against the luminances, then add the content's chroma
+        styles = [match_luminance(s, content) for s in styles]
+        content = match_luminance(content, content)
+        if callback is not None:
+            callback = functools.partial(_in_content_colours, callback, original)
     history: list[dict[str, float]] = []
     image: Tensor | None = None
     # Reduced precision covers the loss network only: Gram matrices and losses stay float32 (faststyle.losses),
@@ -278,11 +290,16 @@ def stylize(
         for scale in scales:
             target = resize_long_side(content, scale)
             style_size = max(1, round(style_scale * scale))
+            scaled_styles = [resize_long_side(s, style_size) for s in styles]
+            too_small = "raise --size (or the smallest --multiscale size)"
+            lossnet.check_size(*target.shape[-2:], config.layers, "the content at this scale", too_small)
+            for s in scaled_styles:
+                lossnet.check_size(*s.shape[-2:], config.style_layers, "the scaled style image", "raise --style-scale")
             with amp():
                 loss = PerceptualLoss(
                     lossnet,
                     config,
-                    [resize_long_side(s, style_size) for s in styles],
+                    scaled_styles,
                     style_blend=style_blend,
                     content_weight=1.0,
                     style_weight=style_weight,
@@ -310,12 +327,13 @@ def stylize(
                 amp,
                 memory_format,
                 compile,
+                grey=preserve_color,
             )
     finally:
         bar.close()
     assert image is not None
     if preserve_color:
-        image = _preserve_color(image, content)
+        image = _preserve_color(image, original)
     return image, history
 
 
@@ -334,15 +352,21 @@ def _optimise(
     amp: Callable[[], AbstractContextManager[object]],
     memory_format: torch.memory_format,
     compile: bool | str,
+    grey: bool = False,
 ) -> Tensor:
+    """``grey``: optimise one channel, shown to the loss network in all three."""
     with amp():
         content_features = loss.content_features(content)
+    if grey:
+        start = start[:, :1]
     if optimizer == "lbfgs":
         variable = torch.logit(start.clamp(SIGMOID_MARGIN, 1 - SIGMOID_MARGIN))
         render: Callable[[Tensor], Tensor] = torch.sigmoid
     else:
         variable = start.clone()
         render = _identity
+    if grey:
+        render = functools.partial(_three_channels, render)
     variable = variable.detach().contiguous().requires_grad_(True)
     objective = _Objective(loss, variable, render, content_features, amp, memory_format, compile)
     opt = _optimizer(optimizer, variable, lr, line_search)
@@ -372,3 +396,13 @@ def _optimise(
 
 def _identity(image: Tensor) -> Tensor:
     return image
+
+
+def _three_channels(render: Callable[[Tensor], Tensor], variable: Tensor) -> Tensor:
+    return render(variable).expand(-1, 3, -1, -1)
+
+
+def _in_content_colours(
+    callback: Callback, content: Tensor, iteration: int, image: Tensor, terms: dict[str, float]
+) -> None:
+    callback(iteration, _preserve_color(image, content), terms)

@@ -17,6 +17,7 @@ Losses of a batch are the mean over its images of each image's loss.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -94,7 +95,7 @@ class LossTerms:
 def blend_weights(count: int, blend: Sequence[float] | None) -> list[float]:
     if blend is None:
         return [1.0 / count] * count
-    if len(blend) != count or any(w < 0 for w in blend) or sum(blend) <= 0:
+    if len(blend) != count or not all(math.isfinite(w) and w >= 0 for w in blend) or sum(blend) <= 0:
         raise FaststyleError(f"give one non-negative blend weight per style image ({count}), e.g. 0.7,0.3")
     total = float(sum(blend))
     return [w / total for w in blend]
@@ -139,13 +140,20 @@ class PerceptualLoss(nn.Module):
 
     @torch.no_grad()
     def style_targets(self, style_images: Sequence[Tensor], blend: Sequence[float]) -> dict[str, Tensor]:
+        """The blended target Gram matrix per style layer. Style images are blended per position (Gram / M), so a
+        larger image does not weigh more; under ``"caffe"`` the blend is then scaled back to the blended M (a
+        single style image's target is its own Gram matrix, as in the reference)."""
         layers = list(self.config.style_layers)
         targets: dict[str, Tensor] = {}
+        positions = dict.fromkeys(layers, 0.0)
         for image, weight in zip(style_images, blend, strict=True):
             feats = self.features(image.to(self.device), layers)
             for layer in layers:
-                gram = gram_matrix(feats[layer], self.normalization).mean(0) * weight
+                gram = gram_matrix(feats[layer], "mean").mean(0) * weight
                 targets[layer] = targets[layer] + gram if layer in targets else gram
+                positions[layer] += weight * feats[layer].shape[-2] * feats[layer].shape[-1]
+        if self.normalization == "caffe":
+            targets = {layer: gram * positions[layer] for layer, gram in targets.items()}
         return targets
 
     @property

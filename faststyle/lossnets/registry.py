@@ -7,13 +7,12 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from faststyle.errors import FaststyleError
 from faststyle.lossnets.base import LossNet, swap_max_for_avg_pooling
-from faststyle.lossnets.weights import fetch_weights, load_cached, read_state_dict
+from faststyle.lossnets.weights import cached_path, fetch_weights, load_cached, read_state_dict
 
 log = logging.getLogger("faststyle.lossnets")
 
@@ -93,7 +92,7 @@ def get_lossnet(
         try:
             net.body.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            where = weights or Path(str(cache or "")) / f"{name}.safetensors"
+            where = weights or cached_path(name, cache)
             raise FaststyleError(f"the weights in {where} do not fit {name}: {exc}") from None
         net.weights_sha256 = digest
     if pooling == "avg":

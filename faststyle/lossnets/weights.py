@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from faststyle.errors import FaststyleError
-from faststyle.images import sha256_file
+from faststyle.images import new_file_mode, sha256_file
 
 StateDict = dict[str, Tensor]
 CACHE_ENV = "FASTSTYLE_CACHE"
@@ -83,7 +84,7 @@ def save_state_dict(state: StateDict, path: str | os.PathLike[str], metadata: di
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -97,7 +98,10 @@ def read_state_dict(path: str | os.PathLike[str]) -> StateDict:
     if not path.is_file():
         raise FaststyleError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
-        return load_file(path)
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError) as exc:
+            raise FaststyleError(f"cannot read {path} as safetensors ({exc}); is the file complete?") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -140,8 +144,8 @@ def sources_for(network: str) -> dict[str, WeightSource]:
     return found
 
 
-def missing_weights_message(network: str) -> str:
-    lines = [f"no weights for the loss network {network!r} in {cache_dir()}. Ways to get them:"]
+def missing_weights_message(network: str, cache: str | os.PathLike[str] | None = None) -> str:
+    lines = [f"no weights for the loss network {network!r} in {cache_dir(cache)}. Ways to get them:"]
     lines += [f"  {s.how}    # {s.describe}" for s in sources_for(network).values()]
     lines.append(f"or pass weights='random' (shape and speed tests only); cache folder: --cache DIR or ${CACHE_ENV}")
     return "\n".join(lines)
@@ -173,16 +177,15 @@ def fetch_weights(
         manifest = {"network": network, "source": name, "location": location, "sha256": digest}
         _manifest_path(network, cache).write_text(json.dumps(manifest, indent=2))
         return path
-    raise FaststyleError(
-        f"could not get weights for {network}:\n  " + "\n  ".join(errors) + "\n" + missing_weights_message(network)
-    )
+    tried = "\n  ".join(errors)
+    raise FaststyleError(f"could not get weights for {network}:\n  {tried}\n{missing_weights_message(network, cache)}")
 
 
 def load_cached(network: str, cache: str | os.PathLike[str] | None = None) -> tuple[StateDict, str]:
     """The cached state dict and its sha256, checked against the manifest; raises if missing or altered."""
     path = cached_path(network, cache)
     if not path.exists():
-        raise FaststyleError(missing_weights_message(network))
+        raise FaststyleError(missing_weights_message(network, cache))
     digest = sha256_file(path)
     info = cached_info(network, cache) or {}
     expected = info.get("sha256")
