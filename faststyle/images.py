@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -21,15 +22,26 @@ MAX_PIXELS = 180_000_000
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL image as 8-bit RGB: EXIF orientation applied; greyscale, palette, CMYK, 16-bit and alpha handled."""
     image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if array.max() > 255 else 255.0
-        image = Image.fromarray((array / peak * 255.0).round().clip(0, 255).astype(np.uint8), "L")
+    if image.mode.startswith("I") or image.mode == "F":
+        image = Image.fromarray(_to_8bit(image), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     return image.convert("RGB")
+
+
+def _to_8bit(image: Image.Image) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float greyscale image as 8 bits. 16-bit data (``I;16*``, and PNG's 16-bit
+    greyscale, which older Pillow opens as ``I``) spans 0–65535; floats are taken as [0,1] when they fit in it."""
+    array = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
+        peak = 65535.0
+    elif image.mode == "F":
+        peak = 1.0 if array.size == 0 or array.max() <= 1.0 else 255.0
+    else:
+        peak = 65535.0 if array.size and array.max() > 255 else 255.0
+    return (array / peak * 255.0).round().clip(0, 255).astype(np.uint8)
 
 
 def open_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -87,6 +99,14 @@ def resize_long_side(images: Tensor, size: int) -> Tensor:
     return F.interpolate(images, size=new, mode="bilinear", antialias=scale < 1, align_corners=False).clamp(0, 1)
 
 
+@functools.cache
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file under this process's umask (``mkstemp`` always gives 0600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,6 +114,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -83,7 +83,10 @@ def load_model(
 
     meta = read_metadata(path)
     net = TransformerNet.from_config(meta["transformer"])
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
+    try:
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
+    except (SafetensorError, OSError) as exc:
+        raise FaststyleError(f"cannot read the weights in {path} ({exc}); the file may be truncated") from None
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:

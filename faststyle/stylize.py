@@ -20,12 +20,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import functools
+import hashlib
 import io
 import logging
 import math
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar
 
@@ -49,6 +51,8 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TILE_PIXELS = {"cpu": 1536 * 1536, "cuda": 2048 * 2048}
 # Pixels of context read beyond each tile side and discarded (a multiple of 4, the network's stride).
 CONTEXT = 32
+# Narrower images are padded (replicating their edge) to this many pixels for the network, then cropped.
+MIN_SIDE = 8
 THUMBNAIL_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 ImageLike = TypeVar("ImageLike", Image.Image, Tensor)
@@ -221,13 +225,15 @@ def _with_shared_stats_norm(net: nn.Module) -> nn.Module:
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Tile start offsets along one axis: multiples of 4 (the network's stride), neighbours overlapping by at least
-    ``overlap``; the last tile ends at ``length``."""
-    if length <= tile:
+    """Tile start offsets along one axis: evenly spread multiples of 4 (the network's stride), neighbours
+    overlapping by at least ``overlap``; the last tile runs to ``length`` (up to 3 pixels longer than ``tile``)."""
+    last = max(0, length - tile) // 4 * 4
+    if last == 0:
         return [0]
-    count = math.ceil((length - overlap) / (tile - overlap))
-    last = (length - tile) // 4 * 4
-    return sorted({round(i * last / (count - 1)) // 4 * 4 for i in range(count)} | {last})
+    # rounding each start to a multiple of 4 can widen a gap by up to 4 pixels
+    spacing = max(4, (tile - overlap) // 4 * 4 - 4)
+    count = math.ceil(last / spacing) + 1
+    return sorted({round(i * last / (count - 1) / 4) * 4 for i in range(count)})
 
 
 def _ramps(starts: list[int], tile: int, length: int) -> list[Tensor]:
@@ -316,6 +322,8 @@ class Stylizer:
         self.device = _resolve_device(device)
         if precision == "auto":
             precision = default_precision(self.device)
+        elif precision != "fp32" and self.device.type == "cpu":
+            log.warning("%s on the CPU is emulated by most processors and far slower than fp32", precision)
         self.precision = precision
         self.dtype = DTYPES[precision]
         if isinstance(model, nn.Module):
@@ -458,9 +466,17 @@ class Stylizer:
         return self._forward_once(content)
 
     def _forward_once(self, content: Tensor) -> Tensor:
+        h, w = content.shape[-2:]
+        if min(h, w) < MIN_SIDE:
+            return _on_min_side(self._forward_once, content)
         if self._session is not None:
             array = content.detach().cpu().contiguous().numpy()
-            out = self._session.run(None, {self._session.get_inputs()[0].name: array})[0]
+            try:
+                out = self._session.run(None, {self._session.get_inputs()[0].name: array})[0]
+            except Exception as exc:  # onnxruntime's errors do not derive from RuntimeError
+                raise FaststyleError(
+                    f"ONNX Runtime failed on a {w}x{h} image ({type(exc).__name__}: {exc}); try --backend eager"
+                ) from None
             return torch.from_numpy(out).to(content.device)
         x = content.to(self.dtype).contiguous(memory_format=self.memory_format)
         return self._forward(x).float().contiguous()
@@ -480,7 +496,7 @@ class Stylizer:
             scale = min(1.0, math.sqrt(self.tile_pixels / (h * w)))
             preview = content if scale == 1.0 else resize_long_side(content, max(4, round(max(h, w) * scale)))
             with _tile_stats_mode("record", stats):
-                net(preview.to(self.dtype).contiguous(memory_format=self.memory_format))
+                _on_min_side(net, preview.to(self.dtype).contiguous(memory_format=self.memory_format))
         ys, xs = tile_starts(h, side, self.overlap), tile_starts(w, side, self.overlap)
         wy, wx = _ramps(ys, side, h), _ramps(xs, side, w)
         out = torch.zeros(n, 3, h, w, device=content.device)
@@ -494,14 +510,24 @@ class Stylizer:
                 piece = content[..., cy0:cy1, cx0:cx1].to(self.dtype).contiguous(memory_format=self.memory_format)
                 if stats:
                     with _tile_stats_mode("apply", stats):
-                        result = net(piece)
+                        result = _on_min_side(net, piece)
                 else:
-                    result = net(piece)
+                    result = _on_min_side(net, piece)
                 result = result[..., y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0]
                 weight = (ry.view(-1, 1) * rx.view(1, -1)).to(content.device)
                 out[..., y0:y1, x0:x1] += result.float() * weight
                 total[..., y0:y1, x0:x1] += weight
         return out / total
+
+
+def _on_min_side(forward: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
+    """``forward(images)``, with sides under ``MIN_SIDE`` padded for it (replicating the edge) and cropped after: the
+    network's 9×9 reflection padding needs more than 4 pixels a side."""
+    h, w = images.shape[-2:]
+    if min(h, w) >= MIN_SIDE:
+        return forward(images)
+    grown = F.pad(images, (0, max(0, MIN_SIDE - w), 0, max(0, MIN_SIDE - h)), mode="replicate")
+    return forward(grown)[..., :h, :w]
 
 
 def _onnx_session(net: nn.Module, path: Path | None) -> Any:
@@ -516,15 +542,32 @@ def _onnx_session(net: nn.Module, path: Path | None) -> Any:
         from faststyle.images import atomic_write_bytes, sha256_file
         from faststyle.lossnets.weights import cache_dir
 
-        cached = cache_dir() / "onnx" / f"{sha256_file(path)[:32]}-torch{torch.__version__.split('+')[0]}.onnx"
+        key = f"{sha256_file(path)[:32]}-{_export_code_key()}-torch{torch.__version__.split('+')[0]}"
+        cached = cache_dir() / "onnx" / f"{key}.onnx"
         if cached.is_file():
             data = cached.read_bytes()
-    if data is None:
-        data = onnx_bytes(net)
-        if cached is not None:
-            with contextlib.suppress(OSError):
-                atomic_write_bytes(cached, data)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.log_severity_level = 3
+    if data is not None:
+        try:
+            return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # a damaged cache file: export again
+            log.warning("re-exporting %s: the cached ONNX file %s does not load (%s)", path, cached, exc)
+    data = onnx_bytes(net)
+    if cached is not None:
+        with contextlib.suppress(OSError):
+            atomic_write_bytes(cached, data)
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+@functools.cache
+def _export_code_key() -> str:
+    """A digest of the code that defines the exported graph, so a changed network or export invalidates the cache."""
+    import faststyle.export
+    import faststyle.transformer
+
+    digest = hashlib.sha256()
+    for module in (faststyle.transformer, faststyle.export):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()[:12]

@@ -63,3 +63,32 @@ def test_onnxruntime_backend_caches_the_export(
     eager = Stylizer(model_path, device="cpu", backend="eager")
     torch.testing.assert_close(fast(image), eager(image), atol=1e-4, rtol=0)
     torch.testing.assert_close(again(image), fast(image))
+
+
+def test_a_damaged_onnx_cache_file_is_exported_again(
+    model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FASTSTYLE_CACHE", str(tmp_path / "cache"))
+    image = torch.rand(1, 3, 40, 52)
+    reference = Stylizer(model_path, device="cpu", backend="onnxruntime")(image)
+    (cached,) = (tmp_path / "cache" / "onnx").glob("*.onnx")
+    cached.write_bytes(b"not a protobuf")
+    torch.testing.assert_close(Stylizer(model_path, device="cpu", backend="onnxruntime")(image), reference)
+    assert cached.stat().st_size > 100_000  # written again
+
+
+def test_the_onnx_cache_is_keyed_by_the_network_code(
+    model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an upgrade that changes transformer.py or export.py, the old code's export is not served."""
+    import faststyle.stylize
+
+    monkeypatch.setenv("FASTSTYLE_CACHE", str(tmp_path / "cache"))
+    Stylizer(model_path, device="cpu", backend="onnxruntime")
+    (first,) = (tmp_path / "cache" / "onnx").glob("*.onnx")
+    assert faststyle.stylize._export_code_key() in first.name
+    monkeypatch.setattr(faststyle.stylize, "_export_code_key", lambda: "changedcode0")
+    Stylizer(model_path, device="cpu", backend="onnxruntime")
+    assert sorted(p.name for p in (tmp_path / "cache" / "onnx").glob("*.onnx")) == sorted(
+        [first.name, first.name.replace(first.name.split("-")[1], "changedcode0")]
+    )

@@ -113,17 +113,26 @@ def _save_odd(kind: str, path: Path) -> tuple[Path, tuple[int, int]]:
     elif kind == "I;16":
         array = (rng.integers(0, 65535, (40, 60))).astype(np.uint16)
         Image.fromarray(array).save(path.with_suffix(".png"))
+    elif kind == "I;16 dark":  # a nearly black 16-bit photo: every value under 256 of 65535
+        Image.fromarray(rng.integers(0, 255, (40, 60)).astype(np.uint16)).save(path.with_suffix(".png"))
+    elif kind == "F":  # a float TIFF in [0,1]
+        Image.fromarray(rng.random((40, 60), dtype=np.float32), "F").save(path.with_suffix(".tif"))
+        return path.with_suffix(".tif"), (60, 40)
     return path.with_suffix(".png"), (60, 40)
 
 
-@pytest.mark.parametrize("kind", ["exif6", "L", "P", "RGBA", "CMYK", "I;16"])
+@pytest.mark.parametrize("kind", ["exif6", "L", "P", "RGBA", "CMYK", "I;16", "I;16 dark", "F"])
 def test_odd_inputs_give_rgb_of_the_right_size(stylizer: Stylizer, tmp_path: Path, kind: str) -> None:
     path, size = _save_odd(kind, tmp_path / "odd")
     with Image.open(path) as raw:
         # Older Pillow (10.1, our floor) opens a 16-bit greyscale PNG as mode "I", newer as "I;16".
-        assert raw.mode in {"exif6": ("RGB",), "I;16": ("I;16", "I")}.get(kind, (raw.mode,)) and raw.size == (60, 40)
-        if kind == "I;16":
+        modes = {"exif6": ("RGB",), "I;16": ("I;16", "I"), "I;16 dark": ("I;16", "I"), "F": ("F",)}
+        assert raw.mode in modes.get(kind, (raw.mode,)) and raw.size == (60, 40)
+        if kind in ("I;16", "I;16 dark"):
             expected = np.asarray(raw, dtype=np.float64) / 65535 * 255
+            assert np.abs(np.asarray(to_rgb(raw), dtype=np.float64) - expected[..., None]).max() <= 0.5
+        if kind == "F":
+            expected = np.asarray(raw, dtype=np.float64) * 255
             assert np.abs(np.asarray(to_rgb(raw), dtype=np.float64) - expected[..., None]).max() <= 0.5
         direct = stylizer(raw)
     opened = stylizer(open_image(path))
@@ -166,15 +175,50 @@ def test_pixel_bombs_are_refused(stylizer: Stylizer, tmp_path: Path) -> None:
         strict(torch.rand(3, 50, 50))
 
 
-@pytest.mark.parametrize(
-    ("length", "tile", "overlap"), [(100, 128, 32), (341, 192, 32), (512, 192, 32), (1037, 256, 64)]
-)
-def test_tile_starts_cover_the_image(length: int, tile: int, overlap: int) -> None:
+def _check_tiling(length: int, tile: int, overlap: int) -> None:
     starts = tile_starts(length, tile, overlap)
-    assert starts[0] == 0 and all(s % 4 == 0 for s in starts)
+    assert starts[0] == 0 and all(s % 4 == 0 for s in starts) and starts == sorted(set(starts))
     ends = [min(s + tile, length) for s in starts[:-1]] + [length]
     assert all(e - s <= tile + 3 for s, e in zip(starts, ends, strict=True))
-    assert all(ends[i] - starts[i + 1] >= overlap - 3 for i in range(len(starts) - 1))
+    assert all(ends[i] - starts[i + 1] >= overlap for i in range(len(starts) - 1)), (length, tile, overlap, starts)
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"), [(100, 128, 32), (341, 192, 32), (512, 192, 32), (1037, 256, 64), (306, 102, 0)]
+)
+def test_tile_starts_cover_the_image(length: int, tile: int, overlap: int) -> None:
+    _check_tiling(length, tile, overlap)
+
+
+def test_tiles_overlap_by_at_least_the_overlap_for_every_geometry() -> None:
+    for tile in range(8, 72):
+        for overlap in range(0, (tile - 8) // 2 + 1):
+            for length in range(1, 300, 7):
+                _check_tiling(length, tile, overlap)
+
+
+@pytest.mark.parametrize(("tile", "overlap", "width"), [(102, 0, 306), (101, 0, 606), (17, 4, 69)])
+def test_tiles_without_overlap_still_match_the_whole_image(tile: int, overlap: int, width: int) -> None:
+    torch.manual_seed(0)
+    net = TransformerNet(width=0.25)
+    image = torch.rand(1, 3, 40, width)
+    tiled = Stylizer(net, device="cpu", backend="eager", tile=tile, overlap=overlap)(image)
+    whole = Stylizer(net, device="cpu", backend="eager", tile=0)(image)
+    assert tiled.shape == whole.shape
+    assert float((tiled - whole).abs().mean()) < 0.01
+
+
+@pytest.mark.parametrize("backend", ["eager", "onnxruntime"])
+def test_images_a_few_pixels_wide_are_stylized(model_path: Path, backend: str) -> None:
+    stylizer = Stylizer(model_path, device="cpu", backend=backend)
+    eager = Stylizer(model_path, device="cpu", backend="eager")
+    for height, width in [(1, 1), (3, 40), (40, 3), (4, 40), (7, 7)]:
+        image = torch.rand(1, 3, height, width)
+        out = stylizer(image)
+        assert out.shape == image.shape and torch.isfinite(out).all()
+        torch.testing.assert_close(out, eager(image), atol=1e-4, rtol=0)
+    strip = Image.new("RGB", (300, 2), (200, 40, 40))
+    assert stylizer(strip).size == (300, 2)
 
 
 def _borders(length: int, tile: int, overlap: int) -> list[int]:
@@ -304,6 +348,60 @@ def test_cli_single_file_glob_and_format(
     assert sorted(p.name for p in out.iterdir()) == ["city_starry.webp", "grey_starry.webp"]
     assert main([*args, str(tmp_path / "in" / "*.gif"), "--out", str(out)]) == 1
     assert "no files match" in capsys.readouterr().err
+
+
+def test_cli_globs_recurse_and_skip_non_images(
+    model_path: Path, shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _write_photos(tmp_path / "in", shared)
+    (tmp_path / "in" / "broken.jpg").unlink()
+    deeper = tmp_path / "in" / "a" / "b"
+    deeper.mkdir(parents=True)
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(deeper / "deep.png")
+    args = ["stylize", "--model", str(model_path), "--backend", "eager"]
+    out = tmp_path / "out"
+    assert main([*args, str(tmp_path / "in" / "**" / "*"), "--out", str(out)]) == 0  # notes.txt is not an image
+    assert sorted(p.name for p in out.iterdir()) == ["city_starry.png", "deep_starry.png", "grey_starry.png"]
+    assert main([*args, str(tmp_path / "in" / "*.txt"), "--out", str(out)]) == 1
+    assert "no image files match" in capsys.readouterr().err
+
+
+def test_cli_several_inputs_into_one_file_is_an_error(
+    model_path: Path, shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _write_photos(tmp_path / "in", shared)
+    args = ["stylize", "--model", str(model_path), "--backend", "eager", str(tmp_path / "in" / "*.png")]
+    args += [str(tmp_path / "in" / "city.jpg")]
+    assert main([*args, "--out", str(tmp_path / "two.png")]) == 1
+    assert "names one file, but 2 images are given" in capsys.readouterr().err
+    assert not (tmp_path / "two.png").exists()
+    (tmp_path / "taken").write_text("a file, not a folder")
+    assert main([*args, "--out", str(tmp_path / "taken")]) == 1
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_cli_a_one_pixel_image_in_a_folder_does_not_stop_the_others(
+    model_path: Path, shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _write_photos(tmp_path / "in", shared)
+    (tmp_path / "in" / "broken.jpg").unlink()
+    Image.new("RGB", (3, 40), (0, 0, 0)).save(tmp_path / "in" / "thin.png")
+    out = tmp_path / "out"
+    code = main(["stylize", "--model", str(model_path), str(tmp_path / "in"), "--out", str(out)])  # ONNX Runtime
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["city_starry.png", "grey_starry.png", "thin_starry.png"]
+    assert "stylized 3 of 3 images" in capsys.readouterr().out
+
+
+def test_written_files_get_the_usual_permissions(model_path: Path, shared: Path, tmp_path: Path) -> None:
+    _write_photos(tmp_path / "in", shared)
+    previous = os.umask(0o022)
+    try:
+        out = tmp_path / "city.png"
+        assert main(["stylize", "--model", str(model_path), str(tmp_path / "in" / "city.jpg"), "--out", str(out)]) == 0
+    finally:
+        os.umask(previous)
+    assert out.stat().st_mode & 0o777 == 0o644
 
 
 def test_cli_writes_atomically(

@@ -46,8 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files from files, folders (their images, not recursive) and globs; and (input, reason) for inputs that
-    name nothing."""
+    """Files from files, folders (their images, not recursive) and globs (their images; ``**`` recurses); and
+    (input, reason) for inputs that name nothing."""
     from PIL import Image
 
     suffixes = set(Image.registered_extensions())
@@ -63,9 +63,10 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
         elif path.exists():
             files.append(path)
         elif glob.has_magic(item):
-            found = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+            matches = [Path(p) for p in glob.glob(str(path), recursive=True)]
+            found = sorted(p for p in matches if p.is_file() and p.suffix.lower() in suffixes)
             if not found:
-                missing.append((item, "no files match"))
+                missing.append((item, "no image files match" if matches else "no files match"))
             files += found
         else:
             missing.append((item, "does not exist"))
@@ -125,7 +126,13 @@ def _stylize(args: argparse.Namespace) -> int:
 
     files, failures = expand_inputs(args.inputs)
     out = Path(args.out).expanduser()
-    folder = len(files) + len(failures) > 1 or out.is_dir() or args.out.endswith(("/", "\\")) or not out.suffix
+    several = len(files) + len(failures) > 1
+    if several and out.suffix.lower().lstrip(".") in OUTPUT_FORMATS and not out.is_dir():
+        raise FaststyleError(
+            f"--out {args.out} names one file, but {len(files) + len(failures)} images are given; "
+            "pass a folder (--out DIR), or one image"
+        )
+    folder = several or out.is_dir() or args.out.endswith(("/", "\\")) or not out.suffix
     if not folder and args.format:
         raise FaststyleError("--format applies to folder output; name the output file with the suffix you want")
     max_pixels = args.max_pixels or MAX_PIXELS
@@ -141,6 +148,8 @@ def _stylize(args: argparse.Namespace) -> int:
     )
     targets = output_paths(files, out, stylizer.name, args.format, folder)
     if folder:
+        if out.exists() and not out.is_dir():
+            raise FaststyleError(f"--out {out} is a file; name a folder for several images")
         out.mkdir(parents=True, exist_ok=True)
     failed: list[tuple[str, str]] = list(failures)
     written = 0
@@ -157,15 +166,16 @@ def _stylize(args: argparse.Namespace) -> int:
                     progress.update(1)
             try:
                 results = stylizer.batch([image for _, _, image in loaded], **options) if len(loaded) > 1 else None
-            except (FaststyleError, RuntimeError):
+            except Exception:
                 results = None  # retried one by one below, so that one bad image does not fail the rest
             for i, (file, target, image) in enumerate(loaded):
                 try:
                     result = results[i] if results is not None else stylizer(image, **options)
                     save_image(result, target)
                     written += 1
-                except (FaststyleError, RuntimeError, OSError, ValueError) as exc:
-                    failed.append((str(file), str(exc)))
+                except Exception as exc:  # one failed image must not stop the batch; the summary names it
+                    reason = str(exc) if isinstance(exc, FaststyleError) else f"{type(exc).__name__}: {exc}"
+                    failed.append((str(file), reason))
                 progress.update(1)
     total = len(files) + len(failures)
     print(f"stylized {written} of {total} image{'s' if total != 1 else ''} with {stylizer.name} into {out}")
