@@ -98,7 +98,7 @@ def parse_config(data: Any, name: str = "", source: str = "") -> LayerConfig:
 def load_config(name_or_path: str | Path) -> LayerConfig:
     """A built-in config by name (``vgg16``, ``googlenet_pool``, …) or a YAML file by path."""
     path = Path(name_or_path)
-    if not path.suffix and not path.exists():
+    if not path.suffix and not path.is_file():
         path = builtin_config_dir() / f"{name_or_path}.yaml"
         if not path.exists():
             raise FaststyleError(
@@ -115,5 +115,6 @@ def load_config(name_or_path: str | Path) -> LayerConfig:
 
 
 def default_config(backbone: str) -> LayerConfig:
-    """The documented layer weights for a backbone."""
-    return load_config(backbone)
+    """The documented layer weights for a backbone (the built-in file, whatever lies in the working directory)."""
+    builtin = builtin_config_dir() / f"{backbone}.yaml"
+    return load_config(builtin if builtin.is_file() else backbone)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import logging
@@ -183,6 +184,8 @@ class _StreamCrops(_Crops):
                     yielded = True
                     yield crop
             if not yielded:
+                if self.skips.count:
+                    raise FaststyleError("none of the streamed training photos could be read; check the data")
                 return
             epoch += 1
 
@@ -237,11 +240,13 @@ class PhotoDataModule(pl.LightningDataModule):
         val_size: int = 256,
         shuffle_buffer: int = 1000,
         stream: bool = False,
+        start_step: int = 0,
     ) -> None:
         """``short_side``: scale every photo so its short side is this before cropping (default: only photos
         smaller than ``size`` are scaled, up to ``size``). ``cache_short_side`` defaults to ``short_side`` or
         ``round(1.25 * size)``; ``cache_max_gb`` bounds the cache's estimated size. ``stream`` reads a local folder
-        the way a hub dataset is read (no index is built), for folders too large to index."""
+        the way a hub dataset is read (no index is built), for folders too large to index. ``start_step``: the step a
+        resumed run starts at, so that it draws new crops rather than those of the steps already taken."""
         super().__init__()
         self.source = source
         self.local = Path(source).is_dir()
@@ -251,6 +256,7 @@ class PhotoDataModule(pl.LightningDataModule):
         if gpu_cache and self.streamed:
             raise FaststyleError("gpu_cache needs an indexed local photo folder; stream without it")
         self.batch_size, self.size, self.flip, self.seed = batch_size, size, flip, seed
+        self.start_step = start_step
         self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
         self.short_side = short_side
         if short_side is not None and short_side < size:
@@ -280,6 +286,12 @@ class PhotoDataModule(pl.LightningDataModule):
     def skipped(self) -> int:
         """Photos skipped so far because they could not be read."""
         return self._skips.count if self._skips is not None else 0
+
+    def _crop_seed(self) -> int:
+        """The seed of the crop streams: ``seed``, or for a resumed run one drawn from (seed, start_step)."""
+        if not self.start_step:
+            return self.seed
+        return int(np.random.SeedSequence([self.seed, self.start_step]).generate_state(1, np.uint32)[0])
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -313,13 +325,22 @@ class PhotoDataModule(pl.LightningDataModule):
         if self.local:
             return datasets.load_dataset(
                 "imagefolder",
-                data_files={"train": [str(f) for f in self._files or []]},
+                data_files={"train": [glob.escape(str(f)) for f in self._files or []]},  # patterns, not names
                 split="train",
                 drop_labels=True,
                 streaming=streaming,
                 cache_dir=self.cache_dir,
             )
-        return datasets.load_dataset(str(self.source), split=self.split, streaming=streaming, cache_dir=self.cache_dir)
+        try:
+            return datasets.load_dataset(
+                str(self.source), split=self.split, streaming=streaming, cache_dir=self.cache_dir
+            )
+        except (FileNotFoundError, ConnectionError, OSError, ValueError) as exc:
+            raise FaststyleError(
+                f"--data {self.source}: not a folder here, and the Hugging Face hub did not provide it "
+                f"({type(exc).__name__}: {exc}); pass a folder of photos or a hub dataset name such as "
+                "'detection-datasets/coco'"
+            ) from None
 
     def _cache_device(self) -> torch.device:
         trainer = self.trainer
@@ -370,7 +391,7 @@ class PhotoDataModule(pl.LightningDataModule):
         if not self.cache or self.cache[0].device != self._cache_device():
             self._build_cache()
         rank, _ = self._rank()
-        return _CacheDraws([tuple(p.shape[-2:]) for p in self.cache], self.size, self.flip, self.seed, rank)
+        return _CacheDraws([tuple(p.shape[-2:]) for p in self.cache], self.size, self.flip, self._crop_seed(), rank)
 
     def train_dataloader(self) -> DataLoader:
         """Called by Lightning once the trainer is set up, so the process's rank and device are known here."""
@@ -383,7 +404,8 @@ class PhotoDataModule(pl.LightningDataModule):
         if self.streamed and world > 1:
             photos = split_dataset_by_node(photos, rank=rank, world_size=world)
         crops = _StreamCrops if self.streamed else _FolderCrops
-        dataset = crops(photos, self._column, self.size, self.short_side, self.flip, self.seed, rank, self._skips)
+        seed = self._crop_seed()
+        dataset = crops(photos, self._column, self.size, self.short_side, self.flip, seed, rank, self._skips)
         workers = self.num_workers
         if self.streamed and workers > (shards := _shard_count(photos)):
             # A stream is split between workers by shards; extra workers would only idle.

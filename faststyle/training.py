@@ -8,7 +8,9 @@ stops, and the last checkpoint (written every ``checkpoint_every`` steps) stays 
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import logging
 import math
 import os
@@ -22,14 +24,15 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint, Timer, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
 
 from faststyle.compiling import compiler
-from faststyle.config import LayerConfig, load_config
+from faststyle.config import LayerConfig, default_config, load_config
 from faststyle.errors import FaststyleError
-from faststyle.images import load_image, save_image, sha256_file
+from faststyle.images import atomic_write_bytes, load_image, save_image, sha256_file
 from faststyle.losses import PerceptualLoss
 from faststyle.lossnets import get_lossnet
 from faststyle.transformer import TransformerNet
@@ -39,6 +42,8 @@ log = logging.getLogger("faststyle.training")
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 warnings.filterwarnings("ignore", message=".*litlogger.*")
 warnings.filterwarnings("ignore", message=r".*\.fit\(ckpt_path=")
+# A resumed run may checkpoint at another interval; the checkpoint callback's old state does not matter.
+warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks used to create")
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
 # The run folder already holds the validation photos; the loggers only ever append their own files to it.
 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
@@ -71,7 +76,7 @@ class TrainSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def layer_config(self) -> LayerConfig:
-        config = load_config(self.config or self.backbone)
+        config = load_config(self.config) if self.config else default_config(self.backbone)
         if config.backbone != self.backbone:
             raise FaststyleError(f"config {config.name!r} is for {config.backbone}, not --backbone {self.backbone}")
         return config
@@ -109,6 +114,7 @@ class StyleModule(pl.LightningModule):
         )
         # Kept out of the module tree: the loss network is frozen and rebuilt, never checkpointed.
         self.__dict__["perceptual"] = perceptual
+        self.style_sha256 = [sha256_file(path) for path in settings.styles]
         self.stopped_reason: str | None = None
         self.images_seen = 0
 
@@ -175,6 +181,7 @@ class StyleModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["images_seen"] = self.images_seen
+        checkpoint["style_sha256"] = self.style_sha256
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.images_seen = int(checkpoint.get("images_seen", 0))
@@ -287,6 +294,10 @@ def train(
         raise FaststyleError("steps and batch must be positive and size at least 16")
     if max_minutes is not None and not max_minutes > 0:
         raise FaststyleError(f"max_minutes must be positive, not {max_minutes}")
+    if val_every < 1 or checkpoint_every < 1:
+        raise FaststyleError(
+            f"--val-every and --checkpoint-every must be 1 or more, not {val_every}, {checkpoint_every}"
+        )
     precision = precision or default_precision(accelerator)
     if runs_on_cpu(accelerator) and settings.compile and precision.startswith("bf16"):
         # Seen with torch 2.14.1: inductor's CPU code for the transformer gives NaN gradients under bf16 autocast
@@ -300,6 +311,11 @@ def train(
     run = Path(run_dir) if run_dir else out.with_suffix("").with_name(out.stem + "_run")
     last = run / "checkpoints" / "last.ckpt"
     resume_from = _latest_checkpoint(run / "checkpoints")
+    if not resume and resume_from is not None and _checkpoint_step(resume_from) == 0:
+        # left by a run that failed before its first step: nothing to continue
+        for stale in (run / "checkpoints").glob("*.ckpt"):
+            stale.unlink()
+        resume_from = None
     if resume and resume_from is None:
         raise FaststyleError(
             f"nothing to resume: no checkpoint in {run / 'checkpoints'} (train without --resume first)"
@@ -308,6 +324,16 @@ def train(
         raise FaststyleError(
             f"{run} holds an earlier run; pass --resume to continue it or choose another --out/--run-dir"
         )
+    start_step = 0
+    if resume and resume_from is not None:
+        saved = _read_checkpoint(resume_from)
+        start_step = int(saved.get("global_step", 0))
+        _check_resumable(saved, settings, run)
+        if start_step >= settings.steps:
+            raise FaststyleError(
+                f"the run in {run} already reached step {start_step} of --steps {settings.steps}; "
+                "raise --steps to train it further"
+            )
     pl.seed_everything(settings.seed, workers=True, verbose=False)
     module = StyleModule(settings)
     datamodule = PhotoDataModule(
@@ -319,16 +345,22 @@ def train(
         gpu_cache=gpu_cache,
         cache_dir=data_cache_dir,
         stream=stream,
+        start_step=start_step,
     )
     photos = datamodule.val_photos(val_photos) if val_photos else []
     run.mkdir(parents=True, exist_ok=True)
     for i, photo in enumerate(photos):
         save_image(photo, run / "val" / f"photo_{i}.png")
     checkpoint = ModelCheckpoint(
-        dirpath=run / "checkpoints", every_n_train_steps=checkpoint_every, save_last=True, save_top_k=0
+        dirpath=run / "checkpoints",
+        every_n_train_steps=checkpoint_every,
+        save_last=True,
+        save_top_k=0,
+        enable_version_counter=False,
     )
     callbacks: list[Callback] = [
         checkpoint,
+        *([_SessionTimer(timedelta(minutes=max_minutes))] if max_minutes is not None else []),
         OnExceptionCheckpoint(run / "checkpoints", filename=INTERRUPTED),
         ValidationGrid(photos, run / "val", val_every),
     ]
@@ -341,7 +373,6 @@ def train(
         num_nodes=num_nodes,
         precision=precision,
         max_steps=settings.steps,
-        max_time=None if max_minutes is None else timedelta(minutes=max_minutes),
         logger=[CSVLogger(run, name="", version=""), TensorBoardLogger(run, name="", version="")],
         callbacks=callbacks,
         enable_progress_bar=progress,
@@ -351,10 +382,10 @@ def train(
         limit_val_batches=0,
         use_distributed_sampler=False,
     )
-    start_step = 0
     if resume and resume_from is not None:
-        start_step = _checkpoint_step(resume_from)
         log.info("resuming %s from %s at step %d", run, resume_from.name, start_step)
+    if resume and rank_zero_only.rank == 0:
+        _set_metrics_aside(run, start_step)
     started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume else None)
@@ -363,6 +394,9 @@ def train(
         raise FaststyleError(
             f"interrupted at step {trainer.global_step}; continue with the same command and --resume"
         ) from None
+    finally:
+        if rank_zero_only.rank == 0:
+            _join_metrics(run)
     seconds = time.perf_counter() - started
     steps_done = trainer.global_step - start_step
     rate = steps_done * settings.batch * trainer.world_size / seconds if seconds > 0 else math.nan
@@ -378,6 +412,7 @@ def train(
         )
     if trainer.interrupted:
         raise FaststyleError(f"interrupted; continue with the same command and --resume (checkpoint {last})")
+    trainer.save_checkpoint(last)  # the final step too (--max-minutes can end between checkpoints); on every rank
     if trainer.global_rank == 0:
         net = module.net.to(memory_format=torch.contiguous_format)
         metadata = model_metadata(settings, module, datamodule, str(data), trainer.global_step, result)
@@ -388,17 +423,82 @@ def train(
 
 
 INTERRUPTED = "interrupted"
+METRICS_ASIDE = "metrics.previous.csv"
+
+
+# Settings a resumed run may change; any other change would make one model of two different trainings.
+RESUMABLE = frozenset({"steps", "styles", "cache", "lossnet_weights", "compile", "channels_last", "extra"})
+
+
+class _SessionTimer(Timer):
+    """Lightning's Timer, counting this session only: ``--max-minutes`` of a resumed run starts afresh."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    keys = sorted(set().union(*rows)) if rows else ["step"]
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+def _set_metrics_aside(run: Path, start_step: int) -> None:
+    """Lightning's CSV logger deletes ``metrics.csv`` when it starts: keep the rows of the steps before a resumed run's
+    first in ``metrics.previous.csv`` (joined again by ``_join_metrics``, also after a run killed before it could)."""
+    rows = _csv_rows(run / METRICS_ASIDE) + _csv_rows(run / "metrics.csv")
+    kept = [row for row in rows if row.get("step", "").isdigit() and int(row["step"]) < start_step]
+    _write_csv(run / METRICS_ASIDE, kept)
+
+
+def _join_metrics(run: Path) -> None:
+    aside = run / METRICS_ASIDE
+    if aside.is_file():
+        _write_csv(run / "metrics.csv", _csv_rows(aside) + _csv_rows(run / "metrics.csv"))
+        aside.unlink()
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    # Our own checkpoint (optimizer state included), not an untrusted file.
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _checkpoint_step(path: Path) -> int:
-    # Our own checkpoint (optimizer state included), not an untrusted file.
-    return int(torch.load(path, map_location="cpu", weights_only=False).get("global_step", 0))
+    return int(_read_checkpoint(path).get("global_step", 0))
+
+
+def _check_resumable(checkpoint: dict[str, Any], settings: TrainSettings, run: Path) -> None:
+    saved = checkpoint.get("hyper_parameters", {}).get("settings", {})
+    now = asdict(settings)
+    changed = [
+        f"--{key.replace('_', '-')} {saved[key]!r} then, {now[key]!r} now"
+        for key in now
+        if key not in RESUMABLE and key in saved and saved[key] != now[key]
+    ]
+    hashes = checkpoint.get("style_sha256")
+    if hashes is not None and hashes != [sha256_file(path) for path in settings.styles]:
+        changed.append("other style images")
+    if changed:
+        raise FaststyleError(
+            f"the run in {run} was trained with other settings ({'; '.join(changed)}); resume it with the same "
+            "settings (only --steps may grow), or start a new run with another --out/--run-dir"
+        )
 
 
 def _latest_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint with the most steps: the periodic ``last.ckpt`` or the one saved on an interruption."""
-    candidates = [folder / "last.ckpt", folder / f"{INTERRUPTED}.ckpt"]
-    existing = [path for path in candidates if path.exists()]
+    """The checkpoint with the most steps: ``last.ckpt`` (also ``last-v1.ckpt`` … from versions that numbered them)
+    or the one saved on an interruption."""
+    existing = sorted(folder.glob("last*.ckpt")) + sorted(folder.glob(f"{INTERRUPTED}.ckpt"))
     return max(existing, key=_checkpoint_step) if existing else None
 
 

@@ -172,6 +172,38 @@ def test_same_seed_same_batches(messy_folder: Path, tmp_path: Path) -> None:
     assert not torch.equal(first[0], other[0])
 
 
+def test_a_resumed_run_draws_new_crops(messy_folder: Path, tmp_path: Path) -> None:
+    """Resuming at step N must not replay the crops of steps 0, 1, …, which the weights have already seen."""
+    fresh = take(module(messy_folder, tmp_path, seed=3), 1)[0]
+    resumed = take(module(messy_folder, tmp_path, seed=3, start_step=40), 1)[0]
+    assert not torch.equal(fresh, resumed)
+    assert torch.equal(resumed, take(module(messy_folder, tmp_path, seed=3, start_step=40), 1)[0])
+    cached = module(messy_folder, tmp_path, seed=3, gpu_cache=True, device="cpu", start_step=40)
+    assert not torch.equal(
+        next(iter(cached.train_dataloader())),
+        next(iter(module(messy_folder, tmp_path, seed=3, gpu_cache=True, device="cpu").train_dataloader())),
+    )
+
+
+def test_file_names_with_glob_characters_are_read(train_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "brackets"
+    folder.mkdir()
+    for i, photo in enumerate(PHOTOS):
+        shutil.copy(train_dir / photo, folder / f"IMG [{i}]*?.jpg")
+    dm = module(folder, tmp_path)
+    assert dm.num_images == 3 and len(dm.photos) == 3
+    assert take(dm, 1)[0].shape == (4, 3, 64, 64) and dm.skipped == 0
+
+
+def test_a_stream_with_no_readable_photo_is_an_error(tmp_path: Path) -> None:
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"junk{i}.jpg").write_bytes(b"not a jpeg" * 20)
+    with pytest.raises(FaststyleError, match="none of the streamed training photos could be read"):
+        take(module(folder, tmp_path, stream=True), 1)
+
+
 def test_gpu_cache_on_cpu(messy_folder: Path, tmp_path: Path) -> None:
     dm = module(messy_folder, tmp_path, gpu_cache=True, device="cpu", size=64, cache_short_side=100)
     draws = next(iter(dm.train_dataloader()))  # the cache is built here, where a trainer has set the device
@@ -213,6 +245,14 @@ def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(FaststyleError, match="no images"):
         PhotoDataModule(empty, cache_dir=tmp_path / "hf").setup()
+
+
+def test_a_name_that_is_neither_a_folder_nor_on_the_hub_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the hub is unreachable here and has no such dataset elsewhere: the same message
+    with pytest.raises(FaststyleError, match="not a folder here, and the Hugging Face hub did not provide it"):
+        PhotoDataModule("photos_typo", cache_dir=tmp_path / "hf").setup()
 
 
 def test_lightning_fit_crops_the_cache_before_transfer(messy_folder: Path, tmp_path: Path) -> None:

@@ -97,12 +97,60 @@ def test_resume_continues_the_step_count(shared: Path, lossnet_cache: Path, phot
     assert first.steps == 4 and (first.run_dir / "checkpoints" / "last.ckpt").exists()
     with pytest.raises(FaststyleError, match="--resume"):
         _train(_settings(shared, lossnet_cache, 8), photos, out)
-    second = _train(_settings(shared, lossnet_cache, 8), photos, out, resume=True, checkpoint_every=2)
+    second = _train(_settings(shared, lossnet_cache, 8), photos, out, resume=True, checkpoint_every=3)
     assert second.steps == 8
     assert read_metadata(out)["training"]["images_seen"] == 16
+    # a third part finds the newest checkpoint, whatever --checkpoint-every was
+    third = _train(_settings(shared, lossnet_cache, 9), photos, out, resume=True, checkpoint_every=5)
+    assert third.steps == 9 and read_metadata(out)["training"]["images_seen"] == 18
+    assert sorted(p.name for p in (first.run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
     with open(first.run_dir / "metrics.csv") as handle:
         steps = [int(row["step"]) for row in csv.DictReader(handle) if row.get("loss/style")]
-    assert steps[-4:] == [4, 5, 6, 7]
+    assert steps == list(range(9))  # the whole history, though Lightning's CSV logger starts a new file each time
+    assert not (first.run_dir / "metrics.previous.csv").exists()
+
+
+def test_resume_refuses_other_settings_and_a_finished_run(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "m.safetensors"
+    _train(_settings(shared, lossnet_cache, 2), photos, out)
+    written = out.read_bytes()
+    changed = _settings(shared, lossnet_cache, 4)
+    changed.lr, changed.width = 0.5, 1.0
+    with pytest.raises(FaststyleError, match=r"other settings \(--lr 0.001 then, 0.5 now; --width 0.5 then, 1.0 now\)"):
+        _train(changed, photos, out, resume=True)
+    other_style = _settings(shared, lossnet_cache, 4)
+    other_style.styles = [str(shared / "data/styles/hokusai_great_wave_crop.jpg")]
+    with pytest.raises(FaststyleError, match="other style images"):
+        _train(other_style, photos, out, resume=True)
+    with pytest.raises(FaststyleError, match="already reached step 2 of --steps 2; raise --steps"):
+        _train(_settings(shared, lossnet_cache, 2), photos, out, resume=True)
+    assert out.read_bytes() == written
+
+
+def test_a_run_that_failed_before_its_first_step_does_not_block_the_next(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path
+) -> None:
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    for i in range(3):
+        (junk / f"junk{i}.jpg").write_bytes(b"not a jpeg" * 20)
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(FaststyleError, match="none of the training photos could be read"):
+        _train(_settings(shared, lossnet_cache, 2), junk, out)
+    assert _train(_settings(shared, lossnet_cache, 2), photos, out).steps == 2
+
+
+def test_max_minutes_keeps_a_checkpoint_of_the_last_step_and_starts_afresh_on_resume(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "m.safetensors"
+    first = _train(_settings(shared, lossnet_cache, 100_000), photos, out, max_minutes=0.1, checkpoint_every=100_000)
+    last = torch.load(first.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert 0 < first.steps < 100_000 and last["global_step"] == first.steps
+    second = _train(_settings(shared, lossnet_cache, 100_000), photos, out, resume=True, max_minutes=0.1)
+    assert second.steps > first.steps and second.seconds >= 5  # a new 6-second budget, not the first one's leftover
 
 
 def test_an_unreadable_style_image_fails_before_training(tmp_path: Path, photos: Path) -> None:
@@ -226,3 +274,10 @@ def test_compile_settings(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["train", "--style", "s.jpg", "--data", ".", "--out", "m.safetensors", "--compile", "fastest"])
     assert "invalid choice: 'fastest'" in capsys.readouterr().err
+
+
+def test_cli_refuses_zero_intervals(shared: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["train", "--style", str(shared / "data/styles/vangogh_starry_night_crop.jpg"), "--data", str(photos)]
+    assert main([*args, "--out", str(tmp_path / "m.safetensors"), "--val-every", "0"]) == 1
+    assert "--val-every and --checkpoint-every must be 1 or more, not 0, 500" in capsys.readouterr().err
+    assert not (tmp_path / "m_run").exists()

@@ -34,7 +34,7 @@ has() { [[ " $PHASES " == *" $1 "* ]]; }
 fs() { python3 -m faststyle.cli "$@"; }
 bench() {
   say "bench $*"
-  timeout 300 python3 -m faststyle.cli bench "$@" --device "$DEVICE" 2>>"$WORK/logs/bench.err" |
+  timeout -k 20 300 python3 -m faststyle.cli bench "$@" --device "$DEVICE" 2>>"$WORK/logs/bench.err" |
     tee -a "$OUT/bench.jsonl" "$SUMMARY"
 }
 pick() { if [[ $QUICK == 1 ]]; then echo "$2"; else echo "$1"; fi; }
@@ -132,7 +132,7 @@ fi
 
 if has tests; then
   say "tests on $DEVICE"
-  timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_accelerator.py tests/test_transformer.py \
+  timeout -k 20 300 python3 -m pytest -q -p no:cacheprovider tests/test_accelerator.py tests/test_transformer.py \
     tests/test_losses.py >"$WORK/logs/pytest.log" 2>&1
   tail -n 3 "$WORK/logs/pytest.log" | tee -a "$SUMMARY"
   pack
