@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import torch
 from torch import Tensor
@@ -119,12 +120,21 @@ def resolve_columns(backbones: Sequence[str], configs: Sequence[str]) -> list[Co
     return columns
 
 
-def collect_images(paths: Sequence[str], what: str) -> list[Path]:
+def collect_images(paths: Sequence[str], what: str, skip: Path | None = None) -> list[Path]:
+    """Image files and the images in folders (recursively), leaving out those under ``skip`` (the study's own
+    output, when it lies inside an input folder)."""
     found: list[Path] = []
+    skipped = skip.resolve() if skip is not None else None
     for entry in paths:
         path = Path(entry)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in IMAGE_SUFFIXES
+                and not (skipped is not None and p.resolve().is_relative_to(skipped))
+            )
         elif path.is_file():
             found.append(path)
         else:
@@ -160,6 +170,7 @@ class Cache:
                 log.warning("%s is unreadable; starting a new cache", path)
         self.counts: dict[str, dict[str, int]] = {}
         self.fresh: set[tuple[str, str]] = set()  # computed in this run: hits on them are not reuse
+        self.reused_keys: set[tuple[str, str]] = set()  # each reused value counts once, however often it is read
 
     def count(self, kind: str, status: str) -> None:
         self.counts.setdefault(kind, {"computed": 0, "reused": 0})[status] += 1
@@ -167,7 +178,8 @@ class Cache:
     def get(self, kind: str, key: str, valid: Callable[[Any], bool] = lambda _: True) -> Any:
         value = self.data.get(kind, {}).get(key)
         if value is not None and valid(value):
-            if (kind, key) not in self.fresh:
+            if (kind, key) not in self.fresh and (kind, key) not in self.reused_keys:
+                self.reused_keys.add((kind, key))
                 self.count(kind, "reused")
             return value
         return None
@@ -215,8 +227,8 @@ class Study:
         self.s = settings
         self.out = Path(settings.out)
         self.columns = resolve_columns(settings.backbones, settings.configs)
-        self.styles = collect_images(settings.styles, "style")
-        self.contents = collect_images(settings.content, "content")
+        self.styles = collect_images(settings.styles, "style", skip=self.out)
+        self.contents = collect_images(settings.content, "content", skip=self.out)
         self.device = resolve_device(settings.device)
         if settings.feedforward and settings.data is None:
             found = default_data_dir()
@@ -227,6 +239,9 @@ class Study:
             raise FaststyleError(
                 f"--data {settings.data} does not exist; pass a folder of photos or a hub dataset name"
             )
+        data = Path(str(settings.data))
+        # a folder by its absolute path, so that models trained on other photos are never reused
+        self.data_source = str(data.resolve()) if data.is_dir() else str(settings.data)
         self.style_sha = [sha256_file(p) for p in self.styles]
         self.content_sha = [sha256_file(p) for p in self.contents]
         self.style_names = _slugs(self.styles, self.style_sha)
@@ -302,6 +317,7 @@ class Study:
             "size": self.s.size,
             "batch": self.s.batch,
             "seed": self.s.seed,
+            "data": self.data_source,
         }
 
     @staticmethod
@@ -315,6 +331,7 @@ class Study:
             and meta.get("backbone", {}).get("pooling", "max") == "max"
             and meta.get("layers") == wanted["layers"]
             and all(training.get(k) == wanted[k] for k in ("steps", "size", "batch", "seed"))
+            and meta.get("data", {}).get("source") == wanted["data"]
         )
 
     def find_model(self, wanted: dict[str, Any]) -> Path | None:
@@ -330,7 +347,7 @@ class Study:
 
     def model(self, style_index: int, column: Column) -> tuple[Path, dict[str, Any], str]:
         from faststyle.modelfile import read_metadata
-        from faststyle.training import TrainSettings, train
+        from faststyle.training import TrainSettings, checkpoint_step, latest_checkpoint, train
 
         wanted = self.model_wanted(style_index, column)
         found = self.find_model(wanted)
@@ -340,7 +357,9 @@ class Study:
             return found, read_metadata(found), "reused"
         out = self.out / "models" / f"{self.style_names[style_index]}__{column.slug}__{_hash(wanted)[:8]}.safetensors"
         run_dir = out.with_name(out.stem + "_run")
-        resume = any((run_dir / "checkpoints").glob("*.ckpt"))
+        checkpoint = latest_checkpoint(run_dir / "checkpoints")
+        # an interrupted training continues; a finished one whose model file is gone is trained again
+        resume = checkpoint is not None and 0 < checkpoint_step(checkpoint) < self.s.steps
         if run_dir.exists() and not resume:
             shutil.rmtree(run_dir)
         log.info("training %s (%d steps at %d px)", out.name, self.s.steps, self.s.size)
@@ -357,7 +376,7 @@ class Study:
         cuda = self.device.type == "cuda"
         train(
             settings,
-            str(self.s.data),
+            self.data_source,
             out,
             run_dir=run_dir,
             resume=resume,
@@ -485,6 +504,28 @@ class Study:
             )
         return value
 
+    def check_sizes(self, contents: list[dict[str, Any]], styles: list[dict[str, Any]]) -> None:
+        """Every photo and painting, at the sizes used, reaches the deepest layer of every network measuring it:
+        refused here rather than after minutes of training."""
+        from PIL import Image
+
+        from faststyle.metrics import LPIPS_TAPS
+
+        def size_of(entry: dict[str, Any]) -> tuple[int, int]:
+            with Image.open(self.out / entry["path"]) as image:
+                return image.height, image.width
+
+        fix = "raise --size, or leave out very wide or tall images"
+        checks = [(LPIPS_NETWORK, list(LPIPS_TAPS[LPIPS_NETWORK]))]
+        checks += [(column.backbone, list(column.config.layers)) for column in self.columns]
+        for backbone, layers in checks:
+            net = self.lossnet(backbone)
+            net.check_size(self.s.size, self.s.size, layers, f"a training crop of --size {self.s.size}", "raise --size")
+            for name, entry in zip(self.content_names, contents, strict=True):
+                net.check_size(*size_of(entry), layers, f"the photo {name} at --size {self.s.size}", fix)
+            for name, entry in zip(self.style_names, styles, strict=True):
+                net.check_size(*size_of(entry), layers, f"the painting {name} at {self.style_size} px", fix)
+
     # -- the whole run --------------------------------------------------------------------------------------------
 
     def run(self) -> CompareResult:
@@ -492,6 +533,7 @@ class Study:
         self.out.mkdir(parents=True, exist_ok=True)
         contents = self.resized_copies("content", self.content_names, self.contents, self.content_sha, self.s.size)
         styles = self.resized_copies("style", self.style_names, self.styles, self.style_sha, self.style_size)
+        self.check_sizes(contents, styles)
         runs: list[dict[str, Any]] = []
         per_style: dict[str, Any] = {}
         timings: dict[str, Any] = {"training": [], "inference_ms": {}, "gatys_seconds": {}}
@@ -745,7 +787,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     for style, data in results["metrics"]["styles"].items():
         out += [f"## {style}", "", "### Images", ""]
         labels, grid = _grid(results, style)
-        out += table(["photo", *labels], [[name, *[f"![]({p})" for p in paths]] for name, paths in grid])
+        out += table(["photo", *labels], [[name, *[f"![](<{p}>)" for p in paths]] for name, paths in grid])
         out += ["", "### Style distance (rows: output; columns: measured under)", ""]
         match = data["style_match"]
         out += table(
@@ -813,13 +855,15 @@ def render_html(results: dict[str, Any], out: Path) -> str:
         style = style_info["name"]
         data = results["metrics"]["styles"][style]
         parts.append(f"<h2>{escape(style)}</h2>")
-        parts.append(f'<p><img class="style" src="{escape(style_info["image"])}" alt="style {escape(style)}"></p>')
+        parts.append(
+            f'<p><img class="style" src="{escape(quote(style_info["image"]))}" alt="style {escape(style)}"></p>'
+        )
         labels, grid = _grid(results, style)
         rows = [
             [
                 escape(name),
                 *[
-                    f'<img src="{escape(p)}" alt="{escape(name)}: {escape(label)}" loading="lazy">'
+                    f'<img src="{escape(quote(p))}" alt="{escape(name)}: {escape(label)}" loading="lazy">'
                     for p, label in zip(paths, labels, strict=True)
                 ],
             ]  # fmt: skip

@@ -310,8 +310,8 @@ def train(
         load_image(style)  # an unreadable style image fails here, before anything else
     run = Path(run_dir) if run_dir else out.with_suffix("").with_name(out.stem + "_run")
     last = run / "checkpoints" / "last.ckpt"
-    resume_from = _latest_checkpoint(run / "checkpoints")
-    if not resume and resume_from is not None and _checkpoint_step(resume_from) == 0:
+    resume_from = latest_checkpoint(run / "checkpoints")
+    if not resume and resume_from is not None and checkpoint_step(resume_from) == 0:
         # left by a run that failed before its first step: nothing to continue
         for stale in (run / "checkpoints").glob("*.ckpt"):
             stale.unlink()
@@ -407,7 +407,7 @@ def train(
         result.stopped_reason = module.stopped_reason
         raise NonFiniteLoss(
             f"training stopped: {module.stopped_reason}. The last good checkpoint is {last} (step "
-            f"{_checkpoint_step(last) if last.exists() else 'none'}); lower --lr or the loss weights and "
+            f"{checkpoint_step(last) if last.exists() else 'none'}); lower --lr or the loss weights and "
             "resume with --resume"
         )
     if trainer.interrupted:
@@ -473,7 +473,7 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def _checkpoint_step(path: Path) -> int:
+def checkpoint_step(path: Path) -> int:
     return int(_read_checkpoint(path).get("global_step", 0))
 
 
@@ -495,11 +495,11 @@ def _check_resumable(checkpoint: dict[str, Any], settings: TrainSettings, run: P
         )
 
 
-def _latest_checkpoint(folder: Path) -> Path | None:
+def latest_checkpoint(folder: Path) -> Path | None:
     """The checkpoint with the most steps: ``last.ckpt`` (also ``last-v1.ckpt`` … from versions that numbered them)
     or the one saved on an interruption."""
     existing = sorted(folder.glob("last*.ckpt")) + sorted(folder.glob(f"{INTERRUPTED}.ckpt"))
-    return max(existing, key=_checkpoint_step) if existing else None
+    return max(existing, key=checkpoint_step) if existing else None
 
 
 def model_metadata(

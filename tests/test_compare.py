@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from PIL import Image
@@ -116,7 +117,7 @@ def test_the_html_report_references_only_images_that_exist(study: dict[str, Any]
     assert len(sources) >= 1 + 2 * 3  # the style and the 2×3 grid
     for src in sources:
         assert not src.startswith(("http:", "https:", "/", "file:")), src
-        assert (out / src).is_file(), src
+        assert (out / unquote(src)).is_file(), src
     assert "<svg" in html and "<polyline" in html  # the training loss curves
     assert "<script" not in html and "://" not in html.replace("http://www.w3.org/2000/svg", "")
 
@@ -131,6 +132,31 @@ def test_a_rerun_reuses_every_model_image_and_metric(study: dict[str, Any]) -> N
     assert {p: p.stat().st_mtime_ns for p in models} == models
     first = study["results"]["metrics"]["styles"]
     assert result.results["metrics"]["styles"] == first
+    stored = json.loads((out / "cache.json").read_text())
+    for kind, counts in result.counts.items():  # each cached value counts once, however often the report reads it
+        if kind != "models":
+            assert counts["reused"] <= len(stored[kind]), (kind, counts)
+
+
+def test_models_trained_on_other_photos_are_not_reused(study: dict[str, Any], tmp_path: Path) -> None:
+    from faststyle.compare import Study, resolve_columns
+
+    other = tmp_path / "other_photos"
+    shutil.copytree(study["args"]["data"], other)
+    column = resolve_columns(["vgg16"], [])[0]
+    same = Study(CompareSettings(**study["args"]))
+    assert same.find_model(same.model_wanted(0, column)) is not None
+    moved = Study(CompareSettings(**(study["args"] | {"data": str(other)})))
+    assert moved.find_model(moved.model_wanted(0, column)) is None
+
+
+def test_an_output_folder_inside_the_content_folder_is_not_read_as_content(tmp_path: Path) -> None:
+    from faststyle.compare import collect_images
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "photo.png")
+    (tmp_path / "report" / "images").mkdir(parents=True)
+    Image.new("RGB", (40, 30)).save(tmp_path / "report" / "images" / "photo_vgg16.png")
+    assert collect_images([str(tmp_path)], "content", skip=tmp_path / "report") == [tmp_path / "photo.png"]
 
 
 def test_the_metrics_tell_the_photo_from_a_stylization(study: dict[str, Any]) -> None:
@@ -192,3 +218,16 @@ def test_user_errors_say_what_to_do(shared: Path, tmp_path: Path, capsys: pytest
     assert "--data" in capsys.readouterr().err
     assert main([*base, "--content", str(tmp_path / "nothing.png"), "--backbones", "vgg16"]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_photo_too_small_for_a_network_is_refused_before_training(
+    shared: Path, lossnet_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Image.new("RGB", (400, 40), (90, 120, 200)).save(tmp_path / "panorama.png")
+    argv = ["compare", "--styles", str(shared / STYLE), "--content", str(tmp_path / "panorama.png"), "--out",
+            str(tmp_path / "out"), "--backbones", "alexnet", "--size", "48", "--steps", "2", "--data",
+            str(shared / "data/train/unsplash"), "--cache", str(lossnet_cache), "--device", "cpu",
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 1
+    assert "the photo panorama at --size 48 is 48x5 pixels" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "models").exists()
