@@ -30,7 +30,9 @@ from faststyle.stylize import (
 )
 
 UPLOAD_MAX_PIXELS = 50_000_000
-TRAIN_HINT = "faststyle train --style STYLE.jpg --out checkpoints/NAME.safetensors"
+TRAIN_HINT = "faststyle train --style STYLE.jpg --data PHOTOS/ --out checkpoints/NAME.safetensors"
+PHOTO_SIZES = (128, 2048)  # the output size slider's range, also enforced for API calls
+FRAME_SIZES = (64, 768)
 CSS = "#latency textarea {font-variant-numeric: tabular-nums}"
 
 
@@ -68,8 +70,17 @@ class StyleApp:
             raise gr.Error(f"unknown style model {name!r}; pick one from the gallery")
         with self._lock:
             if name not in self._stylizers:
-                self._stylizers[name] = Stylizer(self.models[name].path, device=self.device)
+                try:
+                    self._stylizers[name] = Stylizer(self.models[name].path, device=self.device)
+                except FaststyleError as exc:
+                    raise gr.Error(f"The model {name} cannot be used: {exc}") from None
             return self._stylizers[name]
+
+    def _run(self, stylizer: Stylizer, image: Image.Image, size: int, strength: float, preserve: bool) -> Image.Image:
+        try:
+            return stylizer(image, size=size, strength=float(strength), preserve_color=bool(preserve))
+        except FaststyleError as exc:
+            raise gr.Error(str(exc)) from None
 
     def groups(self) -> dict[str, list[ModelInfo]]:
         """Models grouped by style (style images' sha256, else name), for the backbone comparison."""
@@ -108,10 +119,7 @@ class StyleApp:
         image = self._open_upload(photo)
         stylizer = self.stylizer(model)
         start = time.perf_counter()
-        try:
-            result = stylizer(image, size=int(size), strength=float(strength), preserve_color=bool(preserve_color))
-        except FaststyleError as exc:
-            raise gr.Error(str(exc)) from None
+        result = self._run(stylizer, image, _clamp(size, PHOTO_SIZES), strength, preserve_color)
         ms = (time.perf_counter() - start) * 1000
         path = save_image(result, self._outputs / f"stylized-{model}-{time.time_ns()}.png")
         latency = (
@@ -124,9 +132,10 @@ class StyleApp:
     ) -> tuple[np.ndarray | None, str]:
         if frame is None:
             return None, ""
+        stylizer = self.stylizer(name)  # loaded before the clock starts: the latency is the frame's own
         start = time.perf_counter()
-        result = self.stylizer(name)(
-            Image.fromarray(frame).convert("RGB"), size=int(size), strength=float(strength), preserve_color=preserve
+        result = self._run(
+            stylizer, Image.fromarray(frame).convert("RGB"), _clamp(size, FRAME_SIZES), strength, preserve
         )
         ms = (time.perf_counter() - start) * 1000
         return np.asarray(result), f"{ms:.0f} ms per frame · {result.width}×{result.height} px"
@@ -135,15 +144,19 @@ class StyleApp:
         image = self._open_upload(photo)
         results = []
         for info in self.groups().get(style, []):
+            stylizer = self.stylizer(info.name)
             start = time.perf_counter()
-            out = self.stylizer(info.name)(
-                image, size=int(size), strength=float(strength), preserve_color=bool(preserve_color)
-            )
+            out = self._run(stylizer, image, _clamp(size, PHOTO_SIZES), strength, preserve_color)
             ms = (time.perf_counter() - start) * 1000
             results.append((out, f"{backbone_name(info.metadata)} · {info.name} · {ms:.0f} ms"))
         if not results:
             raise gr.Error("Pick a style to compare.")
         return results
+
+
+def _clamp(value: float, limits: tuple[int, int]) -> int:
+    """A size from the page, or from an API call that skipped the slider's range check, kept within the slider's."""
+    return int(min(max(float(value), limits[0]), limits[1]))
 
 
 def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) -> gr.Blocks:
@@ -192,12 +205,18 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
                     elem_id="output",
                 )
             with gr.Row():
-                size = gr.Slider(128, 2048, value=512, step=32, label="Output size (long side, px)", elem_id="size")
+                size = gr.Slider(*PHOTO_SIZES, value=512, step=32, label="Output size (long side, px)", elem_id="size")
                 run = gr.Button("Stylize", variant="primary", elem_id="run")
             with gr.Row():
                 latency = gr.Textbox(label="Latency", interactive=False, elem_id="latency")
                 download = gr.DownloadButton("Download PNG", interactive=False, elem_id="download")
             run.click(
+                lambda: gr.DownloadButton(value=None, interactive=False),  # never offer a previous result
+                None,
+                download,
+                queue=False,
+                api_visibility="private",
+            ).then(
                 app.stylize_photo,
                 [photo, model, strength, preserve, size],
                 [output, latency, download],
@@ -209,7 +228,7 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
                 camera = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy", elem_id="camera")
                 live = gr.Image(label="Stylized frames", interactive=False, elem_id="live")
             with gr.Row():
-                frame_size = gr.Slider(64, 768, value=256, step=32, label="Frame size (long side, px)")
+                frame_size = gr.Slider(*FRAME_SIZES, value=256, step=32, label="Frame size (long side, px)")
                 frame_latency = gr.Textbox(label="Latency", interactive=False, elem_id="frame-latency")
             camera.stream(
                 app.stylize_frame,
@@ -221,23 +240,39 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
                 api_visibility="private",
             )
         with gr.Tab("Compare backbones"):
-            groups = app.groups()
-            choices = [
-                (f"{style_name(models[0].metadata, models[0].name)} ({len(models)} models)", key)
-                for key, models in groups.items()
-            ]
-            gr.Markdown("The same style trained with different loss networks, applied to the photo from the Photo tab.")
-            with gr.Row():
-                style = gr.Dropdown(choices, value=choices[0][1], label="Style", elem_id="compare-style")
-                compare = gr.Button("Compare", elem_id="compare")
-            side_by_side = gr.Gallery(label="By backbone", columns=4, height="auto", elem_id="side-by-side")
-            compare.click(
-                app.compare,
-                [photo, style, strength, preserve, size],
-                side_by_side,
-                preprocess=False,
-                api_name="compare",
-            )
+            groups = {key: models for key, models in app.groups().items() if len(models) > 1}
+            if not groups:
+                gr.Markdown(
+                    "No style has models from more than one loss network yet. Train the same style with another "
+                    "backbone (`faststyle train --backbone googlenet …`, or `faststyle compare`) to see them side by "
+                    "side here.",
+                    elem_id="compare-none",
+                )
+            else:
+                choices = [
+                    (f"{style_name(models[0].metadata, models[0].name)} ({len(models)} models)", key)
+                    for key, models in groups.items()
+                ]
+                gr.Markdown(
+                    "The same style trained with different loss networks, applied to the photo from the Photo tab."
+                )
+                with gr.Row():
+                    style = gr.Dropdown(choices, value=choices[0][1], label="Style", elem_id="compare-style")
+                    compare = gr.Button("Compare", elem_id="compare")
+                side_by_side = gr.Gallery(
+                    label="By backbone",
+                    columns=min(4, max(len(models) for models in groups.values())),
+                    height="auto",
+                    object_fit="contain",
+                    elem_id="side-by-side",
+                )
+                compare.click(
+                    app.compare,
+                    [photo, style, strength, preserve, size],
+                    side_by_side,
+                    preprocess=False,
+                    api_name="compare",
+                )
     return demo
 
 
@@ -249,10 +284,10 @@ def launch(
     device: str | None = None,
     prevent_thread_lock: bool = False,
 ) -> gr.Blocks:
-    import torch
+    from faststyle.stylize import resolve_device
 
+    on_gpu = resolve_device(device).type == "cuda"  # a device this machine lacks fails here, not on every request
     demo = build_demo(dirs, device)
-    on_gpu = device == "cuda" or (device is None and torch.cuda.is_available())
     demo.queue(default_concurrency_limit=2 if on_gpu else 1, max_size=64)
     demo.launch(
         server_name=host,
@@ -271,19 +306,33 @@ def parse_dirs(models: str | None) -> list[Path] | None:
     return [Path(p).expanduser() for p in models.split(os.pathsep) if p] if models else None
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (1 to 65535)")
+    return port
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--models", default=None, help="folder(s) of models, os.pathsep-separated (default: the usual)")
+    parser.add_argument("--port", type=_port, default=7860, help="port to listen on (default: 7860)")
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="folder(s) of models, os.pathsep-separated (default: $FASTSTYLE_MODELS, then checkpoints/)",
+    )
     parser.add_argument("--share", choices=["yes", "no"], default="no", help="make a public gradio.live link")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    launch(parse_dirs(args.models), args.host, args.port, args.share == "yes", args.device)
+    try:
+        launch(parse_dirs(args.models), args.host, args.port, args.share == "yes", args.device)
+    except (FaststyleError, OSError) as exc:
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from faststyle.config import LayerConfig, load_config
 from faststyle.errors import FaststyleError
-from faststyle.images import atomic_write_bytes, load_image, save_image, sha256_file
+from faststyle.images import atomic_write_bytes, check_writable, load_image, save_image, sha256_file
 from faststyle.lossnets import LossNet, get_lossnet, spec
 from faststyle.metrics import relative_style_loss
 from faststyle.plots import line_plot
@@ -226,6 +226,7 @@ class Study:
         settings.check()
         self.s = settings
         self.out = Path(settings.out)
+        check_writable(self.out, "the study")
         self.columns = resolve_columns(settings.backbones, settings.configs)
         self.styles = collect_images(settings.styles, "style", skip=self.out)
         self.contents = collect_images(settings.content, "content", skip=self.out)
@@ -687,7 +688,10 @@ METRIC_DEFINITIONS = {
     "style_distance": "Gram style loss of the output relative to the content photo's, per style layer of each "
     "column's loss network, weighted by the layer config; 1 = no closer to the style than the photo, 0 = exact; "
     "the style image is resized to 1.5 × --size (the training style size)",
-    "ssim_y": "SSIM of the BT.601 luma of output and content photo (1 = identical structure)",
+    "ssim_y": (
+        "SSIM of the BT.601 luma of output and content photo (1 = identical structure); torchmetrics' Gaussian 11×11 "
+        "window with the borders reflect-padded and averaged in (scikit-image crops them: lower on small images)"
+    ),
     f"lpips_{LPIPS_NETWORK}": "LPIPS v0.1 (VGG16) distance between output and content photo (0 = identical)",
     "color_hist": "mean over R,G,B of the earth mover's distance between 64-bin histograms of output and style",
     "gatys_gap": "a feed-forward output's style distance over that of the Gatys result after N iterations "

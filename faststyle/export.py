@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from faststyle.errors import FaststyleError
-from faststyle.images import atomic_write_bytes
+from faststyle.images import atomic_write_bytes, check_writable
 
 DEFAULT_OPSET = 17
 INPUT, OUTPUT = "image", "stylized"
@@ -88,6 +88,7 @@ def export_onnx(
         raise FaststyleError(f"ONNX files end in .onnx, not {out.name!r}")
     if out.is_dir():
         raise FaststyleError(f"{out} is a folder; name the .onnx file to write")
+    check_writable(out.parent, "the ONNX file")
     if isinstance(model, nn.Module):
         net = model
     else:
@@ -97,7 +98,8 @@ def export_onnx(
     try:
         data = onnx_bytes(net, opset)
     except (RuntimeError, torch.onnx.errors.OnnxExporterError) as exc:
-        raise FaststyleError(f"ONNX export failed at opset {opset} ({exc}); try --opset {DEFAULT_OPSET}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__  # not the graph dump
+        raise FaststyleError(f"ONNX export failed at opset {opset} ({first}); try --opset {DEFAULT_OPSET}") from None
     difference = None
     if verify:
         difference = verify_onnx(data, net)

@@ -107,6 +107,18 @@ def new_file_mode() -> int:
     return 0o666 & ~mask
 
 
+def check_writable(folder: str | os.PathLike[str], what: str) -> None:
+    """Make ``folder`` (and its parents) and check that files can be written in it, before any long work."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise FaststyleError(f"cannot write {what} in {folder} ({reason}); pick a folder you can write to") from None
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -95,7 +95,7 @@ def find_model(name: str | os.PathLike[str], dirs: Sequence[Path] | None = None)
     raise FaststyleError(
         f"no model named {str(name)!r} in {searched} (available: {names}); pass a model file, add its folder to "
         f"${MODELS_ENV}, or train one with "
-        f"`faststyle train --style STYLE.jpg --out checkpoints/{path.name}{MODEL_SUFFIX}`"
+        f"`faststyle train --style STYLE.jpg --data PHOTOS/ --out checkpoints/{path.name}{MODEL_SUFFIX}`"
     )
 
 
@@ -271,10 +271,13 @@ def default_backend(device: torch.device, precision: str) -> str:
     return "channels_last"
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
+def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise FaststyleError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FaststyleError("CUDA is not available on this machine; use --device cpu")
     if device.type not in ("cpu", "cuda"):
@@ -319,7 +322,7 @@ class Stylizer:
             raise FaststyleError(f"overlap must be 0 or more pixels, not {overlap}")
         if tile is not None and (tile < 0 or 0 < tile < 2 * overlap + 8):
             raise FaststyleError(f"tile ({tile}) must be 0 (no tiling) or at least 2×overlap + 8 = {2 * overlap + 8}")
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         if precision == "auto":
             precision = default_precision(self.device)
         elif precision != "fp32" and self.device.type == "cpu":

@@ -27,14 +27,15 @@ import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint, Timer, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 
 from faststyle.compiling import compiler
 from faststyle.config import LayerConfig, default_config, load_config
 from faststyle.errors import FaststyleError
-from faststyle.images import atomic_write_bytes, load_image, save_image, sha256_file
+from faststyle.images import atomic_write_bytes, check_writable, load_image, save_image, sha256_file
 from faststyle.losses import PerceptualLoss
-from faststyle.lossnets import get_lossnet
+from faststyle.lossnets import get_lossnet, spec
 from faststyle.transformer import TransformerNet
 
 log = logging.getLogger("faststyle.training")
@@ -76,6 +77,7 @@ class TrainSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def layer_config(self) -> LayerConfig:
+        spec(self.backbone)  # an unknown backbone: the error lists the known ones
         config = load_config(self.config) if self.config else default_config(self.backbone)
         if config.backbone != self.backbone:
             raise FaststyleError(f"config {config.name!r} is for {config.backbone}, not --backbone {self.backbone}")
@@ -308,6 +310,7 @@ def train(
         )
     for style in settings.styles:
         load_image(style)  # an unreadable style image fails here, before anything else
+    check_writable(out.parent, "the model file")
     run = Path(run_dir) if run_dir else out.with_suffix("").with_name(out.stem + "_run")
     last = run / "checkpoints" / "last.ckpt"
     resume_from = latest_checkpoint(run / "checkpoints")
@@ -366,7 +369,7 @@ def train(
     ]
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, min(20, settings.steps // 100))))
-    trainer = pl.Trainer(
+    trainer = _trainer(
         accelerator=accelerator,
         devices=devices,
         strategy=strategy,
@@ -466,6 +469,14 @@ def _join_metrics(run: Path) -> None:
     if aside.is_file():
         _write_csv(run / "metrics.csv", _csv_rows(aside) + _csv_rows(run / "metrics.csv"))
         aside.unlink()
+
+
+def _trainer(**options: Any) -> pl.Trainer:
+    try:
+        return pl.Trainer(**options)
+    except (MisconfigurationException, ValueError, TypeError, ImportError) as exc:
+        settings = ", ".join(f"{k}={options[k]!r}" for k in ("accelerator", "devices", "strategy", "precision"))
+        raise FaststyleError(f"Lightning refuses these settings ({settings}): {exc}") from None
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:

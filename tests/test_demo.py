@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import socket
@@ -192,11 +193,18 @@ def test_webcam_stream(page: Page) -> None:
 
 
 def test_non_image_uploads_get_a_message(page: Page, tmp_path: Path) -> None:
+    page.locator("#photo input[type=file]").set_input_files(str(PHOTO))
+    page.wait_for_selector("#photo img", timeout=30_000)
+    page.locator("#run").click()
+    page.locator("#output img[src*='stylized-']").wait_for(timeout=60_000)
+    assert page.locator("#download").is_enabled()
+
     broken = tmp_path / "holiday.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8)
     page.locator("#photo input[type=file]").set_input_files(str(broken))
     page.locator("#run").click()
     page.get_by_text("it is not an image file this demo can read").wait_for(timeout=30_000)
+    assert page.locator("#download").is_disabled()  # the previous photo's result is not offered for this one
 
     text = tmp_path / "notes.txt"
     text.write_text("a text file")
@@ -219,6 +227,50 @@ def test_without_models_the_page_says_how_to_train(browser: BrowserContext, tmp_
         text = tab.locator("#no-models").inner_text()
         assert "No style models found" in text and "faststyle train --style" in text
         tab.close()
+
+
+def test_one_model_per_style_explains_the_comparison_tab(
+    browser: BrowserContext, models_dir: Path, tmp_path: Path
+) -> None:
+    single = tmp_path / "single"
+    single.mkdir()
+    shutil.copy(models_dir / "wave_alexnet.safetensors", single)
+    for url in _serve(single, tmp_path / "demo.log"):
+        tab = browser.new_page()
+        tab.goto(url)
+        tab.wait_for_selector("#run", timeout=60_000)
+        tab.get_by_role("tab", name="Compare backbones").click()
+        assert "more than one loss network" in tab.locator("#compare-none").inner_text()
+        tab.close()
+
+
+def test_api_sizes_are_kept_within_the_sliders_range(server: str) -> None:
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    for asked, long_side in [(-64, 128), (40, 128), (100_000, 2048)]:
+        image_path, latency, _ = client.predict(
+            handle_file(str(PHOTO)), "wave_alexnet", 1.0, False, asked, api_name="/stylize"
+        )
+        with Image.open(image_path) as image:
+            assert max(image.size) == long_side, (asked, image.size)
+
+
+def test_a_model_that_cannot_load_is_a_message(models_dir: Path, tmp_path: Path) -> None:
+    import gradio as gr
+    from safetensors.torch import load_file, save_file
+
+    from faststyle.commands.demo import load_app
+    from faststyle.modelfile import read_metadata
+
+    broken = tmp_path / "broken.safetensors"
+    state = load_file(models_dir / "wave_alexnet.safetensors")
+    state.pop(sorted(state)[0])
+    save_file(state, broken, metadata={"faststyle": json.dumps(read_metadata(models_dir / "wave_alexnet.safetensors"))})
+    app = load_app().StyleApp([tmp_path], device="cpu")
+    assert list(app.models) == ["broken"]
+    with pytest.raises(gr.Error, match="The model broken cannot be used"):
+        app.stylizer("broken")
 
 
 def test_twenty_concurrent_requests(server: str) -> None:

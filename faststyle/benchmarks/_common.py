@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from faststyle.argtypes import non_negative_int, positive_int
+
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs; the median is reported")
+    parser.add_argument("--warmup", type=non_negative_int, default=1, help="untimed runs first")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs and weights")
 
 

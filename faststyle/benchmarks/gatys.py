@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from faststyle.argtypes import positive_int
 from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed_together
 from faststyle.compiling import add_compile_argument
 
@@ -24,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--backbone", default="vgg16", help="loss network")
     parser.add_argument("--config", default=None, help="layer config (default: the backbone's)")
-    parser.add_argument("--size", type=int, default=512, help="long side of the content in pixels")
-    parser.add_argument("--iters", type=int, default=100, help="L-BFGS iterations per run")
+    parser.add_argument("--size", type=positive_int, default=512, help="long side of the content in pixels")
+    parser.add_argument("--iters", type=positive_int, default=100, help="L-BFGS iterations per run")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="loss-network precision")
     parser.add_argument("--weights", default=None, help="'random' for networks whose weights are absent")
     parser.add_argument("--cache", default=None, help="weights cache (default $FASTSTYLE_CACHE)")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import torch
 
+from faststyle.argtypes import positive_int
 from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed_together
 
 HELP = "stylization time per image for each inference backend"
@@ -22,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="auto: fp16 on CUDA"
     )
     parser.add_argument("--backend", default="all", choices=[*BACKENDS, "all"], help="inference path to time")
-    parser.add_argument("--batch", type=int, default=1, help="images per call")
+    parser.add_argument("--batch", type=positive_int, default=1, help="images per call")
     add_device_arguments(parser)
 
 
@@ -43,15 +44,15 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    from faststyle.stylize import Stylizer, default_backend, default_precision
+    from faststyle.stylize import Stylizer, default_backend, default_precision, find_model, resolve_device
     from faststyle.transformer import TransformerNet
 
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     if args.model == "random":
         net: torch.nn.Module | str = TransformerNet().eval()
     else:
-        net = args.model
+        net = str(find_model(args.model))  # a missing model is an error, not every backend "skipped"
     h, w = _size(args.size)
     images = torch.rand(args.batch, 3, h, w, device=device)
     precision = args.precision if args.precision != "auto" else default_precision(device)

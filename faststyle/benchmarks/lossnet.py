@@ -6,7 +6,9 @@ import argparse
 
 import torch
 
+from faststyle.argtypes import positive_int
 from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed
+from faststyle.stylize import resolve_device
 
 HELP = "loss network forward+backward at the config's layers"
 
@@ -14,8 +16,8 @@ HELP = "loss network forward+backward at the config's layers"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default="vgg16", help="loss network")
     parser.add_argument("--config", default=None, help="layer config (default: the backbone's)")
-    parser.add_argument("--size", type=int, default=256, help="input side in pixels")
-    parser.add_argument("--batch", type=int, default=4, help="images per pass")
+    parser.add_argument("--size", type=positive_int, default=256, help="input side in pixels")
+    parser.add_argument("--batch", type=positive_int, default=4, help="images per pass")
     parser.add_argument("--weights", default=None, help="'random' for networks whose weights are absent")
     add_device_arguments(parser)
 
@@ -24,7 +26,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     from faststyle.config import load_config
     from faststyle.lossnets import get_lossnet
 
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     config = load_config(args.config or args.backbone)
     net = get_lossnet(args.backbone, weights=args.weights, device=device)

@@ -9,17 +9,19 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from faststyle.argtypes import positive_int
 from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed_together
 from faststyle.compiling import add_compile_argument, compiler
+from faststyle.stylize import resolve_device
 
 HELP = "training step throughput, with the plain fp32 eager loop as baseline"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default="vgg16", help="loss network")
-    parser.add_argument("--size", type=int, default=256, help="crop size in pixels")
-    parser.add_argument("--batch", type=int, default=4, help="photos per step")
-    parser.add_argument("--steps", type=int, default=5, help="training steps per timed run")
+    parser.add_argument("--size", type=positive_int, default=256, help="crop size in pixels")
+    parser.add_argument("--batch", type=positive_int, default=4, help="photos per step")
+    parser.add_argument("--steps", type=positive_int, default=5, help="training steps per timed run")
     parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="auto", help="auto: bf16 on CUDA")
     parser.add_argument("--channels-last", choices=["on", "off", "auto"], default="auto", help="auto: on for CUDA")
     add_compile_argument(parser, "the step's networks")
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     from faststyle.lossnets import get_lossnet
     from faststyle.transformer import TransformerNet
 
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     config = load_config(args.backbone)
     style = torch.rand(1, 3, round(1.5 * args.size), round(1.5 * args.size), device=device)

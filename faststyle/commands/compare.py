@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from faststyle.argtypes import non_negative_int
 from faststyle.errors import FaststyleError
 
 
@@ -54,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p("--seed", type=int, default=0)
     p("--device", default="auto", help="auto, cpu or cuda[:N]")
     p("--cache", default=None, help="loss-network weights cache folder")
-    p("--workers", type=int, default=None, help="data loader workers for training")
+    p("--workers", type=non_negative_int, default=None, help="data loader workers for training")
     p("--no-progress", action="store_true", help="no progress bars")
     p("--out", required=True, metavar="DIR", help="output folder (models/, images/, results.json, index.html)")
     parser.set_defaults(handler=run)

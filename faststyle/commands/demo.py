@@ -20,11 +20,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Serve the Gradio demo: style gallery, photo upload, webcam streaming, backbone comparison.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--models", default=None, help="folder(s) of models, os.pathsep-separated (default: the usual)")
+    parser.add_argument("--port", type=_port, default=7860, help="port to listen on (default: 7860)")
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="folder(s) of models, os.pathsep-separated (default: $FASTSTYLE_MODELS, then checkpoints/)",
+    )
     parser.add_argument("--share", choices=["yes", "no"], default="no", help="make a public gradio.live link")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.set_defaults(handler=_demo)
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (1 to 65535)")
+    return port
 
 
 def load_app() -> ModuleType:
@@ -50,5 +61,7 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         app.launch(app.parse_dirs(args.models), args.host, args.port, args.share == "yes", args.device)
     except OSError as exc:
-        raise FaststyleError(f"cannot serve on {args.host}:{args.port} ({exc}); pick another --port") from None
+        raise FaststyleError(
+            f"cannot serve on {args.host}:{args.port} ({exc}); pick another --port, or a --host of this machine"
+        ) from None
     return 0

@@ -91,13 +91,14 @@ def run(args: argparse.Namespace) -> int:
 
     from faststyle.errors import FaststyleError
     from faststyle.gatys import stylize
-    from faststyle.images import load_image, save_image
+    from faststyle.images import check_writable, load_image, save_image
 
     out = Path(args.out)
     if Image.registered_extensions().get(out.suffix.lower()) is None:
         raise FaststyleError(f"cannot tell the image format from --out {out.name!r}; use .png, .jpg or .webp")
     if args.save_every < 0:
         raise FaststyleError("--save-every must be 0 (off) or a positive number of iterations")
+    check_writable(out.parent, "the result")
     content = load_image(args.content)
     styles = [load_image(path) for path in args.style]
 

@@ -7,6 +7,7 @@ import glob
 import sys
 from pathlib import Path
 
+from faststyle.argtypes import positive_int
 from faststyle.compiling import add_compile_argument
 
 OUTPUT_FORMATS = ("png", "jpg", "jpeg", "webp")
@@ -26,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", help="model NAME (see --list) or model file (.safetensors)")
     parser.add_argument("--out", help="output file (one input) or folder")
     parser.add_argument("--list", action="store_true", help="list the available models and exit")
-    parser.add_argument("--size", type=int, default=None, help="resize the longer side to this many pixels first")
+    parser.add_argument(
+        "--size", type=positive_int, default=None, help="resize the longer side to this many pixels first"
+    )
     parser.add_argument("--strength", type=float, default=1.0, help="0 = the photo, 1 = fully stylized (default)")
     parser.add_argument("--preserve-color", action="store_true", help="keep the photo's colours (stylize luminance)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -41,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--tile", type=int, default=None, help="tile side for large images (0: never tile)")
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
     parser.add_argument("--format", choices=OUTPUT_FORMATS, default=None, help="output format in folder mode")
-    parser.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 180 million)")
+    parser.add_argument(
+        "--max-pixels", type=positive_int, default=None, help="refuse larger images (default 180 million)"
+    )
     parser.set_defaults(handler=_stylize)
 
 
@@ -97,7 +102,7 @@ def _list_models() -> int:
     models = list_models()
     if not models:
         print("no models found in " + ", ".join(str(d) for d in model_dirs()))
-        print("train one with: faststyle train --style STYLE.jpg --out checkpoints/NAME.safetensors")
+        print("train one with: faststyle train --style STYLE.jpg --data PHOTOS/ --out checkpoints/NAME.safetensors")
         return 0
     width = max(len(m.name) for m in models)
     for m in models:
@@ -121,7 +126,7 @@ def _stylize(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from faststyle.images import MAX_PIXELS, open_image, save_image
+    from faststyle.images import MAX_PIXELS, check_writable, open_image, save_image
     from faststyle.stylize import Stylizer
 
     files, failures = expand_inputs(args.inputs)
@@ -147,10 +152,9 @@ def _stylize(args: argparse.Namespace) -> int:
         compile=args.compile,
     )
     targets = output_paths(files, out, stylizer.name, args.format, folder)
-    if folder:
-        if out.exists() and not out.is_dir():
-            raise FaststyleError(f"--out {out} is a file; name a folder for several images")
-        out.mkdir(parents=True, exist_ok=True)
+    if folder and out.exists() and not out.is_dir():
+        raise FaststyleError(f"--out {out} is a file; name a folder for several images")
+    check_writable(out if folder else out.parent, "the stylized images")
     failed: list[tuple[str, str]] = list(failures)
     written = 0
     options = {"size": args.size, "strength": args.strength, "preserve_color": args.preserve_color}

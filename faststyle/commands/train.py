@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from faststyle.argtypes import non_negative_float, non_negative_int, positive_float
 from faststyle.compiling import add_compile_argument
 
 
 def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give numbers separated by commas, e.g. 0.7,0.3") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,10 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p("--batch", type=int, default=4, help="photos per step")
     p("--size", type=int, default=256, help="crop size of the training photos")
     p("--style-size", type=int, default=None, help="long side of the style image (default 1.5 x --size)")
-    p("--content-weight", type=float, default=1.0, help="weight of the content loss")
-    p("--style-weight", type=float, default=2.0, help="weight of the style loss")
-    p("--tv-weight", type=float, default=1.0, help="weight of the total-variation loss")
-    p("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p("--content-weight", type=non_negative_float, default=1.0, help="weight of the content loss")
+    p("--style-weight", type=non_negative_float, default=2.0, help="weight of the style loss")
+    p("--tv-weight", type=non_negative_float, default=1.0, help="weight of the total-variation loss")
+    p("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
     p("--width", type=float, default=1.0, help="channel multiplier of the transformer network")
     p("--pooling", choices=["max", "avg"], default="max", help="pooling in the loss network")
     p("--lossnet-weights", default=None, help="weights file for the loss network (default: the cache)")
@@ -52,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_compile_argument(parser, "the networks (pays off on a GPU)")
     p("--gpu-cache", action="store_true", help="decode small photo sets once onto the device and crop there")
     p("--stream", action="store_true", help="read a local folder as a stream, without indexing it (huge folders)")
-    p("--workers", type=int, default=None, help="data loader workers")
+    p("--workers", type=non_negative_int, default=None, help="data loader workers")
     p("--val-every", type=int, default=500, help="steps between validation grids")
     p("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     p("--fp32", action="store_true", help="store the model in float32 (default float16)")
