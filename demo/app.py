@@ -148,10 +148,22 @@ class StyleApp:
             start = time.perf_counter()
             out = self._run(stylizer, image, _clamp(size, PHOTO_SIZES), strength, preserve_color)
             ms = (time.perf_counter() - start) * 1000
-            results.append((out, f"{backbone_name(info.metadata)} · {info.name} · {ms:.0f} ms"))
+            caption = f"{backbone_name(info.metadata)} · {info.name} · {ms:.0f} ms"
+            results.append((_captioned(out, caption), caption))
         if not results:
             raise gr.Error("Pick a style to compare.")
         return results
+
+
+def _captioned(image: Image.Image, text: str) -> Image.Image:
+    """The image above a band with ``text``: which backbone made it stays readable however the gallery lays it out."""
+    size = max(14, image.width // 40)
+    font = ImageFont.load_default(size=size)
+    band = round(size * 1.8)
+    framed = Image.new("RGB", (image.width, image.height + band), (255, 255, 255))
+    framed.paste(image, (0, 0))
+    ImageDraw.Draw(framed).text((8, image.height + band / 2), text, fill=(30, 30, 30), font=font, anchor="lm")
+    return framed
 
 
 def _clamp(value: float, limits: tuple[int, int]) -> int:
