@@ -16,6 +16,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from faststyle.argtypes import port_number
 from faststyle.errors import FaststyleError
 from faststyle.images import open_image, save_image
 from faststyle.stylize import (
@@ -318,16 +319,9 @@ def parse_dirs(models: str | None) -> list[Path] | None:
     return [Path(p).expanduser() for p in models.split(os.pathsep) if p] if models else None
 
 
-def _port(text: str) -> int:
-    port = int(text)
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port (1 to 65535)")
-    return port
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=_port, default=7860, help="port to listen on (default: 7860)")
+    parser.add_argument("--port", type=port_number, default=7860, help="port to listen on (default: 7860)")
     parser.add_argument(
         "--models",
         default=None,

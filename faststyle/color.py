@@ -49,16 +49,21 @@ def ycbcr_to_rgb(images: Tensor) -> Tensor:
     return _apply(_YCBCR_TO_RGB, images - offset)
 
 
+def _luma(images: Tensor) -> Tensor:
+    """(N,1,H,W): Y of RGB images."""
+    return rgb_to_ycbcr(images)[:, :1]
+
+
 def grey(images: Tensor) -> Tensor:
     """Each image's luminance Y in all three channels (R = G = B = Y)."""
     _check(images, "grey")
-    return rgb_to_ycbcr(images)[:, :1].expand(-1, 3, -1, -1).contiguous()
+    return _luma(images).expand(-1, 3, -1, -1).contiguous()
 
 
 def match_luminance(style: Tensor, content: Tensor) -> Tensor:
     """``grey(style)`` with its luminance shifted and scaled to the mean and standard deviation of the content's, as
     in Gatys et al.'s luminance-only transfer (2016), clamped to [0,1]."""
-    style_y, content_y = grey(style)[:, :1], grey(content)[:, :1]
+    style_y, content_y = _luma(style), _luma(content)
     s_std, s_mean = torch.std_mean(style_y, dim=(1, 2, 3), keepdim=True)
     c_std, c_mean = torch.std_mean(content_y, dim=(1, 2, 3), keepdim=True)
     matched = (style_y - s_mean) * (c_std / s_std.clamp_min(1e-6)) + c_mean
@@ -82,6 +87,6 @@ def preserve_color(stylized: Tensor, content: Tensor) -> Tensor:
     if tuple(content.shape[-2:]) != size:
         shrink = content.shape[-2] > size[0] or content.shape[-1] > size[1]
         content = F.interpolate(content, size=size, mode="bilinear", antialias=shrink, align_corners=False)
-    luma = rgb_to_ycbcr(stylized)[:, :1]
+    luma = _luma(stylized)
     chroma = rgb_to_ycbcr(content)[:, 1:].expand(stylized.shape[0], -1, -1, -1)
     return ycbcr_to_rgb(torch.cat([luma, chroma], 1)).clamp(0, 1)

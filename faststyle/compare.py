@@ -517,15 +517,16 @@ class Study:
                 return image.height, image.width
 
         fix = "raise --size, or leave out very wide or tall images"
+        images = [(f"a training crop of --size {self.s.size}", (self.s.size, self.s.size), "raise --size")]
+        for name, entry in zip(self.content_names, contents, strict=True):
+            images.append((f"the photo {name} at --size {self.s.size}", size_of(entry), fix))
+        for name, entry in zip(self.style_names, styles, strict=True):
+            images.append((f"the painting {name} at {self.style_size} px", size_of(entry), fix))
         checks = [(LPIPS_NETWORK, list(LPIPS_TAPS[LPIPS_NETWORK]))]
         checks += [(column.backbone, list(column.config.layers)) for column in self.columns]
         for backbone, layers in checks:
-            net = self.lossnet(backbone)
-            net.check_size(self.s.size, self.s.size, layers, f"a training crop of --size {self.s.size}", "raise --size")
-            for name, entry in zip(self.content_names, contents, strict=True):
-                net.check_size(*size_of(entry), layers, f"the photo {name} at --size {self.s.size}", fix)
-            for name, entry in zip(self.style_names, styles, strict=True):
-                net.check_size(*size_of(entry), layers, f"the painting {name} at {self.style_size} px", fix)
+            for what, (height, width), how in images:
+                self.lossnet(backbone).check_size(height, width, layers, what, how)
 
     # -- the whole run --------------------------------------------------------------------------------------------
 

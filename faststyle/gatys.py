@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from faststyle.color import match_luminance
+from faststyle.color import grey, match_luminance
 from faststyle.color import preserve_color as _preserve_color
 from faststyle.compiling import compiler
 from faststyle.config import LayerConfig, default_config, load_config
@@ -273,7 +273,7 @@ def stylize(
     if preserve_color:
         # luminance-only transfer: optimise a grey image against the luminances, then add the content's chroma
         styles = [match_luminance(s, content) for s in styles]
-        content = match_luminance(content, content)
+        content = grey(content)
         if callback is not None:
             callback = functools.partial(_in_content_colours, callback, original)
     history: list[dict[str, float]] = []

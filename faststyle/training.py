@@ -314,7 +314,9 @@ def train(
     run = Path(run_dir) if run_dir else out.with_suffix("").with_name(out.stem + "_run")
     last = run / "checkpoints" / "last.ckpt"
     resume_from = latest_checkpoint(run / "checkpoints")
-    if not resume and resume_from is not None and checkpoint_step(resume_from) == 0:
+    saved = _read_checkpoint(resume_from) if resume_from is not None else {}
+    start_step = int(saved.get("global_step", 0))
+    if not resume and resume_from is not None and start_step == 0:
         # left by a run that failed before its first step: nothing to continue
         for stale in (run / "checkpoints").glob("*.ckpt"):
             stale.unlink()
@@ -327,10 +329,7 @@ def train(
         raise FaststyleError(
             f"{run} holds an earlier run; pass --resume to continue it or choose another --out/--run-dir"
         )
-    start_step = 0
-    if resume and resume_from is not None:
-        saved = _read_checkpoint(resume_from)
-        start_step = int(saved.get("global_step", 0))
+    if resume:
         _check_resumable(saved, settings, run)
         if start_step >= settings.steps:
             raise FaststyleError(

@@ -8,6 +8,7 @@ from pathlib import Path
 from types import ModuleType
 
 import faststyle
+from faststyle.argtypes import port_number
 from faststyle.errors import FaststyleError
 
 APP = Path(faststyle.__file__).resolve().parents[1] / "demo" / "app.py"
@@ -20,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Serve the Gradio demo: style gallery, photo upload, webcam streaming, backbone comparison.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=_port, default=7860, help="port to listen on (default: 7860)")
+    parser.add_argument("--port", type=port_number, default=7860, help="port to listen on (default: 7860)")
     parser.add_argument(
         "--models",
         default=None,
@@ -29,13 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--share", choices=["yes", "no"], default="no", help="make a public gradio.live link")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.set_defaults(handler=_demo)
-
-
-def _port(text: str) -> int:
-    port = int(text)
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port (1 to 65535)")
-    return port
 
 
 def load_app() -> ModuleType:
