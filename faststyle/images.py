@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
+import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.nn import functional as F
 
 from faststyle.errors import FaststyleError
 
+log = logging.getLogger(__name__)
+
 MAX_PIXELS = 180_000_000
+_PIL_LIMIT = threading.Lock()
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL image as 8-bit RGB: EXIF orientation applied; greyscale, palette, CMYK, 16-bit and alpha handled."""
+    """Any PIL image as 8-bit sRGB: EXIF orientation applied; an embedded RGB colour profile (Adobe RGB, Display P3,
+    …) converted to sRGB; greyscale, palette, CMYK, 16-bit and alpha handled."""
+    profile = image.info.get("icc_profile")
     image = ImageOps.exif_transpose(image)
     if image.mode.startswith("I") or image.mode == "F":
         image = Image.fromarray(_to_8bit(image), "L")
@@ -28,7 +36,31 @@ def to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
+    image = image.convert("RGB")
+    transform = _to_srgb(bytes(profile)) if isinstance(profile, bytes | bytearray) and profile else None
+    if transform is None:
+        return image
+    converted = ImageCms.applyTransform(image, transform)
+    converted.info.pop("icc_profile", None)
+    return converted
+
+
+@functools.lru_cache(maxsize=16)
+def _to_srgb(profile: bytes) -> ImageCms.ImageCmsTransform | None:
+    """The transform from an embedded RGB profile to sRGB; None where the profile is sRGB already (no colour moves
+    by more than one level), is not an RGB profile, or cannot be read (then the pixels are taken as sRGB)."""
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        if source.profile.xcolor_space.strip() != "RGB":
+            return None
+        transform = ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), "RGB", "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+        log.warning("ignoring an unreadable colour profile (%s); the pixels are taken as sRGB", exc)
+        return None
+    levels = np.linspace(0, 255, 9).round().astype(np.uint8)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(1, -1, 3)
+    moved = np.asarray(ImageCms.applyTransform(Image.fromarray(grid, "RGB"), transform), dtype=np.int16) - grid
+    return transform if np.abs(moved).max() > 1 else None
 
 
 def _to_8bit(image: Image.Image) -> np.ndarray:
@@ -49,10 +81,8 @@ def open_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Im
     path = Path(path)
     if not path.is_file():
         raise FaststyleError(f"image {path} does not exist")
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
     try:
-        with Image.open(path) as image:
+        with _open_within(path, max_pixels) as image:
             if image.width * image.height > max_pixels:
                 raise FaststyleError(
                     f"{path} has {image.width}x{image.height} pixels, over the limit of {max_pixels:,}; "
@@ -64,8 +94,19 @@ def open_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Im
         raise FaststyleError(f"{path} is larger than the pixel limit of {max_pixels:,} (decompression bomb?)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise FaststyleError(f"cannot read {path} as an image ({exc}); pass a JPEG, PNG, WebP, … file") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+
+
+def _open_within(path: Path, max_pixels: int) -> Image.Image:
+    """``Image.open`` (which reads the header only) under our pixel limit instead of Pillow's global one. The global
+    is set and put back under a lock, so threads opening images at once (the demo, the photo cache) never leave it
+    changed."""
+    with _PIL_LIMIT:
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
 
 
 def pil_to_tensor(image: Image.Image) -> Tensor:

@@ -1,0 +1,90 @@
+"""Reading images: embedded colour profiles, and Pillow's pixel limit under threads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faststyle.images import open_image
+
+ADOBE_PAINTING = "data/styles/gauguin_three_tahitian_women_1896.jpg"  # carries an Adobe RGB (1998) profile
+# Adobe RGB (1998) -> XYZ and XYZ -> linear sRGB, both D65, from the two colour spaces' specifications.
+ADOBE_TO_XYZ = np.array(
+    [[0.5767309, 0.1855540, 0.1881852], [0.2973769, 0.6273491, 0.0752741], [0.0270343, 0.0706872, 0.9911085]]
+)
+XYZ_TO_SRGB = np.array(
+    [[3.2404542, -1.5371385, -0.4985314], [-0.9692660, 1.8760108, 0.0415560], [0.0556434, -0.2040259, 1.0572252]]
+)
+
+
+def _adobe_to_srgb(values: np.ndarray) -> np.ndarray:
+    linear = np.clip((values / 255.0) ** (563 / 256) @ (XYZ_TO_SRGB @ ADOBE_TO_XYZ).T, 0, 1)
+    return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055) * 255
+
+
+def _saturation(image: Image.Image) -> float:
+    rgb = np.asarray(image, dtype=np.float64) / 255
+    top = rgb.max(-1)
+    return float(((top - rgb.min(-1)) / np.maximum(top, 1e-6)).mean())
+
+
+def test_an_adobe_rgb_image_is_read_as_srgb(shared: Path, tmp_path: Path) -> None:
+    with Image.open(shared / ADOBE_PAINTING) as painting:
+        profile = painting.info["icc_profile"]
+    values = np.random.default_rng(0).integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    Image.fromarray(values).save(tmp_path / "adobe.png", icc_profile=profile)
+    read = np.asarray(open_image(tmp_path / "adobe.png"), dtype=np.float64)
+    assert np.abs(read - _adobe_to_srgb(values.astype(np.float64))).max() <= 1.0
+    assert np.abs(read - values).max() > 20  # taken as sRGB, as before, the colours were far off
+
+
+def test_the_adobe_rgb_painting_keeps_its_saturation(shared: Path) -> None:
+    with Image.open(shared / ADOBE_PAINTING) as painting:
+        as_if_srgb = painting.convert("RGB")
+    read = open_image(shared / ADOBE_PAINTING)
+    assert "icc_profile" not in read.info  # converted once: reading it again changes nothing
+    assert _saturation(read) > _saturation(as_if_srgb) + 0.05
+
+
+def test_srgb_profiles_leave_the_pixels_alone(shared: Path) -> None:
+    path = shared / "data/content/amber.jpg"  # carries an sRGB profile
+    with Image.open(path) as photo:
+        assert photo.info.get("icc_profile")
+        raw = np.asarray(photo.convert("RGB"))
+    np.testing.assert_array_equal(np.asarray(open_image(path)), raw)
+
+
+def test_a_damaged_profile_is_ignored_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    values = np.random.default_rng(1).integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    Image.fromarray(values).save(tmp_path / "odd.png", icc_profile=b"not a colour profile at all" * 8)
+    with caplog.at_level(logging.WARNING, logger="faststyle.images"):
+        read = open_image(tmp_path / "odd.png")
+    np.testing.assert_array_equal(np.asarray(read), values)
+    assert "colour profile" in caplog.text
+
+
+def test_threads_opening_images_leave_pillows_pixel_limit_as_it_was(tmp_path: Path) -> None:
+    Image.new("RGB", (4, 4), (10, 20, 30)).save(tmp_path / "small.png")
+    before = Image.MAX_IMAGE_PIXELS
+    errors: list[BaseException] = []
+
+    def work(limit: int) -> None:
+        try:
+            for _ in range(300):
+                open_image(tmp_path / "small.png", max_pixels=limit)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(1_000 + i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    after = Image.MAX_IMAGE_PIXELS
+    assert errors == []
+    assert after == before
