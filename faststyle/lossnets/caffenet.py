@@ -6,6 +6,8 @@ per-layer folder of their own (``conv1_filter.bin``, ``conv1_bias.bin``, …).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from faststyle.lossnets.base import LossNet
 from faststyle.lossnets.caffe import (
     CaffeConv,
@@ -50,7 +52,7 @@ def caffenet() -> CaffeNet:
     return CaffeNet()
 
 
-def _from_caffejs_folder(location: str | None) -> StateDict:
+def _from_caffejs_folder(location: str | None, _cache: Path) -> StateDict:
     return read_caffejs(caffejs_folder(location, CAFFENET_DIR_ENV), CaffeNet().body)
 
 

@@ -134,12 +134,12 @@ def load_bvlc_classifier(location: str | os.PathLike[str] | None = None) -> nn.L
     return classifier.eval().requires_grad_(False)
 
 
-def _from_caffejs_folder(location: str | None) -> StateDict:
+def _from_caffejs_folder(location: str | None, _cache: Path) -> StateDict:
     folder = caffejs_folder(location, GOOGLENET_DIR_ENV)
     return read_caffejs(folder, GoogLeNet().body, bvlc_googlenet_checksums())
 
 
-def _from_caffejs_download(location: str | None) -> StateDict:
+def _from_caffejs_download(location: str | None, _cache: Path) -> StateDict:
     body = GoogLeNet().body
     if location:
         folder = Path(location).expanduser()

