@@ -117,6 +117,18 @@ class SkipCounter:
     def is_bad(self, index: int) -> bool:
         return bool(self._flags[index])
 
+    def marked(self) -> list[int]:
+        """The slots marked so far (indices of an indexed dataset's photos)."""
+        return np.flatnonzero(np.ctypeslib.as_array(self._flags)).tolist()
+
+    def restore(self, slots: list[int]) -> None:
+        """Mark ``slots`` found unreadable earlier in the run (before a resume), without warning again."""
+        with self._count.get_lock():
+            for slot in slots:
+                if 0 <= slot < len(self._flags) and not self._flags[slot]:
+                    self._flags[slot] = 1
+                    self._count.value += 1
+
     @property
     def count(self) -> int:
         return int(self._count.value)
@@ -286,6 +298,28 @@ class PhotoDataModule(pl.LightningDataModule):
     def skipped(self) -> int:
         """Photos skipped so far because they could not be read."""
         return self._skips.count if self._skips is not None else 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in Lightning's checkpoints: the photos found unreadable, so that a resumed run skips them without
+        reading them again and its model's ``skipped`` counts the whole run."""
+        if self._skips is None:
+            return {}
+        marked = self._skips.marked()
+        if self._files is not None and not self.streamed:
+            return {"skipped_files": [str(self._files[i]) for i in marked]}
+        return {"skipped_slots": marked}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.setup()
+        if self._skips is None:
+            return
+        if "skipped_files" in state and self._files is not None and not self.streamed:
+            index = {str(path): i for i, path in enumerate(self._files)}
+            self._skips.restore([index[name] for name in state["skipped_files"] if name in index])
+        elif "skipped_slots" in state and self.streamed:
+            self._skips.restore(list(state["skipped_slots"]))
+        if self._skips.count:
+            log.info("%d photos found unreadable before the resume are skipped", self._skips.count)
 
     def _crop_seed(self) -> int:
         """The seed of the crop streams: ``seed``, or for a resumed run one drawn from (seed, start_step)."""

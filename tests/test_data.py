@@ -108,6 +108,23 @@ def test_unreadable_files_are_skipped_and_counted(
     assert workers.skipped == 2
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["indexed", "streamed"])
+def test_a_resumed_module_knows_the_unreadable_photos_already_found(
+    messy_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, stream: bool
+) -> None:
+    first = module(messy_folder, tmp_path, stream=stream)
+    take(first, 15)
+    assert first.skipped == 2
+    state = first.state_dict()  # what Lightning keeps in a checkpoint
+    resumed = module(messy_folder, tmp_path, stream=stream, start_step=15)
+    resumed.load_state_dict(state)
+    assert resumed.skipped == 2
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="faststyle.data"):
+        take(resumed, 15)
+    assert resumed.skipped == 2 and "skipping unreadable photo" not in caplog.text  # not read, nor counted, again
+
+
 def test_a_streamed_photo_skipped_by_several_worker_processes_counts_once(caplog: pytest.LogCaptureFixture) -> None:
     # A stream's shards are reshuffled between loader workers every epoch, so one bad photo reaches several workers
     # (processes started as DataLoader starts its workers, in multiprocessing's default context).
