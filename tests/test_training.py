@@ -100,6 +100,7 @@ def test_resume_continues_the_step_count(shared: Path, lossnet_cache: Path, phot
     second = _train(_settings(shared, lossnet_cache, 8), photos, out, resume=True, checkpoint_every=3)
     assert second.steps == 8
     assert read_metadata(out)["training"]["images_seen"] == 16
+    assert read_metadata(out)["data"]["skipped"] == 1  # the corrupt photo, found in either part, counted once
     # a third part finds the newest checkpoint, whatever --checkpoint-every was
     third = _train(_settings(shared, lossnet_cache, 9), photos, out, resume=True, checkpoint_every=5)
     assert third.steps == 9 and read_metadata(out)["training"]["images_seen"] == 18
@@ -193,7 +194,7 @@ def test_an_interrupted_cli_run_resumes_at_the_same_step(
     command = [sys.executable, "-m", "faststyle.cli", "train", "--style",
                str(shared / "data/styles/hokusai_great_wave_crop.jpg"), "--data", str(photos), "--out", str(out),
                "--size", "64", "--style-size", "96", "--batch", "2", "--width", "0.5", "--workers", "0",
-               "--checkpoint-every", "1000", "--val-every", "1000", "--no-progress",
+               "--checkpoint-every", "1000", "--val-every", "1", "--no-progress",
                "--cache", str(lossnet_cache)]  # fmt: skip
     env = os.environ | {"HF_HOME": str(tmp_path / "hf")}
     # Ctrl-C as in a terminal: the child starts with SIGINT at its default even if something in this test process
@@ -203,9 +204,11 @@ def test_an_interrupted_cli_run_resumes_at_the_same_step(
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 240
-    while not (tmp_path / "m_run" / "hparams.yaml").exists() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    time.sleep(8)  # let it take some steps
+    # the validation grid of step 1 (--val-every 1): interrupted after a step, however slow the machine is today
+    while not (tmp_path / "m_run" / "val" / "grid_000001.png").exists() and time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the run ended before it was interrupted:\n{process.communicate()[1][-2000:]}")
+        time.sleep(0.2)
     process.send_signal(signum)
     try:
         _, stderr = process.communicate(timeout=120)
