@@ -33,6 +33,7 @@ from faststyle.errors import FaststyleError
 from faststyle.images import atomic_write_bytes, check_writable, load_image, save_image, sha256_file
 from faststyle.lossnets import LossNet, get_lossnet, spec
 from faststyle.metrics import relative_style_loss
+from faststyle.modelfile import hardware
 from faststyle.plots import line_plot
 
 log = logging.getLogger("faststyle.compare")
@@ -42,6 +43,8 @@ MODES = ("feedforward", "gatys", "both")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 # Bump when a metric's definition changes, so cached values are recomputed.
 METRICS_VERSION = 2
+# Bump when the pixels read from an image file change (2: embedded colour profiles are converted to sRGB).
+READER_VERSION = 2
 LPIPS_NETWORK = "vgg16"
 IDENTITY = "content"
 HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -248,6 +251,7 @@ class Study:
         self.style_names = _slugs(self.styles, self.style_sha)
         self.content_names = _slugs(self.contents, self.content_sha)
         self.style_size = round(1.5 * settings.size)
+        self.hardware = hardware(self.device)
         self.cache = Cache(self.out / "cache.json")
         self._lossnets: dict[str, LossNet] = {}
         self._lpips: Any = None
@@ -300,7 +304,7 @@ class Study:
         """The inputs resized to their long side ``size``, as PNGs under ``images/<kind>/`` (the report's copies)."""
         entries = []
         for name, path, digest in zip(names, paths, digests, strict=True):
-            key = _hash({kind: digest, "size": size})
+            key = _hash({kind: digest, "size": size, "reader": READER_VERSION})
             entry = self.cache.get(kind, key, self._image_valid)
             if entry is None:
                 target = self.out / "images" / kind / f"{name}.png"
@@ -399,8 +403,9 @@ class Study:
         stylizer: Stylizer | None = None
         entries = []
         bar = tqdm(contents, desc=f"stylize {column.name}", unit="img", leave=False, disable=not self.s.progress)
-        for name, content, content_entry in zip(self.content_names, self.content_sha, bar, strict=True):
-            key = _hash({"model": model_sha, "content": content, "size": self.s.size})
+        for name, content_entry in zip(self.content_names, bar, strict=True):
+            # the photo as resized for the study, and where it ran: the entry holds its time
+            key = _hash({"model": model_sha, "content": content_entry["sha256"], "hardware": self.hardware})
             entry = self.cache.get("stylized", key, self._image_valid)
             if entry is None:
                 if stylizer is None:
@@ -416,25 +421,44 @@ class Study:
         return entries
 
     def gatys(self, style_index: int, column: Column, contents: list[dict[str, Any]]) -> list[dict]:
+        """Gatys runs with snapshots at each of ``--gatys-iters``. The trajectory does not depend on where a run stops,
+        so the cache keeps one run per photo and column: it serves any subset of the counts snapshotted so far, and a
+        run for other counts adds its snapshots to it."""
         iters = sorted(set(self.s.gatys_iters))
         entries = []
         bar = tqdm(contents, desc=f"gatys {column.name}", unit="img", leave=False, disable=not self.s.progress)
-        for name, content, content_entry in zip(self.content_names, self.content_sha, bar, strict=True):
+        for name, content_entry in zip(self.content_names, bar, strict=True):
             key = _hash(
                 {
-                    "content": content,
+                    "content": content_entry["sha256"],
                     "style": self.style_sha[style_index],
+                    "reader": READER_VERSION,
                     "column": self.column_spec(column),
-                    "size": self.s.size,
-                    "iters": iters,
                     "seed": self.s.seed,
+                    "hardware": self.hardware,
                 }  # fmt: skip
             )
-            entry = self.cache.get("gatys", key, lambda e: all(self._image_valid(s) for s in e["snapshots"].values()))
+
+            def covers(entry: dict[str, Any]) -> bool:
+                have = entry["snapshots"]
+                return all(str(i) in have for i in iters) and all(self._image_valid(s) for s in have.values())
+
+            entry = self.cache.get("gatys", key, covers)
             if entry is None:
                 photo = load_image(self.out / content_entry["path"])
-                entry = self.cache.put("gatys", key, self._run_gatys(style_index, column, name, photo, iters))
-            entries.append(entry)
+                entry = self._run_gatys(style_index, column, name, photo, iters)
+                earlier = self.cache.data.get("gatys", {}).get(key)
+                if earlier is not None:
+                    kept = {k: s for k, s in earlier["snapshots"].items() if self._image_valid(s)}
+                    longer = max(earlier["history"], entry["history"], key=lambda h: len(h["total"]))
+                    entry = {"snapshots": kept | entry["snapshots"], "history": longer}
+                entry = self.cache.put("gatys", key, entry)
+            entries.append(
+                {
+                    "snapshots": {str(i): entry["snapshots"][str(i)] for i in iters},
+                    "history": {k: v[: max(iters)] for k, v in entry["history"].items()},
+                }  # fmt: skip
+            )
         return entries
 
     def _run_gatys(self, style_index: int, column: Column, name: str, photo: Tensor, iters: list[int]) -> dict:
@@ -468,6 +492,7 @@ class Study:
                 "style_size": self.style_size,
                 "column": self.column_spec(column),
                 "version": METRICS_VERSION,
+                "reader": READER_VERSION,
             }  # fmt: skip
         )
         value = self.cache.get("style_layers", key)
@@ -487,6 +512,7 @@ class Study:
                 "style": self.style_sha[style_index],
                 "lpips_weights": self.lossnet(LPIPS_NETWORK).weights_sha256,
                 "version": METRICS_VERSION,
+                "reader": READER_VERSION,
             }  # fmt: skip
         )
         value = self.cache.get("pair_metrics", key)
@@ -573,6 +599,7 @@ class Study:
                             "seconds": training["seconds"],
                             "images_per_second": training["images_per_second"],
                             "steps": training["steps"],
+                            "hardware": training.get("hardware", "unknown"),
                         }  # fmt: skip
                     )
                     images = self.stylize(si, column, model, contents)
@@ -710,6 +737,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
+        "hardware": hardware(device),
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
@@ -748,7 +776,7 @@ def _metric_rows(style: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def _timing_rows(results: dict[str, Any], style: str) -> tuple[list[str], list[list[str]]]:
     timings = results["timings"]
-    header = ["column", "training s", "training img/s", "inference ms", "Gatys s"]
+    header = ["column", "training s", "training img/s", "trained on", "inference ms", "Gatys s"]
     rows = []
     for column in results["columns"]:
         name = column["name"]
@@ -760,11 +788,16 @@ def _timing_rows(results: dict[str, Any], style: str) -> tuple[list[str], list[l
                 name,
                 _fmt(trained[0]["seconds"]) if trained else "",
                 _fmt(trained[0]["images_per_second"]) if trained else "",
+                trained[0].get("hardware", "unknown") if trained else "",
                 _fmt(inference) if inference is not None else "",
                 ", ".join(f"{_fmt(v)} @{k}" for k, v in sorted(gatys.items(), key=lambda kv: int(kv[0]))),
             ]
         )
     return header, rows
+
+
+def _timed_on(results: dict[str, Any]) -> str:
+    return f"Inference and Gatys timed on {results['environment']['hardware']}; training where the table says."
 
 
 def _grid(results: dict[str, Any], style: str) -> tuple[list[str], list[tuple[str, list[str]]]]:
@@ -801,7 +834,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         )
         out += ["", "### Similarity to the content and colour", ""]
         out += table(*_metric_rows(data))
-        out += ["", "### Timings", ""]
+        out += ["", "### Timings", "", _timed_on(results), ""]
         out += table(*_timing_rows(results, style)) + [""]
     counts = results["timings"]["counts"]
     out += ["## Cache", ""] + [f"- {k}: {v['computed']} computed, {v['reused']} reused" for k, v in counts.items()]
@@ -889,7 +922,7 @@ def render_html(results: dict[str, Any], out: Path) -> str:
         header, rows = _metric_rows(data)
         parts += ["<h3>Similarity to the content photo and colour match</h3>", table(header, rows)]
         header, rows = _timing_rows(results, style)
-        parts += ["<h3>Timings</h3>", table(header, rows)]
+        parts += ["<h3>Timings</h3>", f"<p>{escape(_timed_on(results))}</p>", table(header, rows)]
         plots = []
         for run in results["runs"]:
             if run["style"] == style and run["kind"] == "feedforward" and run.get("metrics_csv"):

@@ -33,6 +33,13 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def hardware(device: torch.device) -> str:
+    """What a run's timings were measured on, e.g. ``NVIDIA H100 80GB HBM3`` or ``cpu x86_64, 2 threads``."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
 def save_model(net: torch.nn.Module, path: str | os.PathLike[str], metadata: dict[str, Any], half: bool = True) -> Path:
     """Write the model file atomically; ``half`` stores the weights as float16."""
     from faststyle.transformer import TransformerNet

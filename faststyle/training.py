@@ -517,6 +517,8 @@ def model_metadata(
 ) -> dict[str, Any]:
     from PIL import Image
 
+    from faststyle.modelfile import hardware
+
     styles = []
     for path in settings.styles:
         with Image.open(path) as image:
@@ -543,6 +545,8 @@ def model_metadata(
             "images_seen": module.images_seen,
             "seconds": round(result.seconds, 2),
             "images_per_second": round(result.images_per_second, 3),
+            "hardware": hardware(module.device),
+            "precision": str(module.trainer.precision),
         },
         "data": {"source": data, "images": datamodule.num_images, "skipped": datamodule.skipped},
     }

@@ -193,6 +193,38 @@ def test_gatys_mode_reuses_the_model_and_reports_the_gap(study: dict[str, Any]) 
     assert len(style["gatys_curves"]["vgg16"]["total"]) == 5
 
 
+def test_gatys_runs_serve_any_subset_of_their_snapshots(study: dict[str, Any]) -> None:
+    def run(iters: list[int]) -> tuple[dict[str, int], dict[str, Any]]:
+        args = study["args"] | {"backbones": ["vgg16"], "mode": "gatys", "gatys_iters": iters}
+        result = compare(CompareSettings(**args))
+        return result.counts["gatys"], _strict_json(result.out / "results.json")
+
+    def seconds(results: dict[str, Any]) -> dict[str, float]:
+        (by_column,) = results["timings"]["gatys_seconds"].values()
+        return by_column["vgg16"]
+
+    run([2, 5])
+    counts, results = run([2])
+    assert counts == {"computed": 0, "reused": 2}
+    (style,) = results["metrics"]["styles"].values()
+    assert len(style["gatys_curves"]["vgg16"]["total"]) == 2 and set(seconds(results)) == {"2"}
+    counts, _ = run([3])
+    assert counts == {"computed": 2, "reused": 0}
+    counts, results = run([5, 3, 2])  # the [3] run added its snapshots to the [2, 5] run's
+    assert counts == {"computed": 0, "reused": 2}
+    (style,) = results["metrics"]["styles"].values()
+    assert len(style["gatys_curves"]["vgg16"]["total"]) == 5 and set(seconds(results)) == {"2", "3", "5"}
+
+
+def test_timed_results_from_other_hardware_are_measured_again(
+    study: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("faststyle.compare.hardware", lambda device: "some other machine")
+    result = compare(CompareSettings(**study["args"]))
+    assert result.counts["models"] == {"computed": 0, "reused": 2}  # models are kept; their timings say where
+    assert result.counts["stylized"] == {"computed": 4, "reused": 0}  # 2 photos x 2 models, timed here
+
+
 def test_the_report_opens_in_headless_chromium(study: dict[str, Any], tmp_path: Path) -> None:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
