@@ -25,9 +25,19 @@ def compiler(setting: bool | str) -> Callable[[Any], Any]:
     return functools.partial(torch.compile, mode=mode)
 
 
+def compile_mode(text: str) -> str:
+    if text not in COMPILE_MODES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a compile mode ({', '.join(COMPILE_MODES)}); before other arguments that do not start "
+            "with --, write the mode out: --compile default"
+        )
+    return text
+
+
 def add_compile_argument(parser: argparse.ArgumentParser, what: str) -> None:
     """``--compile [MODE]``: off by default, ``default`` when given alone."""
     parser.add_argument(
-        "--compile", nargs="?", const="default", default=False, choices=COMPILE_MODES, metavar="MODE",
-        help=f"torch.compile {what}; MODE: {', '.join(COMPILE_MODES)} (reduce-overhead adds CUDA graphs)",
+        "--compile", nargs="?", const="default", default=False, type=compile_mode, metavar="MODE",
+        help=f"torch.compile {what}; MODE: {', '.join(COMPILE_MODES)} (default when given alone; reduce-overhead "
+        "adds CUDA graphs)",
     )  # fmt: skip

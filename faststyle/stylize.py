@@ -341,6 +341,10 @@ class Stylizer:
             p.requires_grad_(False)
         if backend == "auto":
             backend = default_backend(self.device, precision)
+            if compile and backend == "onnxruntime":
+                backend = "eager"  # torch.compile works on PyTorch's graph
+        elif compile and backend == "onnxruntime":
+            raise FaststyleError("compile applies to the PyTorch backends; use backend eager or channels_last")
         self.backend = backend
         self.tile, self.overlap, self.max_pixels, self.tile_stats = tile, overlap, max_pixels, tile_stats
         self.tile_pixels = tile_pixels or TILE_PIXELS[self.device.type]

@@ -461,3 +461,13 @@ def test_cli_compiled_matches_eager(model_path: Path, shared: Path, tmp_path: Pa
     eager, compiled = (np.asarray(Image.open(tmp_path / f"{n}.png"), dtype=np.int16) for n in ("eager", "compiled"))
     assert eager.shape == compiled.shape == (64, 96, 3)
     assert np.abs(eager - compiled).max() <= 2  # 8-bit outputs of the same network; fusion reorders float sums
+
+
+def test_compile_picks_a_pytorch_backend(model_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert Stylizer(model_path, device="cpu").backend == "onnxruntime"
+    assert Stylizer(model_path, device="cpu", compile=True).backend == "eager"  # ONNX Runtime would ignore it
+    with pytest.raises(FaststyleError, match="compile applies to the PyTorch backends"):
+        Stylizer(model_path, device="cpu", compile=True, backend="onnxruntime")
+    with pytest.raises(SystemExit):
+        main(["stylize", "--model", str(model_path), "--compile", "photo.jpg", "--out", "x.png"])
+    assert "write the mode out: --compile default" in capsys.readouterr().err

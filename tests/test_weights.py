@@ -50,8 +50,10 @@ def test_an_altered_cached_file_is_refused(lossnet_cache: Path, tmp_path: Path) 
     data = bytearray((tmp_path / "alexnet.safetensors").read_bytes())
     data[-100] ^= 0xFF
     (tmp_path / "alexnet.safetensors").write_bytes(bytes(data))
-    with pytest.raises(FaststyleError, match="sha256.*changed"):
-        get_lossnet("alexnet", cache=tmp_path, download=False)
+    for download in (False, True):  # refused, not fetched again over the altered file
+        with pytest.raises(FaststyleError, match="sha256.*changed"):
+            get_lossnet("alexnet", cache=tmp_path, download=download)
+    assert (tmp_path / "alexnet.safetensors").read_bytes() == bytes(data)
 
 
 def test_an_archive_with_the_wrong_checksum_is_refused(tmp_path: Path) -> None:

@@ -66,7 +66,8 @@ def get_lossnet(
 ) -> LossNet:
     """A frozen, eval-mode loss network taking RGB in [0,1].
 
-    ``weights``: None for the cached file (fetched from the network's sources first if ``download``),
+    ``weights``: None for the cached file (fetched from the network's sources, in order, if it is missing and
+    ``download``),
     a path to a state-dict file, or ``"random"`` (shapes and speed only; never a fallback).
     ``pooling``: ``"max"`` or ``"avg"`` (every max-pooling replaced by average pooling).
     """
@@ -82,13 +83,9 @@ def get_lossnet(
 
             state, digest = read_state_dict(weights), sha256_file(weights)
         else:
-            try:
-                state, digest = load_cached(name, cache)
-            except FaststyleError:
-                if not download:
-                    raise
-                fetch_weights(name, cache=cache)
-                state, digest = load_cached(name, cache)
+            if download and not cached_path(name, cache).exists():
+                fetch_weights(name, cache=cache)  # a file that is there but altered is refused, never replaced
+            state, digest = load_cached(name, cache)
         try:
             net.body.load_state_dict(state, strict=True)
         except RuntimeError as exc:
