@@ -1,4 +1,4 @@
-"""argparse types for numbers that must be positive: a mistyped value is a usage error, not a crash later."""
+"""argparse types for numbers with a range: a mistyped value is a usage error, not a crash later."""
 
 from __future__ import annotations
 
@@ -38,4 +38,11 @@ def non_negative_float(text: str) -> float:
     value = float(text)
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"{text} is not a finite number of 0 or more")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
     return value

@@ -32,8 +32,14 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        default = action.default
+        if "default" in text or default is None or default is False or default == argparse.SUPPRESS:
             return action.help
+        if not action.option_strings or default == []:
+            return action.help
+        if isinstance(default, list | tuple):  # as typed on the command line
+            shown = ",".join(map(str, default)).replace("%", "%%")
+            return f"{text} (default: {shown})" if text else f"(default: {shown})"
         return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
 
 
@@ -60,7 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     names = [m.name for m in pkgutil.iter_modules(commands.__path__)]
     for name in sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
         importlib.import_module(f"faststyle.commands.{name}").register(sub)
+    for command in sub.choices.values():
+        _add_verbose(command)
     return parser
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    """``-v`` after the command too (``faststyle stylize -v …``), in every sub-command's parser."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_verbose(child)
 
 
 def main(argv: list[str] | None = None) -> int:

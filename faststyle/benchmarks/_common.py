@@ -12,6 +12,8 @@ import torch
 
 from faststyle.argtypes import non_negative_int, positive_int
 
+WEIGHTS_HELP = "a weights file, or 'random' (timing only); default: the cache, fetching missing weights"
+
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")

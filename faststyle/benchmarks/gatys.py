@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from faststyle.argtypes import positive_int
-from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed_together
+from faststyle.benchmarks._common import WEIGHTS_HELP, add_device_arguments, environment, summary, timed_together
 from faststyle.compiling import add_compile_argument
 
 HELP = "Gatys optimisation: seconds for N L-BFGS iterations"
@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=positive_int, default=512, help="long side of the content in pixels")
     parser.add_argument("--iters", type=positive_int, default=100, help="L-BFGS iterations per run")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="loss-network precision")
-    parser.add_argument("--weights", default=None, help="'random' for networks whose weights are absent")
-    parser.add_argument("--cache", default=None, help="weights cache (default $FASTSTYLE_CACHE)")
+    parser.add_argument("--weights", default=None, help=WEIGHTS_HELP)
+    parser.add_argument("--cache", default=None, help="weights cache (default: as `faststyle weights`)")
     parser.add_argument("--content", default=None, help="content photo (default: a synthetic image)")
     parser.add_argument("--style", default=None, help="style image (default: a synthetic pattern)")
     parser.add_argument("--channels-last", choices=["on", "off", "auto"], default="auto", help="auto: on for CUDA")

@@ -7,7 +7,7 @@ import argparse
 import torch
 
 from faststyle.argtypes import positive_int
-from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed
+from faststyle.benchmarks._common import WEIGHTS_HELP, add_device_arguments, environment, summary, timed
 from faststyle.stylize import resolve_device
 
 HELP = "loss network forward+backward at the config's layers"
@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="layer config (default: the backbone's)")
     parser.add_argument("--size", type=positive_int, default=256, help="input side in pixels")
     parser.add_argument("--batch", type=positive_int, default=4, help="images per pass")
-    parser.add_argument("--weights", default=None, help="'random' for networks whose weights are absent")
+    parser.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     add_device_arguments(parser)
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from faststyle.argtypes import positive_int
-from faststyle.benchmarks._common import add_device_arguments, environment, summary, timed_together
+from faststyle.benchmarks._common import WEIGHTS_HELP, add_device_arguments, environment, summary, timed_together
 from faststyle.compiling import add_compile_argument, compiler
 from faststyle.stylize import resolve_device
 
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="auto", help="auto: bf16 on CUDA")
     parser.add_argument("--channels-last", choices=["on", "off", "auto"], default="auto", help="auto: on for CUDA")
     add_compile_argument(parser, "the step's networks")
-    parser.add_argument("--weights", default=None, help="'random' where the backbone's weights are absent")
+    parser.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain reference loop")
     add_device_arguments(parser)
 

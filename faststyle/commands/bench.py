@@ -10,6 +10,12 @@ import pkgutil
 from faststyle import benchmarks
 
 
+def _prose(docstring: str) -> str:
+    """A module docstring as --help text: one paragraph per blank-line block, without reST markup."""
+    paragraphs = [" ".join(block.split()) for block in docstring.split("\n\n")]
+    return "\n\n".join(p.replace("``", "") for p in paragraphs if p)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "bench",
@@ -21,6 +27,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         if info.name.startswith("_"):
             continue
         module = importlib.import_module(f"faststyle.benchmarks.{info.name}")
-        p = targets.add_parser(info.name, help=module.HELP, description=module.__doc__)
+        p = targets.add_parser(info.name, help=module.HELP, description=_prose(module.__doc__ or ""))
         module.add_arguments(p)
         p.set_defaults(handler=lambda args, m=module: print(json.dumps(m.run(args))))

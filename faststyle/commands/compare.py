@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from faststyle.argtypes import non_negative_int
+from faststyle.argtypes import non_negative_int, positive_int
 from faststyle.errors import FaststyleError
 
 
@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "For every style image and loss network (and extra layer config), train a feed-forward model (or reuse "
             "one in OUT/models/ with the same settings) and/or run the Gatys optimisation, stylize the content "
             "photos and measure the outputs: style distance under every loss network, SSIM and LPIPS to the photo, "
-            "colour histogram distance to the style, and the gap to Gatys. Writes OUT/results.json, OUT/report.md "
+            "colour histogram distance to the style, and (--mode both) the gap to Gatys. Writes OUT/results.json, "
+            "OUT/report.md "
             "and OUT/index.html; a rerun recomputes only what changed. Example:\n"
             "  faststyle compare --styles starry.jpg --content photos/ --backbones vgg16,googlenet --out cmp/"
         ),
@@ -46,16 +47,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE_OR_NAME",
         help="extra layer configs (built-in name such as googlenet_pool, or a YAML file): columns backbone:config",
     )
-    p("--mode", choices=["feedforward", "gatys", "both"], default="feedforward")
-    p("--steps", type=int, default=2000, help="training steps per model")
-    p("--batch", type=int, default=4, help="photos per training step")
-    p("--size", type=int, default=256, help="training crop size and long side of the measured images")
+    p("--mode", choices=["feedforward", "gatys", "both"], default="feedforward",
+      help="feedforward: train models and stylize; gatys: optimise each photo; both: both, and their gap")  # fmt: skip
+    p("--steps", type=positive_int, default=2000, help="training steps per model")
+    p("--batch", type=positive_int, default=4, help="photos per training step")
+    p("--size", type=positive_int, default=256, help="training crop size and long side of the measured images")
     p("--gatys-iters", type=_ints, default=[100, 300, 500], help="Gatys iterations at which to measure")
     p("--data", default=None, help="training photos (default: ../shared/data/train next to the repo, if present)")
-    p("--seed", type=int, default=0)
+    p("--seed", type=int, default=0, help="seed of the training runs and of Gatys")
     p("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p("--cache", default=None, help="loss-network weights cache folder")
-    p("--workers", type=non_negative_int, default=None, help="data loader workers for training")
+    p("--cache", default=None, help="loss-network weights cache folder (default: as `faststyle weights`)")
+    p("--workers", type=non_negative_int, default=None, help="data loader workers for training (default: min(4, CPUs))")
     p("--no-progress", action="store_true", help="no progress bars")
     p("--out", required=True, metavar="DIR", help="output folder (models/, images/, results.json, index.html)")
     parser.set_defaults(handler=run)

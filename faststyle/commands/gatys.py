@@ -13,9 +13,9 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 DESCRIPTION = """\
-Stylize one photo by optimising its pixels against a loss network (Gatys et al.), as the reference Caffe code
-did: post-ReLU features, L-BFGS from the content image, the style image scaled to 1.2 x the content.
-Slow (minutes per image on a GPU at 512 px) but needs no trained model.
+Stylize one photo by optimising its pixels against a loss network (Gatys et al.), as the reference Caffe code did: \
+post-ReLU features, L-BFGS from the content image, the style image scaled to 1.2 x the content. Slow (seconds per \
+image on a GPU at 512 px, minutes on a CPU) but needs no trained model.
 
 example:
   faststyle gatys --content photo.jpg --style starry_night.jpg --backbone googlenet --size 512 --out out.png
@@ -55,7 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     names = ", ".join(available_lossnets())
     p.add_argument("--backbone", default="vgg16", help=f"loss network: {names} (default vgg16)")
     p.add_argument("--config", default=None, metavar="FILE", help="layer weights: built-in name or YAML file")
-    p.add_argument("--size", type=int, default=512, help="long side of the output in pixels (default 512)")
+    p.add_argument(
+        "--size", type=int, default=512, help="long side of the output in pixels (default 512; --multiscale overrides)"
+    )
     p.add_argument("--iters", type=int, default=500, help="optimiser iterations (per scale; default 500)")
     p.add_argument("--optimizer", default="lbfgs", choices=OPTIMIZERS, help="lbfgs (reference) or adam")
     p.add_argument("--lr", type=float, default=None, help="step size (default: 1 for lbfgs, 0.02 for adam)")
@@ -75,8 +77,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_compile_argument(p, "the loss (pays off on a GPU)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise initialisation")
     p.add_argument("--out", required=True, metavar="FILE", help="output image (.png, .jpg, .webp)")
-    p.add_argument("--save-every", type=int, default=0, metavar="N", help="also write FILE_iterNNNN every N iterations")
-    p.add_argument("--cache", default=None, metavar="DIR", help="weights cache (default $FASTSTYLE_CACHE)")
+    p.add_argument(
+        "--save-every", type=int, default=0, metavar="N",
+        help="also write <stem>_iterNNNN<suffix> beside --out every N iterations (default 0: never)",
+    )  # fmt: skip
+    p.add_argument("--cache", default=None, metavar="DIR", help="weights cache (default: as `faststyle weights`)")
     p.add_argument("--weights", default=None, metavar="FILE", help="loss-network weights file instead of the cache")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)

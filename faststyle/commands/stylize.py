@@ -7,7 +7,7 @@ import glob
 import sys
 from pathlib import Path
 
-from faststyle.argtypes import positive_int
+from faststyle.argtypes import positive_int, unit_interval
 from faststyle.compiling import add_compile_argument
 
 OUTPUT_FORMATS = ("png", "jpg", "jpeg", "webp")
@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--size", type=positive_int, default=None, help="resize the longer side to this many pixels first"
     )
-    parser.add_argument("--strength", type=float, default=1.0, help="0 = the photo, 1 = fully stylized (default)")
+    parser.add_argument(
+        "--strength", type=unit_interval, default=1.0, help="0 to 1: 0 = the photo, 1 = fully stylized (default)"
+    )
     parser.add_argument("--preserve-color", action="store_true", help="keep the photo's colours (stylize luminance)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument(
@@ -38,12 +40,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_compile_argument(parser, "the network: pays off for many images of one size (video frames)")
     parser.add_argument(
-        "--backend", default="auto", choices=["auto", "eager", "channels_last", "onnxruntime"], help="(advanced)"
-    )
+        "--backend", default="auto", choices=["auto", "eager", "channels_last", "onnxruntime"],
+        help="how the network runs; auto: ONNX Runtime for fp32 on a CPU (eager with --compile), channels_last on "
+        "CUDA",
+    )  # fmt: skip
     parser.add_argument("--batch", type=int, default=1, help="images per forward pass (equal sizes are batched)")
-    parser.add_argument("--tile", type=int, default=None, help="tile side for large images (0: never tile)")
+    parser.add_argument(
+        "--tile", type=int, default=None,
+        help="tile side for large images; 0: never tile (default: images over 1536x1536 px on a CPU, 2048x2048 on "
+        "CUDA, are tiled)",
+    )  # fmt: skip
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
-    parser.add_argument("--format", choices=OUTPUT_FORMATS, default=None, help="output format in folder mode")
+    parser.add_argument(
+        "--format", choices=OUTPUT_FORMATS, default=None, help="output format when --out is a folder (default: png)"
+    )
     parser.add_argument(
         "--max-pixels", type=positive_int, default=None, help="refuse larger images (default 180 million)"
     )

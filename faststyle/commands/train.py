@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from faststyle.argtypes import non_negative_float, non_negative_int, positive_float
+from faststyle.argtypes import non_negative_float, non_negative_int, positive_float, positive_int
 from faststyle.compiling import add_compile_argument
 
 
@@ -31,32 +31,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p("--backbone", default="vgg16", help="loss network: vgg16, vgg19, googlenet, alexnet, caffenet")
     p("--config", default=None, help="layer-weight config (name in configs/ or YAML file); default: the backbone's")
     p("--data", required=True, help="folder of photos, or a Hugging Face dataset name (streamed)")
-    p("--steps", type=int, default=40_000, help="optimizer steps")
+    p("--steps", type=positive_int, default=40_000, help="optimizer steps")
     p("--max-minutes", type=float, default=None, help="stop after this long (still writing the model)")
-    p("--batch", type=int, default=4, help="photos per step")
-    p("--size", type=int, default=256, help="crop size of the training photos")
-    p("--style-size", type=int, default=None, help="long side of the style image (default 1.5 x --size)")
+    p("--batch", type=positive_int, default=4, help="photos per step")
+    p("--size", type=positive_int, default=256, help="crop size of the training photos")
+    p("--style-size", type=positive_int, default=None, help="long side of the style image (default 1.5 x --size)")
     p("--content-weight", type=non_negative_float, default=1.0, help="weight of the content loss")
     p("--style-weight", type=non_negative_float, default=2.0, help="weight of the style loss")
     p("--tv-weight", type=non_negative_float, default=1.0, help="weight of the total-variation loss")
     p("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
-    p("--width", type=float, default=1.0, help="channel multiplier of the transformer network")
+    p("--width", type=positive_float, default=1.0, help="channel multiplier of the transformer network")
     p("--pooling", choices=["max", "avg"], default="max", help="pooling in the loss network")
     p("--lossnet-weights", default=None, help="weights file for the loss network (default: the cache)")
-    p("--cache", default=None, help="loss-network weights cache folder")
+    p("--cache", default=None, help="loss-network weights cache folder (default: as `faststyle weights`)")
     p("--out", required=True, help="model file to write (.safetensors)")
     p("--run-dir", default=None, help="checkpoints, logs and validation grids (default: next to --out)")
-    p("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p("--resume", action="store_true",
+      help="continue an interrupted or finished run from its newest checkpoint: repeat the command with --resume; "
+      "the style, loss, model and data settings must be the same (--steps may grow), run-time options such as "
+      "--precision, --devices or --compile may change")  # fmt: skip
     p("--seed", type=int, default=0, help="seed of the initial weights and the photo crops")
     p("--accelerator", default="auto", help="cpu, gpu or auto")
     p("--devices", default="auto", help="number of devices (Lightning)")
     p("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
-    p("--num-nodes", type=int, default=1)
-    p("--precision", default=None, help="Lightning precision (default bf16-mixed on GPU, 32-true on CPU)")
+    p("--num-nodes", type=positive_int, default=1, help="machines taking part (multi-node, with --strategy ddp)")
+    p("--precision", default=None,
+      help="Lightning precision: 32-true, bf16-mixed, 16-mixed … (default: bf16-mixed on GPU, 32-true on CPU)",
+    )  # fmt: skip
     add_compile_argument(parser, "the networks (pays off on a GPU)")
     p("--gpu-cache", action="store_true", help="decode small photo sets once onto the device and crop there")
     p("--stream", action="store_true", help="read a local folder as a stream, without indexing it (huge folders)")
-    p("--workers", type=non_negative_int, default=None, help="data loader workers")
+    p("--workers", type=non_negative_int, default=None, help="data loader workers (default: min(4, CPUs))")
     p("--val-every", type=int, default=500, help="steps between validation grids")
     p("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     p("--fp32", action="store_true", help="store the model in float32 (default float16)")

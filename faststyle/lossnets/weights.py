@@ -148,7 +148,10 @@ def sources_for(network: str) -> dict[str, WeightSource]:
 def missing_weights_message(network: str, cache: str | os.PathLike[str] | None = None) -> str:
     lines = [f"no weights for the loss network {network!r} in {cache_dir(cache)}. Ways to get them:"]
     lines += [f"  {s.how}    # {s.describe}" for s in sources_for(network).values()]
-    lines.append(f"or pass weights='random' (shape and speed tests only); cache folder: --cache DIR or ${CACHE_ENV}")
+    lines.append(
+        "or use random weights for shape and speed tests only (gatys and bench: --weights random; train: "
+        f"--lossnet-weights random; Python: weights='random'); cache folder: --cache DIR or ${CACHE_ENV}"
+    )
     return "\n".join(lines)
 
 

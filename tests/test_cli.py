@@ -1,0 +1,59 @@
+"""The command line itself: help texts, option placement and argument checks common to the commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from faststyle.cli import build_parser, main
+
+
+def _help(capsys: pytest.CaptureFixture[str], *command: str) -> str:
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_every_command_and_target_has_help_that_ends_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if a.dest == "command"]
+    for name, command in commands.choices.items():
+        text = _help(capsys, name)
+        assert command.description, f"`faststyle {name}` has no description"
+        assert "-v, --verbose" in text
+        for action in command._actions:
+            if getattr(action, "choices", None) and action.dest in ("action", "target"):
+                for child in action.choices:
+                    child_text = _help(capsys, name, child)
+                    assert "``" not in child_text and "-v, --verbose" in child_text
+
+
+def test_defaults_are_shown_as_typed(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help(capsys, "compare")
+    assert "(default: vgg16,googlenet,alexnet)" in text and "(default: 100,300,500)" in text
+    assert "seed of the training runs and of Gatys (default: 0)" in text
+    assert "(default: feedforward)" in text
+
+
+def test_verbose_before_or_after_the_command() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["stylize", "-v", "--list"]).verbose is True
+    assert parser.parse_args(["-v", "weights", "list"]).verbose is True
+    assert parser.parse_args(["weights", "get", "vgg16", "--verbose"]).verbose is True
+    assert parser.parse_args(["stylize", "--list"]).verbose is False
+
+
+def test_out_of_range_strength_is_a_usage_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["stylize", "--model", "any", str(tmp_path), "--out", str(tmp_path), "--strength", "1.5"])
+    assert done.value.code == 2
+    assert "--strength: 1.5 is not between 0 and 1" in capsys.readouterr().err
+
+
+def test_weights_cache_may_follow_the_action(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["weights", "list", "--cache", str(tmp_path)]) == 0
+    assert f"cache: {tmp_path}" in capsys.readouterr().out
+    assert main(["weights", "--cache", str(tmp_path), "list"]) == 0
+    assert f"cache: {tmp_path}" in capsys.readouterr().out
