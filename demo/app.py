@@ -4,10 +4,14 @@ Run with ``faststyle demo`` or ``python demo/app.py [--host 127.0.0.1] [--port 7
 """
 
 import argparse
+import contextlib
 import os
+import shutil
+import signal
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,9 @@ UPLOAD_MAX_PIXELS = 50_000_000
 TRAIN_HINT = "faststyle train --style STYLE.jpg --data PHOTOS/ --out checkpoints/NAME.safetensors"
 PHOTO_SIZES = (128, 2048)  # the output size slider's range, also enforced for API calls
 FRAME_SIZES = (64, 768)
+# Asked of the camera: enough for the largest frame size (Gradio asks for up to 1920×1440, sent 5 times a second).
+CAMERA = {"video": {"width": {"ideal": 960}, "height": {"ideal": 720}}}
+OUTPUT_MAX_AGE_S = 3600  # results offered for download are kept this long
 CSS = "#latency textarea {font-variant-numeric: tabular-nums}"
 
 
@@ -65,6 +72,7 @@ class StyleApp:
         self._stylizers: dict[str, Stylizer] = {}
         self._lock = threading.Lock()
         self._outputs = Path(tempfile.mkdtemp(prefix="faststyle-demo-"))
+        weakref.finalize(self, shutil.rmtree, self._outputs, ignore_errors=True)
 
     def stylizer(self, name: str) -> Stylizer:
         if name not in self.models:
@@ -122,11 +130,20 @@ class StyleApp:
         start = time.perf_counter()
         result = self._run(stylizer, image, _clamp(size, PHOTO_SIZES), strength, preserve_color)
         ms = (time.perf_counter() - start) * 1000
+        self._prune_outputs()
         path = save_image(result, self._outputs / f"stylized-{model}-{time.time_ns()}.png")
         latency = (
             f"{ms:.0f} ms · {result.width}×{result.height} px · {model} ({stylizer.backend}, {stylizer.precision})"
         )
         return str(path), latency, gr.DownloadButton(value=str(path), interactive=True)
+
+    def _prune_outputs(self) -> None:
+        """Forget results older than ``OUTPUT_MAX_AGE_S``: a demo left running does not fill the disk."""
+        cutoff = time.time() - OUTPUT_MAX_AGE_S
+        for old in self._outputs.glob("*.png"):
+            with contextlib.suppress(OSError):
+                if old.stat().st_mtime < cutoff:
+                    old.unlink()
 
     def stylize_frame(
         self, frame: np.ndarray | None, name: str, strength: float, preserve: bool, size: float
@@ -174,7 +191,9 @@ def _clamp(value: float, limits: tuple[int, int]) -> int:
 
 def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) -> gr.Blocks:
     app = StyleApp(dirs, device)
-    with gr.Blocks(title="faststyle", analytics_enabled=False) as demo:
+    # Gradio's own copies of uploads and results are deleted on the same schedule, and all of them at shutdown.
+    cleanup = (OUTPUT_MAX_AGE_S, OUTPUT_MAX_AGE_S)
+    with gr.Blocks(title="faststyle", analytics_enabled=False, delete_cache=cleanup) as demo:
         gr.Markdown("# faststyle — instant style transfer")
         if not app.models:
             searched = ", ".join(f"`{d}`" for d in app.dirs)
@@ -238,7 +257,14 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
             )
         with gr.Tab("Webcam"):
             with gr.Row():
-                camera = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy", elem_id="camera")
+                camera = gr.Image(
+                    label="Webcam",
+                    sources=["webcam"],
+                    streaming=True,
+                    type="numpy",
+                    webcam_options=gr.WebcamOptions(constraints=CAMERA),
+                    elem_id="camera",
+                )
                 live = gr.Image(label="Stylized frames", interactive=False, elem_id="live")
             with gr.Row():
                 frame_size = gr.Slider(*FRAME_SIZES, value=256, step=32, label="Frame size (long side, px)")
@@ -300,6 +326,8 @@ def launch(
     from faststyle.stylize import resolve_device
 
     on_gpu = resolve_device(device).type == "cuda"  # a device this machine lacks fails here, not on every request
+    if not prevent_thread_lock and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)  # `kill` closes the server as Ctrl-C does, and the temporary files go
     demo = build_demo(dirs, device)
     demo.queue(default_concurrency_limit=2 if on_gpu else 1, max_size=64)
     demo.launch(
@@ -313,6 +341,10 @@ def launch(
         footer_links=["api"],
     )
     return demo
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def parse_dirs(models: str | None) -> list[Path] | None:

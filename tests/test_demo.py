@@ -67,10 +67,10 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _serve(models: Path, log: Path) -> Iterator[str]:
+def _serve(models: Path, log: Path, env_extra: dict[str, str] | None = None) -> Iterator[str]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
-    env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
+    env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"} | (env_extra or {})
     command = [sys.executable, "-m", "faststyle.cli", "demo", "--port", str(port), "--models", str(models)]
     with open(log, "wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
@@ -190,6 +190,8 @@ def test_webcam_stream(page: Page) -> None:
         "() => document.querySelector('#frame-latency textarea').value.includes('ms per frame')", timeout=30_000
     )
     assert "Error" not in _toasts(page)
+    widths = page.evaluate("() => [...document.querySelectorAll('#camera video')].map(v => v.videoWidth)")
+    assert widths and 0 < max(widths) <= 960, widths  # asked for at most 960 px, not Gradio's default 1920
 
 
 def test_non_image_uploads_get_a_message(page: Page, tmp_path: Path) -> None:
@@ -271,6 +273,29 @@ def test_a_model_that_cannot_load_is_a_message(models_dir: Path, tmp_path: Path)
     assert list(app.models) == ["broken"]
     with pytest.raises(gr.Error, match="The model broken cannot be used"):
         app.stylizer("broken")
+
+
+def test_old_results_are_pruned_and_all_removed_when_the_server_stops(models_dir: Path, tmp_path: Path) -> None:
+    from gradio_client import Client, handle_file
+
+    from faststyle.commands.demo import load_app
+
+    app = load_app().StyleApp([models_dir], device="cpu")
+    stale = app._outputs / "stylized-from-yesterday.png"
+    stale.write_bytes(b"an old result")
+    os.utime(stale, (time.time() - 86_400, time.time() - 86_400))
+    path, _, _ = app.stylize_photo({"path": str(PHOTO)}, "starry_vgg16", 1.0, False, 128)
+    assert Path(path).is_file() and not stale.exists()
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    serving = _serve(models_dir, tmp_path / "demo.log", {"TMPDIR": str(temp)})
+    url = next(serving)
+    client = Client(url, verbose=False)
+    client.predict(handle_file(str(PHOTO)), "starry_vgg16", 1.0, False, 128, api_name="/stylize")
+    assert list(temp.glob("faststyle-demo-*/*.png"))
+    serving.close()  # SIGTERM, as `kill` sends
+    assert not list(temp.glob("faststyle-demo-*")), (tmp_path / "demo.log").read_text()[-2000:]
 
 
 def test_twenty_concurrent_requests(server: str) -> None:
