@@ -417,7 +417,9 @@ def train(
     trainer.save_checkpoint(last)  # the final step too (--max-minutes can end between checkpoints); on every rank
     if trainer.global_rank == 0:
         net = module.net.to(memory_format=torch.contiguous_format)
-        metadata = model_metadata(settings, module, datamodule, str(data), trainer.global_step, result)
+        # a folder by its absolute path: the model says which photos it learned from wherever it is read
+        source = str(Path(data).resolve()) if Path(data).is_dir() else str(data)
+        metadata = model_metadata(settings, module, datamodule, source, trainer.global_step, result)
         save_model(net, out, metadata, half=half)
         result.model_path = out
         log.info("wrote %s", out)
