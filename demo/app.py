@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -40,7 +41,8 @@ PHOTO_SIZES = (128, 2048)  # the output size slider's range, also enforced for A
 FRAME_SIZES = (64, 768)
 # Asked of the camera: enough for the largest frame size (Gradio asks for up to 1920×1440, sent 5 times a second).
 CAMERA = {"video": {"width": {"ideal": 960}, "height": {"ideal": 720}}}
-OUTPUT_MAX_AGE_S = 3600  # results offered for download are kept this long
+OUTPUT_MAX_AGE_S = 3600  # our copies of results (Gradio serves its own copies, kept a day)
+GRADIO_CACHE_AGE_S = 86_400  # an upload stays usable this long after it was made
 CSS = "#latency textarea {font-variant-numeric: tabular-nums}"
 
 
@@ -191,8 +193,8 @@ def _clamp(value: float, limits: tuple[int, int]) -> int:
 
 def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) -> gr.Blocks:
     app = StyleApp(dirs, device)
-    # Gradio's own copies of uploads and results are deleted on the same schedule, and all of them at shutdown.
-    cleanup = (OUTPUT_MAX_AGE_S, OUTPUT_MAX_AGE_S)
+    # Gradio's own copies of uploads and results: checked hourly, deleted after a day, and all of them at shutdown.
+    cleanup = (OUTPUT_MAX_AGE_S, GRADIO_CACHE_AGE_S)
     with gr.Blocks(title="faststyle", analytics_enabled=False, delete_cache=cleanup) as demo:
         gr.Markdown("# faststyle — instant style transfer")
         if not app.models:
@@ -326,21 +328,34 @@ def launch(
     from faststyle.stylize import resolve_device
 
     on_gpu = resolve_device(device).type == "cuda"  # a device this machine lacks fails here, not on every request
-    if not prevent_thread_lock and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop)  # `kill` closes the server as Ctrl-C does, and the temporary files go
     demo = build_demo(dirs, device)
     demo.queue(default_concurrency_limit=2 if on_gpu else 1, max_size=64)
     demo.launch(
         server_name=host,
         server_port=port,
         share=share,
-        prevent_thread_lock=prevent_thread_lock,
+        prevent_thread_lock=True,
         max_file_size="50mb",
         ssr_mode=False,
         css=CSS,
         footer_links=["api"],
     )
+    interactive = bool(getattr(sys, "ps1", sys.flags.interactive))  # Gradio's own test: a session goes on
+    if not prevent_thread_lock and not interactive:
+        _serve_until_stopped(demo)
     return demo
+
+
+def _serve_until_stopped(demo: gr.Blocks) -> None:
+    """Until Ctrl-C, or SIGTERM as `kill` sends: either closes the server, and then the temporary files go."""
+    if threading.current_thread() is not threading.main_thread():
+        demo.block_thread()
+        return
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        demo.block_thread()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _stop(signum: int, frame: Any) -> None:

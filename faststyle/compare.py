@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from faststyle.config import LayerConfig, load_config
 from faststyle.errors import FaststyleError
-from faststyle.images import atomic_write_bytes, check_writable, load_image, save_image, sha256_file
+from faststyle.images import READER_VERSION, atomic_write_bytes, check_writable, load_image, save_image, sha256_file
 from faststyle.lossnets import LossNet, get_lossnet, spec
 from faststyle.metrics import relative_style_loss
 from faststyle.modelfile import hardware
@@ -43,8 +43,6 @@ MODES = ("feedforward", "gatys", "both")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 # Bump when a metric's definition changes, so cached values are recomputed.
 METRICS_VERSION = 2
-# Bump when the pixels read from an image file change (2: embedded colour profiles are converted to sRGB).
-READER_VERSION = 2
 LPIPS_NETWORK = "vgg16"
 IDENTITY = "content"
 HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -284,7 +282,8 @@ class Study:
         from faststyle.metrics import LPIPS
 
         if self._lpips is None:
-            self._lpips = LPIPS(LPIPS_NETWORK, lossnet=self.lossnet(LPIPS_NETWORK)).to(self.device)
+            lossnet = self.lossnet(LPIPS_NETWORK)
+            self._lpips = LPIPS(LPIPS_NETWORK, lossnet=lossnet, cache=self.s.cache).to(self.device)
         return self._lpips
 
     def rel(self, path: Path) -> str:
@@ -315,6 +314,7 @@ class Study:
     def model_wanted(self, style_index: int, column: Column) -> dict[str, Any]:
         return {
             "style_sha256": self.style_sha[style_index],
+            "reader": READER_VERSION,
             "backbone": column.backbone,
             "weights_sha256": self.lossnet(column.backbone).weights_sha256,
             "layers": column.config.to_dict(),
@@ -331,6 +331,7 @@ class Study:
         training = meta.get("training", {})
         return (
             [i.get("sha256") for i in images] == [wanted["style_sha256"]]
+            and meta.get("style", {}).get("reader", 1) == wanted["reader"]
             and meta.get("backbone", {}).get("name") == wanted["backbone"]
             and meta.get("backbone", {}).get("weights_sha256") == wanted["weights_sha256"]
             and meta.get("backbone", {}).get("pooling", "max") == "max"
@@ -441,7 +442,7 @@ class Study:
 
             def covers(entry: dict[str, Any]) -> bool:
                 have = entry["snapshots"]
-                return all(str(i) in have for i in iters) and all(self._image_valid(s) for s in have.values())
+                return all(str(i) in have and self._image_valid(have[str(i)]) for i in iters)
 
             entry = self.cache.get("gatys", key, covers)
             if entry is None:

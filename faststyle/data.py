@@ -42,6 +42,12 @@ def find_images(folder: str | os.PathLike[str]) -> list[Path]:
     )
 
 
+def data_source(source: str | os.PathLike[str]) -> str:
+    """How a run names its photos: a folder by its absolute path, a hub dataset by its name."""
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.is_dir() else str(source)
+
+
 def count_images(folder: str | os.PathLike[str]) -> int:
     return len(find_images(folder))
 
@@ -114,8 +120,8 @@ class SkipCounter:
         if new:
             log.warning("skipping unreadable photo %s: %s", name, reason)
 
-    def is_bad(self, index: int) -> bool:
-        return bool(self._flags[index])
+    def is_bad(self, key: int | str | bytes) -> bool:
+        return bool(self._flags[self._slot(key)])
 
     def marked(self) -> list[int]:
         """The slots marked so far (indices of an indexed dataset's photos)."""
@@ -148,14 +154,17 @@ class _Crops(IterableDataset):
         worker = get_worker_info()
         return _rng(self.seed, self.rank, worker.id if worker else 0)
 
+    @staticmethod
+    def _key(image: dict[str, Any], index: int | None) -> int | str | bytes:
+        return index if index is not None else image.get("path") or image.get("bytes") or b""
+
     def _crop(self, image: dict[str, Any], index: int | None, gen: torch.Generator) -> Tensor | None:
         """A random crop of ``image``, or None (counted in ``skips``) when it cannot be read."""
         try:
             photo = _open(image)
         except FaststyleError as exc:
-            key = index if index is not None else image.get("path") or image.get("bytes") or b""
             name = image.get("path") or (f"#{index}" if index is not None else "a streamed photo with no path")
-            self.skips.mark(key, name, str(exc))
+            self.skips.mark(self._key(image, index), name, str(exc))
             return None
         return _random_crop(photo, self.size, self.short_side, self.flip, gen)
 
@@ -191,7 +200,10 @@ class _StreamCrops(_Crops):
                     raise FaststyleError(
                         f"the dataset has no column {self.column!r} (columns: {sorted(example)}); pass image_column"
                     )
-                crop = self._crop(example[self.column], None, gen)
+                image = example[self.column]
+                if self.skips.count and self.skips.is_bad(self._key(image, None)):
+                    continue  # found unreadable before (by another worker, or before a resume)
+                crop = self._crop(image, None, gen)
                 if crop is not None:
                     yielded = True
                     yield crop
@@ -305,16 +317,19 @@ class PhotoDataModule(pl.LightningDataModule):
         if self._skips is None:
             return {}
         marked = self._skips.marked()
+        state: dict[str, Any] = {"source": data_source(self.source)}
         if self._files is not None and not self.streamed:
-            return {"skipped_files": [str(self._files[i]) for i in marked]}
-        return {"skipped_slots": marked}
+            root = Path(self.source)
+            return state | {"skipped_files": [self._files[i].relative_to(root).as_posix() for i in marked]}
+        return state | {"skipped_slots": marked}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.setup()
         if self._skips is None:
             return
         if "skipped_files" in state and self._files is not None and not self.streamed:
-            index = {str(path): i for i, path in enumerate(self._files)}
+            root = Path(self.source)
+            index = {path.relative_to(root).as_posix(): i for i, path in enumerate(self._files)}
             self._skips.restore([index[name] for name in state["skipped_files"] if name in index])
         elif "skipped_slots" in state and self.streamed:
             self._skips.restore(list(state["skipped_slots"]))

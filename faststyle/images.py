@@ -22,6 +22,9 @@ from faststyle.errors import FaststyleError
 log = logging.getLogger(__name__)
 
 MAX_PIXELS = 180_000_000
+# Bumped when the pixels read from a file change, so that what was computed from the old ones is not reused
+# (2: embedded colour profiles are converted to sRGB).
+READER_VERSION = 2
 _PIL_LIMIT = threading.Lock()
 
 

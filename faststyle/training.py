@@ -33,7 +33,7 @@ from torch import Tensor
 from faststyle.compiling import compiler
 from faststyle.config import LayerConfig, default_config, load_config
 from faststyle.errors import FaststyleError
-from faststyle.images import atomic_write_bytes, check_writable, load_image, save_image, sha256_file
+from faststyle.images import READER_VERSION, atomic_write_bytes, check_writable, load_image, save_image, sha256_file
 from faststyle.losses import PerceptualLoss
 from faststyle.lossnets import get_lossnet, spec
 from faststyle.transformer import TransformerNet
@@ -286,7 +286,7 @@ def train(
 
     ``max_minutes`` ends training after that much time (at the step then running) and still writes the model.
     """
-    from faststyle.data import PhotoDataModule
+    from faststyle.data import PhotoDataModule, data_source
     from faststyle.modelfile import save_model
 
     out = Path(out)
@@ -330,7 +330,7 @@ def train(
             f"{run} holds an earlier run; pass --resume to continue it or choose another --out/--run-dir"
         )
     if resume:
-        _check_resumable(saved, settings, run)
+        _check_resumable(saved, settings, run, data_source(data))
         if start_step >= settings.steps:
             raise FaststyleError(
                 f"the run in {run} already reached step {start_step} of --steps {settings.steps}; "
@@ -417,9 +417,7 @@ def train(
     trainer.save_checkpoint(last)  # the final step too (--max-minutes can end between checkpoints); on every rank
     if trainer.global_rank == 0:
         net = module.net.to(memory_format=torch.contiguous_format)
-        # a folder by its absolute path: the model says which photos it learned from wherever it is read
-        source = str(Path(data).resolve()) if Path(data).is_dir() else str(data)
-        metadata = model_metadata(settings, module, datamodule, source, trainer.global_step, result)
+        metadata = model_metadata(settings, module, datamodule, data_source(data), trainer.global_step, result)
         save_model(net, out, metadata, half=half)
         result.model_path = out
         log.info("wrote %s", out)
@@ -489,7 +487,7 @@ def checkpoint_step(path: Path) -> int:
     return int(_read_checkpoint(path).get("global_step", 0))
 
 
-def _check_resumable(checkpoint: dict[str, Any], settings: TrainSettings, run: Path) -> None:
+def _check_resumable(checkpoint: dict[str, Any], settings: TrainSettings, run: Path, data: str) -> None:
     saved = checkpoint.get("hyper_parameters", {}).get("settings", {})
     now = asdict(settings)
     changed = [
@@ -500,6 +498,9 @@ def _check_resumable(checkpoint: dict[str, Any], settings: TrainSettings, run: P
     hashes = checkpoint.get("style_sha256")
     if hashes is not None and hashes != [sha256_file(path) for path in settings.styles]:
         changed.append("other style images")
+    photos = checkpoint.get("PhotoDataModule", {}).get("source")  # saved by PhotoDataModule.state_dict
+    if photos is not None and photos != data:
+        changed.append(f"--data {photos} then, {data} now")
     if changed:
         raise FaststyleError(
             f"the run in {run} was trained with other settings ({'; '.join(changed)}); resume it with the same "
@@ -527,7 +528,12 @@ def model_metadata(
             styles.append({"file": Path(path).name, "sha256": sha256_file(path), "size": list(image.size)})
     lossnet = module.perceptual.lossnet
     return {
-        "style": {"images": styles, "blend": module.perceptual.blend, "size": settings.resolved_style_size()},
+        "style": {
+            "images": styles,
+            "blend": module.perceptual.blend,
+            "size": settings.resolved_style_size(),
+            "reader": READER_VERSION,
+        },
         "backbone": {"name": settings.backbone, "weights_sha256": lossnet.weights_sha256, "pooling": settings.pooling},
         "layers": module.layer_config.to_dict(),
         "loss": {

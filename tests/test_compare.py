@@ -204,16 +204,33 @@ def test_gatys_runs_serve_any_subset_of_their_snapshots(study: dict[str, Any]) -
         return by_column["vgg16"]
 
     run([2, 5])
+    for unused in study["out"].glob("images/*/*__gatys-vgg16-5.png"):
+        unused.unlink()  # not wanted below: the runs still serve their snapshot at 2
     counts, results = run([2])
     assert counts == {"computed": 0, "reused": 2}
     (style,) = results["metrics"]["styles"].values()
     assert len(style["gatys_curves"]["vgg16"]["total"]) == 2 and set(seconds(results)) == {"2"}
     counts, _ = run([3])
     assert counts == {"computed": 2, "reused": 0}
-    counts, results = run([5, 3, 2])  # the [3] run added its snapshots to the [2, 5] run's
+    counts, _ = run([5, 3, 2])  # snapshot 5 was deleted: run again
+    assert counts == {"computed": 2, "reused": 0}
+    counts, results = run([5, 3, 2])
     assert counts == {"computed": 0, "reused": 2}
     (style,) = results["metrics"]["styles"].values()
     assert len(style["gatys_curves"]["vgg16"]["total"]) == 5 and set(seconds(results)) == {"2", "3", "5"}
+
+
+def test_models_trained_on_images_read_the_old_way_are_not_reused(study: dict[str, Any]) -> None:
+    from faststyle.compare import Study
+    from faststyle.modelfile import read_metadata
+
+    (model,) = [r["model"] for r in study["results"]["runs"] if r["column"] == "vgg16"]
+    meta = read_metadata(study["out"] / model)
+    study_again = Study(CompareSettings(**study["args"]))
+    wanted = study_again.model_wanted(0, next(c for c in study_again.columns if c.name == "vgg16"))
+    assert Study.model_matches(meta, wanted)
+    del meta["style"]["reader"]  # a model trained before colour profiles were converted
+    assert not Study.model_matches(meta, wanted)
 
 
 def test_timed_results_from_other_hardware_are_measured_again(

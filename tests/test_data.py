@@ -9,6 +9,7 @@ import torch
 from conftest import SHARED
 from PIL import Image
 
+from faststyle import data
 from faststyle.data import PhotoDataModule, SkipCounter, _shard_count, count_images
 from faststyle.errors import FaststyleError
 
@@ -110,19 +111,23 @@ def test_unreadable_files_are_skipped_and_counted(
 
 @pytest.mark.parametrize("stream", [False, True], ids=["indexed", "streamed"])
 def test_a_resumed_module_knows_the_unreadable_photos_already_found(
-    messy_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, stream: bool
+    messy_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stream: bool
 ) -> None:
     first = module(messy_folder, tmp_path, stream=stream)
     take(first, 15)
     assert first.skipped == 2
     state = first.state_dict()  # what Lightning keeps in a checkpoint
-    resumed = module(messy_folder, tmp_path, stream=stream, start_step=15)
+    assert state["source"] == str(messy_folder.resolve())
+    monkeypatch.chdir(messy_folder.parent)  # the resumed run names the same folder relatively
+    resumed = module(Path(messy_folder.name), tmp_path, stream=stream, start_step=15)
     resumed.load_state_dict(state)
     assert resumed.skipped == 2
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="faststyle.data"):
-        take(resumed, 15)
-    assert resumed.skipped == 2 and "skipping unreadable photo" not in caplog.text  # not read, nor counted, again
+    opened: list[str] = []
+    real_open = data._open
+    monkeypatch.setattr(data, "_open", lambda image: opened.append(str(image.get("path"))) or real_open(image))
+    take(resumed, 15)
+    assert opened and not [p for p in opened if p.endswith(("random.jpg", "truncated.jpg"))]  # not read again
+    assert resumed.skipped == 2
 
 
 def test_a_streamed_photo_skipped_by_several_worker_processes_counts_once(caplog: pytest.LogCaptureFixture) -> None:

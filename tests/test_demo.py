@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -294,8 +295,20 @@ def test_old_results_are_pruned_and_all_removed_when_the_server_stops(models_dir
     client = Client(url, verbose=False)
     client.predict(handle_file(str(PHOTO)), "starry_vgg16", 1.0, False, 128, api_name="/stylize")
     assert list(temp.glob("faststyle-demo-*/*.png"))
+    assert list((temp / "gradio").rglob("stylized-*.png"))  # Gradio serves its own copy: ours may be pruned
     serving.close()  # SIGTERM, as `kill` sends
     assert not list(temp.glob("faststyle-demo-*")), (tmp_path / "demo.log").read_text()[-2000:]
+
+
+def test_a_demo_that_does_not_block_leaves_sigterm_alone(models_dir: Path) -> None:
+    from faststyle.commands.demo import load_app
+
+    before = signal.getsignal(signal.SIGTERM)
+    demo = load_app().launch([models_dir], port=_free_port(), device="cpu", prevent_thread_lock=True)
+    try:
+        assert signal.getsignal(signal.SIGTERM) is before  # the caller's session goes on: `kill` still ends it
+    finally:
+        demo.close()
 
 
 def test_twenty_concurrent_requests(server: str) -> None:

