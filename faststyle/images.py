@@ -7,13 +7,14 @@ import hashlib
 import io
 import logging
 import os
+import struct
 import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -32,7 +33,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL image as 8-bit sRGB: EXIF orientation applied; an embedded RGB colour profile (Adobe RGB, Display P3,
     …) converted to sRGB; greyscale, palette, CMYK, 16-bit and alpha handled."""
     profile = image.info.get("icc_profile")
-    image = ImageOps.exif_transpose(image)
+    image = _upright(image)
     if image.mode.startswith("I") or image.mode == "F":
         image = Image.fromarray(_to_8bit(image), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -64,6 +65,29 @@ def _to_srgb(profile: bytes) -> ImageCms.ImageCmsTransform | None:
     grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(1, -1, 3)
     moved = np.asarray(ImageCms.applyTransform(Image.fromarray(grid, "RGB"), transform), dtype=np.int16) - grid
     return transform if np.abs(moved).max() > 1 else None
+
+
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says. Unlike ``ImageOps.exif_transpose`` this does not write the
+    EXIF block back, which fails on values cameras do write (a zero denominator); unreadable EXIF is ignored."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except (OSError, ValueError, SyntaxError, TypeError, struct.error) as exc:
+        log.warning("ignoring unreadable EXIF data (%s)", exc)
+        return image
+    method = _ORIENTATIONS.get(orientation) if isinstance(orientation, int) else None
+    return image.transpose(method) if method is not None else image
 
 
 def _to_8bit(image: Image.Image) -> np.ndarray:

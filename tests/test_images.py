@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from faststyle.images import open_image
 
@@ -88,3 +89,22 @@ def test_threads_opening_images_leave_pillows_pixel_limit_as_it_was(tmp_path: Pa
     after = Image.MAX_IMAGE_PIXELS
     assert errors == []
     assert after == before
+
+
+def _exif_with_a_zero_denominator() -> bytes:
+    """EXIF as some cameras write it: Orientation 6, and an ExposureBiasValue of -1/0 that Pillow cannot write back."""
+    ifd0 = struct.pack("<H", 2) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0) + struct.pack("<HHII", 0x8769, 4, 1, 38)
+    exif_ifd = struct.pack("<H", 1) + struct.pack("<HHII", 0x9204, 10, 1, 56) + struct.pack("<I", 0)
+    tiff = b"II*\x00" + struct.pack("<I", 8) + ifd0 + struct.pack("<I", 0) + exif_ifd + struct.pack("<ii", -1, 0)
+    return b"Exif\x00\x00" + tiff
+
+
+def test_a_photo_with_exif_pillow_cannot_rewrite_is_still_turned_upright(tmp_path: Path) -> None:
+    values = np.zeros((24, 32, 3), dtype=np.uint8)
+    values[:, :16] = 255  # the left half white
+    Image.fromarray(values).save(tmp_path / "camera.jpg", exif=_exif_with_a_zero_denominator())
+    with Image.open(tmp_path / "camera.jpg") as photo, pytest.raises(struct.error):
+        ImageOps.exif_transpose(photo)  # what reading it used to go through
+    upright = np.asarray(open_image(tmp_path / "camera.jpg"), dtype=np.float64)
+    assert upright.shape == (32, 24, 3)  # Orientation 6: turned a quarter clockwise, the left half now on top
+    assert upright[:12].mean() > 250 and upright[-12:].mean() < 5
