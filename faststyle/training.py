@@ -153,6 +153,7 @@ class StyleModule(pl.LightningModule):
 
     def training_step(self, batch: Tensor, batch_idx: int) -> None:
         optimizer = self.optimizers()
+        batch = dither_flat(batch)
         terms = self.losses(batch)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(terms.total)
@@ -195,6 +196,18 @@ class StyleModule(pl.LightningModule):
         out = [self.net(p.to(self.device)).float().clamp(0, 1).cpu() for p in photos]
         self.net.train(was_training)
         return out
+
+
+def dither_flat(photos: Tensor, amplitude: float = 1e-3) -> Tensor:
+    """Photos whose every channel is a single value (a crop of clear sky, a white backdrop) with a diagonal ramp of
+    ±``amplitude`` added, the others unchanged. Instance normalisation divides by the spread of its input; on an
+    exactly flat photo every layer's spread is nil and the gradients overflow (1e22 and more, then inf), while a
+    ramp far below one 8-bit level gives gradients like any photo's (a periodic pattern would not: the stride-2
+    convolutions sample a checkerboard flat again). No host synchronisation."""
+    flat = (photos.amax(dim=(2, 3)) - photos.amin(dim=(2, 3))).amax(dim=1) == 0
+    rows = torch.linspace(-0.5, 0.5, photos.shape[-2], device=photos.device, dtype=photos.dtype).view(-1, 1)
+    cols = torch.linspace(-0.5, 0.5, photos.shape[-1], device=photos.device, dtype=photos.dtype).view(1, -1)
+    return torch.where(flat.view(-1, 1, 1, 1), (photos + amplitude * (rows + cols)).clamp(0, 1), photos)
 
 
 class ValidationGrid(Callback):

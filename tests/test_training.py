@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
 import shutil
@@ -15,12 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import copy_photos
+from PIL import Image
 
 from faststyle.cli import main
 from faststyle.errors import FaststyleError
 from faststyle.images import load_image, sha256_file
 from faststyle.modelfile import load_model, read_metadata
-from faststyle.training import TrainSettings, train
+from faststyle.training import TrainSettings, dither_flat, train
+from faststyle.transformer import TransformerNet
 
 
 @pytest.fixture()
@@ -298,3 +301,29 @@ def test_cli_refuses_zero_intervals(shared: Path, photos: Path, tmp_path: Path, 
     assert main([*args, "--out", str(tmp_path / "m.safetensors"), "--val-every", "0"]) == 1
     assert "--val-every and --checkpoint-every must be 1 or more, not 0, 500" in capsys.readouterr().err
     assert not (tmp_path / "m_run").exists()
+
+
+def test_flat_photos_are_dithered_so_their_gradients_stay_finite() -> None:
+    torch.manual_seed(0)
+    net = TransformerNet(width=0.5)
+    flat = torch.cat([torch.full((1, 3, 64, 64), v) for v in (0.0, 0.5, 1.0)] + [torch.rand(1, 3, 64, 64)])
+
+    def grad_norm(photos: torch.Tensor) -> float:
+        net.zero_grad()
+        ((net(photos) - 0.3) ** 2).mean().backward()
+        return float(torch.nn.utils.get_total_norm([p.grad for p in net.parameters()]))
+
+    assert not math.isfinite(grad_norm(flat[:3]))  # why: instance normalisation of flat photos
+    dithered = dither_flat(flat)
+    assert torch.equal(dithered[3], flat[3])  # a real photo is left alone
+    assert 0 < (dithered[:3] - flat[:3]).abs().amax() <= 1e-3
+    assert grad_norm(dithered) < 10
+
+
+def test_a_folder_of_flat_photos_trains(shared: Path, lossnet_cache: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "backdrops"
+    folder.mkdir()
+    for name, value in (("white", 255), ("grey", 128)):
+        Image.new("RGB", (96, 80), (value, value, value)).save(folder / f"{name}.png")
+    result = _train(_settings(shared, lossnet_cache, 4), folder, tmp_path / "m.safetensors")
+    assert result.steps == 4 and result.stopped_reason is None
