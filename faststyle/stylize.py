@@ -475,7 +475,7 @@ class Stylizer:
     def _forward_once(self, content: Tensor) -> Tensor:
         h, w = content.shape[-2:]
         if min(h, w) < MIN_SIDE:
-            return _on_min_side(self._forward_once, content)
+            return on_min_side(self._forward_once, content)
         if self._session is not None:
             array = content.detach().cpu().contiguous().numpy()
             try:
@@ -503,7 +503,7 @@ class Stylizer:
             scale = min(1.0, math.sqrt(self.tile_pixels / (h * w)))
             preview = content if scale == 1.0 else resize_long_side(content, max(4, round(max(h, w) * scale)))
             with _tile_stats_mode("record", stats):
-                _on_min_side(net, preview.to(self.dtype).contiguous(memory_format=self.memory_format))
+                on_min_side(net, preview.to(self.dtype).contiguous(memory_format=self.memory_format))
         ys, xs = tile_starts(h, side, self.overlap), tile_starts(w, side, self.overlap)
         wy, wx = _ramps(ys, side, h), _ramps(xs, side, w)
         out = torch.zeros(n, 3, h, w, device=content.device)
@@ -517,9 +517,9 @@ class Stylizer:
                 piece = content[..., cy0:cy1, cx0:cx1].to(self.dtype).contiguous(memory_format=self.memory_format)
                 if stats:
                     with _tile_stats_mode("apply", stats):
-                        result = _on_min_side(net, piece)
+                        result = on_min_side(net, piece)
                 else:
-                    result = _on_min_side(net, piece)
+                    result = on_min_side(net, piece)
                 result = result[..., y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0]
                 weight = (ry.view(-1, 1) * rx.view(1, -1)).to(content.device)
                 out[..., y0:y1, x0:x1] += result.float() * weight
@@ -527,7 +527,7 @@ class Stylizer:
         return out / total
 
 
-def _on_min_side(forward: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
+def on_min_side(forward: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
     """``forward(images)``, with sides under ``MIN_SIDE`` padded for it (replicating the edge) and cropped after: the
     network's 9×9 reflection padding needs more than 4 pixels a side."""
     h, w = images.shape[-2:]

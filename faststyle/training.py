@@ -104,6 +104,12 @@ class StyleModule(pl.LightningModule):
         styles = [load_image(path, settings.resolved_style_size()) for path in settings.styles]
         lossnet = get_lossnet(settings.backbone, weights=settings.lossnet_weights, pooling=settings.pooling,
                               cache=settings.cache)  # fmt: skip
+        lossnet.check_size(settings.size, settings.size, self.layer_config.layers, f"a crop of --size {settings.size}",
+                           "raise --size")  # fmt: skip
+        for path, style in zip(settings.styles, styles, strict=True):
+            lossnet.check_size(*style.shape[-2:], list(self.layer_config.style_layers),
+                               f"the style image {Path(path).name} at --style-size {settings.resolved_style_size()}",
+                               "raise --style-size, or crop the painting nearer to a square")  # fmt: skip
         perceptual = PerceptualLoss(
             lossnet,
             self.layer_config,
@@ -193,7 +199,9 @@ class StyleModule(pl.LightningModule):
     def stylize(self, photos: Sequence[Tensor]) -> list[Tensor]:
         was_training = self.net.training
         self.net.eval()
-        out = [self.net(p.to(self.device)).float().clamp(0, 1).cpu() for p in photos]
+        from faststyle.stylize import on_min_side
+
+        out = [on_min_side(self.net, p.to(self.device)).float().clamp(0, 1).cpu() for p in photos]
         self.net.train(was_training)
         return out
 

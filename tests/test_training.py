@@ -327,3 +327,30 @@ def test_a_folder_of_flat_photos_trains(shared: Path, lossnet_cache: Path, tmp_p
         Image.new("RGB", (96, 80), (value, value, value)).save(folder / f"{name}.png")
     result = _train(_settings(shared, lossnet_cache, 4), folder, tmp_path / "m.safetensors")
     assert result.steps == 4 and result.stopped_reason is None
+
+
+def test_a_panorama_style_or_a_tiny_crop_is_refused_before_training(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path
+) -> None:
+    scroll = tmp_path / "scroll.jpg"
+    with Image.open(shared / "data/styles/hokusai_great_wave_crop.jpg") as wave:
+        wave.convert("RGB").resize((4000, 100)).save(scroll)
+    settings = _settings(shared, lossnet_cache, 2)
+    settings.styles, settings.style_size = [str(scroll)], None
+    with pytest.raises(FaststyleError, match=r"the style image scroll.jpg at --style-size 96 is 96x2 pixels.*--style"):
+        _train(settings, photos, tmp_path / "m.safetensors")
+    tiny = _settings(shared, lossnet_cache, 2)
+    tiny.backbone, tiny.size = "alexnet", 24
+    with pytest.raises(FaststyleError, match=r"a crop of --size 24 is 24x24 pixels: alexnet needs at least 31"):
+        _train(tiny, photos, tmp_path / "m.safetensors")
+
+
+def test_a_banner_among_the_validation_photos_is_stylized(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path
+) -> None:
+    folder = shutil.copytree(photos, tmp_path / "with-banner")
+    with Image.open(shared / "data/content/chicago.jpg") as photo:
+        photo.resize((6000, 100)).save(folder / "banner.jpg")
+    result = _train(_settings(shared, lossnet_cache, 2), folder, tmp_path / "m.safetensors", val_photos=9, val_every=1)
+    grid = result.run_dir / "val" / "grid_000002.png"
+    assert grid.is_file() and result.steps == 2
