@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -13,11 +14,19 @@ import yaml
 
 from faststyle.errors import FaststyleError
 
+OPTIONAL_KEYS = ("description",)
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
 def _number(value: Any, where: str) -> float:
-    """A weight as written in a config: a number, or simple arithmetic such as ``1-2e-4``."""
+    """A weight as written in a config: a number, or simple arithmetic such as ``1-2e-4``; finite and 0 or more."""
+    number = _evaluate(value, where)
+    if not (math.isfinite(number) and number >= 0):
+        raise FaststyleError(f"{where}: {value!r} is not a weight; weights are finite numbers of 0 or more")
+    return number
+
+
+def _evaluate(value: Any, where: str) -> float:
     if isinstance(value, bool):
         raise FaststyleError(f"{where}: expected a number, got {value!r}")
     if isinstance(value, (int, float)):
@@ -85,6 +94,13 @@ def parse_config(data: Any, name: str = "", source: str = "") -> LayerConfig:
             raise FaststyleError(f"{where}: {key} must map layer names to weights, e.g. conv4_2: 1")
         layers[key] = {str(k): _number(v, f"{where}: {key}.{k}") for k, v in table.items()}
     extra = {k: v for k, v in data.items() if k not in ("backbone", "content_layers", "style_layers")}
+    unknown = sorted(str(k) for k in extra if k not in OPTIONAL_KEYS)
+    if unknown:
+        raise FaststyleError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; a config holds backbone, content_layers, style_layers "
+            "(and a description). Loss weights are options: --content-weight, --style-weight, --tv-weight, "
+            "gatys --ratio"
+        )
     return LayerConfig(
         backbone=str(data["backbone"]),
         content_layers=layers["content_layers"],
@@ -107,10 +123,16 @@ def load_config(name_or_path: str | Path) -> LayerConfig:
             )
     if not path.exists():
         raise FaststyleError(f"config file {path} does not exist")
+    if path.is_dir():
+        raise FaststyleError(f"config {path} is a folder; pass a YAML file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise FaststyleError(f"{path}: not valid YAML ({exc})") from None
+    except UnicodeDecodeError:
+        raise FaststyleError(f"{path} is not UTF-8 text; save it as UTF-8") from None
+    except OSError as exc:
+        raise FaststyleError(f"cannot read {path} ({exc.strerror or exc})") from None
     return parse_config(data, name=path.stem, source=str(path))
 
 

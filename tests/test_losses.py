@@ -103,6 +103,20 @@ def test_bad_configs_are_clear_errors(tmp_path: Path) -> None:
     mine = tmp_path / "mine.yaml"
     mine.write_text("backbone: vgg16\ncontent_layers: {conv3_2: 1}\nstyle_layers: {conv1_1: 0.5, conv2_1: 0.5}\n")
     assert load_config(mine).style_layers == {"conv1_1": 0.5, "conv2_1": 0.5}
+    base = "backbone: vgg16\ncontent_layers: {conv4_2: 1}\n"
+    for weight in ("-0.2", ".nan", ".inf", "1-2"):
+        mine.write_text(base + f"style_layers: {{conv1_1: {weight}}}\n")
+        with pytest.raises(FaststyleError, match="weights are finite numbers of 0 or more"):
+            load_config(mine)
+    mine.write_text(base + "style_layers: {conv1_1: 1}\nstyle_weight: 1000\ndescription: mine\n")
+    with pytest.raises(FaststyleError, match="unknown key.* style_weight.*--style-weight"):
+        load_config(mine)
+    mine.write_bytes((base + "style_layers: {conv1_1: 1}\n# Gewichte f\u00fcr VGG\n").encode("latin-1"))
+    with pytest.raises(FaststyleError, match="not UTF-8 text"):
+        load_config(mine)
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(FaststyleError, match="is a folder"):
+        load_config(tmp_path / "folder.yaml")
 
 
 def test_perceptual_loss_is_zero_for_the_style_image_itself(vgg16: torch.nn.Module, shared: Path) -> None:
