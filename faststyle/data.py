@@ -42,6 +42,17 @@ def find_images(folder: str | os.PathLike[str]) -> list[Path]:
     )
 
 
+def _name_datasets_reads(path: Path) -> bool:
+    """Whether ``datasets`` can open a file by this name: fsspec takes ``::`` for a chain of file systems, and Arrow
+    strings must be UTF-8 (a name from an old archive may not be)."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "::" not in name
+
+
 def data_source(source: str | os.PathLike[str]) -> str:
     """How a run names its photos: a folder by its absolute path, a hub dataset by its name."""
     path = Path(source).expanduser()
@@ -350,7 +361,14 @@ class PhotoDataModule(pl.LightningDataModule):
         if self.photos is not None:
             return
         if self.local:
-            self._files = find_images(self.source)
+            found = find_images(self.source)
+            self._files = [path for path in found if _name_datasets_reads(path)]
+            if len(self._files) < len(found):
+                odd = [ascii(str(path)) for path in found if not _name_datasets_reads(path)]
+                log.warning(
+                    "leaving out %d photo(s) whose names the datasets library cannot read (with '::', or not UTF-8), "
+                    "e.g. %s; rename them to train on them", len(odd), ", ".join(odd[:3]),
+                )  # fmt: skip
             if not self._files:
                 raise FaststyleError(f"no images under {self.source} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
             log.info("found %d images under %s", len(self._files), self.source)

@@ -87,7 +87,12 @@ def _upright(image: Image.Image) -> Image.Image:
         log.warning("ignoring unreadable EXIF data (%s)", exc)
         return image
     method = _ORIENTATIONS.get(orientation) if isinstance(orientation, int) else None
-    return image.transpose(method) if method is not None else image
+    if method is None:
+        return image
+    upright = image.transpose(method)
+    for key in ("exif", "xmp", "XML:com.adobe.xmp", "Raw profile type exif"):  # turned once, never again
+        upright.info.pop(key, None)
+    return upright
 
 
 def _to_8bit(image: Image.Image) -> np.ndarray:
@@ -107,7 +112,8 @@ def open_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Im
     """Read an image file as RGB, or raise FaststyleError saying what is wrong with it."""
     path = Path(path)
     if not path.is_file():
-        raise FaststyleError(f"image {path} does not exist")
+        reason = "is a folder, not an image file" if path.is_dir() else "does not exist"
+        raise FaststyleError(f"image {path} {reason}")
     try:
         with _open_within(path, max_pixels) as image:
             if image.width * image.height > max_pixels:
@@ -115,6 +121,9 @@ def open_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Im
                     f"{path} has {image.width}x{image.height} pixels, over the limit of {max_pixels:,}; "
                     "downscale it first or raise the limit (max_pixels)"
                 )
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1 and image.format != "MPO":  # a camera's MPO holds its photo and a preview
+                log.warning("%s has %d frames or pages; using the first", path, frames)
             image.load()
             return to_rgb(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

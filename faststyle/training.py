@@ -333,6 +333,7 @@ def train(
         load_image(style)  # an unreadable style image fails here, before anything else
     check_writable(out.parent, "the model file")
     run = Path(run_dir) if run_dir else out.with_suffix("").with_name(out.stem + "_run")
+    check_writable(run, "the checkpoints and logs (--run-dir)")
     last = run / "checkpoints" / "last.ckpt"
     resume_from = latest_checkpoint(run / "checkpoints")
     saved = _read_checkpoint(resume_from) if resume_from is not None else {}

@@ -1,5 +1,6 @@
 import logging
 import multiprocessing
+import os
 import shutil
 from pathlib import Path
 
@@ -215,6 +216,21 @@ def test_file_names_with_glob_characters_are_read(train_dir: Path, tmp_path: Pat
     dm = module(folder, tmp_path)
     assert dm.num_images == 3 and len(dm.photos) == 3
     assert take(dm, 1)[0].shape == (4, 3, 64, 64) and dm.skipped == 0
+
+
+def test_names_the_datasets_library_cannot_read_are_left_out_with_a_warning(
+    train_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "odd names"
+    folder.mkdir()
+    shutil.copy(train_dir / PHOTOS[0], folder / "IMG::1.jpg")  # fsspec reads '::' as a chain of file systems
+    shutil.copy(train_dir / PHOTOS[1], os.fsencode(folder) + b"/caf\xe9.jpg")  # a Latin-1 name from an old zip
+    shutil.copy(train_dir / PHOTOS[2], folder / "fine.jpg")
+    with caplog.at_level(logging.WARNING, logger="faststyle.data"):
+        dm = module(folder, tmp_path)
+        assert take(dm, 1)[0].shape == (4, 3, 64, 64)
+    assert dm.num_images == 1
+    assert "leaving out 2 photo(s)" in caplog.text and "IMG::1.jpg" in caplog.text
 
 
 def test_a_stream_with_no_readable_photo_is_an_error(tmp_path: Path) -> None:

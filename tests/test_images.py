@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from faststyle.images import open_image
+from faststyle.errors import FaststyleError
+from faststyle.images import open_image, pil_to_tensor
 
 ADOBE_PAINTING = "data/styles/gauguin_three_tahitian_women_1896.jpg"  # carries an Adobe RGB (1998) profile
 # Adobe RGB (1998) -> XYZ and XYZ -> linear sRGB, both D65, from the two colour spaces' specifications.
@@ -107,4 +108,17 @@ def test_a_photo_with_exif_pillow_cannot_rewrite_is_still_turned_upright(tmp_pat
         ImageOps.exif_transpose(photo)  # what reading it used to go through
     upright = np.asarray(open_image(tmp_path / "camera.jpg"), dtype=np.float64)
     assert upright.shape == (32, 24, 3)  # Orientation 6: turned a quarter clockwise, the left half now on top
+    assert pil_to_tensor(open_image(tmp_path / "camera.jpg")).shape == (1, 3, 32, 24)  # and not turned again
     assert upright[:12].mean() > 250 and upright[-12:].mean() < 5
+
+
+def test_a_folder_named_like_an_image_and_an_animation(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "holiday.jpg").mkdir()
+    with pytest.raises(FaststyleError, match="holiday.jpg is a folder, not an image file"):
+        open_image(tmp_path / "holiday.jpg")
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 255, 0))]
+    frames[0].save(tmp_path / "blink.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with caplog.at_level(logging.WARNING, logger="faststyle.images"):
+        first = np.asarray(open_image(tmp_path / "blink.gif"))
+    assert "blink.gif has 2 frames or pages; using the first" in caplog.text
+    assert first[..., 0].min() > 200 and first[..., 1].max() < 50

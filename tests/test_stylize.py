@@ -471,3 +471,14 @@ def test_compile_picks_a_pytorch_backend(model_path: Path, capsys: pytest.Captur
     with pytest.raises(SystemExit):
         main(["stylize", "--model", str(model_path), "--compile", "photo.jpg", "--out", "x.png"])
     assert "write the mode out: --compile default" in capsys.readouterr().err
+
+
+def test_a_glob_through_a_symlink_loop_names_each_photo_once(shared: Path, tmp_path: Path) -> None:
+    from faststyle.commands.stylize import expand_inputs
+
+    folder = tmp_path / "loop"
+    folder.mkdir()
+    (folder / "a.png").write_bytes((shared / "data/content/kodak/kodim03.png").read_bytes())
+    (folder / "self").symlink_to(".")
+    files, missing = expand_inputs([str(folder / "**" / "*.png"), str(folder)])
+    assert files == [folder / "a.png"] and missing == []

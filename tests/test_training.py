@@ -354,3 +354,11 @@ def test_a_banner_among_the_validation_photos_is_stylized(
     result = _train(_settings(shared, lossnet_cache, 2), folder, tmp_path / "m.safetensors", val_photos=9, val_every=1)
     grid = result.run_dir / "val" / "grid_000002.png"
     assert grid.is_file() and result.steps == 2
+
+
+def test_an_unwritable_run_folder_is_refused_before_anything_loads(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(FaststyleError, match=r"cannot write the checkpoints and logs \(--run-dir\) in .*a-file/run"):
+        _train(_settings(shared, lossnet_cache, 2), photos, tmp_path / "m.safetensors", run_dir=tmp_path / "a-file/run")

@@ -85,8 +85,10 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
             files += found
         else:
             missing.append((item, "does not exist"))
-    unique = list(dict.fromkeys(files))
-    return unique, missing
+    unique: dict[Path, Path] = {}  # by the file itself: a symlinked folder or a ``**`` loop names it again
+    for file in files:
+        unique.setdefault(file.resolve(), file)
+    return list(unique.values()), missing
 
 
 def output_paths(files: list[Path], out: Path, model: str, fmt: str | None, folder: bool) -> list[Path]:
