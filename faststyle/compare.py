@@ -809,10 +809,23 @@ def _grid(results: dict[str, Any], style: str) -> tuple[list[str], list[tuple[st
     return [_method_label(m) for m in methods], rows
 
 
+class _Markup(str):
+    """Markdown the report writes itself, put into a table as it is (file and column names are escaped)."""
+
+
+def _md(text: str) -> str:
+    if isinstance(text, _Markup):
+        return text
+    text = escape(text, quote=False)
+    for char in "\\|*_`[]#":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     def table(header: list[str], rows: list[list[str]]) -> list[str]:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return lines + ["| " + " | ".join(r) + " |" for r in rows]
+        lines = ["| " + " | ".join(map(_md, header)) + " |", "|" + "---|" * len(header)]
+        return lines + ["| " + " | ".join(map(_md, r)) + " |" for r in rows]
 
     s = results["settings"]
     out = [
@@ -824,9 +837,10 @@ def render_markdown(results: dict[str, Any]) -> str:
     ]
     out += [f"- **{k}**: {v}" for k, v in results["metrics"]["definitions"].items()] + [""]
     for style, data in results["metrics"]["styles"].items():
-        out += [f"## {style}", "", "### Images", ""]
+        out += [f"## {_md(style)}", "", "### Images", ""]
         labels, grid = _grid(results, style)
-        out += table(["photo", *labels], [[name, *[f"![](<{p}>)" for p in paths]] for name, paths in grid])
+        cells = [[name, *[_Markup(f"![]({quote(p)})") for p in paths]] for name, paths in grid]
+        out += table(["photo", *labels], cells)
         out += ["", "### Style distance (rows: output; columns: measured under)", ""]
         match = data["style_match"]
         out += table(

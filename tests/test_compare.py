@@ -122,6 +122,16 @@ def test_the_html_report_references_only_images_that_exist(study: dict[str, Any]
     assert "<script" not in html and "://" not in html.replace("http://www.w3.org/2000/svg", "")
 
 
+def test_the_markdown_report_links_images_that_exist_and_escapes_names(study: dict[str, Any]) -> None:
+    from faststyle.compare import _md
+
+    report = (study["out"] / "report.md").read_text()
+    links = re.findall(r"!\[\]\(([^)]+)\)", report)
+    assert len(links) == 2 * 3  # the 2×3 grid
+    assert all((study["out"] / unquote(link)).is_file() for link in links)
+    assert _md("shot #1 | a&b <i>") == "shot \\#1 \\| a&amp;b &lt;i&gt;"  # a name cannot split a row or start markup
+
+
 def test_a_rerun_reuses_every_model_image_and_metric(study: dict[str, Any]) -> None:
     out: Path = study["out"]
     models = {p: p.stat().st_mtime_ns for p in (out / "models").glob("*.safetensors")}
