@@ -72,14 +72,15 @@ def _shard_count(stream: datasets.IterableDataset) -> int:
     return stream.num_shards if hasattr(stream, "num_shards") else stream.n_shards  # datasets 2.19 has only n_shards
 
 
-def _open(image: dict[str, Any]) -> Image.Image:
-    """An undecoded ``datasets.Image`` value (path and/or bytes) as an RGB PIL image; FaststyleError if unreadable."""
+def _open(image: dict[str, Any], convert_profile: bool = True) -> Image.Image:
+    """An undecoded ``datasets.Image`` value (path and/or bytes) as an RGB PIL image; FaststyleError if unreadable.
+    ``convert_profile=False``: a colour profile is converted later, on the crop (see ``to_rgb``)."""
     if image.get("bytes") is None:
-        return open_image(image["path"])
+        return open_image(image["path"], convert_profile=convert_profile)
     try:
         with Image.open(io.BytesIO(image["bytes"])) as pil:
             pil.load()
-            return to_rgb(pil)
+            return to_rgb(pil, convert_profile)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise FaststyleError(f"cannot read {image.get('path') or 'an image'} ({exc})") from None
 
@@ -172,7 +173,7 @@ class _Crops(IterableDataset):
     def _crop(self, image: dict[str, Any], index: int | None, gen: torch.Generator) -> Tensor | None:
         """A random crop of ``image``, or None (counted in ``skips``) when it cannot be read."""
         try:
-            photo = _open(image)
+            photo = _open(image, convert_profile=False)  # pil_to_tensor converts the crop's colours
         except FaststyleError as exc:
             name = image.get("path") or (f"#{index}" if index is not None else "a streamed photo with no path")
             self.skips.mark(self._key(image, index), name, str(exc))
@@ -438,7 +439,7 @@ class PhotoDataModule(pl.LightningDataModule):
 
         def load(index: int) -> Tensor | None:
             try:
-                photo = _resize_short(_open({"path": paths[index]}), self.cache_short_side)
+                photo = to_rgb(_resize_short(_open({"path": paths[index]}, False), self.cache_short_side))
             except FaststyleError as exc:
                 self._skips.mark(index, paths[index], str(exc))
                 return None

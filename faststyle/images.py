@@ -29,9 +29,10 @@ READER_VERSION = 2
 _PIL_LIMIT = threading.Lock()
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image, convert_profile: bool = True) -> Image.Image:
     """Any PIL image as 8-bit sRGB: EXIF orientation applied; an embedded RGB colour profile (Adobe RGB, Display P3,
-    …) converted to sRGB; greyscale, palette, CMYK, 16-bit and alpha handled."""
+    …) converted to sRGB; greyscale, palette, CMYK, 16-bit and alpha handled. ``convert_profile=False`` leaves the
+    profile attached for a later ``to_rgb`` (after a crop, where converting costs far less than on the whole photo)."""
     profile = image.info.get("icc_profile")
     image = _upright(image)
     if image.mode.startswith("I") or image.mode == "F":
@@ -41,6 +42,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     image = image.convert("RGB")
+    if not convert_profile:
+        if profile:
+            image.info["icc_profile"] = profile
+        return image
     transform = _to_srgb(bytes(profile)) if isinstance(profile, bytes | bytearray) and profile else None
     if transform is None:
         return image
@@ -108,8 +113,8 @@ def _to_8bit(image: Image.Image) -> np.ndarray:
     return (array / peak * 255.0).round().clip(0, 255).astype(np.uint8)
 
 
-def open_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Read an image file as RGB, or raise FaststyleError saying what is wrong with it."""
+def open_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, convert_profile: bool = True) -> Image.Image:
+    """Read an image file as RGB (see ``to_rgb``), or raise FaststyleError saying what is wrong with it."""
     path = Path(path)
     if not path.is_file():
         reason = "is a folder, not an image file" if path.is_dir() else "does not exist"
@@ -125,7 +130,7 @@ def open_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Im
             if frames > 1 and image.format != "MPO":  # a camera's MPO holds its photo and a preview
                 log.warning("%s has %d frames or pages; using the first", path, frames)
             image.load()
-            return to_rgb(image)
+            return to_rgb(image, convert_profile)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise FaststyleError(f"{path} is larger than the pixel limit of {max_pixels:,} (decompression bomb?)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

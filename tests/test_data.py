@@ -13,6 +13,7 @@ from PIL import Image
 from faststyle import data
 from faststyle.data import PhotoDataModule, SkipCounter, _shard_count, count_images
 from faststyle.errors import FaststyleError
+from faststyle.images import open_image
 
 SMALL = "imagenet_sample/n01871265_tusker.jpg"  # 75×56
 GREY = "imagenet_sample/n04532670_viaduct.jpg"  # grey content stored as an RGB JPEG
@@ -125,10 +126,29 @@ def test_a_resumed_module_knows_the_unreadable_photos_already_found(
     assert resumed.skipped == 2
     opened: list[str] = []
     real_open = data._open
-    monkeypatch.setattr(data, "_open", lambda image: opened.append(str(image.get("path"))) or real_open(image))
+
+    def counting_open(image: dict, *args: object, **kwargs: object) -> Image.Image:
+        opened.append(str(image.get("path")))
+        return real_open(image, *args, **kwargs)
+
+    monkeypatch.setattr(data, "_open", counting_open)
     take(resumed, 15)
     assert opened and not [p for p in opened if p.endswith(("random.jpg", "truncated.jpg"))]  # not read again
     assert resumed.skipped == 2
+
+
+def test_training_crops_are_in_srgb_converted_after_cropping() -> None:
+    painting = SHARED / "data/styles/gauguin_three_tahitian_women_1896.jpg"  # an Adobe RGB (1998) profile
+
+    def crop(photo: Image.Image) -> torch.Tensor:
+        return data._random_crop(photo, 128, None, True, torch.Generator().manual_seed(3))
+
+    deferred = crop(data._open({"path": str(painting)}, convert_profile=False))
+    assert torch.equal(deferred, crop(open_image(painting)))  # the same pixels as converting the whole painting
+    with Image.open(painting) as raw:
+        as_if_srgb = raw.convert("RGB")
+    as_if_srgb.info.pop("icc_profile")
+    assert (deferred - crop(as_if_srgb)).abs().max() > 0.1
 
 
 def test_a_streamed_photo_skipped_by_several_worker_processes_counts_once(caplog: pytest.LogCaptureFixture) -> None:
