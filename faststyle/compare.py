@@ -241,9 +241,10 @@ class Study:
             raise FaststyleError(
                 f"--data {settings.data} does not exist; pass a folder of photos or a hub dataset name"
             )
-        data = Path(str(settings.data))
-        # a folder by its absolute path, so that models trained on other photos are never reused
-        self.data_source = str(data.resolve()) if data.is_dir() else str(settings.data)
+        from faststyle.data import data_source
+
+        # as a model's metadata names it, so that models trained on other photos are never reused
+        self.data_source = data_source(str(settings.data))
         self.style_sha = [sha256_file(p) for p in self.styles]
         self.content_sha = [sha256_file(p) for p in self.contents]
         self.style_names = _slugs(self.styles, self.style_sha)

@@ -331,8 +331,8 @@ class PhotoDataModule(pl.LightningDataModule):
         marked = self._skips.marked()
         state: dict[str, Any] = {"source": data_source(self.source)}
         if self._files is not None and not self.streamed:
-            root = Path(self.source)
-            return state | {"skipped_files": [self._files[i].relative_to(root).as_posix() for i in marked]}
+            names = self._file_names()
+            return state | {"skipped_files": [names[i] for i in marked]}
         return state | {"skipped_slots": marked}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -340,13 +340,17 @@ class PhotoDataModule(pl.LightningDataModule):
         if self._skips is None:
             return
         if "skipped_files" in state and self._files is not None and not self.streamed:
-            root = Path(self.source)
-            index = {path.relative_to(root).as_posix(): i for i, path in enumerate(self._files)}
+            index = {name: i for i, name in enumerate(self._file_names())}
             self._skips.restore([index[name] for name in state["skipped_files"] if name in index])
         elif "skipped_slots" in state and self.streamed:
             self._skips.restore(list(state["skipped_slots"]))
         if self._skips.count:
             log.info("%d photos found unreadable before the resume are skipped", self._skips.count)
+
+    def _file_names(self) -> list[str]:
+        """The indexed photos by their paths within the folder, however the folder itself was named."""
+        root = Path(self.source)
+        return [path.relative_to(root).as_posix() for path in self._files or []]
 
     def _crop_seed(self) -> int:
         """The seed of the crop streams: ``seed``, or for a resumed run one drawn from (seed, start_step)."""

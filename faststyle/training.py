@@ -520,7 +520,9 @@ def _check_resumable(checkpoint: dict[str, Any], settings: TrainSettings, run: P
     hashes = checkpoint.get("style_sha256")
     if hashes is not None and hashes != [sha256_file(path) for path in settings.styles]:
         changed.append("other style images")
-    photos = checkpoint.get("PhotoDataModule", {}).get("source")  # saved by PhotoDataModule.state_dict
+    from faststyle.data import PhotoDataModule
+
+    photos = checkpoint.get(PhotoDataModule.__qualname__, {}).get("source")  # Lightning's key for its state_dict
     if photos is not None and photos != data:
         changed.append(f"--data {photos} then, {data} now")
     if changed:
