@@ -24,52 +24,83 @@ log = logging.getLogger(__name__)
 
 MAX_PIXELS = 180_000_000
 # Bumped when the pixels read from a file change, so that what was computed from the old ones is not reused
-# (2: embedded colour profiles are converted to sRGB).
-READER_VERSION = 2
+# (2: embedded colour profiles are converted to sRGB; 3: greyscale and CMYK profiles too).
+READER_VERSION = 3
 _PIL_LIMIT = threading.Lock()
 
 
 def to_rgb(image: Image.Image, convert_profile: bool = True) -> Image.Image:
-    """Any PIL image as 8-bit sRGB: EXIF orientation applied; an embedded RGB colour profile (Adobe RGB, Display P3,
-    …) converted to sRGB; greyscale, palette, CMYK, 16-bit and alpha handled. ``convert_profile=False`` leaves the
-    profile attached for a later ``to_rgb`` (after a crop, where converting costs far less than on the whole photo)."""
+    """Any PIL image as 8-bit sRGB: EXIF orientation applied; an embedded colour profile (Adobe RGB, Display P3, a
+    printer's CMYK, a greyscale gamma, …) converted to sRGB; greyscale, palette, CMYK, 16-bit and alpha handled.
+    ``convert_profile=False`` leaves the profile attached for a later ``to_rgb`` (after a crop, where converting costs
+    far less than on the whole photo): the image is then RGB, or L or CMYK where its profile is for that mode."""
     profile = image.info.get("icc_profile")
+    profile = bytes(profile) if isinstance(profile, bytes | bytearray) and profile else None
     image = _upright(image)
     if image.mode.startswith("I") or image.mode == "F":
         image = Image.fromarray(_to_8bit(image), "L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    image = image.convert("RGB")
+    image = _on_white(image)
+    mode = _PROFILE_MODES.get(_profile_space(profile), "RGB") if profile else "RGB"
+    if mode == "L" and image.mode == "1":
+        image = image.convert("L")
+    image = image.convert(mode if image.mode == mode else "RGB")
     if not convert_profile:
         if profile:
             image.info["icc_profile"] = profile
         return image
-    transform = _to_srgb(bytes(profile)) if isinstance(profile, bytes | bytearray) and profile else None
+    transform = _to_srgb(profile, image.mode) if profile else None
     if transform is None:
-        return image
+        return image.convert("RGB")
     converted = ImageCms.applyTransform(image, transform)
     converted.info.pop("icc_profile", None)
     return converted
 
 
+def _on_white(image: Image.Image) -> Image.Image:
+    """Transparency composited over white: greyscale stays greyscale (for its profile), the rest becomes RGB."""
+    if image.mode == "LA":
+        background = Image.new("L", image.size, 255)
+        background.paste(image.getchannel("L"), mask=image.getchannel("A"))
+        return background
+    if image.mode in ("RGBA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return image
+
+
+# The PIL mode a profile's colour space (the ICC header's data colour space) applies to.
+_PROFILE_MODES = {"RGB": "RGB", "GRAY": "L", "CMYK": "CMYK"}
+
+
+def _profile_space(profile: bytes) -> str:
+    return profile[16:20].decode("ascii", "replace").strip()
+
+
 @functools.lru_cache(maxsize=16)
-def _to_srgb(profile: bytes) -> ImageCms.ImageCmsTransform | None:
-    """The transform from an embedded RGB profile to sRGB; None where the profile is sRGB already (no colour moves
-    by more than one level), is not an RGB profile, or cannot be read (then the pixels are taken as sRGB)."""
+def _to_srgb(profile: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    """The transform from an embedded profile to sRGB for an image of ``mode``; None where it would move no colour
+    by more than one level (an sRGB profile), does not fit the image, or cannot be read (the pixels are then taken
+    as sRGB, or as plain CMYK)."""
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
-        if source.profile.xcolor_space.strip() != "RGB":
+        space = source.profile.xcolor_space.strip()
+        if _PROFILE_MODES.get(space) != mode:
+            log.warning("ignoring a %s colour profile on a %s image; the pixels are taken as sRGB", space, mode)
             return None
-        transform = ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), "RGB", "RGB")
+        transform = ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), mode, "RGB")
     except (ImageCms.PyCMSError, OSError, ValueError) as exc:
         log.warning("ignoring an unreadable colour profile (%s); the pixels are taken as sRGB", exc)
         return None
-    levels = np.linspace(0, 255, 9).round().astype(np.uint8)
-    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(1, -1, 3)
-    moved = np.asarray(ImageCms.applyTransform(Image.fromarray(grid, "RGB"), transform), dtype=np.int16) - grid
-    return transform if np.abs(moved).max() > 1 else None
+    if mode == "CMYK":
+        return transform
+    levels = np.linspace(0, 255, 9 if mode == "RGB" else 256).round().astype(np.uint8)
+    if mode == "RGB":
+        grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(1, -1, 3)
+    else:
+        grid = levels.reshape(1, -1)
+    moved = np.asarray(ImageCms.applyTransform(Image.fromarray(grid, mode), transform), dtype=np.int16)
+    plain = np.asarray(Image.fromarray(grid, mode).convert("RGB"), dtype=np.int16)
+    return transform if np.abs(moved - plain).max() > 1 else None
 
 
 _ORIENTATIONS = {

@@ -1,7 +1,8 @@
-"""Reading images: embedded colour profiles, and Pillow's pixel limit under threads."""
+"""Reading images: embedded colour profiles (RGB, greyscale, CMYK), and Pillow's pixel limit under threads."""
 
 from __future__ import annotations
 
+import io
 import logging
 import struct
 import threading
@@ -9,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from faststyle.errors import FaststyleError
-from faststyle.images import open_image, pil_to_tensor
+from faststyle.images import open_image, pil_to_tensor, to_rgb
 
 ADOBE_PAINTING = "data/styles/gauguin_three_tahitian_women_1896.jpg"  # carries an Adobe RGB (1998) profile
 # Adobe RGB (1998) -> XYZ and XYZ -> linear sRGB, both D65, from the two colour spaces' specifications.
@@ -68,6 +69,79 @@ def test_a_damaged_profile_is_ignored_with_a_warning(tmp_path: Path, caplog: pyt
         read = open_image(tmp_path / "odd.png")
     np.testing.assert_array_equal(np.asarray(read), values)
     assert "colour profile" in caplog.text
+
+
+# Profiles from Debian's libgs-common (Ghostscript's colour profiles), which .ci/run installs.
+GHOSTSCRIPT_ICC = Path("/usr/share/color/icc/ghostscript")
+
+
+def _ghostscript_profile(name: str) -> bytes:
+    path = GHOSTSCRIPT_ICC / name
+    if not path.is_file():
+        pytest.skip(f"{path} is missing: apt-get install libgs-common (as .ci/run does)")
+    return path.read_bytes()
+
+
+def _srgb_encode(linear: np.ndarray) -> np.ndarray:
+    return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055) * 255
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_a_greyscale_gamma_profile_is_applied(tmp_path: Path, suffix: str) -> None:
+    profile = _ghostscript_profile("sgray.icc")
+    assert profile[16:20] == b"GRAY" and profile.find(b"kTRC") > 0
+    ramp = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    Image.fromarray(ramp, "L").save(tmp_path / f"grey{suffix}", icc_profile=profile, quality=100)
+    with Image.open(tmp_path / f"grey{suffix}") as stored:
+        stored_values = np.asarray(stored, dtype=np.float64)
+    read = np.asarray(open_image(tmp_path / f"grey{suffix}"), dtype=np.float64)
+    expected = _srgb_encode((stored_values / 255) ** 1.8)  # sgray.icc's kTRC is a pure gamma of 1.8 (0x01CD/256)
+    assert (read == read[..., :1]).all()  # grey stays grey
+    assert np.abs(read[..., 0] - expected).max() <= 1.5
+    assert np.abs(read[..., 0] - stored_values).max() > 15  # as plain sRGB grey, the mid-tones were far too dark
+
+
+def test_a_greyscale_profile_applies_under_transparency_and_on_a_later_crop(tmp_path: Path) -> None:
+    profile = _ghostscript_profile("sgray.icc")
+    ramp = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    Image.fromarray(ramp, "L").save(tmp_path / "grey.png", icc_profile=profile)
+    Image.fromarray(np.stack([ramp, np.full_like(ramp, 255)], -1), "LA").save(tmp_path / "la.png", icc_profile=profile)
+    whole = np.asarray(open_image(tmp_path / "grey.png"))
+    np.testing.assert_array_equal(np.asarray(open_image(tmp_path / "la.png")), whole)
+    with Image.open(tmp_path / "grey.png") as photo:
+        deferred = to_rgb(photo, convert_profile=False)
+    assert deferred.mode == "L" and deferred.info["icc_profile"] == profile
+    np.testing.assert_array_equal(np.asarray(to_rgb(deferred.crop((3, 5, 11, 13)))), whole[5:13, 3:11])
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".tif"])
+def test_a_cmyk_file_with_a_press_profile_reads_back_as_the_photo(shared: Path, tmp_path: Path, suffix: str) -> None:
+    profile = _ghostscript_profile("default_cmyk.icc")  # Artifex's SWOP press profile, with lookup tables
+    assert profile[16:20] == b"CMYK"
+    with Image.open(shared / "data/content/chicago.jpg") as photo:
+        rgb = photo.convert("RGB").reduce(4)
+    press = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    separation = ImageCms.buildTransform(ImageCms.createProfile("sRGB"), press, "RGB", "CMYK")
+    ImageCms.applyTransform(rgb, separation).save(tmp_path / f"print{suffix}", icc_profile=profile, quality=95)
+    with Image.open(tmp_path / f"print{suffix}") as printed:
+        assert printed.mode == "CMYK"
+        naive = np.abs(np.asarray(printed.convert("RGB"), dtype=np.float64) - np.asarray(rgb)).mean()
+        deferred = to_rgb(printed, convert_profile=False)
+    read = np.asarray(open_image(tmp_path / f"print{suffix}"), dtype=np.float64)
+    error = np.abs(read - np.asarray(rgb, dtype=np.float64))
+    assert error.mean() < 6 and np.percentile(error, 99) < 20  # the press's gamut costs a little
+    assert naive > 3 * error.mean()  # Pillow's CMYK formula alone (measured: 17 levels against 4)
+    assert deferred.mode == "CMYK"
+    np.testing.assert_array_equal(np.asarray(to_rgb(deferred.crop((10, 20, 74, 84)))), read[20:84, 10:74])
+
+
+def test_a_profile_for_another_kind_of_image_is_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    values = np.random.default_rng(2).integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    Image.fromarray(values).save(tmp_path / "rgb.png", icc_profile=_ghostscript_profile("sgray.icc"))
+    with caplog.at_level(logging.WARNING, logger="faststyle.images"):
+        read = open_image(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(np.asarray(read), values)
+    assert "ignoring a GRAY colour profile on a RGB image" in caplog.text
 
 
 def test_threads_opening_images_leave_pillows_pixel_limit_as_it_was(tmp_path: Path) -> None:
