@@ -27,6 +27,8 @@ from faststyle.images import open_image, pil_to_tensor, resize_long_side, to_rgb
 
 log = logging.getLogger("faststyle.data")
 
+# Photos whose median short side is this many crops wide get a hint to scale them (--short-side).
+LARGE_PHOTOS = 4
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"})
 
 
@@ -377,6 +379,8 @@ class PhotoDataModule(pl.LightningDataModule):
             if not self._files:
                 raise FaststyleError(f"no images under {self.source} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
             log.info("found %d images under %s", len(self._files), self.source)
+            if self.short_side is None:
+                self._hint_at_large_photos()
         self._column = "image" if self.local else self.image_column
         if not self.streamed:
             photos = self._load(streaming=False)
@@ -392,6 +396,23 @@ class PhotoDataModule(pl.LightningDataModule):
             photos = photos.cast_column(self._column, datasets.Image(decode=False)).select_columns([self._column])
             self.photos = photos.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
             self._skips = SkipCounter(None)
+
+    def _hint_at_large_photos(self, sample: int = 64) -> None:
+        """Warns when the photos are so large that a crop of ``size`` shows only a small patch of each."""
+        files = self._files or []
+        sides = []
+        for path in files[:: max(1, len(files) // sample)][:sample]:
+            try:
+                with Image.open(path) as image:
+                    sides.append(min(image.size))
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+                continue
+        if sides and float(np.median(sides)) >= LARGE_PHOTOS * self.size:
+            log.warning(
+                "the photos are large (median short side %d px): a %d px crop shows a small patch of each, mostly "
+                "flat texture; --short-side %d scales them first, so that crops show whole scenes",
+                int(np.median(sides)), self.size, 2 * self.size,
+            )  # fmt: skip
 
     def _load(self, streaming: bool) -> datasets.Dataset | datasets.IterableDataset:
         if self.local:

@@ -66,6 +66,7 @@ class TrainSettings:
     steps: int = 40_000
     batch: int = 4
     size: int = 256
+    short_side: int | None = None  # photos scaled to this short side before cropping; None: only small ones, up
     width: float = 1.0
     num_residual: int = 5
     pooling: str = "max"
@@ -315,6 +316,10 @@ def train(
         raise FaststyleError(f"--out must end in .safetensors, not {out.name!r}")
     if settings.steps <= 0 or settings.batch <= 0 or settings.size < 16:
         raise FaststyleError("steps and batch must be positive and size at least 16")
+    if settings.short_side is not None and settings.short_side < settings.size:
+        raise FaststyleError(
+            f"--short-side {settings.short_side} is smaller than the crop --size {settings.size}; give at least that"
+        )
     if max_minutes is not None and not max_minutes > 0:
         raise FaststyleError(f"max_minutes must be positive, not {max_minutes}")
     if val_every < 1 or checkpoint_every < 1:
@@ -364,6 +369,7 @@ def train(
         str(data),
         batch_size=settings.batch,
         size=settings.size,
+        short_side=settings.short_side,
         seed=settings.seed,
         num_workers=num_workers,
         gpu_cache=gpu_cache,
@@ -580,5 +586,10 @@ def model_metadata(
             "hardware": hardware(module.device),
             "precision": str(module.trainer.precision),
         },
-        "data": {"source": data, "images": datamodule.num_images, "skipped": datamodule.skipped},
+        "data": {
+            "source": data,
+            "images": datamodule.num_images,
+            "skipped": datamodule.skipped,
+            "short_side": settings.short_side,
+        },
     }

@@ -287,6 +287,38 @@ def test_gpu_cache_refuses_to_exceed_budget(messy_folder: Path, tmp_path: Path) 
         dm.train_dataloader()
 
 
+def _tall_ramps(folder: Path, count: int, size: tuple[int, int] = (900, 1200)) -> Path:
+    """Large photos whose rows run from black at the top to white at the bottom."""
+    folder.mkdir()
+    ramp = np.linspace(0, 255, size[1]).round().astype(np.uint8)
+    for i in range(count):
+        Image.fromarray(np.repeat(ramp[:, None], size[0], 1)).convert("RGB").save(folder / f"ramp_{i}.png")
+    return folder
+
+
+def test_short_side_scales_photos_so_a_crop_shows_the_whole_scene(tmp_path: Path) -> None:
+    folder = _tall_ramps(tmp_path / "large", 2)
+    as_they_are = take(module(folder, tmp_path, flip=False), 1)[0]
+    scaled = take(module(folder, tmp_path, flip=False, short_side=64), 1)[0]
+    for crops, (low, high) in ((as_they_are, (0, 0.1)), (scaled, (0.6, 0.85))):
+        spans = (crops[:, 0, -1, :].mean(-1) - crops[:, 0, 0, :].mean(-1)).tolist()
+        assert all(low < span < high for span in spans), spans  # 64 of 1200 rows, or 64 of 85
+    with pytest.raises(FaststyleError, match="short_side \\(32\\) must be at least the crop size \\(64\\)"):
+        module(folder, tmp_path, short_side=32)
+
+
+def test_large_photos_get_a_hint_to_scale_them(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = _tall_ramps(tmp_path / "large", 3, (300, 400))
+    with caplog.at_level(logging.WARNING, logger="faststyle.data"):
+        assert module(folder, tmp_path, size=64).num_images == 3
+    assert "median short side 300 px" in caplog.text and "--short-side 128" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="faststyle.data"):
+        module(folder, tmp_path, size=64, short_side=128).setup()
+        module(folder, tmp_path, size=96).setup()  # 300 px is not four crops wide
+    assert "--short-side" not in caplog.text
+
+
 def test_val_photos_are_fixed(train_dir: Path, tmp_path: Path) -> None:
     dm = module(train_dir, tmp_path, val_size=128)
     photos = dm.val_photos(4)

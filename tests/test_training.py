@@ -84,7 +84,7 @@ def test_a_short_run_lowers_the_style_loss_and_writes_a_usable_model(
     assert meta["loss"]["style_weight"] == settings.style_weight
     assert meta["training"]["steps"] == 30 and meta["training"]["batch"] == 2
     assert meta["training"]["hardware"].startswith("cpu ") and meta["training"]["precision"] == "32-true"
-    assert meta["data"] == {"source": str(photos), "images": 9, "skipped": 1}
+    assert meta["data"] == {"source": str(photos), "images": 9, "skipped": 1, "short_side": None}
     assert meta["dtype"] == "float16" and "torch" in meta["versions"]
 
     net, meta_again = load_model(out)
@@ -300,6 +300,15 @@ def test_cli_refuses_zero_intervals(shared: Path, photos: Path, tmp_path: Path, 
     args = ["train", "--style", str(shared / "data/styles/vangogh_starry_night_crop.jpg"), "--data", str(photos)]
     assert main([*args, "--out", str(tmp_path / "m.safetensors"), "--val-every", "0"]) == 1
     assert "--val-every and --checkpoint-every must be 1 or more, not 0, 500" in capsys.readouterr().err
+    assert not (tmp_path / "m_run").exists()
+
+
+def test_cli_refuses_a_short_side_below_the_crop_size(
+    shared: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["train", "--style", str(shared / "data/styles/vangogh_starry_night_crop.jpg"), "--data", str(photos)]
+    assert main([*args, "--out", str(tmp_path / "m.safetensors"), "--size", "128", "--short-side", "100"]) == 1
+    assert "--short-side 100 is smaller than the crop --size 128" in capsys.readouterr().err
     assert not (tmp_path / "m_run").exists()
 
 

@@ -35,6 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p("--max-minutes", type=float, default=None, help="stop after this long (still writing the model)")
     p("--batch", type=positive_int, default=4, help="photos per step")
     p("--size", type=positive_int, default=256, help="crop size of the training photos")
+    p("--short-side", type=positive_int, default=None,
+      help="scale every photo to this short side before cropping, so that a crop shows a whole scene rather than a "
+      "patch of a large photo (e.g. 2 x --size for camera photos); default: photos are cropped as they are, and only "
+      "those smaller than --size are scaled up")  # fmt: skip
     p("--style-size", type=positive_int, default=None, help="long side of the style image (default 1.5 x --size)")
     p("--content-weight", type=non_negative_float, default=1.0, help="weight of the content loss")
     p("--style-weight", type=non_negative_float, default=2.0, help="weight of the style loss")
@@ -85,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         batch=args.batch,
         size=args.size,
+        short_side=args.short_side,
         width=args.width,
         pooling=args.pooling,
         lossnet_weights=args.lossnet_weights,
