@@ -80,12 +80,18 @@ def _add_verbose(parser: argparse.ArgumentParser) -> None:
                 _add_verbose(child)
 
 
+def _no_tips(record: logging.LogRecord) -> bool:
+    """Leaves out Lightning's advertisements ("💡 Tip: … try installing …") from every training's log."""
+    return not str(record.msg).startswith("💡")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_no_tips)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

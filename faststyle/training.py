@@ -442,7 +442,8 @@ def train(
         )
     if trainer.interrupted:
         raise FaststyleError(f"interrupted; continue with the same command and --resume (checkpoint {last})")
-    trainer.save_checkpoint(last)  # the final step too (--max-minutes can end between checkpoints); on every rank
+    # the final step too (--max-minutes can end between checkpoints); on every rank
+    trainer.save_checkpoint(last, weights_only=False)
     if trainer.global_rank == 0:
         net = module.net.to(memory_format=torch.contiguous_format)
         metadata = model_metadata(settings, module, datamodule, data_source(data), trainer.global_step, result)

@@ -237,6 +237,7 @@ def test_an_interrupted_cli_run_resumes_at_the_same_step(
     assert read_metadata(out)["training"]["steps"] == finish
     assert read_metadata(out)["training"]["images_seen"] == 2 * finish
     assert f"from interrupted.ckpt at step {stopped_at}" in resumed.stderr
+    assert "💡 Tip" not in resumed.stderr and "weights_only" not in resumed.stderr  # Lightning's noise left out
 
 
 def test_two_process_ddp_through_the_cli(shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path) -> None:
