@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from faststyle.config import LayerConfig, load_config
 from faststyle.errors import FaststyleError
+from faststyle.gatys import VERSION as GATYS_VERSION
 from faststyle.images import READER_VERSION, atomic_write_bytes, check_writable, load_image, save_image, sha256_file
 from faststyle.lossnets import LossNet, get_lossnet, spec
 from faststyle.metrics import relative_style_loss
@@ -435,6 +436,7 @@ class Study:
                     "content": content_entry["sha256"],
                     "style": self.style_sha[style_index],
                     "reader": READER_VERSION,
+                    "gatys": GATYS_VERSION,
                     "column": self.column_spec(column),
                     "seed": self.s.seed,
                     "hardware": self.hardware,

@@ -4,10 +4,10 @@ Defaults follow the reference Caffe code: post-ReLU features, the Caffe loss nor
 with ``normalization="caffe"``), content weight 1 and style weight ``ratio``, L-BFGS with a history of 8,
 initialisation from the content, and the style image scaled to 1.2 × the content's long side.
 
-Pixels stay in [0,1]: L-BFGS optimises unconstrained logits that a sigmoid maps to pixels (it converged
-further in fewer evaluations than clamping after every step, which invalidates each line search's last
-evaluation); Adam steps the pixels and clamps them. An iteration is one optimiser step;
-its history entry holds the loss terms of the image after that step.
+Pixels stay in [0,1] as the reference code kept them with L-BFGS-B: L-BFGS works on the box
+(``faststyle.boxlbfgs``: projected steps, the pixels held at black or white by their gradient left out of the
+direction); Adam steps the pixels and clamps them. An iteration is one optimiser step; its history entry holds the
+loss terms of the image after that step.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from faststyle.boxlbfgs import BoxLBFGS
 from faststyle.color import grey, match_luminance
 from faststyle.color import preserve_color as _preserve_color
 from faststyle.compiling import compiler
@@ -35,13 +36,15 @@ from faststyle.losses import PerceptualLoss
 from faststyle.lossnets.base import LossNet
 from faststyle.lossnets.registry import get_lossnet
 
+# Bumped when the same arguments give another image, so that caches (faststyle compare) do not serve the old one
+# (2: the painting's Gram matrix per position, L-BFGS on the box instead of on a sigmoid of the pixels).
+VERSION = 2
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "mixed")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LBFGS_HISTORY = 8
-LBFGS_LINE_SEARCH = "strong_wolfe"
+LBFGS_LINE_SEARCH = "backtracking"  # along the projected path, until the Armijo condition holds
 LBFGS_MAX_LINE_SEARCH = 25  # evaluations per iteration at most
-SIGMOID_MARGIN = 0.01  # L-BFGS optimises logit(pixel); start pixels are kept this far inside (0,1)
 MIXED_NOISE = 0.1  # share of uniform noise in the "mixed" initialisation
 
 Callback = Callable[[int, Tensor, dict[str, float]], None]
@@ -100,10 +103,9 @@ def _initial(content: Tensor, init: str, generator: torch.Generator) -> Tensor:
 class _Objective:
     """The loss at the current variable, evaluated once per distinct value of it.
 
-    ``render`` maps the optimised variable to the image. L-BFGS asks for the loss at its start point on every
-    ``step``, and that point is one its line search has already evaluated, though not always the last one: the
-    few latest evaluations (point, gradient, loss terms) are remembered and given back instead of running the
-    network again.
+    ``render`` maps the optimised variable to the image. The iteration loop asks for the loss terms of the point an
+    L-BFGS step ended on, which its line search has already evaluated: the few latest evaluations (point, gradient,
+    loss terms) are remembered and given back instead of running the network again.
     """
 
     REMEMBERED = 4
@@ -152,18 +154,15 @@ class _Objective:
         return dict(zip(self.terms, torch.stack(list(self.terms.values())).tolist(), strict=True))
 
 
-def _optimizer(name: str, pixels: Tensor, lr: float | None, line_search: str | None) -> torch.optim.Optimizer:
+def _optimizer(name: str, pixels: Tensor, lr: float | None, line_search: str | None) -> torch.optim.Adam | BoxLBFGS:
     if name == "adam":
         return torch.optim.Adam([pixels], lr=0.02 if lr is None else lr)
-    return torch.optim.LBFGS(
-        [pixels],
+    return BoxLBFGS(
+        pixels,
+        history=LBFGS_HISTORY,
         lr=1.0 if lr is None else lr,
-        max_iter=1,
-        max_eval=LBFGS_MAX_LINE_SEARCH + 1,
-        history_size=LBFGS_HISTORY,
-        line_search_fn=line_search,
-        tolerance_grad=0.0,
-        tolerance_change=0.0,
+        line_search=line_search is not None,
+        max_evaluations=LBFGS_MAX_LINE_SEARCH,
     )
 
 
@@ -203,9 +202,10 @@ def stylize(
     ``content`` and each style: RGB (1,3,H,W) in [0,1], any size. ``size``: the long side of the output
     (ignored when ``multiscale`` lists the long sides to run in turn, each started from the previous result
     upsampled, ``iters`` iterations each). ``ratio``: style weight against content weight 1 (see
-    ``caffe_units``). ``optimizer``: ``"lbfgs"`` (``lr`` is its step size, default 1; ``line_search``
-    ``"strong_wolfe"`` or None) or ``"adam"`` (``lr`` default 0.02 per [0,1] pixel). ``init``: ``"content"``,
-    ``"noise"`` (uniform) or ``"mixed"`` (content with 10 % noise); ``seed`` seeds the noise.
+    ``caffe_units``). ``optimizer``: ``"lbfgs"`` (on the box [0,1]; ``lr`` is its step size, default 1;
+    ``line_search`` ``"backtracking"``, or None to take every step unchecked) or ``"adam"`` (``lr`` default 0.02
+    per [0,1] pixel). ``init``: ``"content"``, ``"noise"`` (uniform) or ``"mixed"`` (content with 10 % noise);
+    ``seed`` seeds the noise.
     ``caffe_units``: ``ratio`` is meant for the reference's 0–255 input, as for the Caffe networks; features of a
     network fed smaller numbers are smaller by a factor k (k ≈ 57 for torchvision's VGG and AlexNet), which
     scales content by k² and style by k⁴, so the style weight becomes ``ratio · k²`` (see ``caffe_pixel_scale``).
@@ -238,8 +238,8 @@ def stylize(
     for value, what in ((ratio, "ratio"), (tv_weight, "tv_weight")):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise FaststyleError(f"{what} must be a finite number of 0 or more, not {value!r}")
-    if line_search not in (None, "strong_wolfe"):
-        raise FaststyleError(f"line_search must be None or 'strong_wolfe', not {line_search!r}")
+    if line_search not in (None, LBFGS_LINE_SEARCH):
+        raise FaststyleError(f"line_search must be None or {LBFGS_LINE_SEARCH!r}, not {line_search!r}")
     if multiscale is not None:
         if len(multiscale) == 0:
             raise FaststyleError("multiscale needs at least one size, e.g. 256,512")
@@ -359,15 +359,8 @@ def _optimise(
         content_features = loss.content_features(content)
     if grey:
         start = start[:, :1]
-    if optimizer == "lbfgs":
-        variable = torch.logit(start.clamp(SIGMOID_MARGIN, 1 - SIGMOID_MARGIN))
-        render: Callable[[Tensor], Tensor] = torch.sigmoid
-    else:
-        variable = start.clone()
-        render = _identity
-    if grey:
-        render = functools.partial(_three_channels, render)
-    variable = variable.detach().contiguous().requires_grad_(True)
+    render: Callable[[Tensor], Tensor] = functools.partial(_three_channels, _identity) if grey else _identity
+    variable = start.detach().clamp(0, 1).contiguous().requires_grad_(True)
     objective = _Objective(loss, variable, render, content_features, amp, memory_format, compile)
     opt = _optimizer(optimizer, variable, lr, line_search)
     counted = 0
@@ -389,7 +382,7 @@ def _optimise(
         bar.set_postfix(loss=f"{terms['total']:.4g}", refresh=False)
         if callback is not None:
             with torch.no_grad():
-                callback(len(history), render(variable.detach()), terms)
+                callback(len(history), render(variable.detach()).clone(), terms)
     with torch.no_grad():
         return render(variable.detach()).clone()
 

@@ -4,7 +4,9 @@ Two normalisations:
 
 - ``"caffe"`` (default; the Gatys reference mode uses it): the reference Caffe code's definitions —
   style per layer ``1/(4·N²·M²)·Σ(G−A)²`` with N channels and M positions, content ``½·Σ(F−P)²``,
-  total variation ``Σ`` of squared neighbour differences.
+  total variation ``Σ`` of squared neighbour differences. The style image's Gram matrix A is first scaled to the
+  output's M (the reference code divides each Gram matrix by its own M): a style image larger than the output
+  (the reference's 1.2×) sets the same target per position as one of the output's size.
 - ``"mean"`` (feed-forward training uses it): Gram divided by M, style per layer the mean of
   ``(G'−A')²`` — exactly 4 × the caffe style loss, so the documented layer weights keep their meaning —,
   content the mean of ``(F−P)²`` and total variation the mean of squared differences instead of sums. Every
@@ -140,20 +142,15 @@ class PerceptualLoss(nn.Module):
 
     @torch.no_grad()
     def style_targets(self, style_images: Sequence[Tensor], blend: Sequence[float]) -> dict[str, Tensor]:
-        """The blended target Gram matrix per style layer. Style images are blended per position (Gram / M), so a
-        larger image does not weigh more; under ``"caffe"`` the blend is then scaled back to the blended M (a
-        single style image's target is its own Gram matrix, as in the reference)."""
+        """The blended target Gram matrix per style layer, per position (Gram / M): a larger image does not weigh
+        more in a blend, and under ``"caffe"`` the loss scales it to the output's number of positions."""
         layers = list(self.config.style_layers)
         targets: dict[str, Tensor] = {}
-        positions = dict.fromkeys(layers, 0.0)
         for image, weight in zip(style_images, blend, strict=True):
             feats = self.features(image.to(self.device), layers)
             for layer in layers:
                 gram = gram_matrix(feats[layer], "mean").mean(0) * weight
                 targets[layer] = targets[layer] + gram if layer in targets else gram
-                positions[layer] += weight * feats[layer].shape[-2] * feats[layer].shape[-1]
-        if self.normalization == "caffe":
-            targets = {layer: gram * positions[layer] for layer, gram in targets.items()}
         return targets
 
     @property
@@ -192,9 +189,9 @@ class PerceptualLoss(nn.Module):
         style_layers = {}
         for layer in self.config.style_layers:
             f = feats[layer]
-            style_layers[layer] = style_layer_loss(
-                gram_matrix(f, norm), self.target_gram(layer), f.shape[1], f.shape[2] * f.shape[3], norm
-            )
+            positions = f.shape[2] * f.shape[3]
+            target = self.target_gram(layer) * (positions if norm == "caffe" else 1)
+            style_layers[layer] = style_layer_loss(gram_matrix(f, norm), target, f.shape[1], positions, norm)
         content_loss = sum(self.config.content_layers[k] * v for k, v in content_layers.items())
         style_loss = sum(self.config.style_layers[k] * v for k, v in style_layers.items())
         tv = tv_loss(output, norm) if self.tv_weight else output.new_zeros(())

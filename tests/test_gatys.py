@@ -50,10 +50,10 @@ def test_lbfgs_lowers_the_loss_and_stylizes(backbone: str, nets: dict, images: t
     assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
     _check_history(history, 20, layers=5)
     assert seen == list(range(1, 21))
-    # measured on tubingen/starry night: final/first 0.12 (vgg16), 0.02 (googlenet)
+    # measured on tubingen/starry night: final/first 0.13 (vgg16), 0.013 (googlenet)
     assert history[-1]["total"] < 0.3 * history[0]["total"]
     target = torch.nn.functional.interpolate(content, size=image.shape[-2:], mode="bilinear", antialias=True)
-    # measured: 0.055 (vgg16), 0.10 (googlenet)
+    # measured: 0.042 (vgg16), 0.082 (googlenet)
     assert float((image - target).abs().mean()) > 0.025
 
 
@@ -201,12 +201,12 @@ def test_channels_last_is_the_same_optimisation(nets: dict, images: tuple) -> No
     assert next(nets["vgg16"].parameters()).is_contiguous()  # the default (CPU) layout is back
 
 
-def test_the_iteration_loop_evaluates_no_more_than_one_lbfgs_step(nets: dict, images: tuple) -> None:
-    """Stepping L-BFGS one iteration at a time (for history and callbacks) costs no extra network passes."""
+def test_reading_each_iterations_terms_costs_no_extra_network_passes(nets: dict, images: tuple) -> None:
+    """The history and callbacks read the loss terms of every iteration's point, which the line search evaluated."""
     import contextlib
 
     from faststyle.config import load_config
-    from faststyle.gatys import SIGMOID_MARGIN, _Objective, _optimizer, caffe_pixel_scale
+    from faststyle.gatys import LBFGS_LINE_SEARCH, _identity, _Objective, _optimizer, caffe_pixel_scale
     from faststyle.images import resize_long_side
     from faststyle.losses import PerceptualLoss
 
@@ -214,19 +214,27 @@ def test_the_iteration_loop_evaluates_no_more_than_one_lbfgs_step(nets: dict, im
     net = nets["vgg16"]
     loss = PerceptualLoss(net, load_config("vgg16"), [style], style_weight=1e4 * caffe_pixel_scale(net) ** 2)
     features = loss.content_features(content)
-    start = torch.logit(content.clamp(SIGMOID_MARGIN, 1 - SIGMOID_MARGIN))
     runs = []
-    for per_iteration in (False, True):
-        variable = start.clone().requires_grad_(True)
-        objective = _Objective(loss, variable, torch.sigmoid, features, contextlib.nullcontext)
-        optimizer = _optimizer("lbfgs", variable, None, "strong_wolfe")
-        if per_iteration:
-            for _ in range(12):
-                optimizer.step(objective)
-                objective.current()
-        else:
-            optimizer.param_groups[0].update(max_iter=12, max_eval=1000)
+    for read_terms in (False, True):
+        variable = content.clone().requires_grad_(True)
+        objective = _Objective(loss, variable, _identity, features, contextlib.nullcontext)
+        optimizer = _optimizer("lbfgs", variable, None, LBFGS_LINE_SEARCH)
+        for _ in range(12):
             optimizer.step(objective)
-        runs.append((objective.evaluations, variable.detach()))
-    (single, single_result), (stepped, stepped_result) = runs
-    assert stepped == single and torch.equal(stepped_result, single_result)
+            if read_terms:
+                objective.current()
+        runs.append((objective.evaluations, variable.detach().clone()))
+    (plain, plain_result), (read, read_result) = runs
+    assert read == plain and torch.equal(read_result, plain_result)
+
+
+def test_pixels_near_black_or_white_are_optimised_like_the_others(nets: dict) -> None:
+    """Chicago's near-white sky. Optimising a sigmoid of the pixels (as before) moved the channels under 0.05 or over
+    0.95 by 0.003 on average here against 0.060 for the others, so the sky stayed photo-white in the painting; on
+    the box they move by 0.033 against 0.044."""
+    content = load_image(SHARED / "data/content/chicago.jpg", 96)
+    image, _ = stylize(content, load_image(STYLE), lossnet=nets["vgg16"], size=96, iters=20, progress=False)
+    change = (image - content).abs()
+    extreme, middle = (content < 0.05) | (content > 0.95), (content > 0.2) & (content < 0.8)
+    assert float(extreme.float().mean()) > 0.05  # the photo has such pixels
+    assert float(change[extreme].mean()) > 0.5 * float(change[middle].mean())

@@ -135,14 +135,13 @@ def test_style_targets_blend_by_weight(vgg16: torch.nn.Module, shared: Path) -> 
     a = load_image(shared / "data/styles/vangogh_starry_night_crop.jpg", 64)
     b = load_image(shared / "data/styles/hokusai_great_wave_crop.jpg", 64)
     config = default_config("vgg16")
-    only_a, only_b = PerceptualLoss(vgg16, config, [a]), PerceptualLoss(vgg16, config, [b])
+    only_a = PerceptualLoss(vgg16, config, [a])
     mix = PerceptualLoss(vgg16, config, [a, b], style_blend=[3, 1])
     feats_a, feats_b = vgg16(a, list(config.style_layers)), vgg16(b, list(config.style_layers))
     for layer in config.style_layers:
-        m_a, m_b = feats_a[layer][0, 0].numel(), feats_b[layer][0, 0].numel()
-        # blended per position, then scaled to the blended number of positions
-        per_position = 0.75 * only_a.target_gram(layer) / m_a + 0.25 * only_b.target_gram(layer) / m_b
-        torch.testing.assert_close(mix.target_gram(layer), per_position * (0.75 * m_a + 0.25 * m_b))
+        per_position = gram_matrix(feats_a[layer], "mean")[0], gram_matrix(feats_b[layer], "mean")[0]
+        torch.testing.assert_close(only_a.target_gram(layer), per_position[0])
+        torch.testing.assert_close(mix.target_gram(layer), 0.75 * per_position[0] + 0.25 * per_position[1])
     for bad in ([1], [1, float("nan")], [1, float("inf")], [-1, 2], [0, 0]):
         with pytest.raises(FaststyleError, match="blend weight"):
             PerceptualLoss(vgg16, config, [a, b], style_blend=bad)
@@ -153,17 +152,32 @@ def test_a_larger_style_image_does_not_weigh_more_in_a_blend(vgg16: torch.nn.Mod
     b = load_image(shared / "data/styles/hokusai_great_wave_crop.jpg", 128)
     b_twice = torch.cat([b, b], dim=-1)  # the same statistics per position, but for the seam; twice the positions
     config = default_config("vgg16")
-    layers = list(config.style_layers)
     small, large = PerceptualLoss(vgg16, config, [a, b]), PerceptualLoss(vgg16, config, [a, b_twice])
-    positions = [{k: f[0, 0].numel() for k, f in vgg16(image, layers).items()} for image in (a, b, b_twice)]
     for layer in ("conv1_1", "conv2_1", "conv3_1"):  # deeper, the seam and the borders change the statistics
-        m_a, m_b, m_b_twice = (p[layer] for p in positions)
-        per_position_small = small.target_gram(layer) / (0.5 * m_a + 0.5 * m_b)
-        per_position_large = large.target_gram(layer) / (0.5 * m_a + 0.5 * m_b_twice)
+        per_position_small, per_position_large = small.target_gram(layer), large.target_gram(layer)
         # measured 0.7, 0.9, 2.7 %; a blend of the unnormalised Gram matrices, where b_twice counts double, gave 10,
         # 7.7, 12 %
         difference = (per_position_small - per_position_large).norm() / per_position_small.norm()
         assert float(difference) < 0.04, layer
+
+
+def test_a_style_image_larger_than_the_output_sets_the_same_target_per_position(
+    vgg16: torch.nn.Module, shared: Path
+) -> None:
+    """The reference code divides each Gram matrix by its own number of positions: a painting tiled 2×2 (four times
+    the positions, the same statistics but for the seams) must ask the output for the same style as the painting."""
+    painting = load_image(shared / "data/styles/vangogh_starry_night_crop.jpg", 64)
+    tiled = torch.cat([torch.cat([painting, painting], -1)] * 2, -2)
+    photo = load_image(shared / "data/content/chicago.jpg", 64)
+    config = default_config("vgg16")
+    once, four_times = PerceptualLoss(vgg16, config, [painting]), PerceptualLoss(vgg16, config, [tiled])
+    a, b = once(photo, content=photo), four_times(photo, content=photo)
+    for layer in ("conv1_1", "conv2_1", "conv3_1"):  # deeper layers see the seams more
+        ratio = b.style_layers[layer].item() / a.style_layers[layer].item()
+        assert 0.75 < ratio < 1.33, (layer, ratio)  # measured 1.17, 1.10, 0.89; with A unscaled 64, 42, 21
+    assert 0.75 < b.style.item() / a.style.item() < 1.33  # measured 0.88; with A unscaled 5.8
+    # the painting itself nearly meets the tiled painting's target: measured 0.11 of the photo's loss, 0.56 before
+    assert four_times(painting, content=photo).style.item() < 0.15 * b.style.item()
 
 
 def test_config_for_another_backbone_is_refused(vgg16: torch.nn.Module) -> None:
