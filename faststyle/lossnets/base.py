@@ -10,23 +10,17 @@ from torch import Tensor, nn
 from faststyle.errors import FaststyleError
 
 
-def swap_max_for_avg_pooling(module: nn.Module) -> None:
-    """Replace every max-pooling layer by average pooling of the same geometry (as the reference code)."""
-    for name, child in module.named_children():
+def swap_max_for_avg_pooling(body: nn.Sequential) -> None:
+    """Replace the max-pooling between the stages of ``body`` by average pooling of the same geometry, as Gatys et
+    al. did in VGG. Pooling inside a block (an inception module's 3×3 stride-1 branch) stays max: the 1×1
+    projection after it was trained on max-pooled inputs, and averaging there changed ``inception_4a`` and
+    ``inception_5a`` by a further 40% (relative L2) beyond the swap between stages."""
+    for name, child in body.named_children():
         if isinstance(child, nn.MaxPool2d):
-            setattr(
-                module,
-                name,
-                nn.AvgPool2d(
-                    child.kernel_size,
-                    child.stride,
-                    child.padding,
-                    ceil_mode=child.ceil_mode,
-                    count_include_pad=False,
-                ),
+            average = nn.AvgPool2d(
+                child.kernel_size, child.stride, child.padding, ceil_mode=child.ceil_mode, count_include_pad=False
             )
-        else:
-            swap_max_for_avg_pooling(child)
+            setattr(body, name, average)
 
 
 class LossNet(nn.Module):

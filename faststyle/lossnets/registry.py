@@ -69,7 +69,8 @@ def get_lossnet(
     ``weights``: None for the cached file (fetched from the network's sources, in order, if it is missing and
     ``download``),
     a path to a state-dict file, or ``"random"`` (shapes and speed only; never a fallback).
-    ``pooling``: ``"max"`` or ``"avg"`` (every max-pooling replaced by average pooling).
+    ``pooling``: ``"max"`` or ``"avg"`` (the max-pooling between stages replaced by average pooling; see
+    ``swap_max_for_avg_pooling``).
     """
     if pooling not in ("max", "avg"):
         raise FaststyleError(f"pooling must be 'max' or 'avg', not {pooling!r}")
