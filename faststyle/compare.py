@@ -12,6 +12,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -32,7 +33,8 @@ from faststyle.config import LayerConfig, load_config
 from faststyle.errors import FaststyleError
 from faststyle.gatys import VERSION as GATYS_VERSION
 from faststyle.images import READER_VERSION, atomic_write_bytes, check_writable, load_image, save_image, sha256_file
-from faststyle.lossnets import LossNet, get_lossnet, spec
+from faststyle.losses import TRAINING_WEIGHTS
+from faststyle.lossnets import LossNet, available_lossnets, get_lossnet, spec
 from faststyle.metrics import relative_style_loss
 from faststyle.modelfile import hardware
 from faststyle.plots import line_plot
@@ -66,6 +68,8 @@ class CompareSettings:
     size: int = 256
     batch: int = 4
     gatys_iters: list[int] = field(default_factory=lambda: [100, 300, 500])
+    # feed-forward style weight per column name or backbone ("*": every column); otherwise train's default
+    style_weights: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
     data: str | None = None
@@ -84,8 +88,17 @@ class CompareSettings:
             spec(name)
         if self.steps <= 0 or self.batch <= 0 or self.size < 16:
             raise FaststyleError("--steps and --batch must be positive and --size at least 16")
+        for key, weight in self.style_weights.items():
+            if not (math.isfinite(weight) and weight >= 0):
+                raise FaststyleError(f"--style-weight {key}={weight}: give a finite number of 0 or more")
         if self.mode != "feedforward" and (not self.gatys_iters or min(self.gatys_iters) <= 0):
             raise FaststyleError("--gatys-iters takes positive iteration counts, e.g. 100,300,500")
+
+    def style_weight(self, column: Column) -> float:
+        weights = self.style_weights
+        return float(
+            weights.get(column.name, weights.get(column.backbone, weights.get("*", TRAINING_WEIGHTS["style_weight"])))
+        )
 
     @property
     def feedforward(self) -> bool:
@@ -230,6 +243,13 @@ class Study:
         self.out = Path(settings.out)
         check_writable(self.out, "the study")
         self.columns = resolve_columns(settings.backbones, settings.configs)
+        known = {"*", *(c.name for c in self.columns), *available_lossnets()}  # a table for several studies is fine
+        unknown = sorted(set(settings.style_weights) - known)
+        if unknown:
+            raise FaststyleError(
+                f"--style-weight names {', '.join(unknown)}, neither a loss network nor a column of this study "
+                f"({', '.join(c.name for c in self.columns)})"
+            )
         self.styles = collect_images(settings.styles, "style", skip=self.out)
         self.contents = collect_images(settings.content, "content", skip=self.out)
         self.device = resolve_device(settings.device)
@@ -325,6 +345,7 @@ class Study:
             "batch": self.s.batch,
             "seed": self.s.seed,
             "data": self.data_source,
+            "loss": TRAINING_WEIGHTS | {"style_weight": self.s.style_weight(column)},
         }
 
     @staticmethod
@@ -340,6 +361,7 @@ class Study:
             and meta.get("layers") == wanted["layers"]
             and all(training.get(k) == wanted[k] for k in ("steps", "size", "batch", "seed"))
             and meta.get("data", {}).get("source") == wanted["data"]
+            and all(meta.get("loss", {}).get(k) == v for k, v in wanted["loss"].items())
         )
 
     def find_model(self, wanted: dict[str, Any]) -> Path | None:
@@ -378,6 +400,7 @@ class Study:
             steps=self.s.steps,
             batch=self.s.batch,
             size=self.s.size,
+            style_weight=self.s.style_weight(column),
             cache=self.s.cache,
             seed=self.s.seed,
         )
@@ -593,6 +616,7 @@ class Study:
                             "batch": training["batch"],
                             "size": training["size"],
                             "seed": training["seed"],
+                            "style_weight": meta.get("loss", {}).get("style_weight"),
                             "final_losses": meta.get("loss", {}).get("final", {}),
                         }  # fmt: skip
                     )
@@ -636,7 +660,15 @@ class Study:
             "schema": SCHEMA,
             "settings": asdict(self.s)
             | {"styles": [str(p) for p in self.styles], "content": [str(p) for p in self.contents]},  # fmt: skip
-            "columns": [{"name": c.name, "backbone": c.backbone, "config": c.config.to_dict()} for c in self.columns],
+            "columns": [
+                {
+                    "name": c.name,
+                    "backbone": c.backbone,
+                    "config": c.config.to_dict(),
+                    "style_weight": self.s.style_weight(c),
+                }
+                for c in self.columns
+            ],
             "styles": [
                 {"name": n, "file": str(p), "sha256": d, "image": e["path"]}
                 for n, p, d, e in zip(self.style_names, self.styles, self.style_sha, styles, strict=True)
@@ -780,7 +812,7 @@ def _metric_rows(style: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def _timing_rows(results: dict[str, Any], style: str) -> tuple[list[str], list[list[str]]]:
     timings = results["timings"]
-    header = ["column", "training s", "training img/s", "trained on", "inference ms", "Gatys s"]
+    header = ["column", "style weight", "training s", "training img/s", "trained on", "inference ms", "Gatys s"]
     rows = []
     for column in results["columns"]:
         name = column["name"]
@@ -790,6 +822,7 @@ def _timing_rows(results: dict[str, Any], style: str) -> tuple[list[str], list[l
         rows.append(
             [
                 name,
+                _fmt(column["style_weight"]) if trained and "style_weight" in column else "",
                 _fmt(trained[0]["seconds"]) if trained else "",
                 _fmt(trained[0]["images_per_second"]) if trained else "",
                 trained[0].get("hardware", "unknown") if trained else "",

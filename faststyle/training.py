@@ -34,7 +34,7 @@ from faststyle.compiling import compiler
 from faststyle.config import LayerConfig, default_config, load_config
 from faststyle.errors import FaststyleError
 from faststyle.images import READER_VERSION, atomic_write_bytes, check_writable, load_image, save_image, sha256_file
-from faststyle.losses import PerceptualLoss
+from faststyle.losses import TRAINING_WEIGHTS, PerceptualLoss
 from faststyle.lossnets import get_lossnet, spec
 from faststyle.transformer import TransformerNet
 
@@ -59,9 +59,9 @@ class TrainSettings:
     config: str | None = None
     style_blend: list[float] | None = None
     style_size: int | None = None
-    content_weight: float = 1.0
-    style_weight: float = 2.0
-    tv_weight: float = 1.0
+    content_weight: float = TRAINING_WEIGHTS["content_weight"]
+    style_weight: float = TRAINING_WEIGHTS["style_weight"]
+    tv_weight: float = TRAINING_WEIGHTS["tv_weight"]
     lr: float = 1e-3
     steps: int = 40_000
     batch: int = 4

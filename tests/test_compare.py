@@ -18,6 +18,7 @@ from PIL import Image
 
 from faststyle.cli import main
 from faststyle.compare import SCHEMA, CompareSettings, compare
+from faststyle.errors import FaststyleError
 
 CHROMIUM = Path("/usr/bin/chromium")
 STYLE = "data/styles/vangogh_starry_night_crop.jpg"
@@ -45,10 +46,21 @@ def study(shared: Path, lossnet_cache: Path, tmp_path_factory: pytest.TempPathFa
         "workers": 0,
         "device": "cpu",
         "progress": False,
+        "style_weights": {"googlenet": 5.0},
     }
     argv = ["compare", "--styles", *args["styles"], "--content", *args["content"], "--backbones", "vgg16,googlenet"]
     argv += ["--steps", "10", "--batch", "2", "--size", "64", "--data", args["data"], "--cache", args["cache"]]
-    argv += ["--workers", "0", "--device", "cpu", "--no-progress", "--out", args["out"]]
+    argv += [
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--style-weight",
+        "googlenet=5",
+        "--out",
+        args["out"],
+    ]
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         code = main(argv)
@@ -88,6 +100,12 @@ def test_the_report_files_and_the_results_schema(study: dict[str, Any]) -> None:
     assert all(math.isfinite(n) for n in _numbers(results))
     assert [c["name"] for c in results["columns"]] == ["vgg16", "googlenet"]
     assert [r["kind"] for r in results["runs"]] == ["feedforward", "feedforward"]
+    assert [
+        (c["style_weight"], r["style_weight"]) for c, r in zip(results["columns"], results["runs"], strict=True)
+    ] == [
+        (2.0, 2.0),
+        (5.0, 5.0),
+    ]  # googlenet weighs style less than vgg16 does: the study can give it more
     assert all((out / r["model"]).is_file() and (out / r["metrics_csv"]).is_file() for r in results["runs"])
 
     (style,) = results["metrics"]["styles"].values()
@@ -230,6 +248,20 @@ def test_gatys_runs_serve_any_subset_of_their_snapshots(study: dict[str, Any]) -
     assert len(style["gatys_curves"]["vgg16"]["total"]) == 5 and set(seconds(results)) == {"2", "3", "5"}
 
 
+def test_models_trained_with_another_style_weight_are_not_reused(study: dict[str, Any]) -> None:
+    from faststyle.compare import Study
+    from faststyle.modelfile import read_metadata
+
+    (model,) = [r["model"] for r in study["results"]["runs"] if r["column"] == "googlenet"]
+    assert read_metadata(study["out"] / model)["loss"]["style_weight"] == 5.0
+    column = next(c for c in Study(CompareSettings(**study["args"])).columns if c.name == "googlenet")
+    for weights, found in (({"googlenet": 5.0}, True), ({"*": 5.0}, True), ({}, False), ({"googlenet": 4.0}, False)):
+        again = Study(CompareSettings(**(study["args"] | {"style_weights": weights})))
+        assert (again.find_model(again.model_wanted(0, column)) is not None) == found, weights
+    with pytest.raises(FaststyleError, match="--style-weight names googlent, neither a loss network nor a column"):
+        Study(CompareSettings(**(study["args"] | {"style_weights": {"googlent": 5.0}})))
+
+
 def test_models_trained_on_images_read_the_old_way_are_not_reused(study: dict[str, Any]) -> None:
     from faststyle.compare import Study
     from faststyle.modelfile import read_metadata
@@ -277,6 +309,9 @@ def test_user_errors_say_what_to_do(shared: Path, tmp_path: Path, capsys: pytest
     assert "--data" in capsys.readouterr().err
     assert main([*base, "--content", str(tmp_path / "nothing.png"), "--backbones", "vgg16"]) == 1
     assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--style-weight", "vgg16=-2"])
+    assert "'vgg16=-2': give a number of 0 or more" in capsys.readouterr().err
 
 
 def test_a_photo_too_small_for_a_network_is_refused_before_training(

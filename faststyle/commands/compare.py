@@ -21,6 +21,23 @@ def _ints(text: str) -> list[int]:
         ) from None
 
 
+def _style_weights(text: str) -> dict[str, float]:
+    """``4`` (every column) or ``vgg16=2,googlenet=8`` (per backbone or column name, the others train's default)."""
+    weights: dict[str, float] = {}
+    for part in _names(text):
+        key, _, value = part.rpartition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not (weight >= 0 and weight != float("inf")) or (not key and "=" in part):
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: give a number of 0 or more, for every column (4) or per backbone (vgg16=2,googlenet=8)"
+            )
+        weights[key or "*"] = weight
+    return weights
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "compare",
@@ -52,6 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p("--steps", type=positive_int, default=2000, help="training steps per model")
     p("--batch", type=positive_int, default=4, help="photos per training step")
     p("--size", type=positive_int, default=256, help="training crop size and long side of the measured images")
+    p("--style-weight", type=_style_weights, default={}, metavar="W|NAME=W,…",
+      help="style weight of the feed-forward models: one for every column (4), or per backbone or column "
+      "(vgg16=2,googlenet=8); the loss networks weigh style differently, so equal weights are not an equal balance "
+      "(default: train's 2 for every column; Gatys keeps its ratio)")  # fmt: skip
     p("--gatys-iters", type=_ints, default=[100, 300, 500], help="Gatys iterations at which to measure")
     p("--data", default=None, help="training photos (default: ../shared/data/train next to the repo, if present)")
     p("--seed", type=int, default=0, help="seed of the training runs and of Gatys")
@@ -79,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         size=args.size,
         batch=args.batch,
         gatys_iters=args.gatys_iters,
+        style_weights=args.style_weight,
         seed=args.seed,
         device=args.device,
         data=args.data,

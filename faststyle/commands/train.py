@@ -6,6 +6,7 @@ import argparse
 
 from faststyle.argtypes import non_negative_float, non_negative_int, positive_float, positive_int
 from faststyle.compiling import add_compile_argument
+from faststyle.losses import TRAINING_WEIGHTS
 
 
 def _floats(text: str) -> list[float]:
@@ -40,9 +41,24 @@ def register(sub: argparse._SubParsersAction) -> None:
       "patch of a large photo (e.g. 2 x --size for camera photos); default: photos are cropped as they are, and only "
       "those smaller than --size are scaled up")  # fmt: skip
     p("--style-size", type=positive_int, default=None, help="long side of the style image (default 1.5 x --size)")
-    p("--content-weight", type=non_negative_float, default=1.0, help="weight of the content loss")
-    p("--style-weight", type=non_negative_float, default=2.0, help="weight of the style loss")
-    p("--tv-weight", type=non_negative_float, default=1.0, help="weight of the total-variation loss")
+    p(
+        "--content-weight",
+        type=non_negative_float,
+        default=TRAINING_WEIGHTS["content_weight"],
+        help="weight of the content loss",
+    )
+    p(
+        "--style-weight",
+        type=non_negative_float,
+        default=TRAINING_WEIGHTS["style_weight"],
+        help="weight of the style loss",
+    )
+    p(
+        "--tv-weight",
+        type=non_negative_float,
+        default=TRAINING_WEIGHTS["tv_weight"],
+        help="weight of the total-variation loss",
+    )
     p("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
     p("--width", type=positive_float, default=1.0, help="channel multiplier of the transformer network")
     p("--pooling", choices=["max", "avg"], default="max", help="pooling in the loss network")
