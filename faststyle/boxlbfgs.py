@@ -53,23 +53,22 @@ class BoxLBFGS:
 
     def _direction(self, grad: Tensor, free: Tensor) -> Tensor:
         """The two-loop recursion within the free coordinates: each remembered step (s, y) restricted to them, which
-        for steps that left the held coordinates where they were gives the curvature of the free ones alone."""
+        for steps that left the held coordinates where they were gives the curvature of the free ones alone. A pair
+        without positive curvature there counts for nothing. No host synchronisation."""
         q = grad * free
-        pairs, alphas = [], []
+        pairs = []
         for s, y in reversed(self.memory):
             s, y = s * free, y * free
-            curvature = torch.sum(s * y)
-            if float(curvature) <= 1e-10 * float(torch.sum(y * y)):
-                continue
-            alpha = torch.sum(s * q) / curvature
+            curvature, norm = torch.sum(s * y), torch.sum(y * y)
+            inverse = torch.where(curvature > 1e-10 * norm, 1 / curvature, 0.0)
+            alpha = inverse * torch.sum(s * q)
             q.sub_(y * alpha)
-            pairs.append((s, y, curvature))
-            alphas.append(alpha)
+            pairs.append((s, y, inverse, alpha, norm))
         if pairs:
-            s, y, curvature = pairs[0]
-            q.mul_(curvature / torch.sum(y * y))
-        for (s, y, curvature), alpha in zip(reversed(pairs), reversed(alphas), strict=True):
-            q.add_(s * (alpha - torch.sum(y * q) / curvature))
+            _, _, inverse, _, norm = pairs[0]  # the newest step's curvature sets the scale
+            q.mul_(torch.where(inverse > 0, 1 / (inverse * norm), 1.0))
+        for s, y, inverse, alpha, _ in reversed(pairs):
+            q.add_(s * (alpha - inverse * torch.sum(y * q)))
         return q.neg_()
 
     @torch.no_grad()
