@@ -16,6 +16,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+# Remembered steps whose change of gradient is this close to orthogonal to them, or worse, are left out.
+CURVATURE = 1e-10
+# The optimiser stops after STALLS steps in a row that lower the loss by no more than STALL times its rounding.
+STALL, STALLS = 10, 3
 # A step along the gradient (the first, and after the memory is cleared) moves no coordinate by more than this
 # share of the box: the gradient's own scale says nothing of the step (a Caffe network's loss is in the billions).
 FIRST_STEP = 0.01
@@ -43,7 +47,8 @@ class BoxLBFGS:
         self.memory: deque[tuple[Tensor, Tensor]] = deque(maxlen=history)  # (step, change of gradient)
         self.loss: Tensor | None = None
         self.grad: Tensor | None = None
-        self.converged = False  # not even the gradient's direction lowers the loss any more
+        self.converged = False  # the loss no longer falls beyond its rounding, even along the gradient
+        self._stalls = 0
 
     def _evaluate(self, closure: Callable[[], Tensor]) -> tuple[Tensor, Tensor]:
         with torch.enable_grad():
@@ -51,16 +56,18 @@ class BoxLBFGS:
         assert self.variable.grad is not None, "the closure must leave the gradient in variable.grad"
         return loss.detach(), self.variable.grad.detach().clone()
 
-    def _direction(self, grad: Tensor, free: Tensor) -> Tensor:
-        """The two-loop recursion within the free coordinates: each remembered step (s, y) restricted to them, which
-        for steps that left the held coordinates where they were gives the curvature of the free ones alone. A pair
-        without positive curvature there counts for nothing. No host synchronisation."""
+    def _direction(self, grad: Tensor, free: Tensor) -> tuple[Tensor, Tensor]:
+        """The two-loop recursion within the free coordinates, and whether any remembered step took part. Each step
+        (s, y) is restricted to the free coordinates, which for steps that left the held ones where they were gives
+        the curvature of the free ones alone; a step without positive curvature there (the angle between s and y,
+        whatever the loss's scale) counts for nothing. No host synchronisation."""
         q = grad * free
         pairs = []
         for s, y in reversed(self.memory):
             s, y = s * free, y * free
             curvature, norm = torch.sum(s * y), torch.sum(y * y)
-            inverse = torch.where(curvature > 1e-10 * norm, 1 / curvature, 0.0)
+            usable = curvature > CURVATURE * torch.sqrt(torch.sum(s * s) * norm)
+            inverse = torch.where(usable, 1 / curvature, 0.0)
             alpha = inverse * torch.sum(s * q)
             q.sub_(y * alpha)
             pairs.append((s, y, inverse, alpha, norm))
@@ -69,7 +76,8 @@ class BoxLBFGS:
             q.mul_(torch.where(inverse > 0, 1 / (inverse * norm), 1.0))
         for s, y, inverse, alpha, _ in reversed(pairs):
             q.add_(s * (alpha - inverse * torch.sum(y * q)))
-        return q.neg_()
+        used = torch.stack([inverse > 0 for _, _, inverse, _, _ in pairs]).any() if pairs else torch.tensor(False)
+        return q.neg_(), used
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor]) -> Tensor:
@@ -79,9 +87,11 @@ class BoxLBFGS:
             return self.loss
         start, loss, grad = self.variable.detach().clone(), self.loss, self.grad
         free = ~(((start <= self.low) & (grad > 0)) | ((start >= self.high) & (grad < 0)))
-        direction = self._direction(grad, free)
+        direction, used = self._direction(grad, free)
+        # a free coordinate on a bound may not be pushed out of the box: clipping would undo that part of the step
+        direction.masked_fill_(((start <= self.low) & (direction < 0)) | ((start >= self.high) & (direction > 0)), 0)
         step = self.lr
-        steepest = not self.memory or float(torch.sum(grad * direction)) >= 0
+        steepest = not self.memory or bool(~used.to(grad.device) | (torch.sum(grad * direction) >= 0))
         if steepest:
             self.memory.clear()
             direction = -grad * free
@@ -94,7 +104,7 @@ class BoxLBFGS:
             self.variable.copy_((start + step * direction).clamp_(self.low, self.high))
             new_loss, new_grad = self._evaluate(closure)
             decrease = self.armijo * torch.sum(grad * (self.variable - start))
-            if not self.line_search or float(new_loss) <= float(loss + decrease):
+            if not self.line_search or float(new_loss) <= float(loss + torch.clamp(decrease, max=0)):
                 break
             step /= 2
         else:
@@ -103,6 +113,10 @@ class BoxLBFGS:
                 self.memory.clear()
                 self.converged = steepest
                 return loss
+        # a fall within the loss's rounding: at a minimum, the line search would go on halving through the noise
+        rounding = STALL * torch.finfo(new_loss.dtype).eps * abs(float(loss))
+        self._stalls = self._stalls + 1 if float(loss) - float(new_loss) <= rounding else 0
+        self.converged = self._stalls >= STALLS
         self.memory.append((self.variable - start, new_grad - grad))
         self.loss, self.grad = new_loss, new_grad
         return new_loss

@@ -379,7 +379,7 @@ class PhotoDataModule(pl.LightningDataModule):
             if not self._files:
                 raise FaststyleError(f"no images under {self.source} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
             log.info("found %d images under %s", len(self._files), self.source)
-            if self.short_side is None:
+            if self.short_side is None and not self.gpu_cache:  # the cache scales them to cache_short_side
                 self._hint_at_large_photos()
         self._column = "image" if self.local else self.image_column
         if not self.streamed:

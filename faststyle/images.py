@@ -50,7 +50,9 @@ def to_rgb(image: Image.Image, convert_profile: bool = True) -> Image.Image:
         return image
     transform = _to_srgb(profile, image.mode) if profile else None
     if transform is None:
-        return image.convert("RGB")
+        rgb = image.convert("RGB")
+        rgb.info.pop("icc_profile", None)  # taken as sRGB: a greyscale profile must not be read again on RGB pixels
+        return rgb
     converted = ImageCms.applyTransform(image, transform)
     converted.info.pop("icc_profile", None)
     return converted

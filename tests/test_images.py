@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageCms, ImageOps
 
 from faststyle.errors import FaststyleError
-from faststyle.images import open_image, pil_to_tensor, to_rgb
+from faststyle.images import load_image, open_image, pil_to_tensor, to_rgb
 
 ADOBE_PAINTING = "data/styles/gauguin_three_tahitian_women_1896.jpg"  # carries an Adobe RGB (1998) profile
 # Adobe RGB (1998) -> XYZ and XYZ -> linear sRGB, both D65, from the two colour spaces' specifications.
@@ -133,6 +133,16 @@ def test_a_cmyk_file_with_a_press_profile_reads_back_as_the_photo(shared: Path, 
     assert naive > 3 * error.mean()  # Pillow's CMYK formula alone (measured: 17 levels against 4)
     assert deferred.mode == "CMYK"
     np.testing.assert_array_equal(np.asarray(to_rgb(deferred.crop((10, 20, 74, 84)))), read[20:84, 10:74])
+
+
+def test_a_greyscale_profile_close_to_srgb_is_dropped_quietly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    profile = _ghostscript_profile("default_gray.icc")  # a curve within one level of sRGB's
+    ramp = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    Image.fromarray(ramp, "L").save(tmp_path / "grey.png", icc_profile=profile)
+    with caplog.at_level(logging.WARNING, logger="faststyle.images"):
+        image = load_image(tmp_path / "grey.png")  # reads the file, then converts the image once more
+    assert caplog.text == ""
+    np.testing.assert_array_equal(image[0, 0].mul(255).round().numpy(), ramp)
 
 
 def test_a_profile_for_another_kind_of_image_is_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
