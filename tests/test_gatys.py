@@ -177,7 +177,7 @@ def test_cli_errors_exit_1(change: dict, message: str, tmp_path: Path, lossnet_c
     if options["--content"] == "BAD":
         options["--content"] = str(bad)
     argv = ["gatys", *[x for pair in options.items() for x in pair], "--out", str(tmp_path / "o.png")]
-    assert main([*argv, "--cache", str(lossnet_cache), "--quiet"]) == 1
+    assert main([*argv, "--cache", str(lossnet_cache), "--no-progress"]) == 1  # as train and compare spell it
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
 

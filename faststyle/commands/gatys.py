@@ -83,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--cache", default=None, metavar="DIR", help="weights cache (default: as `faststyle weights`)")
     p.add_argument("--weights", default=None, metavar="FILE", help="loss-network weights file instead of the cache")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
 
 
