@@ -115,6 +115,7 @@ fi
 
 if has train; then
   say "training run: Starry Night, VGG16, ${TRAIN_MINUTES} min"
+  rm -rf "$WORK/starry_run" "$WORK/starry.safetensors" "$WORK/styled"  # a rerun on a warm machine trains afresh
   fs train --style "$DATA/styles/vangogh_starry_night_crop.jpg" --data "$DATA/train" --backbone vgg16 \
     --size "$(pick 256 64)" --batch "$(pick "$TRAIN_BATCH" 2)" --steps 40000 --max-minutes "$TRAIN_MINUTES" \
     --gpu-cache $([[ $DEVICE == cuda ]] && echo --compile "$TRAIN_COMPILE") --accelerator "$([[ $DEVICE == cuda ]] && echo gpu || echo cpu)" \
