@@ -57,7 +57,8 @@ class BoxLBFGS:
         return loss.detach(), self.variable.grad.detach().clone()
 
     def _direction(self, grad: Tensor, free: Tensor) -> tuple[Tensor, Tensor]:
-        """The two-loop recursion within the free coordinates, and whether any remembered step took part. Each step
+        """The two-loop recursion (over a non-empty memory) within the free coordinates, and whether any remembered
+        step took part. Each step
         (s, y) is restricted to the free coordinates, which for steps that left the held ones where they were gives
         the curvature of the free ones alone; a step without positive curvature there (the angle between s and y,
         whatever the loss's scale) counts for nothing. No host synchronisation."""
@@ -76,8 +77,7 @@ class BoxLBFGS:
             q.mul_(torch.where(inverse > 0, 1 / (inverse * norm), 1.0))
         for s, y, inverse, alpha, _ in reversed(pairs):
             q.add_(s * (alpha - inverse * torch.sum(y * q)))
-        used = torch.stack([inverse > 0 for _, _, inverse, _, _ in pairs]).any() if pairs else torch.tensor(False)
-        return q.neg_(), used
+        return q.neg_(), torch.stack([inverse > 0 for _, _, inverse, _, _ in pairs]).any()
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor]) -> Tensor:
@@ -87,11 +87,14 @@ class BoxLBFGS:
             return self.loss
         start, loss, grad = self.variable.detach().clone(), self.loss, self.grad
         free = ~(((start <= self.low) & (grad > 0)) | ((start >= self.high) & (grad < 0)))
-        direction, used = self._direction(grad, free)
-        # a free coordinate on a bound may not be pushed out of the box: clipping would undo that part of the step
-        direction.masked_fill_(((start <= self.low) & (direction < 0)) | ((start >= self.high) & (direction > 0)), 0)
         step = self.lr
-        steepest = not self.memory or bool(~used.to(grad.device) | (torch.sum(grad * direction) >= 0))
+        steepest = not self.memory
+        if not steepest:
+            direction, used = self._direction(grad, free)
+            # a free coordinate on a bound may not be pushed out of the box: clipping would undo that part of the step
+            outward = ((start <= self.low) & (direction < 0)) | ((start >= self.high) & (direction > 0))
+            direction.masked_fill_(outward, 0)
+            steepest = not bool(used & (torch.sum(grad * direction) < 0))
         if steepest:
             self.memory.clear()
             direction = -grad * free

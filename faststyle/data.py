@@ -368,13 +368,15 @@ class PhotoDataModule(pl.LightningDataModule):
         if self.photos is not None:
             return
         if self.local:
-            found = find_images(self.source)
-            self._files = [path for path in found if _name_datasets_reads(path)]
-            if len(self._files) < len(found):
-                odd = [ascii(str(path)) for path in found if not _name_datasets_reads(path)]
+            files: list[Path] = []
+            odd: list[Path] = []
+            for path in find_images(self.source):
+                (files if _name_datasets_reads(path) else odd).append(path)
+            self._files = files
+            if odd:
                 log.warning(
                     "leaving out %d photo(s) whose names the datasets library cannot read (with '::', or not UTF-8), "
-                    "e.g. %s; rename them to train on them", len(odd), ", ".join(odd[:3]),
+                    "e.g. %s; rename them to train on them", len(odd), ", ".join(ascii(str(p)) for p in odd[:3]),
                 )  # fmt: skip
             if not self._files:
                 raise FaststyleError(f"no images under {self.source} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")

@@ -359,7 +359,7 @@ def _optimise(
         content_features = loss.content_features(content)
     if grey:
         start = start[:, :1]
-    render: Callable[[Tensor], Tensor] = functools.partial(_three_channels, _identity) if grey else _identity
+    render: Callable[[Tensor], Tensor] = _three_channels if grey else _identity
     variable = start.detach().clamp(0, 1).contiguous().requires_grad_(True)
     objective = _Objective(loss, variable, render, content_features, amp, memory_format, compile)
     opt = _optimizer(optimizer, variable, lr, line_search)
@@ -391,8 +391,8 @@ def _identity(image: Tensor) -> Tensor:
     return image
 
 
-def _three_channels(render: Callable[[Tensor], Tensor], variable: Tensor) -> Tensor:
-    return render(variable).expand(-1, 3, -1, -1)
+def _three_channels(variable: Tensor) -> Tensor:
+    return variable.expand(-1, 3, -1, -1)
 
 
 def _in_content_colours(

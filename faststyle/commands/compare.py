@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from faststyle.argtypes import non_negative_int, positive_int
 from faststyle.errors import FaststyleError
@@ -30,7 +31,7 @@ def _style_weights(text: str) -> dict[str, float]:
             weight = float(value)
         except ValueError:
             weight = float("nan")
-        if not (weight >= 0 and weight != float("inf")) or (not key and "=" in part):
+        if not (math.isfinite(weight) and weight >= 0) or (not key and "=" in part):
             raise argparse.ArgumentTypeError(
                 f"{part!r}: give a number of 0 or more, for every column (4) or per backbone (vgg16=2,googlenet=8)"
             )
