@@ -41,6 +41,16 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def style_weight(text: str) -> float | str:
+    """A style weight, or ``auto`` (measured; see faststyle.balance)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return non_negative_float(text)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a finite number of 0 or more nor 'auto'") from None
+
+
 def unit_interval(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 1:

@@ -33,7 +33,7 @@ from faststyle.config import LayerConfig, load_config
 from faststyle.errors import FaststyleError
 from faststyle.gatys import VERSION as GATYS_VERSION
 from faststyle.images import READER_VERSION, atomic_write_bytes, check_writable, load_image, save_image, sha256_file
-from faststyle.losses import TRAINING_WEIGHTS
+from faststyle.losses import STYLE_BALANCE, TRAINING_WEIGHTS
 from faststyle.lossnets import LossNet, available_lossnets, get_lossnet, spec
 from faststyle.metrics import relative_style_loss
 from faststyle.modelfile import hardware
@@ -68,8 +68,9 @@ class CompareSettings:
     size: int = 256
     batch: int = 4
     gatys_iters: list[int] = field(default_factory=lambda: [100, 300, 500])
-    # feed-forward style weight per column name or backbone ("*": every column); otherwise train's default
-    style_weights: dict[str, float] = field(default_factory=dict)
+    # feed-forward style weight, or "auto" (faststyle.balance), per column name or backbone ("*": every column);
+    # otherwise train's default
+    style_weights: dict[str, float | str] = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
     data: str | None = None
@@ -89,16 +90,17 @@ class CompareSettings:
         if self.steps <= 0 or self.batch <= 0 or self.size < 16:
             raise FaststyleError("--steps and --batch must be positive and --size at least 16")
         for key, weight in self.style_weights.items():
-            if not (math.isfinite(weight) and weight >= 0):
-                raise FaststyleError(f"--style-weight {key}={weight}: give a finite number of 0 or more")
+            if weight != "auto" and not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+                raise FaststyleError(f"--style-weight {key}={weight}: give a finite number of 0 or more, or auto")
         if self.mode != "feedforward" and (not self.gatys_iters or min(self.gatys_iters) <= 0):
             raise FaststyleError("--gatys-iters takes positive iteration counts, e.g. 100,300,500")
 
-    def style_weight(self, column: Column) -> float:
+    def style_weight(self, column: Column) -> float | str:
         weights = self.style_weights
-        return float(
-            weights.get(column.name, weights.get(column.backbone, weights.get("*", TRAINING_WEIGHTS["style_weight"])))
+        weight = weights.get(
+            column.name, weights.get(column.backbone, weights.get("*", TRAINING_WEIGHTS["style_weight"]))
         )
+        return weight if weight == "auto" else float(weight)
 
     @property
     def feedforward(self) -> bool:
@@ -345,8 +347,14 @@ class Study:
             "batch": self.s.batch,
             "seed": self.s.seed,
             "data": self.data_source,
-            "loss": TRAINING_WEIGHTS | {"style_weight": self.s.style_weight(column)},
+            "loss": self.loss_weights(column),
         }
+
+    def loss_weights(self, column: Column) -> dict[str, float]:
+        weight = self.s.style_weight(column)
+        if weight == "auto":  # the weight itself is measured in training
+            return {k: v for k, v in TRAINING_WEIGHTS.items() if k != "style_weight"} | {"style_balance": STYLE_BALANCE}
+        return TRAINING_WEIGHTS | {"style_weight": weight}
 
     @staticmethod
     def model_matches(meta: dict[str, Any], wanted: dict[str, Any]) -> bool:
@@ -400,7 +408,7 @@ class Study:
             steps=self.s.steps,
             batch=self.s.batch,
             size=self.s.size,
-            style_weight=self.s.style_weight(column),
+            **{k: v for k, v in self.loss_weights(column).items() if k in ("style_weight", "style_balance")},
             cache=self.s.cache,
             seed=self.s.seed,
         )
@@ -817,12 +825,18 @@ def _timing_rows(results: dict[str, Any], style: str) -> tuple[list[str], list[l
     for column in results["columns"]:
         name = column["name"]
         trained = [t for t in timings["training"] if t["style"] == style and t["column"] == name]
+        weights = [
+            r.get("style_weight")
+            for r in results["runs"]
+            if r["kind"] == "feedforward" and r["style"] == style and r["column"] == name
+        ]
+        weight = _fmt(weights[0]) if weights and weights[0] is not None else ""
         inference = timings["inference_ms"].get(style, {}).get(name)
         gatys = timings["gatys_seconds"].get(style, {}).get(name, {})
         rows.append(
             [
                 name,
-                _fmt(column["style_weight"]) if trained and "style_weight" in column else "",
+                f"{weight} (auto)" if weight and column.get("style_weight") == "auto" else weight,
                 _fmt(trained[0]["seconds"]) if trained else "",
                 _fmt(trained[0]["images_per_second"]) if trained else "",
                 trained[0].get("hardware", "unknown") if trained else "",

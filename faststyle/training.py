@@ -17,7 +17,7 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,8 @@ class TrainSettings:
     style_size: int | None = None
     content_weight: float = TRAINING_WEIGHTS["content_weight"]
     style_weight: float = TRAINING_WEIGHTS["style_weight"]
+    # set: style_weight is measured so that style pulls this hard against content (faststyle.balance), not given
+    style_balance: float | None = None
     tv_weight: float = TRAINING_WEIGHTS["tv_weight"]
     lr: float = 1e-3
     steps: int = 40_000
@@ -130,6 +132,11 @@ class StyleModule(pl.LightningModule):
     @property
     def perceptual(self) -> PerceptualLoss:
         return self.__dict__["perceptual"]
+
+    def use_style_weight(self, weight: float) -> None:
+        self.settings = replace(self.settings, style_weight=weight)
+        self.hparams["settings"]["style_weight"] = weight
+        self.perceptual.style_weight = weight
 
     def _use_channels_last(self) -> bool:
         wanted = self.settings.channels_last
@@ -320,6 +327,9 @@ def train(
         raise FaststyleError(
             f"--short-side {settings.short_side} is smaller than the crop --size {settings.size}; give at least that"
         )
+    balance = settings.style_balance
+    if balance is not None and not (math.isfinite(balance) and balance > 0):
+        raise FaststyleError(f"the style balance must be a positive number, not {settings.style_balance}")
     if max_minutes is not None and not max_minutes > 0:
         raise FaststyleError(f"max_minutes must be positive, not {max_minutes}")
     if val_every < 1 or checkpoint_every < 1:
@@ -357,6 +367,9 @@ def train(
             f"{run} holds an earlier run; pass --resume to continue it or choose another --out/--run-dir"
         )
     if resume:
+        then = saved.get("hyper_parameters", {}).get("settings", {})
+        if settings.style_balance is not None and then.get("style_balance") == settings.style_balance:
+            settings = replace(settings, style_weight=then["style_weight"])  # measured when the run began
         _check_resumable(saved, settings, run, data_source(data))
         if start_step >= settings.steps:
             raise FaststyleError(
@@ -378,6 +391,9 @@ def train(
         start_step=start_step,
     )
     photos = datamodule.val_photos(val_photos) if val_photos else []
+    if settings.style_balance is not None and not resume:
+        module.use_style_weight(_balanced_style_weight(module, datamodule, settings))
+        settings = module.settings
     run.mkdir(parents=True, exist_ok=True)
     for i, photo in enumerate(photos):
         save_image(photo, run / "val" / f"photo_{i}.png")
@@ -453,6 +469,20 @@ def train(
     return result
 
 
+def _balanced_style_weight(module: StyleModule, datamodule: Any, settings: TrainSettings) -> float:
+    from faststyle.balance import BALANCE_PHOTOS, balanced_style_weight, fit_to
+
+    assert settings.style_balance is not None
+    photos = [fit_to(p, settings.size, settings.size) for p in datamodule.val_photos(BALANCE_PHOTOS)]
+    styles = [load_image(path, settings.resolved_style_size()) for path in settings.styles]
+    weight, pull = balanced_style_weight(module.perceptual, photos, styles, settings.style_balance)
+    log.info(
+        "style weight %.4g: style pulls %.3g times as hard as content (%.4g per unit weight, the median of %d photos)",
+        weight, settings.style_balance, pull, len(photos),
+    )  # fmt: skip
+    return weight
+
+
 INTERRUPTED = "interrupted"
 METRICS_ASIDE = "metrics.previous.csv"
 
@@ -521,6 +551,8 @@ def _check_resumable(checkpoint: dict[str, Any], settings: TrainSettings, run: P
     now = asdict(settings)
     changed = [
         f"--{key.replace('_', '-')} {saved[key]!r} then, {now[key]!r} now"
+        if key != "style_balance"
+        else f"--style-weight {'auto' if saved[key] else 'a number'} then, {'auto' if now[key] else 'a number'} now"
         for key in now
         if key not in RESUMABLE and key in saved and saved[key] != now[key]
     ]
@@ -571,6 +603,7 @@ def model_metadata(
             "normalization": "mean",
             "content_weight": settings.content_weight,
             "style_weight": settings.style_weight,
+            **({"style_balance": settings.style_balance} if settings.style_balance is not None else {}),
             "tv_weight": settings.tv_weight,
             "final": result.final_losses,
         },

@@ -19,6 +19,8 @@ from PIL import Image
 from faststyle.cli import main
 from faststyle.compare import SCHEMA, CompareSettings, compare
 from faststyle.errors import FaststyleError
+from faststyle.losses import STYLE_BALANCE
+from faststyle.modelfile import read_metadata
 
 CHROMIUM = Path("/usr/bin/chromium")
 STYLE = "data/styles/vangogh_starry_night_crop.jpg"
@@ -46,7 +48,7 @@ def study(shared: Path, lossnet_cache: Path, tmp_path_factory: pytest.TempPathFa
         "workers": 0,
         "device": "cpu",
         "progress": False,
-        "style_weights": {"googlenet": 5.0},
+        "style_weights": {"googlenet": "auto"},
     }
     argv = ["compare", "--styles", *args["styles"], "--content", *args["content"], "--backbones", "vgg16,googlenet"]
     argv += ["--steps", "10", "--batch", "2", "--size", "64", "--data", args["data"], "--cache", args["cache"]]
@@ -57,7 +59,7 @@ def study(shared: Path, lossnet_cache: Path, tmp_path_factory: pytest.TempPathFa
         "cpu",
         "--no-progress",
         "--style-weight",
-        "googlenet=5",
+        "googlenet=auto",
         "--out",
         args["out"],
     ]
@@ -100,12 +102,13 @@ def test_the_report_files_and_the_results_schema(study: dict[str, Any]) -> None:
     assert all(math.isfinite(n) for n in _numbers(results))
     assert [c["name"] for c in results["columns"]] == ["vgg16", "googlenet"]
     assert [r["kind"] for r in results["runs"]] == ["feedforward", "feedforward"]
-    assert [
-        (c["style_weight"], r["style_weight"]) for c, r in zip(results["columns"], results["runs"], strict=True)
-    ] == [
-        (2.0, 2.0),
-        (5.0, 5.0),
-    ]  # googlenet weighs style less than vgg16 does: the study can give it more
+    # googlenet weighs style less than vgg16 does: the study can measure the weight that evens the balance
+    assert [c["style_weight"] for c in results["columns"]] == [2.0, "auto"]
+    measured = results["runs"][1]["style_weight"]
+    assert results["runs"][0]["style_weight"] == 2.0 and measured > 0
+    loss = read_metadata(out / results["runs"][1]["model"])["loss"]
+    assert loss["style_weight"] == measured and loss["style_balance"] == STYLE_BALANCE
+    assert f"| googlenet | {measured:.3g} (auto) |" in (out / "report.md").read_text()
     assert all((out / r["model"]).is_file() and (out / r["metrics_csv"]).is_file() for r in results["runs"])
 
     (style,) = results["metrics"]["styles"].values()
@@ -250,12 +253,16 @@ def test_gatys_runs_serve_any_subset_of_their_snapshots(study: dict[str, Any]) -
 
 def test_models_trained_with_another_style_weight_are_not_reused(study: dict[str, Any]) -> None:
     from faststyle.compare import Study
-    from faststyle.modelfile import read_metadata
 
     (model,) = [r["model"] for r in study["results"]["runs"] if r["column"] == "googlenet"]
-    assert read_metadata(study["out"] / model)["loss"]["style_weight"] == 5.0
+    assert read_metadata(study["out"] / model)["loss"]["style_balance"] == STYLE_BALANCE
     column = next(c for c in Study(CompareSettings(**study["args"])).columns if c.name == "googlenet")
-    for weights, found in (({"googlenet": 5.0}, True), ({"*": 5.0}, True), ({}, False), ({"googlenet": 4.0}, False)):
+    for weights, found in (
+        ({"googlenet": "auto"}, True),
+        ({"*": "auto"}, True),
+        ({}, False),
+        ({"googlenet": 5.0}, False),
+    ):
         again = Study(CompareSettings(**(study["args"] | {"style_weights": weights})))
         assert (again.find_model(again.model_wanted(0, column)) is not None) == found, weights
     with pytest.raises(FaststyleError, match="--style-weight names googlent, neither a loss network nor a column"):
@@ -264,7 +271,6 @@ def test_models_trained_with_another_style_weight_are_not_reused(study: dict[str
 
 def test_models_trained_on_images_read_the_old_way_are_not_reused(study: dict[str, Any]) -> None:
     from faststyle.compare import Study
-    from faststyle.modelfile import read_metadata
 
     (model,) = [r["model"] for r in study["results"]["runs"] if r["column"] == "vgg16"]
     meta = read_metadata(study["out"] / model)

@@ -117,6 +117,42 @@ def test_resume_continues_the_step_count(shared: Path, lossnet_cache: Path, phot
     assert not (first.run_dir / "metrics.previous.csv").exists()
 
 
+def test_an_auto_style_weight_is_measured_at_the_start_and_kept_on_resume(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from faststyle.balance import BALANCE_PHOTOS, balanced_style_weight, fit_to
+    from faststyle.config import default_config
+    from faststyle.data import PhotoDataModule
+    from faststyle.losses import STYLE_BALANCE, PerceptualLoss
+    from faststyle.lossnets import get_lossnet
+
+    out = tmp_path / "m.safetensors"
+    settings = _settings(shared, lossnet_cache, 2)
+    settings.style_balance = STYLE_BALANCE
+    with caplog.at_level("INFO", logger="faststyle.training"):
+        _train(settings, photos, out, checkpoint_every=1)
+    weight = read_metadata(out)["loss"]["style_weight"]
+    assert read_metadata(out)["loss"]["style_balance"] == STYLE_BALANCE
+    assert f"style weight {weight:.4g}: style pulls 0.4 times as hard as content" in caplog.text
+    # the same measurement, made here: the photos the run validates with, at the crop size, and its painting
+    module = PhotoDataModule(str(photos), batch_size=2, size=64, num_workers=0, cache_dir=str(photos.parent / "hf"))
+    chosen = [fit_to(p, 64, 64) for p in module.val_photos(BALANCE_PHOTOS)]
+    painting = load_image(settings.styles[0], 128)
+    loss = PerceptualLoss(get_lossnet("vgg16", cache=lossnet_cache), default_config("vgg16"), [painting],
+                          normalization="mean")  # fmt: skip
+    assert weight == pytest.approx(balanced_style_weight(loss, chosen, [painting])[0], rel=1e-4)
+
+    caplog.clear()
+    again = _settings(shared, lossnet_cache, 3)
+    again.style_balance = STYLE_BALANCE
+    with caplog.at_level("INFO", logger="faststyle.training"):
+        _train(again, photos, out, resume=True)
+    assert read_metadata(out)["loss"]["style_weight"] == weight and read_metadata(out)["training"]["steps"] == 3
+    assert "pulls" not in caplog.text  # not measured again
+    with pytest.raises(FaststyleError, match="--style-weight auto then, a number now"):
+        _train(_settings(shared, lossnet_cache, 4), photos, out, resume=True)
+
+
 def test_resume_refuses_other_settings_and_a_finished_run(
     shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path
 ) -> None:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import math
 
-from faststyle.argtypes import non_negative_int, positive_int
+from faststyle.argtypes import non_negative_int, positive_int, style_weight
 from faststyle.errors import FaststyleError
 
 
@@ -22,20 +21,21 @@ def _ints(text: str) -> list[int]:
         ) from None
 
 
-def _style_weights(text: str) -> dict[str, float]:
-    """``4`` (every column) or ``vgg16=2,googlenet=8`` (per backbone or column name, the others train's default)."""
-    weights: dict[str, float] = {}
+def _style_weights(text: str) -> dict[str, float | str]:
+    """``4`` or ``auto`` (every column) or ``vgg16=2,googlenet=auto`` (per backbone or column name, the others
+    train's default)."""
+    weights: dict[str, float | str] = {}
     for part in _names(text):
-        key, _, value = part.rpartition("=")
+        key, equals, value = part.rpartition("=")
         try:
-            weight = float(value)
-        except ValueError:
-            weight = float("nan")
-        if not (math.isfinite(weight) and weight >= 0) or (not key and "=" in part):
+            if equals and not key:
+                raise argparse.ArgumentTypeError
+            weights[key or "*"] = style_weight(value)
+        except argparse.ArgumentTypeError:
             raise argparse.ArgumentTypeError(
-                f"{part!r}: give a number of 0 or more, for every column (4) or per backbone (vgg16=2,googlenet=8)"
-            )
-        weights[key or "*"] = weight
+                f"{part!r}: give a number of 0 or more, or auto, for every column (4) or per backbone "
+                "(vgg16=2,googlenet=auto)"
+            ) from None
     return weights
 
 
@@ -72,8 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p("--size", type=positive_int, default=256, help="training crop size and long side of the measured images")
     p("--style-weight", type=_style_weights, default={}, metavar="W|NAME=W,…",
       help="style weight of the feed-forward models: one for every column (4), or per backbone or column "
-      "(vgg16=2,googlenet=8); the loss networks weigh style differently, so equal weights are not an equal balance "
-      "(default: train's 2 for every column; Gatys keeps its ratio)")  # fmt: skip
+      "(vgg16=2,googlenet=8); the loss networks weigh style differently, so equal weights are not an equal balance: "
+      "'auto' measures, per column and painting, the weight at which style pulls as hard against content as VGG16's "
+      "does at 2 (see train --help); default: train's 2 for every column; Gatys keeps its ratio")  # fmt: skip
     p("--gatys-iters", type=_ints, default=[100, 300, 500], help="Gatys iterations at which to measure")
     p("--data", default=None, help="training photos (default: ../shared/data/train next to the repo, if present)")
     p("--seed", type=int, default=0, help="seed of the training runs and of Gatys")

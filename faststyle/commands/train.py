@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from faststyle.argtypes import non_negative_float, non_negative_int, positive_float, positive_int
+from faststyle.argtypes import non_negative_float, non_negative_int, positive_float, positive_int, style_weight
 from faststyle.compiling import add_compile_argument
-from faststyle.losses import TRAINING_WEIGHTS
+from faststyle.losses import STYLE_BALANCE, TRAINING_WEIGHTS
 
 
 def _floats(text: str) -> list[float]:
@@ -49,9 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p(
         "--style-weight",
-        type=non_negative_float,
+        type=style_weight,
         default=TRAINING_WEIGHTS["style_weight"],
-        help="weight of the style loss",
+        metavar="W|auto",
+        help=f"weight of the style loss (default {TRAINING_WEIGHTS['style_weight']:g}); 'auto' measures the weight at "
+        f"which style pulls on the pixels {STYLE_BALANCE:g} times as hard as content (VGG16's balance at 2 at 256 px "
+        "on typical paintings), so that every loss network, painting and --size gets a like balance",
     )
     p(
         "--tv-weight",
@@ -99,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         style_blend=args.style_blend,
         style_size=args.style_size,
         content_weight=args.content_weight,
-        style_weight=args.style_weight,
+        style_weight=TRAINING_WEIGHTS["style_weight"] if args.style_weight == "auto" else args.style_weight,
+        style_balance=STYLE_BALANCE if args.style_weight == "auto" else None,
         tv_weight=args.tv_weight,
         lr=args.lr,
         steps=args.steps,
