@@ -131,6 +131,25 @@ def test_perceptual_loss_is_zero_for_the_style_image_itself(vgg16: torch.nn.Modu
     assert other.total.item() == pytest.approx(1e4 * other.style.item() + other.tv.item(), rel=1e-5)
 
 
+def test_the_layer_weights_of_the_config_weigh_each_layer(vgg16: torch.nn.Module, shared: Path) -> None:
+    style = load_image(shared / "data/styles/vangogh_starry_night_crop.jpg", 96)
+    photo = load_image(shared / "data/content/chicago.jpg", 96)
+    content = photo.flip(-1)  # a content target other than the output
+    config = LayerConfig("vgg16", {"conv4_2": 0.5, "conv3_2": 3.0}, {"conv1_1": 1.0, "conv3_1": 0.25, "conv5_1": 4.0})
+    for normalization in ("caffe", "mean"):
+        loss = PerceptualLoss(vgg16, config, [style], content_weight=2.0, style_weight=7.0, tv_weight=3.0,
+                              normalization=normalization)  # fmt: skip
+        terms = loss(photo, content=content)
+        layers = terms.style_layers
+        assert min(layers.values()) > 0 and max(layers.values()) > 10 * min(layers.values())  # unequal terms
+        expected_style = 1.0 * layers["conv1_1"] + 0.25 * layers["conv3_1"] + 4.0 * layers["conv5_1"]
+        expected_content = 0.5 * terms.content_layers["conv4_2"] + 3.0 * terms.content_layers["conv3_2"]
+        assert terms.style.item() == pytest.approx(expected_style.item(), rel=1e-6)
+        assert terms.content.item() == pytest.approx(expected_content.item(), rel=1e-6)
+        expected = 2.0 * expected_content + 7.0 * expected_style + 3.0 * tv_loss(photo, normalization)
+        assert terms.total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
 def test_style_targets_blend_by_weight(vgg16: torch.nn.Module, shared: Path) -> None:
     a = load_image(shared / "data/styles/vangogh_starry_night_crop.jpg", 64)
     b = load_image(shared / "data/styles/hokusai_great_wave_crop.jpg", 64)

@@ -2,9 +2,10 @@ import json
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from faststyle.errors import FaststyleError
-from faststyle.transformer import TransformerNet
+from faststyle.transformer import ResidualBlock, TransformerNet, Upsample
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +74,36 @@ def test_channels_last(net: TransformerNet) -> None:
         out = cl_net(x.contiguous(memory_format=torch.channels_last))
     assert out.shape == x.shape
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_a_residual_block_adds_its_body_to_its_input() -> None:
+    torch.manual_seed(0)
+    block = ResidualBlock(8).eval()
+    last_norm = block.body[-1][-1]
+    x = torch.randn(1, 8, 12, 12)
+    with torch.no_grad():
+        body = block.body(x)
+        torch.testing.assert_close(block(x), x + body)
+        last_norm.weight.zero_()
+        last_norm.bias.zero_()
+        torch.testing.assert_close(block(x), x)  # a silent body leaves the input through
+
+
+def test_upsampling_repeats_each_pixel_before_its_convolution() -> None:
+    up = Upsample(4, 4).eval()
+    conv = up.conv[1]
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[range(4), range(4), 1, 1] = 1.0  # identity kernel
+        x = torch.randn(1, 4, 5, 7)
+        nearest = x.repeat_interleave(2, -1).repeat_interleave(2, -2)
+        torch.testing.assert_close(up(x), F.instance_norm(nearest, eps=up.conv[2].eps))
+
+
+def test_odd_sizes_are_padded_at_the_bottom_and_right(net: TransformerNet) -> None:
+    # output pixel (i, j) belongs to input pixel (i, j): the padding to a multiple of 4 goes after the image
+    x = torch.rand(1, 3, 67, 93)
+    padded = F.pad(x, (0, 3, 0, 1), mode="reflect")  # 68×96
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net(padded)[..., :67, :93])
+        assert (net(x) - net(padded)[..., 1:, 3:]).abs().max() > 1e-2
