@@ -6,6 +6,7 @@ Run with ``faststyle demo`` or ``python demo/app.py [--host 127.0.0.1] [--port 7
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import signal
 import sys
@@ -36,7 +37,6 @@ from faststyle.stylize import (
 )
 
 UPLOAD_MAX_PIXELS = 50_000_000
-TRAIN_HINT = "faststyle train --style STYLE.jpg --data PHOTOS/ --out checkpoints/NAME.safetensors"
 PHOTO_SIZES = (128, 2048)  # the output size slider's range, also enforced for API calls
 FRAME_SIZES = (64, 768)
 # Asked of the camera: enough for the largest frame size (Gradio asks for up to 1920×1440, sent 5 times a second).
@@ -78,7 +78,7 @@ class StyleApp:
 
     def stylizer(self, name: str) -> Stylizer:
         if name not in self.models:
-            raise gr.Error(f"unknown style model {name!r}; pick one from the gallery")
+            raise gr.Error(f"unknown style model {name!r}; pick one from the gallery", print_exception=False)
         with self._lock:
             if name not in self._stylizers:
                 try:
@@ -103,37 +103,46 @@ class StyleApp:
     def gallery(self) -> list[tuple[Image.Image, str]]:
         items = []
         for info in self.models.values():
-            caption = f"{info.name} · {style_name(info.metadata, info.name)} · {backbone_name(info.metadata)}"
+            caption = f"{info.name} · {backbone_name(info.metadata)} · {style_name(info.metadata, info.name)}"
             items.append((style_thumbnail(info) or _name_tile(info.name), caption))
         return items
 
-    def _open_upload(self, payload: Any) -> Image.Image:
+    def _open_upload(self, payload: Any) -> tuple[Image.Image, str]:
         """The uploaded file (the raw payload: the event skips Gradio's preprocessing, which would fail on a
-        non-image with a bare error) as an RGB image, or a message in the page."""
+        non-image with a bare error) as an RGB image, and its name; or a message in the page."""
         if isinstance(payload, dict):
-            path, shown = payload.get("path"), payload.get("orig_name") or "the upload"
+            path, name = payload.get("path"), Path(str(payload.get("orig_name") or "")).name
         else:
-            path, shown = payload, "the upload"
+            path, name = payload, ""
         if not path:
-            raise gr.Error("Upload a photo first (JPEG, PNG, WebP …).")
+            raise gr.Error("Upload a photo first (JPEG, PNG, WebP …).", print_exception=False)
         try:
-            return open_image(path, max_pixels=UPLOAD_MAX_PIXELS)
+            return open_image(path, max_pixels=UPLOAD_MAX_PIXELS), name
         except FaststyleError as exc:
-            reason = "it is too large" if "limit" in str(exc) else "it is not an image file this demo can read"
+            name = name or "the upload"
+            if "limit" in str(exc):
+                raise gr.Error(
+                    f"Cannot stylize {name}: it has more than {UPLOAD_MAX_PIXELS / 1e6:.0f} megapixels. Scale it down "
+                    "and upload it again (the output is at most 2048 px on its long side anyway).",
+                    print_exception=False,
+                ) from None
             raise gr.Error(
-                f"Cannot stylize {Path(str(shown)).name}: {reason}. Upload a JPEG, PNG or WebP photo."
+                f"Cannot stylize {name}: it is not an image file this demo can read. Upload a JPEG, PNG or WebP photo.",
+                print_exception=False,
             ) from None
 
     def stylize_photo(
         self, photo: Any, model: str, strength: float, preserve_color: bool, size: float
     ) -> tuple[str, str, Any]:
-        image = self._open_upload(photo)
+        image, name = self._open_upload(photo)
         stylizer = self.stylizer(model)
         start = time.perf_counter()
         result = self._run(stylizer, image, _clamp(size, PHOTO_SIZES), strength, preserve_color)
         ms = (time.perf_counter() - start) * 1000
         self._prune_outputs()
-        path = save_image(result, self._outputs / f"stylized-{model}-{time.time_ns()}.png")
+        stem = re.sub(r"[^\w.-]+", "_", Path(name).stem)[:60] or "photo"
+        # a folder per result, so that the download keeps the photo's name
+        path = save_image(result, self._outputs / str(time.time_ns()) / f"{stem}_stylized-{model}.png")
         latency = (
             f"{ms:.0f} ms · {result.width}×{result.height} px · {model} ({stylizer.backend}, {stylizer.precision})"
         )
@@ -142,10 +151,12 @@ class StyleApp:
     def _prune_outputs(self) -> None:
         """Forget results older than ``OUTPUT_MAX_AGE_S``: a demo left running does not fill the disk."""
         cutoff = time.time() - OUTPUT_MAX_AGE_S
-        for old in self._outputs.glob("*.png"):
+        for old in self._outputs.rglob("*.png"):
             with contextlib.suppress(OSError):
                 if old.stat().st_mtime < cutoff:
                     old.unlink()
+                    if old.parent != self._outputs:
+                        old.parent.rmdir()
 
     def stylize_frame(
         self, frame: np.ndarray | None, name: str, strength: float, preserve: bool, size: float
@@ -161,7 +172,7 @@ class StyleApp:
         return np.asarray(result), f"{ms:.0f} ms per frame · {result.width}×{result.height} px"
 
     def compare(self, photo: Any, style: str, strength: float, preserve_color: bool, size: float) -> list[Any]:
-        image = self._open_upload(photo)
+        image, _ = self._open_upload(photo)
         results = []
         for info in self.groups().get(style, []):
             stylizer = self.stylizer(info.name)
@@ -171,7 +182,7 @@ class StyleApp:
             caption = f"{backbone_name(info.metadata)} · {info.name} · {ms:.0f} ms"
             results.append((_captioned(out, caption), caption))
         if not results:
-            raise gr.Error("Pick a style to compare.")
+            raise gr.Error("Pick a style to compare.", print_exception=False)
         return results
 
 
@@ -186,6 +197,10 @@ def _captioned(image: Image.Image, text: str) -> Image.Image:
     return framed
 
 
+def train_hint(folder: Path) -> str:
+    return f"faststyle train --style STYLE.jpg --data PHOTOS/ --out {folder / 'NAME.safetensors'}"
+
+
 def _clamp(value: float, limits: tuple[int, int]) -> int:
     """A size from the page, or from an API call that skipped the slider's range check, kept within the slider's."""
     return int(min(max(float(value), limits[0]), limits[1]))
@@ -198,10 +213,11 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
     with gr.Blocks(title="faststyle", analytics_enabled=False, delete_cache=cleanup) as demo:
         gr.Markdown("# faststyle — instant style transfer")
         if not app.models:
-            searched = ", ".join(f"`{d}`" for d in app.dirs)
+            searched = ", ".join(f"`{d}`" + ("" if d.is_dir() else " (does not exist)") for d in app.dirs)
+            into = next((d for d in app.dirs if d.is_dir()), app.dirs[0] if app.dirs else Path("checkpoints"))
             gr.Markdown(
                 f"**No style models found** (looked in {searched}).\n\n"
-                f"Train one with\n\n```\n{TRAIN_HINT}\n```\n\n"
+                f"Train one into the first of them with\n\n```\n{train_hint(into)}\n```\n\n"
                 "then restart the demo, or point it at a folder of models with `faststyle demo --models DIR` "
                 "(or `$FASTSTYLE_MODELS`).",
                 elem_id="no-models",
@@ -217,6 +233,7 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
             object_fit="cover",
             allow_preview=False,
             interactive=False,
+            selected_index=0,
             elem_id="styles",
         )
         with gr.Row():
@@ -228,6 +245,9 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
             return names[evt.index]
 
         gallery.select(pick, None, model, api_visibility="private")
+        model.input(  # a model picked in the list is highlighted in the gallery too
+            lambda name: gr.Gallery(selected_index=names.index(name)), model, gallery, api_visibility="private"
+        )
         with gr.Tab("Photo"):
             with gr.Row():
                 photo = gr.Image(label="Photo", type="filepath", sources=["upload", "clipboard"], elem_id="photo")
@@ -339,7 +359,9 @@ def launch(
         ssr_mode=False,
         css=CSS,
         footer_links=["api"],
+        quiet=True,  # Gradio's own lines advise `share=True` in Python; --share is the option here
     )
+    print(f"faststyle demo at {demo.local_url}" + (f" and {demo.share_url}" if demo.share_url else ""), flush=True)
     interactive = bool(getattr(sys, "ps1", sys.flags.interactive))  # Gradio's own test: a session goes on
     if not prevent_thread_lock and not interactive:
         _serve_until_stopped(demo)

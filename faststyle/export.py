@@ -7,11 +7,14 @@ ONNX Runtime rejects at run time.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import os
+import sys
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -84,7 +87,7 @@ def export_onnx(
     from faststyle.stylize import find_model
 
     out = Path(out)
-    if out.suffix != ".onnx":
+    if out.suffix.lower() != ".onnx":
         raise FaststyleError(f"ONNX files end in .onnx, not {out.name!r}")
     if out.is_dir():
         raise FaststyleError(f"{out} is a folder; name the .onnx file to write")
@@ -96,7 +99,8 @@ def export_onnx(
 
         net, _ = load_model(find_model(model))
     try:
-        data = onnx_bytes(net, opset)
+        with _stdout_held_back():
+            data = onnx_bytes(net, opset)
     except (RuntimeError, torch.onnx.errors.OnnxExporterError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__  # not the graph dump
         raise FaststyleError(f"ONNX export failed at opset {opset} ({first}); try --opset {DEFAULT_OPSET}") from None
@@ -110,3 +114,20 @@ def export_onnx(
             )
     atomic_write_bytes(out, data)
     return out, difference
+
+
+@contextlib.contextmanager
+def _stdout_held_back() -> Iterator[None]:
+    """Standard output at the file-descriptor level goes to a temporary file, passed on only on success: a failed
+    export has torch's C++ code print the whole graph there."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 1)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        held.seek(0)
+        sys.stdout.write(held.read().decode(errors="replace"))

@@ -248,15 +248,21 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
+def image_format(path: str | os.PathLike[str]) -> str:
+    """The format Pillow writes for ``path``'s suffix; an error for a suffix it cannot write."""
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise FaststyleError(f"cannot tell the image format from {Path(path).name!r}; use .png, .jpg or .webp")
+    return fmt
+
+
 def save_image(image: Tensor | Image.Image, path: str | os.PathLike[str], quality: int = 95) -> Path:
     """Write an image atomically (temporary file, then rename); the format follows the suffix."""
     import io
 
     path = Path(path)
+    fmt = image_format(path)
     pil = image if isinstance(image, Image.Image) else tensor_to_pil(image)
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None:
-        raise FaststyleError(f"cannot tell the image format from {path.name!r}; use .png, .jpg or .webp")
     buffer = io.BytesIO()
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     pil.save(buffer, format=fmt, **options)

@@ -578,6 +578,29 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(existing, key=checkpoint_step) if existing else None
 
 
+def style_thumbnail_data(paths: Sequence[str], height: int = 192) -> str:
+    """The style images side by side, ``height`` px high, as a JPEG data URI (the demo's gallery shows it)."""
+    import base64
+
+    from PIL import Image
+
+    from faststyle.images import open_image, to_rgb
+
+    images = []
+    for path in paths:
+        image = to_rgb(open_image(path))
+        images.append(image.resize((max(1, round(image.width * height / image.height)), height), Image.LANCZOS))
+    sheet = Image.new("RGB", (sum(i.width for i in images), height))
+    x = 0
+    for image in images:
+        sheet.paste(image, (x, 0))
+        x += image.width
+    sheet.thumbnail((4 * height, height))
+    buffer = io.BytesIO()
+    sheet.save(buffer, "JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
 def model_metadata(
     settings: TrainSettings, module: StyleModule, datamodule: Any, data: str, steps: int, result: TrainResult
 ) -> dict[str, Any]:
@@ -596,6 +619,7 @@ def model_metadata(
             "blend": module.perceptual.blend,
             "size": settings.resolved_style_size(),
             "reader": READER_VERSION,
+            "thumbnail": style_thumbnail_data(settings.styles),
         },
         "backbone": {"name": settings.backbone, "weights_sha256": lossnet.weights_sha256, "pooling": settings.pooling},
         "layers": module.layer_config.to_dict(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,24 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FASTSTYLE_SHARED") or REPO.parent / "shared")
 TEST_CACHE = REPO / ".cache" / "test-weights"
 os.environ.setdefault("FASTSTYLE_CACHE", str(TEST_CACHE))
+# What the tests keep to be looked at: screenshots, and figures.txt with the figures they measured.
+ARTIFACTS = Path(os.environ.get("FASTSTYLE_ARTIFACTS") or REPO / ".cache" / "test-artifacts")
+_FIGURES: list[str] = []
+
+
+@pytest.fixture()
+def figure() -> Callable[[str], None]:
+    """Reports a measured figure: in the test summary (also under -q) and in ARTIFACTS/figures.txt."""
+    return _FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("figures measured by the tests")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "figures.txt").write_text("\n".join(_FIGURES) + "\n")
 
 
 def _require_shared() -> Path:

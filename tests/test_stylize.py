@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -255,7 +256,7 @@ def _seam_report(tiled: torch.Tensor, reference: torch.Tensor, tile: int, overla
 
 
 @pytest.mark.slow
-def test_tiling_matches_the_whole_image_without_seams(model_path: Path, shared: Path) -> None:
+def test_tiling_matches_the_whole_image_without_seams(shared: Path, figure: Callable[[str], None]) -> None:
     torch.manual_seed(1)
     net = TransformerNet(width=1.0).eval()
     photo = load_image(shared / "data" / "content" / "chicago.jpg", size=512)  # 341×512
@@ -264,7 +265,9 @@ def test_tiling_matches_the_whole_image_without_seams(model_path: Path, shared: 
     local = Stylizer(net, device="cpu", backend="eager", tile=192, overlap=32, tile_stats="local")(photo)
     report = _seam_report(tiled, whole, 192, 32)
     report_local = _seam_report(local, whole, 192, 32)
-    print(f"\ntiling 341x512, tile 192, overlap 32, shared stats: {report}\n  per-tile stats: {report_local}")
+    figure(
+        f"tiling 341x512, tile 192, overlap 32, against one pass: shared statistics {report}; per tile {report_local}"
+    )
     assert report["far_max"] < 1e-3
     assert report["max"] < 5e-3
     assert report["seam_ratio"] < 1.05 * report["untiled_ratio"]
@@ -272,7 +275,7 @@ def test_tiling_matches_the_whole_image_without_seams(model_path: Path, shared: 
 
 
 @pytest.mark.slow
-def test_auto_tiling_of_large_images_has_no_seams(shared: Path) -> None:
+def test_auto_tiling_of_large_images_has_no_seams(shared: Path, figure: Callable[[str], None]) -> None:
     torch.manual_seed(1)
     net = TransformerNet(width=0.5).eval()
     photo = load_image(shared / "data" / "content" / "chicago.jpg", size=600)
@@ -283,11 +286,13 @@ def test_auto_tiling_of_large_images_has_no_seams(shared: Path) -> None:
     whole = Stylizer(net, device="cpu", backend="eager", tile=0)(photo)
     side = int(budget**0.5) // 4 * 4
     report = _seam_report(tiled, whole, side, 32)
-    print(f"\nauto tiling 400x600 from half-size statistics, tile {side}: {report}")
     assert tiled.shape == photo.shape
-    assert report["seam_ratio"] < 1.1
     local = Stylizer(net, device="cpu", backend="eager", tile_pixels=budget, tile_stats="local")(photo)
-    print(f"  per-tile statistics: {_seam_report(local, whole, side, 32)}")
+    report_local = _seam_report(local, whole, side, 32)
+    figure(f"auto tiling 400x600, tile {side}, statistics of a half-size pass: {report}; per tile {report_local}")
+    # measured: mean 0.028 from one pass (statistics of half the size), 0.075 with each tile's own statistics
+    assert report["mean"] < 0.05 and report["mean"] < 0.5 * report_local["mean"]
+    assert report["seam_ratio"] < 1.05 * report["untiled_ratio"] + 0.05
 
 
 def test_models_are_found_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -346,8 +351,15 @@ def test_cli_single_file_glob_and_format(
     assert main([*args, str(tmp_path / "in" / "*.png"), str(tmp_path / "in" / "city.jpg"), "--out", str(out),
                  "--format", "webp", "--preserve-color"]) == 0  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == ["city_starry.webp", "grey_starry.webp"]
+    capsys.readouterr()
     assert main([*args, str(tmp_path / "in" / "*.gif"), "--out", str(out)]) == 1
-    assert "no files match" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "stylized 0 of 0 images" in captured.out  # a glob that matches nothing is not an image
+    assert "1 input named no image:" in captured.err and "no files match" in captured.err
+    # an output suffix that no image format has is refused before the model loads (this one does not exist)
+    unknown = ["stylize", "--model", str(tmp_path / "missing.safetensors"), str(tmp_path / "in" / "city.jpg")]
+    assert main([*unknown, "--out", str(tmp_path / "result.weird")]) == 1
+    assert "cannot tell the image format from '.weird'; end the file name in .png" in capsys.readouterr().err
 
 
 def test_cli_globs_recurse_and_skip_non_images(
@@ -482,3 +494,30 @@ def test_a_glob_through_a_symlink_loop_names_each_photo_once(shared: Path, tmp_p
     (folder / "self").symlink_to(".")
     files, missing = expand_inputs([str(folder / "**" / "*.png"), str(folder)])
     assert files == [folder / "a.png"] and missing == []
+
+
+def test_the_onnx_cache_keeps_one_export_per_model_and_the_recent_ones(
+    model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from faststyle.images import sha256_file
+
+    cache = tmp_path / "cache"
+    folder = cache / "onnx"
+    folder.mkdir(parents=True)
+    model = sha256_file(model_path)[:32]
+    stale = folder / f"{model}-0123456789ab-torch2.0.0.onnx"  # the same model, exported by older code
+    others = [folder / f"{i:032x}-0123456789ab-torch2.0.0.onnx" for i in range(20)]
+    for age, path in enumerate([stale, *others]):
+        path.write_bytes(b"not really onnx")
+        os.utime(path, (1e9 + age, 1e9 + age))  # others[19] used last
+    monkeypatch.setenv("FASTSTYLE_CACHE", str(cache))
+    photo = torch.rand(1, 3, 40, 56)
+    first = Stylizer(model_path, device="cpu", backend="onnxruntime")(photo)
+    kept = sorted(folder.glob("*.onnx"))
+    (export,) = [p for p in kept if p.name.startswith(model)]
+    assert export != stale and not stale.exists()
+    assert sorted(set(kept) - {export}) == others[-15:]  # 16 in all: this export and the 15 used last
+    # a second Stylizer reads the export instead of writing another
+    before = export.stat().st_mtime_ns
+    torch.testing.assert_close(Stylizer(model_path, device="cpu", backend="onnxruntime")(photo), first)
+    assert sorted(folder.glob("*.onnx")) == kept and export.stat().st_mtime_ns >= before

@@ -13,15 +13,20 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import copy_photos
 from PIL import Image
 
 from faststyle.cli import main
+from faststyle.config import default_config
 from faststyle.errors import FaststyleError
 from faststyle.images import load_image, sha256_file
+from faststyle.losses import PerceptualLoss
+from faststyle.lossnets import get_lossnet
 from faststyle.modelfile import load_model, read_metadata
+from faststyle.stylize import ModelInfo, style_thumbnail
 from faststyle.training import TrainSettings, dither_flat, train
 from faststyle.transformer import TransformerNet
 
@@ -78,6 +83,13 @@ def test_a_short_run_lowers_the_style_loss_and_writes_a_usable_model(
     style_file = shared / "data/styles/vangogh_starry_night_crop.jpg"
     assert meta["style"]["images"][0]["sha256"] == sha256_file(style_file)
     assert meta["style"]["images"][0]["size"] == [938, 640]
+    thumbnail = style_thumbnail(ModelInfo("starry", out, meta))  # what the demo's gallery shows
+    assert thumbnail is not None and thumbnail.size == (281, 192)
+    coarse = [
+        np.asarray(i.convert("RGB").resize((28, 19), Image.BOX), np.float32)
+        for i in (thumbnail, Image.open(style_file))
+    ]
+    assert np.abs(coarse[0] - coarse[1]).mean() < 3  # levels of 255: the painting, as a whole
     assert meta["backbone"]["name"] == "vgg16"
     assert meta["backbone"]["weights_sha256"] == sha256_file(lossnet_cache / "vgg16.safetensors")
     assert meta["layers"]["style_layers"] == {f"conv{i}_1": 0.2 for i in range(1, 6)}
@@ -89,12 +101,25 @@ def test_a_short_run_lowers_the_style_loss_and_writes_a_usable_model(
 
     net, meta_again = load_model(out)
     assert meta_again == meta
+    trained = torch.load(result.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    trained = {k.removeprefix("net."): v for k, v in trained["state_dict"].items() if k.startswith("net.")}
+    assert set(trained) == set(net.state_dict())
+    for name, value in net.state_dict().items():  # the weights of the last step, in half precision
+        torch.testing.assert_close(value.float(), trained[name].half().float(), rtol=0, atol=0)
     photo = load_image(shared / "data/content/chicago.jpg", 96)
     with torch.no_grad():
         styled = net(photo)
     assert styled.shape == photo.shape
     assert styled.min() >= 0 and styled.max() <= 1
     assert (styled - photo).abs().mean() > 0.05
+    # it paints an unseen photo closer to the painting than the untrained network it started from
+    torch.manual_seed(settings.seed)
+    untrained = TransformerNet(settings.width).eval()
+    perceptual = PerceptualLoss(get_lossnet("vgg16", cache=lossnet_cache), default_config("vgg16"),
+                                [load_image(style_file, 128)], normalization="mean")  # fmt: skip
+    with torch.no_grad():
+        before, after = (perceptual(n(photo), photo).style.item() for n in (untrained, net))
+    assert after < 0.9 * before, (before, after)  # measured: 0.83 after 30 steps at 64 px
 
 
 def test_resume_continues_the_step_count(shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path) -> None:
@@ -121,10 +146,8 @@ def test_an_auto_style_weight_is_measured_at_the_start_and_kept_on_resume(
     shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from faststyle.balance import BALANCE_PHOTOS, balanced_style_weight, fit_to
-    from faststyle.config import default_config
     from faststyle.data import PhotoDataModule
-    from faststyle.losses import STYLE_BALANCE, PerceptualLoss
-    from faststyle.lossnets import get_lossnet
+    from faststyle.losses import STYLE_BALANCE
 
     out = tmp_path / "m.safetensors"
     settings = _settings(shared, lossnet_cache, 2)

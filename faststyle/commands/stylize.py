@@ -47,8 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=int, default=1, help="images per forward pass (equal sizes are batched)")
     parser.add_argument(
         "--tile", type=int, default=None,
-        help="tile side for large images; 0: never tile (default: images over 1536x1536 px on a CPU, 2048x2048 on "
-        "CUDA, are tiled)",
+        help="tile side for large images; 0: never tile (default: images over 2048x2048 px are tiled)",
     )  # fmt: skip
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
     parser.add_argument(
@@ -138,7 +137,7 @@ def _stylize(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from faststyle.images import MAX_PIXELS, check_writable, open_image, save_image
+    from faststyle.images import MAX_PIXELS, check_writable, image_format, open_image, save_image
     from faststyle.stylize import Stylizer
 
     files, failures = expand_inputs(args.inputs)
@@ -152,6 +151,14 @@ def _stylize(args: argparse.Namespace) -> int:
     folder = several or out.is_dir() or args.out.endswith(("/", "\\")) or not out.suffix
     if not folder and args.format:
         raise FaststyleError("--format applies to folder output; name the output file with the suffix you want")
+    if not folder:
+        try:
+            image_format(out)
+        except FaststyleError:
+            raise FaststyleError(
+                f"--out {args.out}: cannot tell the image format from {out.suffix!r}; end the file name in .png, .jpg "
+                "or .webp, or end --out in / for a folder"
+            ) from None
     max_pixels = args.max_pixels or MAX_PIXELS
     stylizer = Stylizer(
         args.model,
@@ -167,7 +174,7 @@ def _stylize(args: argparse.Namespace) -> int:
     if folder and out.exists() and not out.is_dir():
         raise FaststyleError(f"--out {out} is a file; name a folder for several images")
     check_writable(out if folder else out.parent, "the stylized images")
-    failed: list[tuple[str, str]] = list(failures)
+    failed: list[tuple[str, str]] = []
     written = 0
     options = {"size": args.size, "strength": args.strength, "preserve_color": args.preserve_color}
     with tqdm(total=len(files), unit="image", disable=len(files) < 2, file=sys.stderr) as progress:
@@ -193,11 +200,14 @@ def _stylize(args: argparse.Namespace) -> int:
                     reason = str(exc) if isinstance(exc, FaststyleError) else f"{type(exc).__name__}: {exc}"
                     failed.append((str(file), reason))
                 progress.update(1)
-    total = len(files) + len(failures)
+    total = len(files)
     print(f"stylized {written} of {total} image{'s' if total != 1 else ''} with {stylizer.name} into {out}")
+    if failures:
+        print(f"{len(failures)} input{'s' if len(failures) != 1 else ''} named no image:", file=sys.stderr)
+        for name, reason in failures:
+            print(f"  {name}: {reason}", file=sys.stderr)
     if failed:
         print(f"{len(failed)} failed:", file=sys.stderr)
         for name, reason in failed:
             print(f"  {name}: {reason}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failed or failures else 0
