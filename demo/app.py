@@ -91,7 +91,7 @@ class StyleApp:
         try:
             return stylizer(image, size=size, strength=float(strength), preserve_color=bool(preserve))
         except FaststyleError as exc:
-            raise gr.Error(str(exc)) from None
+            raise gr.Error(str(exc), print_exception=False) from None
 
     def groups(self) -> dict[str, list[ModelInfo]]:
         """Models grouped by style (style images' sha256, else name), for the backbone comparison."""
@@ -140,7 +140,7 @@ class StyleApp:
         result = self._run(stylizer, image, _clamp(size, PHOTO_SIZES), strength, preserve_color)
         ms = (time.perf_counter() - start) * 1000
         self._prune_outputs()
-        stem = re.sub(r"[^\w.-]+", "_", Path(name).stem)[:60] or "photo"
+        stem = re.sub(r"[^\w.-]+", "_", Path(name).stem).encode()[:80].decode(errors="ignore").lstrip(".") or "photo"
         # a folder per result, so that the download keeps the photo's name
         path = save_image(result, self._outputs / str(time.time_ns()) / f"{stem}_stylized-{model}.png")
         latency = (
@@ -217,7 +217,7 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
             into = next((d for d in app.dirs if d.is_dir()), app.dirs[0] if app.dirs else Path("checkpoints"))
             gr.Markdown(
                 f"**No style models found** (looked in {searched}).\n\n"
-                f"Train one into the first of them with\n\n```\n{train_hint(into)}\n```\n\n"
+                f"Train one into `{into}` with\n\n```\n{train_hint(into)}\n```\n\n"
                 "then restart the demo, or point it at a folder of models with `faststyle demo --models DIR` "
                 "(or `$FASTSTYLE_MODELS`).",
                 elem_id="no-models",

@@ -58,6 +58,8 @@ def balanced_style_weight(
     content loss's, given ``loss.content_weight``."""
     if not balance > 0:
         raise FaststyleError(f"the style balance must be positive, not {balance}")
+    if not loss.content_weight > 0:
+        raise FaststyleError("--style-weight auto balances style against content: give --content-weight above 0")
     median = statistics.median(style_pull(loss, photos, styles))
     if not median > 0:
         raise FaststyleError("the style loss does not pull at all at these photos; give --style-weight as a number")

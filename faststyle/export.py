@@ -120,8 +120,13 @@ def export_onnx(
 def _stdout_held_back() -> Iterator[None]:
     """Standard output at the file-descriptor level goes to a temporary file, passed on only on success: a failed
     export has torch's C++ code print the whole graph there."""
-    sys.stdout.flush()
-    saved = os.dup(1)
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no standard output to hold back
+        yield
+        return
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 1)
         try:
@@ -130,4 +135,5 @@ def _stdout_held_back() -> Iterator[None]:
             os.dup2(saved, 1)
             os.close(saved)
         held.seek(0)
-        sys.stdout.write(held.read().decode(errors="replace"))
+        if sys.stdout is not None:
+            sys.stdout.write(held.read().decode(errors="replace"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import io
@@ -10,6 +11,7 @@ import os
 import struct
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -251,15 +253,16 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def image_format(path: str | os.PathLike[str]) -> str:
     """The format Pillow writes for ``path``'s suffix; an error for a suffix it cannot write."""
     fmt = Image.registered_extensions().get(Path(path).suffix.lower())
-    if fmt is None or fmt not in Image.SAVE:
-        raise FaststyleError(f"cannot tell the image format from {Path(path).name!r}; use .png, .jpg or .webp")
+    try:
+        Image.new("RGB", (1, 1)).save(io.BytesIO(), fmt)  # some formats have only a stub writer (.h5, .grib)
+    except (KeyError, OSError, ValueError):
+        name = Path(path).name
+        raise FaststyleError(f"cannot tell the image format from {name!r}; use .png, .jpg or .webp") from None
     return fmt
 
 
 def save_image(image: Tensor | Image.Image, path: str | os.PathLike[str], quality: int = 95) -> Path:
     """Write an image atomically (temporary file, then rename); the format follows the suffix."""
-    import io
-
     path = Path(path)
     fmt = image_format(path)
     pil = image if isinstance(image, Image.Image) else tensor_to_pil(image)
@@ -276,3 +279,20 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def thumbnail_data_uri(paths: Sequence[str | os.PathLike[str]], height: int = 192) -> str:
+    """The style images side by side, ``height`` px high, as a JPEG data URI (the demo's gallery shows it)."""
+    images = []
+    for path in paths:
+        image = to_rgb(open_image(path))
+        images.append(image.resize((max(1, round(image.width * height / image.height)), height), Image.LANCZOS))
+    sheet = Image.new("RGB", (sum(i.width for i in images), height))
+    x = 0
+    for image in images:
+        sheet.paste(image, (x, 0))
+        x += image.width
+    sheet.thumbnail((4 * height, height))
+    buffer = io.BytesIO()
+    sheet.save(buffer, "JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()

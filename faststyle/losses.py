@@ -34,9 +34,9 @@ from faststyle.lossnets.base import LossNet
 Normalization = Literal["caffe", "mean"]
 # Feed-forward training's default loss weights, under normalization="mean" (README, "Losses").
 TRAINING_WEIGHTS = {"content_weight": 1.0, "style_weight": 2.0, "tv_weight": 1.0}
-# --style-weight auto's balance of style against content (faststyle.balance): VGG16's at style weight 2, the median
-# over the project's paintings.
-STYLE_BALANCE = 0.4
+# --style-weight auto's balance of style against content (faststyle.balance): VGG16's at style weight 2 and 256 px,
+# the median over the 15 paintings of ../shared (tools/style_balance.py; 0.28 to 1.32 among them).
+STYLE_BALANCE = 0.57
 # Input units per [0,1] pixel of torchvision's ImageNet networks (1 / mean ImageNet std).
 TORCHVISION_PIXEL_SCALE = 3 / (0.229 + 0.224 + 0.225)
 

@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar
@@ -47,9 +48,9 @@ MODEL_SUFFIX = ".safetensors"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 BACKENDS = ("auto", "eager", "channels_last", "onnxruntime")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# Pixels processed in one pass before tiling starts (activations of a width-1 network take ~0.6 kB per pixel).
-# Larger images are tiled. One pass takes about 1.1 kB of memory per pixel on a CPU (3.3 GB at 1536×2048 in ONNX
-# Runtime), and tiles run eagerly, 4.5× slower there (46 s against 10 s): a demo photo (≤ 2048 px) is never tiled.
+# Pixels processed in one pass; larger images are tiled. One pass of a width-1 network takes about 1.1 kB of memory
+# per pixel on a CPU (3.3 GB at 1536×2048 in ONNX Runtime), and tiles run eagerly, 4.5× slower there (46 s against
+# 10 s): a demo photo (≤ 2048 px) is never tiled.
 TILE_PIXELS = {"cpu": 2048 * 2048, "cuda": 2048 * 2048}
 # ONNX exports kept in the cache (the most recently used); an export is a few MB.
 ONNX_CACHE_FILES = 16
@@ -555,10 +556,9 @@ def _onnx_session(net: nn.Module, path: Path | None) -> Any:
 
         key = f"{sha256_file(path)[:32]}-{_export_code_key()}-torch{torch.__version__.split('+')[0]}"
         cached = cache_dir() / "onnx" / f"{key}.onnx"
-        if cached.is_file():
+        with contextlib.suppress(OSError):  # missing, or just pruned by another process: exported again
             data = cached.read_bytes()
-            with contextlib.suppress(OSError):
-                os.utime(cached)  # recently used: kept by _prune_onnx_cache
+            os.utime(cached)  # recently used: kept by _prune_onnx_cache
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.log_severity_level = 3
@@ -576,11 +576,12 @@ def _onnx_session(net: nn.Module, path: Path | None) -> Any:
 
 
 def _prune_onnx_cache(kept: Path, limit: int = ONNX_CACHE_FILES) -> None:
-    """Removes the exports of ``kept``'s model by other code or torch versions, and all but the ``limit`` most
-    recently used exports."""
+    """Removes the exports of ``kept``'s model by other code or torch versions unused for a day (another install
+    sharing the cache may still use one), and all but the ``limit`` most recently used exports."""
     model = kept.name.split("-", 1)[0]
     exports = [p for p in kept.parent.glob("*.onnx") if p != kept]
-    stale = [p for p in exports if p.name.split("-", 1)[0] == model]
+    day_ago = time.time() - 86_400
+    stale = [p for p in exports if p.name.split("-", 1)[0] == model and p.stat().st_mtime < day_ago]
     by_use = sorted((p for p in exports if p not in stale), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in stale + by_use[limit - 1 :]:
         with contextlib.suppress(OSError):

@@ -33,7 +33,15 @@ from torch import Tensor
 from faststyle.compiling import compiler
 from faststyle.config import LayerConfig, default_config, load_config
 from faststyle.errors import FaststyleError
-from faststyle.images import READER_VERSION, atomic_write_bytes, check_writable, load_image, save_image, sha256_file
+from faststyle.images import (
+    READER_VERSION,
+    atomic_write_bytes,
+    check_writable,
+    load_image,
+    save_image,
+    sha256_file,
+    thumbnail_data_uri,
+)
 from faststyle.losses import TRAINING_WEIGHTS, PerceptualLoss
 from faststyle.lossnets import get_lossnet, spec
 from faststyle.transformer import TransformerNet
@@ -135,7 +143,7 @@ class StyleModule(pl.LightningModule):
 
     def use_style_weight(self, weight: float) -> None:
         self.settings = replace(self.settings, style_weight=weight)
-        self.hparams["settings"]["style_weight"] = weight
+        self.save_hyperparameters({"settings": asdict(self.settings)})  # what the loggers record, too
         self.perceptual.style_weight = weight
 
     def _use_channels_last(self) -> bool:
@@ -329,7 +337,9 @@ def train(
         )
     balance = settings.style_balance
     if balance is not None and not (math.isfinite(balance) and balance > 0):
-        raise FaststyleError(f"the style balance must be a positive number, not {settings.style_balance}")
+        raise FaststyleError(f"the style balance must be a positive number, not {balance}")
+    if balance is not None and not settings.content_weight > 0:
+        raise FaststyleError("--style-weight auto balances style against content: give --content-weight above 0")
     if max_minutes is not None and not max_minutes > 0:
         raise FaststyleError(f"max_minutes must be positive, not {max_minutes}")
     if val_every < 1 or checkpoint_every < 1:
@@ -473,7 +483,8 @@ def _balanced_style_weight(module: StyleModule, datamodule: Any, settings: Train
     from faststyle.balance import BALANCE_PHOTOS, balanced_style_weight, fit_to
 
     assert settings.style_balance is not None
-    photos = [fit_to(p, settings.size, settings.size) for p in datamodule.val_photos(BALANCE_PHOTOS)]
+    chosen = datamodule.val_photos(BALANCE_PHOTOS, 2 * settings.size)  # not upscaled for crops over 256 px
+    photos = [fit_to(p, settings.size, settings.size) for p in chosen]
     styles = [load_image(path, settings.resolved_style_size()) for path in settings.styles]
     weight, pull = balanced_style_weight(module.perceptual, photos, styles, settings.style_balance)
     log.info(
@@ -549,13 +560,17 @@ def checkpoint_step(path: Path) -> int:
 def _check_resumable(checkpoint: dict[str, Any], settings: TrainSettings, run: Path, data: str) -> None:
     saved = checkpoint.get("hyper_parameters", {}).get("settings", {})
     now = asdict(settings)
+    balance_then = saved.get("style_balance")  # absent: a run from before --style-weight auto
+    weighed = {"style_weight", "style_balance"} if balance_then != settings.style_balance else set()
     changed = [
         f"--{key.replace('_', '-')} {saved[key]!r} then, {now[key]!r} now"
-        if key != "style_balance"
-        else f"--style-weight {'auto' if saved[key] else 'a number'} then, {'auto' if now[key] else 'a number'} now"
         for key in now
-        if key not in RESUMABLE and key in saved and saved[key] != now[key]
+        if key not in RESUMABLE | weighed and key in saved and saved[key] != now[key]
     ]
+    if weighed:
+        then_weight = f"auto ({balance_then})" if balance_then else saved.get("style_weight")
+        now_weight = f"auto ({settings.style_balance})" if settings.style_balance else settings.style_weight
+        changed.append(f"--style-weight {then_weight} then, {now_weight} now")
     hashes = checkpoint.get("style_sha256")
     if hashes is not None and hashes != [sha256_file(path) for path in settings.styles]:
         changed.append("other style images")
@@ -578,29 +593,6 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(existing, key=checkpoint_step) if existing else None
 
 
-def style_thumbnail_data(paths: Sequence[str], height: int = 192) -> str:
-    """The style images side by side, ``height`` px high, as a JPEG data URI (the demo's gallery shows it)."""
-    import base64
-
-    from PIL import Image
-
-    from faststyle.images import open_image, to_rgb
-
-    images = []
-    for path in paths:
-        image = to_rgb(open_image(path))
-        images.append(image.resize((max(1, round(image.width * height / image.height)), height), Image.LANCZOS))
-    sheet = Image.new("RGB", (sum(i.width for i in images), height))
-    x = 0
-    for image in images:
-        sheet.paste(image, (x, 0))
-        x += image.width
-    sheet.thumbnail((4 * height, height))
-    buffer = io.BytesIO()
-    sheet.save(buffer, "JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
 def model_metadata(
     settings: TrainSettings, module: StyleModule, datamodule: Any, data: str, steps: int, result: TrainResult
 ) -> dict[str, Any]:
@@ -619,7 +611,7 @@ def model_metadata(
             "blend": module.perceptual.blend,
             "size": settings.resolved_style_size(),
             "reader": READER_VERSION,
-            "thumbnail": style_thumbnail_data(settings.styles),
+            "thumbnail": thumbnail_data_uri(settings.styles),
         },
         "backbone": {"name": settings.backbone, "weights_sha256": lossnet.weights_sha256, "pooling": settings.pooling},
         "layers": module.layer_config.to_dict(),

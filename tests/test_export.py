@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +64,9 @@ def test_a_failed_export_says_so_in_one_line(
     assert "ONNX export failed at opset 9" in err and "try --opset 17" in err and len(err.splitlines()) <= 3
     assert main(["export", "--model", str(model_path), "--onnx", str(tmp_path / "upper.ONNX")]) == 0
     assert (tmp_path / "upper.ONNX").stat().st_size > 100_000 and "wrote" in capfd.readouterr().out
+    with pytest.MonkeyPatch.context() as patch:  # a program started without standard output
+        patch.setattr("sys.stdout", None)
+        assert export_onnx(model_path, tmp_path / "quiet.onnx")[0].stat().st_size > 100_000
 
 
 def test_onnxruntime_backend_caches_the_export(
@@ -101,7 +106,11 @@ def test_the_onnx_cache_is_keyed_by_the_network_code(
     assert faststyle.stylize._export_code_key() in first.name
     monkeypatch.setattr(faststyle.stylize, "_export_code_key", lambda: "changedcode0")
     Stylizer(model_path, device="cpu", backend="onnxruntime")
-    # the new code's export replaces the old one: one file per model
-    assert [p.name for p in (tmp_path / "cache" / "onnx").glob("*.onnx")] == [
-        first.name.replace(first.name.split("-")[1], "changedcode0")
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 2  # another install may still use the old one
+    os.utime(first, (time.time() - 2 * 86_400,) * 2)
+    monkeypatch.setattr(faststyle.stylize, "_export_code_key", lambda: "changedcode1")
+    Stylizer(model_path, device="cpu", backend="onnxruntime")
+    # unused for two days, the first code's export goes when newer code exports the model
+    assert sorted(p.name for p in (tmp_path / "cache" / "onnx").glob("*.onnx")) == [
+        first.name.replace(first.name.split("-")[1], code) for code in ("changedcode0", "changedcode1")
     ]

@@ -156,10 +156,10 @@ def test_an_auto_style_weight_is_measured_at_the_start_and_kept_on_resume(
         _train(settings, photos, out, checkpoint_every=1)
     weight = read_metadata(out)["loss"]["style_weight"]
     assert read_metadata(out)["loss"]["style_balance"] == STYLE_BALANCE
-    assert f"style weight {weight:.4g}: style pulls 0.4 times as hard as content" in caplog.text
+    assert f"style weight {weight:.4g}: style pulls {STYLE_BALANCE:.3g} times as hard as content" in caplog.text
     # the same measurement, made here: the photos the run validates with, at the crop size, and its painting
     module = PhotoDataModule(str(photos), batch_size=2, size=64, num_workers=0, cache_dir=str(photos.parent / "hf"))
-    chosen = [fit_to(p, 64, 64) for p in module.val_photos(BALANCE_PHOTOS)]
+    chosen = [fit_to(p, 64, 64) for p in module.val_photos(BALANCE_PHOTOS, 2 * 64)]
     painting = load_image(settings.styles[0], 128)
     loss = PerceptualLoss(get_lossnet("vgg16", cache=lossnet_cache), default_config("vgg16"), [painting],
                           normalization="mean")  # fmt: skip
@@ -172,8 +172,15 @@ def test_an_auto_style_weight_is_measured_at_the_start_and_kept_on_resume(
         _train(again, photos, out, resume=True)
     assert read_metadata(out)["loss"]["style_weight"] == weight and read_metadata(out)["training"]["steps"] == 3
     assert "pulls" not in caplog.text  # not measured again
-    with pytest.raises(FaststyleError, match="--style-weight auto then, a number now"):
+    refused = rf"other settings \(--style-weight auto \({STYLE_BALANCE}\) then, 2.0 now\)"
+    with pytest.raises(FaststyleError, match=refused):
         _train(_settings(shared, lossnet_cache, 4), photos, out, resume=True)
+    hparams = (out.with_name("m_run") / "hparams.yaml").read_text()
+    assert f"style_weight: {weight}" in hparams  # what the loggers recorded is the measured weight
+    no_content = _settings(shared, lossnet_cache, 2)
+    no_content.style_balance, no_content.content_weight = STYLE_BALANCE, 0.0
+    with pytest.raises(FaststyleError, match="give --content-weight above 0"):
+        _train(no_content, photos, tmp_path / "other.safetensors")
 
 
 def test_resume_refuses_other_settings_and_a_finished_run(

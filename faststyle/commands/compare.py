@@ -74,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
       help="style weight of the feed-forward models: one for every column (4), or per backbone or column "
       "(vgg16=2,googlenet=8); the loss networks weigh style differently, so equal weights are not an equal balance: "
       "'auto' measures, per column and painting, the weight at which style pulls as hard against content as VGG16's "
-      "does at 2 (see train --help); default: train's 2 for every column; Gatys keeps its ratio")  # fmt: skip
+      "does at 2 on a typical painting (see train --help); default: train's 2 for every column; Gatys keeps its "
+      "ratio")  # fmt: skip
     p("--gatys-iters", type=_ints, default=[100, 300, 500], help="Gatys iterations at which to measure")
     p("--data", default=None, help="training photos (default: ../shared/data/train next to the repo, if present)")
     p("--seed", type=int, default=0, help="seed of the training runs and of Gatys")

@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="export a style model to ONNX",
         description=(
             "Export a style model to ONNX (input 'image' N×3×H×W RGB in [0,1], output 'stylized'; batch, height "
-            "and width dynamic; each side 4 px or more, for the network's reflection padding). The file is written "
+            "and width dynamic; each side 5 px or more, for the network's reflection padding). The file is written "
             "atomically; --verify runs it in ONNX Runtime first."
         ),
     )

@@ -145,7 +145,7 @@ def _stylize(args: argparse.Namespace) -> int:
     several = len(files) + len(failures) > 1
     if several and out.suffix.lower().lstrip(".") in OUTPUT_FORMATS and not out.is_dir():
         raise FaststyleError(
-            f"--out {args.out} names one file, but {len(files) + len(failures)} images are given; "
+            f"--out {args.out} names one file, but {len(files) + len(failures)} inputs are given; "
             "pass a folder (--out DIR), or one image"
         )
     folder = several or out.is_dir() or args.out.endswith(("/", "\\")) or not out.suffix

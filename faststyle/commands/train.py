@@ -53,8 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=TRAINING_WEIGHTS["style_weight"],
         metavar="W|auto",
         help=f"weight of the style loss (default {TRAINING_WEIGHTS['style_weight']:g}); 'auto' measures the weight at "
-        f"which style pulls on the pixels {STYLE_BALANCE:g} times as hard as content (VGG16's balance at 2 at 256 px "
-        "on typical paintings), so that every loss network, painting and --size gets a like balance",
+        f"which style pulls on the pixels {STYLE_BALANCE:g} times as hard as content (VGG16's pull at weight 2 and "
+        "256 px, the median over 15 paintings), so that every loss network, painting and --size gets a like balance",
     )
     p(
         "--tv-weight",
