@@ -103,7 +103,8 @@ class StyleApp:
     def gallery(self) -> list[tuple[Image.Image, str]]:
         items = []
         for info in self.models.values():
-            caption = f"{info.name} · {backbone_name(info.metadata)} · {style_name(info.metadata, info.name)}"
+            # the backbone first: models of one painting share a thumbnail, and long captions are cut at the end
+            caption = f"{backbone_name(info.metadata)} · {info.name} · {style_name(info.metadata, info.name)}"
             items.append((style_thumbnail(info) or _name_tile(info.name), caption))
         return items
 

@@ -183,6 +183,8 @@ def test_upload_stylize_download_and_compare(page: Page, tmp_path: Path) -> None
 def test_gallery_picks_the_model(page: Page) -> None:
     assert page.locator("#model input").input_value() == "starry_googlenet"
     assert page.locator("#styles button.thumbnail-item").count() == len(MODELS)
+    captions = page.locator("#styles .caption-label").all_inner_texts()
+    assert [c.split(" · ")[:2] for c in captions] == [[backbone, name] for name, _, _, backbone in sorted(MODELS)]
     selected = page.locator("#styles button.thumbnail-item.selected")
     assert selected.get_attribute("aria-label").startswith("Thumbnail 1 of")  # the model the list shows
     page.locator("#styles button.thumbnail-item").nth(2).click()
