@@ -237,10 +237,10 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
             selected_index=0,
             elem_id="styles",
         )
-        with gr.Row():
-            model = gr.Dropdown(names, value=names[0], label="Style model", elem_id="model")
-            strength = gr.Slider(0, 1, value=1.0, step=0.05, label="Strength", elem_id="strength")
-            preserve = gr.Checkbox(value=False, label="Keep the photo's colours", elem_id="preserve")
+        with gr.Row():  # min_width: on a phone the three wrap instead of squeezing the checkbox's label away
+            model = gr.Dropdown(names, value=names[0], label="Style model", min_width=240, elem_id="model")
+            strength = gr.Slider(0, 1, value=1.0, step=0.05, label="Strength", min_width=240, elem_id="strength")
+            preserve = gr.Checkbox(value=False, label="Keep the photo's colours", min_width=240, elem_id="preserve")
 
         def pick(evt: gr.SelectData) -> str:
             return names[evt.index]

@@ -196,6 +196,9 @@ def test_gallery_picks_the_model(page: Page) -> None:
         "() => document.querySelector('#styles .thumbnail-item.selected')?.ariaLabel.startsWith('Thumbnail 2 of')",
         timeout=30_000,
     )
+    page.set_viewport_size({"width": 420, "height": 900})  # a phone: the controls wrap, every label stays readable
+    label = page.locator("#preserve").get_by_text("Keep the photo's colours").bounding_box()
+    assert label is not None and label["width"] > 60, label
 
 
 def test_webcam_stream(page: Page) -> None:
