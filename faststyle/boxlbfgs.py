@@ -58,10 +58,9 @@ class BoxLBFGS:
 
     def _direction(self, grad: Tensor, free: Tensor) -> tuple[Tensor, Tensor]:
         """The two-loop recursion (over a non-empty memory) within the free coordinates, and whether any remembered
-        step took part. Each step
-        (s, y) is restricted to the free coordinates, which for steps that left the held ones where they were gives
-        the curvature of the free ones alone; a step without positive curvature there (the angle between s and y,
-        whatever the loss's scale) counts for nothing. No host synchronisation."""
+        step took part. Each step (s, y) is restricted to the free coordinates, which for steps that left the held
+        ones where they were gives the curvature of the free ones alone; a step without positive curvature there
+        (the angle between s and y, whatever the loss's scale) counts for nothing. No host synchronisation."""
         q = grad * free
         pairs = []
         for s, y in reversed(self.memory):

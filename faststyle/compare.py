@@ -385,7 +385,7 @@ class Study:
 
     def model(self, style_index: int, column: Column) -> tuple[Path, dict[str, Any], str]:
         from faststyle.modelfile import read_metadata
-        from faststyle.training import TrainSettings, checkpoint_step, latest_checkpoint, train
+        from faststyle.training import TrainSettings, checkpoint_step, latest_checkpoint, style_weight_settings, train
 
         wanted = self.model_wanted(style_index, column)
         found = self.find_model(wanted)
@@ -408,7 +408,7 @@ class Study:
             steps=self.s.steps,
             batch=self.s.batch,
             size=self.s.size,
-            **{k: v for k, v in self.loss_weights(column).items() if k in ("style_weight", "style_balance")},
+            **style_weight_settings(self.s.style_weight(column)),
             cache=self.s.cache,
             seed=self.s.seed,
         )

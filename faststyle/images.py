@@ -252,12 +252,19 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def image_format(path: str | os.PathLike[str]) -> str:
     """The format Pillow writes for ``path``'s suffix; an error for a suffix it cannot write."""
-    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
+    fmt = _writable_format(Path(path).suffix.lower())
+    if fmt is None:
+        raise FaststyleError(f"cannot tell the image format from {Path(path).name!r}; use .png, .jpg or .webp")
+    return fmt
+
+
+@functools.cache
+def _writable_format(suffix: str) -> str | None:
+    fmt = Image.registered_extensions().get(suffix)
     try:
         Image.new("RGB", (1, 1)).save(io.BytesIO(), fmt)  # some formats have only a stub writer (.h5, .grib)
     except (KeyError, OSError, ValueError):
-        name = Path(path).name
-        raise FaststyleError(f"cannot tell the image format from {name!r}; use .png, .jpg or .webp") from None
+        return None
     return fmt
 
 

@@ -42,7 +42,7 @@ from faststyle.images import (
     sha256_file,
     thumbnail_data_uri,
 )
-from faststyle.losses import TRAINING_WEIGHTS, PerceptualLoss
+from faststyle.losses import STYLE_BALANCE, TRAINING_WEIGHTS, PerceptualLoss
 from faststyle.lossnets import get_lossnet, spec
 from faststyle.transformer import TransformerNet
 
@@ -98,6 +98,13 @@ class TrainSettings:
         return self.style_size or round(1.5 * self.size)
 
 
+def style_weight_settings(weight: float | str) -> dict[str, float | None]:
+    """TrainSettings' ``style_weight`` and ``style_balance`` for a --style-weight value: a number, or ``"auto"``."""
+    if weight == "auto":
+        return {"style_weight": TRAINING_WEIGHTS["style_weight"], "style_balance": STYLE_BALANCE}
+    return {"style_weight": float(weight), "style_balance": None}
+
+
 class NonFiniteLoss(FaststyleError):
     pass
 
@@ -112,7 +119,7 @@ class StyleModule(pl.LightningModule):
         self.automatic_optimization = False
         self.net = TransformerNet(settings.width, settings.num_residual)
         self.layer_config = settings.layer_config()
-        styles = [load_image(path, settings.resolved_style_size()) for path in settings.styles]
+        self.style_images = styles = [load_image(path, settings.resolved_style_size()) for path in settings.styles]
         lossnet = get_lossnet(settings.backbone, weights=settings.lossnet_weights, pooling=settings.pooling,
                               cache=settings.cache)  # fmt: skip
         lossnet.check_size(settings.size, settings.size, self.layer_config.layers, f"a crop of --size {settings.size}",
@@ -141,7 +148,18 @@ class StyleModule(pl.LightningModule):
     def perceptual(self) -> PerceptualLoss:
         return self.__dict__["perceptual"]
 
-    def use_style_weight(self, weight: float) -> None:
+    def balance_style(self, photos: Sequence[Tensor]) -> None:
+        """Sets the style weight at which style pulls ``settings.style_balance`` times as hard as content at
+        ``photos`` (faststyle.balance)."""
+        from faststyle.balance import balanced_style_weight
+
+        balance = self.settings.style_balance
+        assert balance is not None
+        weight, pull = balanced_style_weight(self.perceptual, photos, self.style_images, balance)
+        log.info(
+            "style weight %.4g: style pulls %.3g times as hard as content (%.4g per unit weight, the median of %d "
+            "photos)", weight, balance, pull, len(photos),
+        )  # fmt: skip
         self.settings = replace(self.settings, style_weight=weight)
         self.save_hyperparameters({"settings": asdict(self.settings)})  # what the loggers record, too
         self.perceptual.style_weight = weight
@@ -402,7 +420,10 @@ def train(
     )
     photos = datamodule.val_photos(val_photos) if val_photos else []
     if settings.style_balance is not None and not resume:
-        module.use_style_weight(_balanced_style_weight(module, datamodule, settings))
+        from faststyle.balance import BALANCE_PHOTOS, fit_to
+
+        chosen = datamodule.val_photos(BALANCE_PHOTOS, 2 * settings.size)  # not upscaled for crops over 256 px
+        module.balance_style([fit_to(p, settings.size, settings.size) for p in chosen])
         settings = module.settings
     run.mkdir(parents=True, exist_ok=True)
     for i, photo in enumerate(photos):
@@ -477,21 +498,6 @@ def train(
         result.model_path = out
         log.info("wrote %s", out)
     return result
-
-
-def _balanced_style_weight(module: StyleModule, datamodule: Any, settings: TrainSettings) -> float:
-    from faststyle.balance import BALANCE_PHOTOS, balanced_style_weight, fit_to
-
-    assert settings.style_balance is not None
-    chosen = datamodule.val_photos(BALANCE_PHOTOS, 2 * settings.size)  # not upscaled for crops over 256 px
-    photos = [fit_to(p, settings.size, settings.size) for p in chosen]
-    styles = [load_image(path, settings.resolved_style_size()) for path in settings.styles]
-    weight, pull = balanced_style_weight(module.perceptual, photos, styles, settings.style_balance)
-    log.info(
-        "style weight %.4g: style pulls %.3g times as hard as content (%.4g per unit weight, the median of %d photos)",
-        weight, settings.style_balance, pull, len(photos),
-    )  # fmt: skip
-    return weight
 
 
 INTERRUPTED = "interrupted"

@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from faststyle.training import TrainSettings, train
+    from faststyle.training import TrainSettings, style_weight_settings, train
 
     settings = TrainSettings(
         styles=args.style,
@@ -102,8 +102,7 @@ def run(args: argparse.Namespace) -> int:
         style_blend=args.style_blend,
         style_size=args.style_size,
         content_weight=args.content_weight,
-        style_weight=TRAINING_WEIGHTS["style_weight"] if args.style_weight == "auto" else args.style_weight,
-        style_balance=STYLE_BALANCE if args.style_weight == "auto" else None,
+        **style_weight_settings(args.style_weight),
         tv_weight=args.tv_weight,
         lr=args.lr,
         steps=args.steps,
