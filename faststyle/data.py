@@ -94,10 +94,16 @@ def _resize_short(image: Image.Image, short: int) -> Image.Image:
     return image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
 
 
-def _random_crop(image: Image.Image, size: int, short_side: int | None, flip: bool, gen: torch.Generator) -> Tensor:
-    """A random size×size crop (3,S,S) in [0,1]; the photo is first scaled to ``short_side`` or up to ``size``."""
+def _crop_scale(image: Image.Image, size: int, short_side: int | None) -> Image.Image:
+    """The photo as crops are taken from it: scaled to ``short_side``, or as it is and scaled up to ``size``."""
     if short_side is not None or min(image.size) < size:
-        image = _resize_short(image, short_side or size)
+        return _resize_short(image, short_side or size)
+    return image
+
+
+def _random_crop(image: Image.Image, size: int, short_side: int | None, flip: bool, gen: torch.Generator) -> Tensor:
+    """A random size×size crop (3,S,S) in [0,1] of the photo at ``_crop_scale``."""
+    image = _crop_scale(image, size, short_side)
     w, h = image.size
     top = int(torch.randint(h - size + 1, (), generator=gen))
     left = int(torch.randint(w - size + 1, (), generator=gen))
@@ -272,7 +278,6 @@ class PhotoDataModule(pl.LightningDataModule):
         split: str = "train",
         cache_dir: str | os.PathLike[str] | None = None,
         gpu_cache: bool = False,
-        cache_short_side: int | None = None,
         cache_max_gb: float = 4.0,
         device: str | torch.device | None = None,
         val_size: int = 256,
@@ -281,8 +286,8 @@ class PhotoDataModule(pl.LightningDataModule):
         start_step: int = 0,
     ) -> None:
         """``short_side``: scale every photo so its short side is this before cropping (default: only photos
-        smaller than ``size`` are scaled, up to ``size``). ``cache_short_side`` defaults to ``short_side`` or
-        ``round(1.25 * size)``; ``cache_max_gb`` bounds the cache's estimated size. ``stream`` reads a local folder
+        smaller than ``size`` are scaled, up to ``size``); the cache holds the photos at that scale, and
+        ``cache_max_gb`` bounds its estimated size. ``stream`` reads a local folder
         the way a hub dataset is read (no index is built), for folders too large to index. ``start_step``: the step a
         resumed run starts at, so that it draws new crops rather than those of the steps already taken."""
         super().__init__()
@@ -302,9 +307,6 @@ class PhotoDataModule(pl.LightningDataModule):
         self.image_column, self.split, self.shuffle_buffer = image_column, split, shuffle_buffer
         self.cache_dir = None if cache_dir is None else str(cache_dir)
         self.gpu_cache = gpu_cache
-        self.cache_short_side = cache_short_side or short_side or round(1.25 * size)
-        if self.cache_short_side < size:
-            raise FaststyleError(f"cache_short_side ({self.cache_short_side}) must be at least the crop size ({size})")
         self.cache_max_gb = cache_max_gb
         self.device = None if device is None else torch.device(device)
         self.val_size = val_size
@@ -381,7 +383,7 @@ class PhotoDataModule(pl.LightningDataModule):
             if not self._files:
                 raise FaststyleError(f"no images under {self.source} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
             log.info("found %d images under %s", len(self._files), self.source)
-            if self.short_side is None and not self.gpu_cache:  # the cache scales them to cache_short_side
+            if self.short_side is None:
                 self._hint_at_large_photos()
         self._column = "image" if self.local else self.image_column
         if not self.streamed:
@@ -451,22 +453,23 @@ class PhotoDataModule(pl.LightningDataModule):
         for path in paths:
             try:
                 with Image.open(path) as image:
-                    w, h = image.size
+                    short = self.short_side or max(self.size, min(image.size))
+                    scale = short / min(image.size)
+                    estimate += 3 * max(short, round(image.width * scale)) * max(short, round(image.height * scale))
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
                 continue
-            scale = self.cache_short_side / min(w, h)
-            estimate += 3 * max(self.cache_short_side, round(w * scale)) * max(self.cache_short_side, round(h * scale))
         if estimate > self.cache_max_gb * 1e9:
+            at = f"short side {self.short_side}" if self.short_side else "their own size"
             raise FaststyleError(
-                f"caching {len(paths)} photos at short side {self.cache_short_side} takes about "
-                f"{estimate / 1e9:.1f} GB, over cache_max_gb={self.cache_max_gb}; raise cache_max_gb, "
-                "lower cache_short_side, or turn gpu_cache off"
+                f"caching {len(paths)} photos at {at} takes about {estimate / 1e9:.1f} GB, over "
+                f"cache_max_gb={self.cache_max_gb}; raise cache_max_gb, scale them down with short_side "
+                f"(--short-side, e.g. {round(1.25 * self.size)}), or turn gpu_cache off"
             )
         device = self._cache_device()
 
         def load(index: int) -> Tensor | None:
             try:
-                photo = to_rgb(_resize_short(_open({"path": paths[index]}, False), self.cache_short_side))
+                photo = to_rgb(_crop_scale(_open({"path": paths[index]}, False), self.size, self.short_side))
             except FaststyleError as exc:
                 self._skips.mark(index, paths[index], str(exc))
                 return None

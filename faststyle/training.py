@@ -646,6 +646,6 @@ def model_metadata(
             "source": data,
             "images": datamodule.num_images,
             "skipped": datamodule.skipped,
-            "short_side": datamodule.cache_short_side if datamodule.gpu_cache else settings.short_side,
+            "short_side": settings.short_side,
         },
     }

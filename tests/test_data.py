@@ -199,7 +199,7 @@ def test_each_ddp_process_gets_its_own_photos_and_crops(messy_folder: Path, tmp_
         streamed.trainer = trainer
         loader = streamed.train_dataloader()
         paths.append({example["image"]["path"] for example in loader.dataset.photos})
-        cached = module(messy_folder, tmp_path, gpu_cache=True, cache_short_side=80)
+        cached = module(messy_folder, tmp_path, gpu_cache=True, short_side=80)
         cached.setup()
         cached.trainer = trainer
         draws.append(next(iter(cached.train_dataloader())))
@@ -263,7 +263,7 @@ def test_a_stream_with_no_readable_photo_is_an_error(tmp_path: Path) -> None:
 
 
 def test_gpu_cache_on_cpu(messy_folder: Path, tmp_path: Path) -> None:
-    dm = module(messy_folder, tmp_path, gpu_cache=True, device="cpu", size=64, cache_short_side=100)
+    dm = module(messy_folder, tmp_path, gpu_cache=True, device="cpu", size=64, short_side=100)
     draws = next(iter(dm.train_dataloader()))  # the cache is built here, where a trainer has set the device
     assert len(dm.cache) == 3 and dm.skipped == 2
     assert all(p.dtype == torch.uint8 and min(p.shape[-2:]) == 100 for p in dm.cache)
@@ -277,13 +277,13 @@ def test_gpu_cache_on_cpu(messy_folder: Path, tmp_path: Path) -> None:
     sampled = dm.sample_batch(6, torch.Generator().manual_seed(1))
     assert sampled.shape == (6, 3, 64, 64) and sampled.device.type == "cpu"
     assert torch.equal(sampled, dm.sample_batch(6, torch.Generator().manual_seed(1)))
-    again = module(messy_folder, tmp_path, gpu_cache=True, device="cpu", size=64, cache_short_side=100)
+    again = module(messy_folder, tmp_path, gpu_cache=True, device="cpu", size=64, short_side=100)
     assert torch.equal(next(iter(again.train_dataloader())), draws)
 
 
 def test_gpu_cache_refuses_to_exceed_budget(messy_folder: Path, tmp_path: Path) -> None:
     dm = module(messy_folder, tmp_path, gpu_cache=True, device="cpu", cache_max_gb=1e-5)
-    with pytest.raises(FaststyleError, match="cache_max_gb"):
+    with pytest.raises(FaststyleError, match=r"at their own size takes about .* \(--short-side, e.g. 80\)"):
         dm.train_dataloader()
 
 
@@ -300,7 +300,11 @@ def test_short_side_scales_photos_so_a_crop_shows_the_whole_scene(tmp_path: Path
     folder = _tall_ramps(tmp_path / "large", 2)
     as_they_are = take(module(folder, tmp_path, flip=False), 1)[0]
     scaled = take(module(folder, tmp_path, flip=False, short_side=64), 1)[0]
-    for crops, (low, high) in ((as_they_are, (0, 0.1)), (scaled, (0.6, 0.85))):
+    cached = [module(folder, tmp_path, flip=False, gpu_cache=True, device="cpu", **o) for o in ({}, {"short_side": 64})]
+    cached_crops = [dm.sample_batch(4) for dm in cached]
+    assert [p.shape[-2:] for p in cached[0].cache] == [(1200, 900)] * 2  # held as they are, like the loader takes them
+    assert [p.shape[-2:] for p in cached[1].cache] == [(85, 64)] * 2
+    for crops, (low, high) in zip([as_they_are, scaled, *cached_crops], [(0, 0.1), (0.6, 0.85)] * 2, strict=True):
         spans = (crops[:, 0, -1, :].mean(-1) - crops[:, 0, 0, :].mean(-1)).tolist()
         assert all(low < span < high for span in spans), spans  # 64 of 1200 rows, or 64 of 85
     with pytest.raises(FaststyleError, match="short_side \\(32\\) must be at least the crop size \\(64\\)"):
@@ -316,7 +320,6 @@ def test_large_photos_get_a_hint_to_scale_them(tmp_path: Path, caplog: pytest.Lo
     with caplog.at_level(logging.WARNING, logger="faststyle.data"):
         module(folder, tmp_path, size=64, short_side=128).setup()
         module(folder, tmp_path, size=96).setup()  # 300 px is not four crops wide
-        module(folder, tmp_path, size=64, gpu_cache=True, device="cpu").setup()  # cached at 1.25 x --size anyway
     assert "--short-side" not in caplog.text
 
 
@@ -362,7 +365,7 @@ def test_lightning_fit_crops_the_cache_before_transfer(messy_folder: Path, tmp_p
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    dm = module(messy_folder, tmp_path, gpu_cache=True, cache_short_side=80)
+    dm = module(messy_folder, tmp_path, gpu_cache=True, short_side=80)
     probe = Probe()
     trainer = pl.Trainer(
         max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,

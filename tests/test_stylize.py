@@ -494,8 +494,24 @@ def test_a_glob_through_a_symlink_loop_names_each_photo_once(shared: Path, tmp_p
     folder.mkdir()
     (folder / "a.png").write_bytes((shared / "data/content/kodak/kodim03.png").read_bytes())
     (folder / "self").symlink_to(".")
-    files, missing = expand_inputs([str(folder / "**" / "*.png"), str(folder)])
-    assert files == [folder / "a.png"] and missing == []
+    assert expand_inputs([str(folder / "**" / "*.png")]) == ([folder / "a.png"], [], [])
+    files, missing, repeated = expand_inputs([str(folder / "**" / "*.png"), str(folder), str(folder / "b.png")])
+    assert files == [folder / "a.png"]
+    assert missing == [(str(folder / "b.png"), "does not exist")]
+    assert repeated == [(folder / "a.png", 2)]
+
+
+def test_a_photo_named_twice_is_stylized_once_and_the_user_told(
+    model_path: Path, shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _write_photos(tmp_path / "in", shared)
+    city = tmp_path / "in" / "city.jpg"
+    inputs = [str(city), str(tmp_path / "in" / "*.png"), str(tmp_path / "in" / "c*.jpg")]
+    assert main(["stylize", "--model", str(model_path), *inputs, "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert f"{city} is named by 2 of the inputs; stylizing it once" in captured.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["city_starry.png", "grey_starry.png"]
+    assert "stylized 2 of 2 images" in captured.out
 
 
 def test_the_onnx_cache_keeps_one_export_per_model_and_the_recent_ones(

@@ -59,35 +59,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_stylize)
 
 
-def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files from files, folders (their images, not recursive) and globs (their images; ``**`` recurses); and
-    (input, reason) for inputs that name nothing."""
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]], list[tuple[Path, int]]]:
+    """Files from files, folders (their images, not recursive) and globs (their images; ``**`` recurses), each once;
+    (input, reason) for inputs that name nothing; and (file, count) for files that several inputs name."""
     from PIL import Image
 
     suffixes = set(Image.registered_extensions())
-    files: list[Path] = []
+    named: dict[Path, tuple[Path, set[int]]] = {}  # by the file itself: a symlinked folder or a ``**`` loop
     missing: list[tuple[str, str]] = []
-    for item in inputs:
+    for index, item in enumerate(inputs):
         path = Path(item).expanduser()
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
             if not found:
                 missing.append((item, "folder has no image files"))
-            files += found
         elif path.exists():
-            files.append(path)
+            found = [path]
         elif glob.has_magic(item):
             matches = [Path(p) for p in glob.glob(str(path), recursive=True)]
             found = sorted(p for p in matches if p.is_file() and p.suffix.lower() in suffixes)
             if not found:
                 missing.append((item, "no image files match" if matches else "no files match"))
-            files += found
         else:
+            found = []
             missing.append((item, "does not exist"))
-    unique: dict[Path, Path] = {}  # by the file itself: a symlinked folder or a ``**`` loop names it again
-    for file in files:
-        unique.setdefault(file.resolve(), file)
-    return list(unique.values()), missing
+        for file in found:
+            named.setdefault(file.resolve(), (file, set()))[1].add(index)
+    repeated = [(file, len(items)) for file, items in named.values() if len(items) > 1]
+    return [file for file, _ in named.values()], missing, repeated
 
 
 def output_paths(files: list[Path], out: Path, model: str, fmt: str | None, folder: bool) -> list[Path]:
@@ -140,7 +139,9 @@ def _stylize(args: argparse.Namespace) -> int:
     from faststyle.images import MAX_PIXELS, check_writable, image_format, open_image, save_image
     from faststyle.stylize import Stylizer
 
-    files, failures = expand_inputs(args.inputs)
+    files, failures, repeated = expand_inputs(args.inputs)
+    for file, count in repeated:
+        print(f"{file} is named by {count} of the inputs; stylizing it once", file=sys.stderr)
     out = Path(args.out).expanduser()
     several = len(files) + len(failures) > 1
     if several and out.suffix.lower().lstrip(".") in OUTPUT_FORMATS and not out.is_dir():

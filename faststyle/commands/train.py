@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p("--short-side", type=positive_int, default=None,
       help="scale every photo to this short side before cropping, so that a crop shows a whole scene rather than a "
       "patch of a large photo (e.g. 2 x --size for camera photos); default: photos are cropped as they are, and only "
-      "those smaller than --size are scaled up (with --gpu-cache: cached at 1.25 x --size)")  # fmt: skip
+      "those smaller than --size are scaled up")  # fmt: skip
     p("--style-size", type=positive_int, default=None, help="long side of the style image (default 1.5 x --size)")
     p(
         "--content-weight",
