@@ -144,7 +144,7 @@ def test_the_html_report_references_only_images_that_exist(study: dict[str, Any]
 
 
 def test_the_markdown_report_links_images_that_exist_and_escapes_names(study: dict[str, Any]) -> None:
-    from faststyle.compare import _md
+    from faststyle.report import _md
 
     report = (study["out"] / "report.md").read_text()
     links = re.findall(r"!\[\]\(([^)]+)\)", report)

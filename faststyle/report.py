@@ -1,0 +1,227 @@
+"""The loss-network study's report, from its ``results.json`` data: ``report.md`` and a static ``index.html`` with the
+image grids, the metric and timing tables and the loss curves."""
+
+from __future__ import annotations
+
+import csv
+from html import escape
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from faststyle.plots import line_plot
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
+
+
+def _method_label(method: str) -> str:
+    kind, _, column = method.partition(":")
+    return {"feedforward": f"{column} (feed-forward)", "gatys": f"{column} (Gatys)"}.get(kind, "content photo")
+
+
+def _lpips_key(results: dict[str, Any]) -> str:
+    """The LPIPS metric's name (``lpips_<network>``) in these results."""
+    return next(k for k in results["metrics"]["definitions"] if k.startswith("lpips_"))
+
+
+def _metric_rows(style: dict[str, Any], lpips: str) -> tuple[list[str], list[list[str]]]:
+    iters = sorted({k for s in style["summary"].values() for k in s.get("gatys_gap", {})}, key=int)
+    header = ["method", "SSIM-Y ↑ content", f"LPIPS ({lpips.removeprefix('lpips_')}) ↓ content", "colour hist ↓ style"]
+    header += [f"Gatys gap @{k}" for k in iters]
+    rows = []
+    for method in style["methods"]:
+        s = style["summary"][method]
+        row = [_method_label(method), _fmt(s["ssim_y"]), _fmt(s[lpips]), _fmt(s["color_hist"])]
+        row += [_fmt(s["gatys_gap"][k]) if "gatys_gap" in s else "" for k in iters]
+        rows.append(row)
+    return header, rows
+
+
+def _timing_rows(results: dict[str, Any], style: str) -> tuple[list[str], list[list[str]]]:
+    timings = results["timings"]
+    header = ["column", "style weight", "training s", "training img/s", "trained on", "inference ms", "Gatys s"]
+    rows = []
+    for column in results["columns"]:
+        name = column["name"]
+        trained = [t for t in timings["training"] if t["style"] == style and t["column"] == name]
+        weights = [
+            r.get("style_weight")
+            for r in results["runs"]
+            if r["kind"] == "feedforward" and r["style"] == style and r["column"] == name
+        ]
+        weight = _fmt(weights[0]) if weights and weights[0] is not None else ""
+        inference = timings["inference_ms"].get(style, {}).get(name)
+        gatys = timings["gatys_seconds"].get(style, {}).get(name, {})
+        rows.append(
+            [
+                name,
+                f"{weight} (auto)" if weight and column.get("style_weight") == "auto" else weight,
+                _fmt(trained[0]["seconds"]) if trained else "",
+                _fmt(trained[0]["images_per_second"]) if trained else "",
+                trained[0].get("hardware", "unknown") if trained else "",
+                _fmt(inference) if inference is not None else "",
+                ", ".join(f"{_fmt(v)} @{k}" for k, v in sorted(gatys.items(), key=lambda kv: int(kv[0]))),
+            ]
+        )
+    return header, rows
+
+
+def _timed_on(results: dict[str, Any]) -> str:
+    return f"Inference and Gatys timed on {results['environment']['hardware']}; training where the table says."
+
+
+def _grid(results: dict[str, Any], style: str) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    data = results["metrics"]["styles"][style]
+    methods = data["methods"]
+    images = {(r["content"], r["method"]): r["image"] for r in data["per_image"]}
+    rows = [(c["name"], [images[(c["name"], m)] for m in methods]) for c in results["contents"]]
+    return [_method_label(m) for m in methods], rows
+
+
+class _Markup(str):
+    """Markdown the report writes itself, put into a table as it is (file and column names are escaped)."""
+
+
+def _md(text: str) -> str:
+    if isinstance(text, _Markup):
+        return text
+    text = escape(text, quote=False)
+    for char in "\\|*_`[]#":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    def table(header: list[str], rows: list[list[str]]) -> list[str]:
+        lines = ["| " + " | ".join(map(_md, header)) + " |", "|" + "---|" * len(header)]
+        return lines + ["| " + " | ".join(map(_md, r)) + " |" for r in rows]
+
+    s = results["settings"]
+    out = [
+        "# Loss-network comparison",
+        "",
+        f"Mode {s['mode']}, {s['steps']} training steps at {s['size']} px (batch {s['batch']}, seed {s['seed']}), "
+        f"device {results['environment']['device']}. Columns: {', '.join(c['name'] for c in results['columns'])}.",
+        "",
+    ]
+    out += [f"- **{k}**: {v}" for k, v in results["metrics"]["definitions"].items()] + [""]
+    for style, data in results["metrics"]["styles"].items():
+        out += [f"## {_md(style)}", "", "### Images", ""]
+        labels, grid = _grid(results, style)
+        cells = [[name, *[_Markup(f"![]({quote(p)})") for p in paths]] for name, paths in grid]
+        out += table(["photo", *labels], cells)
+        out += ["", "### Style distance (rows: output; columns: measured under)", ""]
+        match = data["style_match"]
+        out += table(
+            ["output", *match["columns"]],
+            [[_method_label(m), *map(_fmt, row)] for m, row in zip(match["rows"], match["matrix"], strict=True)],
+        )
+        out += ["", "### Similarity to the content and colour", ""]
+        out += table(*_metric_rows(data, _lpips_key(results)))
+        out += ["", "### Timings", "", _timed_on(results), ""]
+        out += table(*_timing_rows(results, style)) + [""]
+    counts = results["timings"]["counts"]
+    out += ["## Cache", ""] + [f"- {k}: {v['computed']} computed, {v['reused']} reused" for k, v in counts.items()]
+    return "\n".join(out) + "\n"
+
+
+def _read_curves(path: Path) -> dict[str, list[tuple[float, float]]]:
+    curves: dict[str, list[tuple[float, float]]] = {}
+    if not path.is_file():
+        return curves
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            step = row.get("step")
+            for key in ("loss/total", "loss/content", "loss/style", "loss/tv"):
+                value = row.get(key)
+                if step and value:
+                    curves.setdefault(key.removeprefix("loss/"), []).append((float(step), float(value)))
+    return curves
+
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 24px; color: #222; }
+table { border-collapse: collapse; margin: 8px 0 20px; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; font-size: 13px; }
+th:first-child, td:first-child { text-align: left; }
+table.grid { table-layout: fixed; width: 100%; }
+table.grid td, table.grid th { text-align: center; padding: 2px; font-size: 12px; overflow-wrap: anywhere; }
+table.grid td img { width: 100%; max-width: 160px; display: block; margin: auto; }
+table.grid td:first-child, table.grid th:first-child { width: 72px; }
+img.style { max-width: 320px; max-height: 240px; }
+.plots svg { margin: 4px; border: 1px solid #ddd; }
+.best { font-weight: bold; background: #e8f4e8; }
+dt { font-weight: bold; } dd { margin: 0 0 6px 16px; font-size: 13px; }
+"""
+
+
+def render_html(results: dict[str, Any], out: Path) -> str:
+    def table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+        head = "".join(f"<th>{escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+        return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+    s = results["settings"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8"><title>faststyle: loss-network comparison</title>',
+        f"<style>{CSS}</style></head><body>",
+        "<h1>Loss-network comparison</h1>",
+        f"<p>Mode {escape(s['mode'])}, {s['steps']} training steps at {s['size']} px (batch {s['batch']}, "
+        f"seed {s['seed']}), device {escape(results['environment']['device'])}.</p>",
+        "<dl>"
+        + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in results["metrics"]["definitions"].items())
+        + "</dl>",
+    ]
+    for style_info in results["styles"]:
+        style = style_info["name"]
+        data = results["metrics"]["styles"][style]
+        parts.append(f"<h2>{escape(style)}</h2>")
+        parts.append(
+            f'<p><img class="style" src="{escape(quote(style_info["image"]))}" alt="style {escape(style)}"></p>'
+        )
+        labels, grid = _grid(results, style)
+        rows = [
+            [
+                escape(name),
+                *[
+                    f'<img src="{escape(quote(p))}" alt="{escape(name)}: {escape(label)}" loading="lazy">'
+                    for p, label in zip(paths, labels, strict=True)
+                ],
+            ]  # fmt: skip
+            for name, paths in grid
+        ]
+        note = f"<p>Gatys columns: after {max(s['gatys_iters'])} iterations.</p>" if s["mode"] != "feedforward" else ""
+        parts += ["<h3>Images</h3>", note, table(["photo", *labels], rows, "grid")]
+        match = data["style_match"]
+        parts.append("<h3>Style distance</h3><p>Rows: the output; columns: the loss network that measures it "
+                     "(1 = the photo itself, lower = closer to the style; best per column in bold).</p>")  # fmt: skip
+        best = [min(col) for col in zip(*match["matrix"], strict=True)]
+        rows = [
+            [escape(_method_label(m)),
+             *[f'<span class="{"best" if v == b else ""}">{_fmt(v)}</span>' for v, b in zip(row, best, strict=True)]]
+            for m, row in zip(match["rows"], match["matrix"], strict=True)
+        ]  # fmt: skip
+        parts.append(table(["output", *map(str, match["columns"])], rows))
+        header, rows = _metric_rows(data, _lpips_key(results))
+        parts += ["<h3>Similarity to the content photo and colour match</h3>", table(header, rows)]
+        header, rows = _timing_rows(results, style)
+        parts += ["<h3>Timings</h3>", f"<p>{escape(_timed_on(results))}</p>", table(header, rows)]
+        plots = []
+        for run in results["runs"]:
+            if run["style"] == style and run["kind"] == "feedforward" and run.get("metrics_csv"):
+                curves = _read_curves(out / run["metrics_csv"])
+                plots.append(line_plot(curves, f"training: {run['column']}", "step", "loss", log_y=True))
+        for column, curve in data["gatys_curves"].items():
+            series = {k: list(enumerate(v, 1)) for k, v in curve.items()}
+            plots.append(line_plot(series, f"Gatys ({results['contents'][0]['name']}): {column}", "iteration", "loss",
+                                   log_y=True))  # fmt: skip
+        if plots:
+            parts += ["<h3>Loss curves</h3>", '<div class="plots">', *plots, "</div>"]
+    counts = results["timings"]["counts"]
+    items = "".join(f"<li>{escape(k)}: {v['computed']} computed, {v['reused']} reused</li>" for k, v in counts.items())
+    parts.append(f"<h2>Cache</h2><ul>{items}</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
