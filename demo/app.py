@@ -5,7 +5,6 @@ Run with ``faststyle demo`` or ``python demo/app.py [--host 127.0.0.1] [--port 7
 
 import argparse
 import contextlib
-import os
 import re
 import shutil
 import signal
@@ -22,7 +21,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from faststyle.argtypes import port_number
+from faststyle.commands.demo import add_arguments, parse_dirs
 from faststyle.errors import FaststyleError
 from faststyle.images import open_image, save_image
 from faststyle.stylize import (
@@ -385,24 +384,8 @@ def _stop(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def parse_dirs(models: str | None) -> list[Path] | None:
-    return [Path(p).expanduser() for p in models.split(os.pathsep) if p] if models else None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=port_number, default=7860, help="port to listen on (default: 7860)")
-    parser.add_argument(
-        "--models",
-        default=None,
-        help="folder(s) of models, os.pathsep-separated (default: $FASTSTYLE_MODELS, then checkpoints/)",
-    )
-    parser.add_argument("--share", choices=["yes", "no"], default="no", help="make a public gradio.live link")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -20,7 +21,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run the web demo (Gradio)",
         description="Serve the Gradio demo: style gallery, photo upload, webcam streaming, backbone comparison.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    add_arguments(parser)
+    parser.set_defaults(handler=_demo)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options, for ``faststyle demo`` and ``python demo/app.py`` alike."""
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: all)"
+    )
     parser.add_argument("--port", type=port_number, default=7860, help="port to listen on (default: 7860)")
     parser.add_argument(
         "--models",
@@ -29,7 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--share", choices=["yes", "no"], default="no", help="make a public gradio.live link")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.set_defaults(handler=_demo)
+
+
+def parse_dirs(models: str | None) -> list[Path] | None:
+    """``--models``: folders separated by ``os.pathsep``; None (the default folders) when not given."""
+    return [Path(p).expanduser() for p in models.split(os.pathsep) if p] if models else None
 
 
 def load_app() -> ModuleType:
@@ -53,7 +66,7 @@ def load_app() -> ModuleType:
 def _demo(args: argparse.Namespace) -> int:
     app = load_app()
     try:
-        app.launch(app.parse_dirs(args.models), args.host, args.port, args.share == "yes", args.device)
+        app.launch(parse_dirs(args.models), args.host, args.port, args.share == "yes", args.device)
     except OSError as exc:
         raise FaststyleError(
             f"cannot serve on {args.host}:{args.port} ({exc}); pick another --port, or a --host of this machine"
