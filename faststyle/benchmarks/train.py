@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     lossnet = get_lossnet(args.backbone, weights=args.weights, device=device)
+    lossnet.check_size(args.size, args.size, config.layers, f"--size {args.size}", "raise --size")
     result: dict[str, object] = {"bench": "train", "backbone": args.backbone, "size": args.size, "batch": args.batch}
     steps: dict[str, Callable[[], None]] = {}
     if not args.no_baseline:

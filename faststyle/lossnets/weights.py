@@ -182,6 +182,12 @@ def fetch_weights(
         _manifest_path(network, cache).write_text(json.dumps(manifest, indent=2))
         return path
     tried = "\n  ".join(errors)
+    kept = cached_info(network, cache)
+    if kept:
+        raise FaststyleError(
+            f"could not get weights for {network}:\n  {tried}\nthe cached ones ({cached_path(network, cache)}, "
+            f"from {kept['source']}) are kept"
+        )
     raise FaststyleError(f"could not get weights for {network}:\n  {tried}\n{missing_weights_message(network, cache)}")
 
 
