@@ -249,6 +249,11 @@ class Study:
                 f"--style-weight names {', '.join(unknown)}, neither a loss network nor a column of this study "
                 f"({', '.join(c.name for c in self.columns)})"
             )
+        here = {"*", *(c.name for c in self.columns), *(c.backbone for c in self.columns)}
+        if settings.style_weights and not settings.feedforward:
+            log.warning("--style-weight is left unused: it weighs feed-forward models, and --mode gatys trains none")
+        elif unused := sorted(set(settings.style_weights) - here):
+            log.warning("--style-weight %s: no column of this study uses it", ", ".join(unused))
         self.styles = collect_images(settings.styles, "style", skip=self.out)
         self.contents = collect_images(settings.content, "content", skip=self.out)
         self.device = resolve_device(settings.device)
@@ -563,6 +568,10 @@ class Study:
             )
         return value
 
+    def metric_definitions(self) -> dict[str, str]:
+        both = self.s.feedforward and self.s.gatys
+        return {k: v for k, v in METRIC_DEFINITIONS.items() if both or k != "gatys_gap"}
+
     def check_sizes(self, contents: list[dict[str, Any]], styles: list[dict[str, Any]]) -> None:
         """Every photo and painting, at the sizes used, reaches the deepest layer of every network measuring it:
         refused here rather than after minutes of training."""
@@ -575,7 +584,8 @@ class Study:
                 return image.height, image.width
 
         fix = "raise --size, or leave out very wide or tall images"
-        images = [(f"a training crop of --size {self.s.size}", (self.s.size, self.s.size), "raise --size")]
+        crop = (f"a training crop of --size {self.s.size}", (self.s.size, self.s.size), "raise --size")
+        images = [crop] if self.s.feedforward else []
         for name, entry in zip(self.content_names, contents, strict=True):
             images.append((f"the photo {name} at --size {self.s.size}", size_of(entry), fix))
         for name, entry in zip(self.style_names, styles, strict=True):
@@ -683,7 +693,7 @@ class Study:
                 for n, p, d, e in zip(self.content_names, self.contents, self.content_sha, contents, strict=True)
             ],  # fmt: skip
             "runs": runs,
-            "metrics": {"definitions": METRIC_DEFINITIONS, "style_size": self.style_size, "styles": per_style},
+            "metrics": {"definitions": self.metric_definitions(), "style_size": self.style_size, "styles": per_style},
             "timings": timings,
             "environment": environment(self.device),
         }

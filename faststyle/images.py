@@ -225,8 +225,10 @@ def new_file_mode() -> int:
 
 
 def check_writable(folder: str | os.PathLike[str], what: str) -> None:
-    """Make ``folder`` (and its parents) and check that files can be written in it, before any long work."""
-    folder = Path(folder)
+    """Check, before any long work, that files can be written in ``folder``. Folders made for the check are
+    removed again, so that a command refused later leaves nothing behind; the writers make them."""
+    folder = Path(folder).absolute()
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -234,6 +236,12 @@ def check_writable(folder: str | os.PathLike[str], what: str) -> None:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise FaststyleError(f"cannot write {what} in {folder} ({reason}); pick a folder you can write to") from None
+    finally:
+        for path in made:
+            try:
+                path.rmdir()
+            except OSError:
+                break
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

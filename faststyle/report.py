@@ -65,11 +65,29 @@ def _timing_rows(results: dict[str, Any], style: str) -> tuple[list[str], list[l
                 ", ".join(f"{_fmt(v)} @{k}" for k, v in sorted(gatys.items(), key=lambda kv: int(kv[0]))),
             ]
         )
-    return header, rows
+    filled = [0] + [i for i in range(1, len(header)) if any(row[i] for row in rows)]
+    return [header[i] for i in filled], [[row[i] for i in filled] for row in rows]
+
+
+def _what_ran(results: dict[str, Any]) -> str:
+    s = results["settings"]
+    parts = []
+    if s["mode"] != "gatys":
+        parts.append(f"feed-forward models trained for {s['steps']} steps on {s['size']} px crops (batch {s['batch']})")
+    if s["mode"] != "feedforward":
+        iters = sorted(set(s["gatys_iters"]))
+        parts.append(
+            f"Gatys optimisation for {', '.join(map(str, iters))} iterations (the image columns show "
+            f"iteration {iters[-1]})"
+        )
+    text = f"{'; '.join(parts)}; photos at {s['size']} px on their long side, seed {s['seed']}"
+    return f"{text[0].upper()}{text[1:]}, device {results['environment']['device']}."
 
 
 def _timed_on(results: dict[str, Any]) -> str:
-    return f"Inference and Gatys timed on {results['environment']['hardware']}; training where the table says."
+    mode, hardware = results["settings"]["mode"], results["environment"]["hardware"]
+    timed = {"feedforward": "Inference", "gatys": "Gatys", "both": "Inference and Gatys"}[mode]
+    return f"{timed} timed on {hardware}" + ("." if mode == "gatys" else "; training where the table says.")
 
 
 def _grid(results: dict[str, Any], style: str) -> tuple[list[str], list[tuple[str, list[str]]]]:
@@ -98,12 +116,12 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines = ["| " + " | ".join(map(_md, header)) + " |", "|" + "---|" * len(header)]
         return lines + ["| " + " | ".join(map(_md, r)) + " |" for r in rows]
 
-    s = results["settings"]
     out = [
         "# Loss-network comparison",
         "",
-        f"Mode {s['mode']}, {s['steps']} training steps at {s['size']} px (batch {s['batch']}, seed {s['seed']}), "
-        f"device {results['environment']['device']}. Columns: {', '.join(c['name'] for c in results['columns'])}.",
+        _what_ran(results),
+        "",
+        f"Columns: {', '.join(c['name'] for c in results['columns'])}.",
         "",
     ]
     out += [f"- **{k}**: {v}" for k, v in results["metrics"]["definitions"].items()] + [""]
@@ -163,14 +181,12 @@ def render_html(results: dict[str, Any], out: Path) -> str:
         body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
         return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
-    s = results["settings"]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8"><title>faststyle: loss-network comparison</title>',
         f"<style>{CSS}</style></head><body>",
         "<h1>Loss-network comparison</h1>",
-        f"<p>Mode {escape(s['mode'])}, {s['steps']} training steps at {s['size']} px (batch {s['batch']}, "
-        f"seed {s['seed']}), device {escape(results['environment']['device'])}.</p>",
+        f"<p>{escape(_what_ran(results))}</p>",
         "<dl>"
         + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in results["metrics"]["definitions"].items())
         + "</dl>",
@@ -193,8 +209,7 @@ def render_html(results: dict[str, Any], out: Path) -> str:
             ]  # fmt: skip
             for name, paths in grid
         ]
-        note = f"<p>Gatys columns: after {max(s['gatys_iters'])} iterations.</p>" if s["mode"] != "feedforward" else ""
-        parts += ["<h3>Images</h3>", note, table(["photo", *labels], rows, "grid")]
+        parts += ["<h3>Images</h3>", table(["photo", *labels], rows, "grid")]
         match = data["style_match"]
         parts.append("<h3>Style distance</h3><p>Rows: the output; columns: the loss network that measures it "
                      "(1 = the photo itself, lower = closer to the style; best per column in bold).</p>")  # fmt: skip

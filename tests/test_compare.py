@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import math
 import re
 import shutil
@@ -222,6 +223,9 @@ def test_gatys_mode_reuses_the_model_and_reports_the_gap(study: dict[str, Any]) 
             assert row["ssim_y"] < 0.99 and row["lpips_vgg16"] > 0.01
             assert set(row) >= {"style_distance", "ssim_y", "lpips_vgg16", "color_hist"}
     assert len(style["gatys_curves"]["vgg16"]["total"]) == 5
+    report = (result.out / "report.md").read_text()
+    assert "Feed-forward models trained for 10 steps on 64 px crops (batch 2); Gatys optimisation for 2, 5 " in report
+    assert "iterations (the image columns show iteration 5)" in report
 
 
 def test_gatys_runs_serve_any_subset_of_their_snapshots(study: dict[str, Any]) -> None:
@@ -247,11 +251,17 @@ def test_gatys_runs_serve_any_subset_of_their_snapshots(study: dict[str, Any]) -
     assert counts == {"computed": 2, "reused": 0}
     counts, results = run([5, 3, 2])
     assert counts == {"computed": 0, "reused": 2}
+    for report in ((study["out"] / name).read_text() for name in ("report.md", "index.html")):
+        assert "Gatys optimisation for 2, 3, 5 iterations (the image columns show iteration 5); photos at 64" in report
+        assert "training steps" not in report and "feed-forward" not in report and "gatys_gap" not in report
+        assert "style weight" not in report and "inference ms" not in report  # timing columns with nothing in them
     (style,) = results["metrics"]["styles"].values()
     assert len(style["gatys_curves"]["vgg16"]["total"]) == 5 and set(seconds(results)) == {"2", "3", "5"}
 
 
-def test_models_trained_with_another_style_weight_are_not_reused(study: dict[str, Any]) -> None:
+def test_models_trained_with_another_style_weight_are_not_reused(
+    study: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     from faststyle.compare import Study
 
     (model,) = [r["model"] for r in study["results"]["runs"] if r["column"] == "googlenet"]
@@ -267,6 +277,14 @@ def test_models_trained_with_another_style_weight_are_not_reused(study: dict[str
         assert (again.find_model(again.model_wanted(0, column)) is not None) == found, weights
     with pytest.raises(FaststyleError, match="--style-weight names googlent, neither a loss network nor a column"):
         Study(CompareSettings(**(study["args"] | {"style_weights": {"googlent": 5.0}})))
+    with caplog.at_level(logging.WARNING, logger="faststyle.compare"):
+        Study(CompareSettings(**(study["args"] | {"style_weights": {"alexnet": 5.0, "vgg16": 3.0}})))
+        assert caplog.messages == ["--style-weight alexnet: no column of this study uses it"]
+        caplog.clear()
+        Study(CompareSettings(**(study["args"] | {"style_weights": {"vgg16": 3.0}, "mode": "gatys"})))
+        assert caplog.messages == [
+            "--style-weight is left unused: it weighs feed-forward models, and --mode gatys trains none"
+        ]
 
 
 def test_models_trained_on_images_read_the_old_way_are_not_reused(study: dict[str, Any]) -> None:
@@ -308,7 +326,8 @@ def test_the_report_opens_in_headless_chromium(study: dict[str, Any], tmp_path: 
 
 
 def test_user_errors_say_what_to_do(shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    base = ["compare", "--styles", str(shared / STYLE), "--content", str(shared / CONTENTS[0]), "--out", str(tmp_path)]
+    out = tmp_path / "study"
+    base = ["compare", "--styles", str(shared / STYLE), "--content", str(shared / CONTENTS[0]), "--out", str(out)]
     assert main([*base, "--backbones", "resnet50"]) == 1
     assert "choose one of" in capsys.readouterr().err
     assert main([*base, "--backbones", "vgg16", "--data", str(tmp_path / "missing")]) == 1
@@ -318,6 +337,7 @@ def test_user_errors_say_what_to_do(shared: Path, tmp_path: Path, capsys: pytest
     with pytest.raises(SystemExit):
         main([*base, "--style-weight", "vgg16=-2"])
     assert "'vgg16=-2': give a number of 0 or more" in capsys.readouterr().err
+    assert not out.exists()  # a refused study leaves no folder behind
 
 
 def test_a_photo_too_small_for_a_network_is_refused_before_training(

@@ -377,6 +377,9 @@ def test_cli_refuses_a_short_side_below_the_crop_size(
     assert main([*args, "--out", str(tmp_path / "m.safetensors"), "--size", "128", "--short-side", "100"]) == 1
     assert "--short-side 100 is smaller than the crop --size 128" in capsys.readouterr().err
     assert not (tmp_path / "m_run").exists()
+    assert main([*args, "--out", str(tmp_path / "new" / "m.safetensors"), "--backbone", "vgg61"]) == 1
+    assert "vgg61" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # neither new/ nor new/m_run/ is left behind
 
 
 def test_flat_photos_are_dithered_so_their_gradients_stay_finite() -> None:
