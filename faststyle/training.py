@@ -305,6 +305,7 @@ class TrainResult:
     stopped_reason: str | None = None
     rank: int = 0
     world_size: int = 1
+    start_step: int = 0  # where this run began: not 0 for a resumed one
 
 
 def runs_on_cpu(accelerator: str) -> bool:
@@ -438,7 +439,7 @@ def train(
     callbacks: list[Callback] = [
         checkpoint,
         *([_SessionTimer(timedelta(minutes=max_minutes))] if max_minutes is not None else []),
-        OnExceptionCheckpoint(run / "checkpoints", filename=INTERRUPTED),
+        _InterruptCheckpoint(run / "checkpoints", filename=INTERRUPTED),
         ValidationGrid(photos, run / "val", val_every),
     ]
     if progress:
@@ -479,7 +480,7 @@ def train(
     rate = steps_done * settings.batch * trainer.world_size / seconds if seconds > 0 else math.nan
     final = {k.removeprefix("loss/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("loss/")}
     result = TrainResult(None, run, trainer.global_step, seconds, rate, final, datamodule.skipped)
-    result.rank, result.world_size = trainer.global_rank, trainer.world_size
+    result.rank, result.world_size, result.start_step = trainer.global_rank, trainer.world_size, start_step
     if module.stopped_reason:
         result.stopped_reason = module.stopped_reason
         raise NonFiniteLoss(
@@ -513,6 +514,14 @@ class _SessionTimer(Timer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         pass
+
+
+class _InterruptCheckpoint(OnExceptionCheckpoint):
+    """Lightning's checkpoint on Ctrl-C or kill, written whole (with the optimizer state, for --resume) as asked,
+    rather than by a default that Lightning then announces in the log."""
+
+    def on_exception(self, trainer: pl.Trainer, *_: Any, **__: Any) -> None:
+        trainer.save_checkpoint(self.ckpt_path, weights_only=False)
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:

@@ -129,7 +129,7 @@ def test_resume_continues_the_step_count(shared: Path, lossnet_cache: Path, phot
     with pytest.raises(FaststyleError, match="--resume"):
         _train(_settings(shared, lossnet_cache, 8), photos, out)
     second = _train(_settings(shared, lossnet_cache, 8), photos, out, resume=True, checkpoint_every=3)
-    assert second.steps == 8
+    assert second.steps == 8 and second.start_step == 4
     assert read_metadata(out)["training"]["images_seen"] == 16
     assert read_metadata(out)["data"]["skipped"] == 1  # the corrupt photo, found in either part, counted once
     # a third part finds the newest checkpoint, whatever --checkpoint-every was
@@ -290,7 +290,7 @@ def test_an_interrupted_cli_run_resumes_at_the_same_step(
     finally:
         process.kill()  # never leave a 10,000-step run behind
     assert process.returncode != 0
-    assert "--resume" in stderr, stderr[-2000:]
+    assert "--resume" in stderr and "weights_only" not in stderr, stderr[-2000:]
     interrupted = tmp_path / "m_run" / "checkpoints" / "interrupted.ckpt"
     assert interrupted.exists(), stderr[-2000:]
     stopped_at = torch.load(interrupted, map_location="cpu", weights_only=False)["global_step"]
@@ -303,6 +303,7 @@ def test_an_interrupted_cli_run_resumes_at_the_same_step(
     assert read_metadata(out)["training"]["steps"] == finish
     assert read_metadata(out)["training"]["images_seen"] == 2 * finish
     assert f"from interrupted.ckpt at step {stopped_at}" in resumed.stderr
+    assert f"wrote {out}: steps {stopped_at + 1}-{finish} in " in resumed.stdout  # this part's steps, this part's time
     assert "💡 Tip" not in resumed.stderr and "weights_only" not in resumed.stderr  # Lightning's noise left out
 
 

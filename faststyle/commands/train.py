@@ -140,8 +140,9 @@ def run(args: argparse.Namespace) -> int:
     if result.rank != 0:
         return 0
     losses = ", ".join(f"{k} {v:.4g}" for k, v in result.final_losses.items() if "/" not in k)
+    steps = f"steps {result.start_step + 1}-{result.steps}" if result.start_step else f"{result.steps} steps"
     print(
-        f"wrote {result.model_path}: {result.steps} steps in {result.seconds:.0f} s "
+        f"wrote {result.model_path}: {steps} in {result.seconds:.0f} s "
         f"({result.images_per_second:.2f} img/s); final losses: {losses}; "
         f"skipped photos: {result.skipped_photos}; logs and validation grids in {result.run_dir}"
     )
