@@ -294,7 +294,8 @@ class PhotoDataModule(pl.LightningDataModule):
         self.source = source
         self.local = Path(source).is_dir()
         if not self.local and str(source).startswith(("/", ".", "~")):
-            raise FaststyleError(f"photo folder {source} does not exist; pass a folder of images or a hub dataset name")
+            what = "is a file, not a folder" if Path(source).expanduser().exists() else "does not exist"
+            raise FaststyleError(f"photo folder {source} {what}; pass a folder of images or a hub dataset name")
         self.streamed = stream or not self.local
         if gpu_cache and self.streamed:
             raise FaststyleError("gpu_cache needs an indexed local photo folder; stream without it")

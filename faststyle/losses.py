@@ -78,6 +78,12 @@ def tv_loss(images: Tensor, normalization: Normalization = "caffe") -> Tensor:
     return dy.sum(1).mean() + dx.sum(1).mean()
 
 
+def describe_terms(terms: Mapping[str, float]) -> str:
+    """The loss terms for people: the weighted total, then the unweighted terms it was made of."""
+    parts = ", ".join(f"{k} {terms[k]:.4g}" for k in ("content", "style", "tv") if k in terms)
+    return f"total {terms['total']:.4g} (weighted); unweighted {parts}"
+
+
 @dataclass
 class LossTerms:
     """The weighted total and every unweighted term, per layer too (for logging)."""

@@ -335,6 +335,9 @@ def test_val_photos_are_fixed(train_dir: Path, tmp_path: Path) -> None:
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FaststyleError, match="does not exist"):
         PhotoDataModule(tmp_path / "nowhere")
+    (tmp_path / "photo.jpg").write_bytes(b"")
+    with pytest.raises(FaststyleError, match="photo.jpg is a file, not a folder; pass a folder of images"):
+        PhotoDataModule(tmp_path / "photo.jpg")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FaststyleError, match="no images"):

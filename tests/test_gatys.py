@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -160,7 +161,33 @@ def test_cli_writes_the_image_and_snapshots(tmp_path: Path, lossnet_cache: Path,
         assert written.size[0] > written.size[1]  # tubingen is landscape
     assert (tmp_path / "result_iter0001.png").is_file() and (tmp_path / "result_iter0002.png").is_file()
     printed = capsys.readouterr().out
-    assert "final loss" in printed and "2 iterations" in printed
+    assert (
+        "2 iterations" in printed and "final loss: total " in printed and " (weighted); unweighted content " in printed
+    )
+
+
+def test_cli_will_not_write_over_its_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(CONTENT.read_bytes())
+    for flag in ("--content", "--style"):
+        other = "--style" if flag == "--content" else "--content"
+        argv = ["gatys", flag, str(photo), other, str(STYLE if other == "--style" else CONTENT), "--iters", "1"]
+        assert main([*argv, "--out", str(tmp_path / "." / "photo.jpg")]) == 1
+        assert f"is the {flag} image; name another file for the result" in capsys.readouterr().err
+    assert photo.read_bytes() == CONTENT.read_bytes()
+
+
+def test_cli_warns_that_reduced_precision_is_slow_on_the_cpu(
+    tmp_path: Path, lossnet_cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    argv = ["gatys", "--content", str(CONTENT), "--style", str(STYLE), "--size", "32", "--iters", "1", "--quiet",
+            "--out", str(tmp_path / "out.png"), "--cache", str(lossnet_cache), "--device", "cpu"]  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="faststyle.gatys"):
+        assert main([*argv, "--precision", "bf16"]) == 0
+        assert "--precision bf16 is meant for CUDA" in caplog.text
+        caplog.clear()
+        assert main(argv) == 0
+        assert caplog.text == ""
 
 
 @pytest.mark.parametrize(

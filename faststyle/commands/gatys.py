@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -97,12 +98,21 @@ def run(args: argparse.Namespace) -> int:
     from faststyle.errors import FaststyleError
     from faststyle.gatys import stylize
     from faststyle.images import check_writable, load_image, save_image
+    from faststyle.losses import describe_terms
+    from faststyle.stylize import resolve_device
 
     out = Path(args.out)
     if Image.registered_extensions().get(out.suffix.lower()) is None:
         raise FaststyleError(f"cannot tell the image format from --out {out.name!r}; use .png, .jpg or .webp")
     if args.save_every < 0:
         raise FaststyleError("--save-every must be 0 (off) or a positive number of iterations")
+    inputs = {Path(args.content).resolve(): "--content"} | {Path(s).resolve(): "--style" for s in args.style}
+    if out.resolve() in inputs:
+        raise FaststyleError(f"--out {out} is the {inputs[out.resolve()]} image; name another file for the result")
+    if args.precision != "fp32" and resolve_device(args.device).type == "cpu":
+        logging.getLogger("faststyle.gatys").warning(
+            "--precision %s is meant for CUDA; on the CPU it runs several times slower than fp32", args.precision
+        )
     check_writable(out.parent, "the result")
     content = load_image(args.content)
     styles = [load_image(path) for path in args.style]
@@ -140,8 +150,6 @@ def run(args: argparse.Namespace) -> int:
     )
     seconds = time.perf_counter() - start
     save_image(image, out)
-    last = history[-1]
-    terms = ", ".join(f"{k} {last[k]:.4g}" for k in ("total", "content", "style", "tv"))
     h, w = image.shape[-2:]
-    print(f"{out}: {w}x{h}, {len(history)} iterations in {seconds:.1f} s; final loss: {terms}")
+    print(f"{out}: {w}x{h}, {len(history)} iterations in {seconds:.1f} s; final loss: {describe_terms(history[-1])}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 
 from faststyle.argtypes import non_negative_float, non_negative_int, positive_float, positive_int, style_weight
 from faststyle.compiling import add_compile_argument
-from faststyle.losses import STYLE_BALANCE, TRAINING_WEIGHTS
+from faststyle.losses import STYLE_BALANCE, TRAINING_WEIGHTS, describe_terms
 
 
 def _floats(text: str) -> list[float]:
@@ -139,11 +139,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if result.rank != 0:
         return 0
-    losses = ", ".join(f"{k} {v:.4g}" for k, v in result.final_losses.items() if "/" not in k)
     steps = f"steps {result.start_step + 1}-{result.steps}" if result.start_step else f"{result.steps} steps"
     print(
         f"wrote {result.model_path}: {steps} in {result.seconds:.0f} s "
-        f"({result.images_per_second:.2f} img/s); final losses: {losses}; "
+        f"({result.images_per_second:.2f} img/s); final loss: {describe_terms(result.final_losses)}; "
         f"skipped photos: {result.skipped_photos}; logs and validation grids in {result.run_dir}"
     )
     return 0
