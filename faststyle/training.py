@@ -348,8 +348,10 @@ def train(
     out = Path(out)
     if out.suffix != ".safetensors":
         raise FaststyleError(f"--out must end in .safetensors, not {out.name!r}")
-    if settings.steps <= 0 or settings.batch <= 0 or settings.size < 16:
-        raise FaststyleError("steps and batch must be positive and size at least 16")
+    if settings.steps <= 0 or settings.batch <= 0:
+        raise FaststyleError(f"--steps and --batch must be positive, not {settings.steps} and {settings.batch}")
+    if settings.size < 16:
+        raise FaststyleError(f"--size {settings.size} is too small a crop to train on; give 16 or more (256 is usual)")
     if settings.short_side is not None and settings.short_side < settings.size:
         raise FaststyleError(
             f"--short-side {settings.short_side} is smaller than the crop --size {settings.size}; give at least that"
@@ -360,7 +362,7 @@ def train(
     if balance is not None and not settings.content_weight > 0:
         raise FaststyleError("--style-weight auto balances style against content: give --content-weight above 0")
     if max_minutes is not None and not max_minutes > 0:
-        raise FaststyleError(f"max_minutes must be positive, not {max_minutes}")
+        raise FaststyleError(f"--max-minutes must be positive, not {max_minutes}")
     if val_every < 1 or checkpoint_every < 1:
         raise FaststyleError(
             f"--val-every and --checkpoint-every must be 1 or more, not {val_every}, {checkpoint_every}"

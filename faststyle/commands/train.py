@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p("--config", default=None, help="layer-weight config (name in configs/ or YAML file); default: the backbone's")
     p("--data", required=True, help="folder of photos, or a Hugging Face dataset name (streamed)")
     p("--steps", type=positive_int, default=40_000, help="optimizer steps")
-    p("--max-minutes", type=float, default=None, help="stop after this long (still writing the model)")
+    p("--max-minutes", type=positive_float, default=None, help="stop after this long (still writing the model)")
     p("--batch", type=positive_int, default=4, help="photos per step")
     p("--size", type=positive_int, default=256, help="crop size of the training photos")
     p("--short-side", type=positive_int, default=None,
