@@ -43,7 +43,8 @@ def line_plot(
         ]
         if kept:
             clean[name] = [(x, math.log10(y) if log_y else y) for x, y in kept]
-    left, right, top, bottom = 58, 12, 24 if title else 10, 38
+    legend = 36 + 6 * max((len(name) for name in series), default=0)  # a column right of the plot, off the curves
+    left, right, top, bottom = 58, 12 + legend, 24 if title else 10, 38
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title or "plot")}">',
@@ -98,8 +99,7 @@ def line_plot(
         color = PALETTE[i % len(PALETTE)]
         coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
         parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{coords}"/>')
-        ly = top + 12 + 13 * i
-        parts.append(f'<line x1="{left + plot_w - 110}" y1="{ly - 4}" x2="{left + plot_w - 94}" y2="{ly - 4}" '
-                     f'stroke="{color}" stroke-width="2"/>')  # fmt: skip
-        parts.append(f'<text x="{left + plot_w - 90}" y="{ly}" font-size="10">{escape(name)}</text>')
+        ly, lx = top + 12 + 13 * i, left + plot_w + 12
+        parts.append(f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 16}" y2="{ly - 4}" stroke="{color}" stroke-width="2"/>')
+        parts.append(f'<text x="{lx + 20}" y="{ly}" font-size="10">{escape(name)}</text>')
     return "".join(parts) + "</svg>"
