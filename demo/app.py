@@ -345,7 +345,7 @@ def launch(
     device: str | None = None,
     prevent_thread_lock: bool = False,
 ) -> gr.Blocks:
-    from faststyle.stylize import resolve_device
+    from faststyle.device import resolve_device
 
     on_gpu = resolve_device(device).type == "cuda"  # a device this machine lacks fails here, not on every request
     demo = build_demo(dirs, device)

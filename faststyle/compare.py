@@ -27,6 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from faststyle.config import LayerConfig, load_config
+from faststyle.device import resolve_device
 from faststyle.errors import FaststyleError
 from faststyle.gatys import VERSION as GATYS_VERSION
 from faststyle.images import READER_VERSION, atomic_write_bytes, check_writable, load_image, save_image, sha256_file
@@ -221,16 +222,6 @@ class CompareResult:
 
     def reused(self) -> int:
         return sum(c["reused"] for c in self.counts.values())
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FaststyleError(f"--device {device}: CUDA is not available here; use --device cpu")
-    if not device.startswith(("cpu", "cuda")):
-        raise FaststyleError(f"--device must be auto, cpu or cuda[:N], not {device!r}")
-    return torch.device(device)
 
 
 class Study:

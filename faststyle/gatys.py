@@ -30,6 +30,7 @@ from faststyle.color import grey, match_luminance
 from faststyle.color import preserve_color as _preserve_color
 from faststyle.compiling import compiler
 from faststyle.config import LayerConfig, default_config, load_config
+from faststyle.device import resolve_device
 from faststyle.errors import FaststyleError
 from faststyle.images import resize_long_side
 from faststyle.losses import PerceptualLoss
@@ -79,18 +80,6 @@ def _positive(value: float, what: str, integer: bool = False) -> None:
     ok = isinstance(value, int) and not isinstance(value, bool) if integer else isinstance(value, (int, float))
     if not ok or not value > 0 or not math.isfinite(value):
         raise FaststyleError(f"{what} must be a positive {'whole ' if integer else ''}number, not {value!r}")
-
-
-def resolve_device(device: torch.device | str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as exc:
-        raise FaststyleError(f"unknown device {device!r} ({exc}); use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FaststyleError("CUDA was asked for but is not available; use --device cpu")
-    return device
 
 
 def _initial(content: Tensor, init: str, generator: torch.Generator) -> Tensor:

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from faststyle.compiling import compiler
+from faststyle.device import resolve_device
 from faststyle.errors import FaststyleError
 from faststyle.images import MAX_PIXELS, pil_to_tensor, resize_long_side, tensor_to_pil, to_rgb
 
@@ -274,20 +275,6 @@ def default_backend(device: torch.device, precision: str) -> str:
             return "onnxruntime"
         return "eager"
     return "channels_last"
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise FaststyleError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FaststyleError("CUDA is not available on this machine; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise FaststyleError(f"device {device} is not supported; use cpu or cuda")
-    return device
 
 
 class Stylizer:

@@ -89,8 +89,9 @@ def plain_lbfgs(loss: torch.nn.Module, content: Tensor, iters: int, line_search:
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     from faststyle.config import load_config
+    from faststyle.device import resolve_device
     from faststyle.errors import FaststyleError
-    from faststyle.gatys import LBFGS_LINE_SEARCH, caffe_pixel_scale, resolve_device, stylize
+    from faststyle.gatys import LBFGS_LINE_SEARCH, caffe_pixel_scale, stylize
     from faststyle.images import load_image, resize_long_side
     from faststyle.losses import PerceptualLoss
     from faststyle.lossnets import get_lossnet

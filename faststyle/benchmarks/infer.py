@@ -44,7 +44,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    from faststyle.stylize import Stylizer, default_backend, default_precision, find_model, resolve_device
+    from faststyle.device import resolve_device
+    from faststyle.stylize import Stylizer, default_backend, default_precision, find_model
     from faststyle.transformer import TransformerNet
 
     device = resolve_device(args.device)

@@ -8,7 +8,7 @@ import torch
 
 from faststyle.argtypes import positive_int
 from faststyle.benchmarks._common import WEIGHTS_HELP, add_device_arguments, environment, summary, timed
-from faststyle.stylize import resolve_device
+from faststyle.device import resolve_device
 
 HELP = "loss network forward+backward at the config's layers"
 

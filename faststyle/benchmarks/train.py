@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from faststyle.argtypes import positive_int
 from faststyle.benchmarks._common import WEIGHTS_HELP, add_device_arguments, environment, summary, timed_together
 from faststyle.compiling import add_compile_argument, compiler
-from faststyle.stylize import resolve_device
+from faststyle.device import resolve_device
 
 HELP = "training step throughput, with the plain fp32 eager loop as baseline"
 

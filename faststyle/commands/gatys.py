@@ -95,11 +95,11 @@ def _snapshot_path(out: Path, iteration: int) -> Path:
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
+    from faststyle.device import resolve_device
     from faststyle.errors import FaststyleError
     from faststyle.gatys import stylize
     from faststyle.images import check_writable, load_image, save_image
     from faststyle.losses import describe_terms
-    from faststyle.stylize import resolve_device
 
     out = Path(args.out)
     if Image.registered_extensions().get(out.suffix.lower()) is None:

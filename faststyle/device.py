@@ -1,0 +1,23 @@
+"""Which torch device a command runs on."""
+
+from __future__ import annotations
+
+import torch
+
+from faststyle.errors import FaststyleError
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` or ``"auto"``: CUDA when this machine has it, else the CPU; otherwise cpu, cuda or cuda:N, refused
+    with a message when this machine lacks it."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise FaststyleError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise FaststyleError(f"device {device} is not supported; use cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FaststyleError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    return device
