@@ -234,7 +234,7 @@ def stylize(
             raise FaststyleError("multiscale needs at least one size, e.g. 256,512")
         for s in multiscale:
             _positive(s, "every multiscale size", integer=True)
-    scales = sorted(multiscale) if multiscale else [size]
+    scales = sorted(set(multiscale)) if multiscale else [size]  # coarse to fine, each size once
     content = _one_image(content, "content")
     styles = [_one_image(s, "style") for s in ([style] if isinstance(style, Tensor) else style)]
     if not styles:

@@ -123,7 +123,9 @@ def test_images_too_small_for_the_deepest_layer_are_clear_errors(nets: dict, ima
 
 def test_multiscale_runs_each_scale(nets: dict, images: tuple) -> None:
     content, style = images
-    image, history = stylize(content, style, lossnet=nets["vgg16"], multiscale=[64, 40], iters=3, progress=False)
+    image, history = stylize(
+        content, style, lossnet=nets["vgg16"], multiscale=[64, 40, 64], iters=3, progress=False
+    )  # each size once, coarse to fine
     assert max(image.shape[-2:]) == 64
     assert [h["scale"] for h in history] == [40] * 3 + [64] * 3
     _check_history(history, 6, layers=5)

@@ -70,7 +70,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--preserve-color", action="store_true", help="keep the content's colours (transfer luminance only)")
     p.add_argument(
-        "--multiscale", type=_sizes, default=None, metavar="S1,S2", help="long sides to run in turn, e.g. 256,512"
+        "--multiscale",
+        type=_sizes,
+        default=None,
+        metavar="S1,S2",
+        help="long sides to run in turn, coarse to fine, each from the last result upsampled (e.g. 256,512); replaces "
+        "--size",
     )
     p.add_argument("--pooling", default="max", choices=("max", "avg"), help="max (default) or average pooling")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
