@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -140,3 +141,26 @@ def default_config(backbone: str) -> LayerConfig:
     """The documented layer weights for a backbone (the built-in file, whatever lies in the working directory)."""
     builtin = builtin_config_dir() / f"{backbone}.yaml"
     return load_config(builtin if builtin.is_file() else backbone)
+
+
+def backbone_for(backbone: str | None, config: str | None) -> str:
+    """``--backbone`` as given; left out, the loss network that ``--config`` is for, and without either VGG16."""
+    if backbone:
+        return backbone
+    return load_config(config).backbone if config else "vgg16"
+
+
+def layer_config(backbone: str, config: str | os.PathLike[str] | LayerConfig | None) -> LayerConfig:
+    """``config`` (a built-in name, a YAML file or a loaded config), or the backbone's documented one; refused when
+    it is for another loss network than ``backbone``."""
+    if isinstance(config, LayerConfig):
+        chosen = config
+    else:
+        chosen = load_config(Path(config) if isinstance(config, os.PathLike) else config) if config else None
+        chosen = chosen or default_config(backbone)
+    if chosen.backbone != backbone:
+        raise FaststyleError(
+            f"config {chosen.name!r} is for {chosen.backbone}, not --backbone {backbone}; leave out --backbone to use "
+            f"the config's, or pick a config for {backbone}"
+        )
+    return chosen

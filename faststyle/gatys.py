@@ -19,7 +19,6 @@ import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -29,7 +28,7 @@ from faststyle.boxlbfgs import BoxLBFGS
 from faststyle.color import grey, match_luminance
 from faststyle.color import preserve_color as _preserve_color
 from faststyle.compiling import compiler
-from faststyle.config import LayerConfig, default_config, load_config
+from faststyle.config import LayerConfig, layer_config
 from faststyle.device import resolve_device
 from faststyle.errors import FaststyleError
 from faststyle.images import resize_long_side
@@ -249,10 +248,7 @@ def stylize(
     if lossnet is None:
         lossnet = get_lossnet(backbone, weights=weights, pooling=pooling, cache=cache, device=device)
     lossnet = lossnet.to(device, memory_format=memory_format)
-    if config is None:
-        config = default_config(lossnet.name)
-    elif not isinstance(config, LayerConfig):
-        config = load_config(Path(config) if isinstance(config, os.PathLike) else config)
+    config = layer_config(lossnet.name, config)
     style_weight = ratio * caffe_pixel_scale(lossnet) ** 2 if caffe_units else ratio
 
     generator = torch.Generator().manual_seed(seed)

@@ -31,7 +31,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 
 from faststyle.compiling import compiler
-from faststyle.config import LayerConfig, default_config, load_config
+from faststyle.config import LayerConfig, layer_config
 from faststyle.errors import FaststyleError
 from faststyle.images import (
     READER_VERSION,
@@ -89,10 +89,7 @@ class TrainSettings:
 
     def layer_config(self) -> LayerConfig:
         spec(self.backbone)  # an unknown backbone: the error lists the known ones
-        config = load_config(self.config) if self.config else default_config(self.backbone)
-        if config.backbone != self.backbone:
-            raise FaststyleError(f"config {config.name!r} is for {config.backbone}, not --backbone {self.backbone}")
-        return config
+        return layer_config(self.backbone, self.config)
 
     def resolved_style_size(self) -> int:
         return self.style_size or round(1.5 * self.size)

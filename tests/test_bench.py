@@ -74,3 +74,10 @@ def test_bench_refuses_sizes_too_small_for_the_network(
     assert main(["bench", *argv, "--device", "cpu"]) == 1
     captured = capsys.readouterr()
     assert message in captured.err and "Traceback" not in captured.err and captured.out == ""
+
+
+def test_bench_lossnet_takes_the_backbone_from_the_config(capsys: pytest.CaptureFixture[str]) -> None:
+    result = bench(
+        capsys, "lossnet", "--config", "googlenet_pool", "--size", "64", "--batch", "1", "--weights", "random"
+    )
+    assert result["backbone"] == "googlenet" and result["layers"] == load_config("googlenet_pool").layers

@@ -269,3 +269,14 @@ def test_pixels_near_black_or_white_are_optimised_like_the_others(nets: dict) ->
     extreme, middle = (content < 0.05) | (content > 0.95), (content > 0.2) & (content < 0.8)
     assert float(extreme.float().mean()) > 0.05  # the photo has such pixels
     assert float(change[extreme].mean()) > 0.5 * float(change[middle].mean())
+
+
+def test_cli_config_alone_picks_its_backbone(tmp_path: Path, lossnet_cache: Path, capsys) -> None:
+    argv = ["gatys", "--content", str(CONTENT), "--style", str(STYLE), "--size", "48", "--iters", "1", "--quiet",
+            "--out", str(tmp_path / "out.png"), "--cache", str(lossnet_cache),
+            "--config", "googlenet_pool"]  # fmt: skip
+    assert main(argv) == 0
+    assert (tmp_path / "out.png").is_file()
+    assert main([*argv, "--backbone", "vgg16"]) == 1
+    err = capsys.readouterr().err
+    assert "config 'googlenet_pool' is for googlenet, not --backbone vgg16; leave out --backbone" in err

@@ -23,7 +23,7 @@ HELP = "Gatys optimisation: seconds for N L-BFGS iterations"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from faststyle.gatys import PRECISIONS
 
-    parser.add_argument("--backbone", default="vgg16", help="loss network")
+    parser.add_argument("--backbone", default=None, help="loss network (default: the --config's, else vgg16)")
     parser.add_argument("--config", default=None, help="layer config (default: the backbone's)")
     parser.add_argument("--size", type=positive_int, default=512, help="long side of the content in pixels")
     parser.add_argument("--iters", type=positive_int, default=100, help="L-BFGS iterations per run")
@@ -88,7 +88,7 @@ def plain_lbfgs(loss: torch.nn.Module, content: Tensor, iters: int, line_search:
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    from faststyle.config import load_config
+    from faststyle.config import backbone_for, layer_config
     from faststyle.device import resolve_device
     from faststyle.errors import FaststyleError
     from faststyle.gatys import LBFGS_LINE_SEARCH, caffe_pixel_scale, stylize
@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         raise FaststyleError("--iters, --size and --repeats must be positive")
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
-    config = load_config(args.config or args.backbone)
+    args.backbone = backbone_for(args.backbone, args.config)
+    config = layer_config(args.backbone, args.config)
     net = get_lossnet(args.backbone, weights=args.weights, cache=args.cache, device=device)
     synthetic = synthetic_images(args.size, args.seed)
     content = load_image(args.content, args.size) if args.content else synthetic[0]

@@ -76,14 +76,14 @@ def _plain_step(net: nn.Module, lossnet: nn.Module, config, optimizer, batch: Te
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    from faststyle.config import load_config
+    from faststyle.config import default_config
     from faststyle.losses import PerceptualLoss
     from faststyle.lossnets import get_lossnet
     from faststyle.transformer import TransformerNet
 
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
-    config = load_config(args.backbone)
+    config = default_config(args.backbone)
     style = torch.rand(1, 3, round(1.5 * args.size), round(1.5 * args.size), device=device)
     batch = torch.rand(args.batch, 3, args.size, args.size, device=device)
     cuda = device.type == "cuda"

@@ -54,7 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--style-blend", type=_floats, default=None, metavar="W1,W2", help="weight per --style (default equal)"
     )
     names = ", ".join(available_lossnets())
-    p.add_argument("--backbone", default="vgg16", help=f"loss network: {names} (default vgg16)")
+    p.add_argument(
+        "--backbone", default=None, help=f"loss network: {names} (default: the one --config is for, else vgg16)"
+    )
     p.add_argument("--config", default=None, metavar="FILE", help="layer weights: built-in name or YAML file")
     p.add_argument(
         "--size", type=int, default=512, help="long side of the output in pixels (default 512; --multiscale overrides)"
@@ -100,6 +102,7 @@ def _snapshot_path(out: Path, iteration: int) -> Path:
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
+    from faststyle.config import backbone_for
     from faststyle.device import resolve_device
     from faststyle.errors import FaststyleError
     from faststyle.gatys import stylize
@@ -130,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     image, history = stylize(
         content,
         styles,
-        backbone=args.backbone,
+        backbone=backbone_for(args.backbone, args.config),
         config=args.config,
         style_blend=args.style_blend,
         size=args.size,

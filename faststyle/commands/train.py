@@ -29,7 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = parser.add_argument
     p("--style", action="append", required=True, help="style image; repeat to blend several")
     p("--style-blend", type=_floats, default=None, help="blend weights of the style images, e.g. 0.7,0.3")
-    p("--backbone", default="vgg16", help="loss network: vgg16, vgg19, googlenet, alexnet, caffenet")
+    p(
+        "--backbone",
+        default=None,
+        help="loss network: vgg16, vgg19, googlenet, alexnet, caffenet (default: the one --config is for, else vgg16)",
+    )
     p("--config", default=None, help="layer-weight config (name in configs/ or YAML file); default: the backbone's")
     p("--data", required=True, help="folder of photos, or a Hugging Face dataset name (streamed)")
     p("--steps", type=positive_int, default=40_000, help="optimizer steps")
@@ -93,11 +97,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from faststyle.config import backbone_for
     from faststyle.training import TrainSettings, style_weight_settings, train
 
     settings = TrainSettings(
         styles=args.style,
-        backbone=args.backbone,
+        backbone=backbone_for(args.backbone, args.config),
         config=args.config,
         style_blend=args.style_blend,
         style_size=args.style_size,
