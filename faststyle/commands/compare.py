@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p("--batch", type=positive_int, default=4, help="photos per training step")
     p("--size", type=positive_int, default=256, help="training crop size and long side of the measured images")
     p("--style-weight", type=_style_weights, default={}, metavar="W|NAME=W,…",
-      help="style weight of the feed-forward models: one for every column (4), or per backbone or column "
+      help="style weight of the feed-forward models: one for every column (e.g. 4), or per backbone or column "
       "(vgg16=2,googlenet=8); the loss networks weigh style differently, so equal weights are not an equal balance: "
       "'auto' measures, per column and painting, the weight at which style pulls as hard against content as VGG16's "
       "does at 2 on a typical painting (see train --help); default: train's 2 for every column; Gatys keeps its "
