@@ -347,7 +347,7 @@ def test_a_time_limit_ends_the_run_and_still_writes_the_model(
     compiled.compile = True
     with pytest.raises(FaststyleError, match="32-true"):
         _train(compiled, photos, tmp_path / "y.safetensors", accelerator="cpu", precision="bf16-mixed")
-    with pytest.raises(FaststyleError, match="max_minutes"):
+    with pytest.raises(FaststyleError, match="--max-minutes must be positive, not 0"):
         _train(_settings(shared, lossnet_cache, steps=10), photos, tmp_path / "x.safetensors", max_minutes=0)
 
 
