@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import io
@@ -18,6 +19,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from datasets.distributed import split_dataset_by_node
+from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -111,6 +113,19 @@ def _random_crop(image: Image.Image, size: int, short_side: int | None, flip: bo
     if flip and bool(torch.rand((), generator=gen) < 0.5):
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return pil_to_tensor(image)[0]
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """The ``datasets`` library without its progress bars, as they were afterwards."""
+    if are_progress_bars_disabled():
+        yield
+        return
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        enable_progress_bars()
 
 
 class SkipCounter:
@@ -421,14 +436,15 @@ class PhotoDataModule(pl.LightningDataModule):
 
     def _load(self, streaming: bool) -> datasets.Dataset | datasets.IterableDataset:
         if self.local:
-            return datasets.load_dataset(
-                "imagefolder",
-                data_files={"train": [glob.escape(str(f)) for f in self._files or []]},  # patterns, not names
-                split="train",
-                drop_labels=True,
-                streaming=streaming,
-                cache_dir=self.cache_dir,
-            )
+            with _quiet_datasets():  # its bar calls indexing the files here "Downloading data"
+                return datasets.load_dataset(
+                    "imagefolder",
+                    data_files={"train": [glob.escape(str(f)) for f in self._files or []]},  # patterns, not names
+                    split="train",
+                    drop_labels=True,
+                    streaming=streaming,
+                    cache_dir=self.cache_dir,
+                )
         try:
             return datasets.load_dataset(
                 str(self.source), split=self.split, streaming=streaming, cache_dir=self.cache_dir
