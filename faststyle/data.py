@@ -306,10 +306,11 @@ class PhotoDataModule(pl.LightningDataModule):
         the way a hub dataset is read (no index is built), for folders too large to index. ``start_step``: the step a
         resumed run starts at, so that it draws new crops rather than those of the steps already taken."""
         super().__init__()
-        self.source = source
-        self.local = Path(source).is_dir()
-        if not self.local and str(source).startswith(("/", ".", "~")):
-            what = "is a file, not a folder" if Path(source).expanduser().exists() else "does not exist"
+        path = Path(source).expanduser()
+        self.local = path.is_dir()
+        self.source = path if self.local else source
+        if not self.local and (path.exists() or str(source).startswith(("/", ".", "~"))):
+            what = "is a file, not a folder" if path.exists() else "does not exist"
             raise FaststyleError(f"photo folder {source} {what}; pass a folder of images or a hub dataset name")
         self.streamed = stream or not self.local
         if gpu_cache and self.streamed:
@@ -436,6 +437,8 @@ class PhotoDataModule(pl.LightningDataModule):
 
     def _load(self, streaming: bool) -> datasets.Dataset | datasets.IterableDataset:
         if self.local:
+            if len(self._files or []) > 20_000:
+                log.info("indexing %d photos (once: datasets caches the index for later runs)", len(self._files or []))
             with _quiet_datasets():  # its bar calls indexing the files here "Downloading data"
                 return datasets.load_dataset(
                     "imagefolder",
@@ -477,10 +480,11 @@ class PhotoDataModule(pl.LightningDataModule):
                 continue
         if estimate > self.cache_max_gb * 1e9:
             at = f"short side {self.short_side}" if self.short_side else "their own size"
+            smaller = round(1.25 * self.size) if self.short_side is None else self.size
+            scale = f"scale them down (--short-side {smaller}), " if smaller < (self.short_side or 1e9) else ""
             raise FaststyleError(
-                f"caching {len(paths)} photos at {at} takes about {estimate / 1e9:.1f} GB, over "
-                f"cache_max_gb={self.cache_max_gb}; raise cache_max_gb, scale them down with short_side "
-                f"(--short-side, e.g. {round(1.25 * self.size)}), or turn gpu_cache off"
+                f"caching {len(paths)} photos at {at} takes about {estimate / 1e9:.2g} GB, over the "
+                f"{self.cache_max_gb:g} GB allowed; {scale}leave out --gpu-cache, or raise cache_max_gb (Python)"
             )
         device = self._cache_device()
 

@@ -15,9 +15,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         device = torch.device(device)
     except RuntimeError:
-        raise FaststyleError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+        raise FaststyleError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type not in ("cpu", "cuda"):
-        raise FaststyleError(f"device {device} is not supported; use cpu or cuda")
+        raise FaststyleError(f"device {device} is not supported; use auto, cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FaststyleError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     return device

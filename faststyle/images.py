@@ -227,7 +227,7 @@ def new_file_mode() -> int:
 def check_writable(folder: str | os.PathLike[str], what: str) -> None:
     """Check, before any long work, that files can be written in ``folder``. Folders made for the check are
     removed again, so that a command refused later leaves nothing behind; the writers make them."""
-    folder = Path(folder).absolute()
+    folder = Path(os.path.abspath(folder))  # '..' resolved, so that what is made here can be removed
     made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)

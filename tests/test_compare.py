@@ -351,3 +351,13 @@ def test_a_photo_too_small_for_a_network_is_refused_before_training(
     assert main(argv) == 1
     assert "the photo panorama at --size 48 is 48x5 pixels" in capsys.readouterr().err
     assert not (tmp_path / "out" / "models").exists()
+
+
+def test_a_plot_keeps_its_legend_off_the_curves() -> None:
+    from faststyle.plots import line_plot
+
+    svg = line_plot({"total": [(0, 40), (200, 10)], "content": [(0, 20), (200, 9)]}, "training", "step", "loss")
+    curves = [float(x) for points in re.findall(r'points="([^"]+)"', svg) for x in re.findall(r"([\d.]+),", points)]
+    legend = [float(x) for x in re.findall(r'<text x="([\d.]+)"[^>]*>(?:total|content)<', svg)]
+    assert len(legend) == 2 and min(legend) > max(curves)  # every curve ends left of the legend column
+    assert max(legend) + 6 * len("content") < 420  # and the legend inside the picture

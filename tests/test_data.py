@@ -28,7 +28,7 @@ def train_dir() -> Path:
     return shared / "data" / "train"
 
 
-def module(source: Path, cache: Path, **options) -> PhotoDataModule:
+def module(source: Path | str, cache: Path, **options) -> PhotoDataModule:
     options = {"num_workers": 0, "batch_size": 4, "size": 64, **options}
     return PhotoDataModule(source, cache_dir=cache / "hf", **options)
 
@@ -39,10 +39,17 @@ def take(dm: PhotoDataModule, batches: int) -> list[torch.Tensor]:
 
 
 def test_whole_training_folder(
-    train_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+    train_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert count_images(train_dir) == 1710
-    dm = module(train_dir, tmp_path, batch_size=3, size=96)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "photos").symlink_to(train_dir)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    dm = module("~/photos", tmp_path, batch_size=3, size=96)  # as a quoted --data '~/photos' gives it
     with caplog.at_level(logging.INFO, logger="faststyle.data"):
         assert dm.num_images == 1710
     assert "found 1710 images" in caplog.text
@@ -286,8 +293,11 @@ def test_gpu_cache_on_cpu(messy_folder: Path, tmp_path: Path) -> None:
 
 def test_gpu_cache_refuses_to_exceed_budget(messy_folder: Path, tmp_path: Path) -> None:
     dm = module(messy_folder, tmp_path, gpu_cache=True, device="cpu", cache_max_gb=1e-5)
-    with pytest.raises(FaststyleError, match=r"at their own size takes about .* \(--short-side, e.g. 80\)"):
+    with pytest.raises(FaststyleError, match=r"at their own size takes about .* \(--short-side 80\), leave out --gpu"):
         dm.train_dataloader()
+    scaled = module(messy_folder, tmp_path, gpu_cache=True, device="cpu", cache_max_gb=1e-5, short_side=64)
+    with pytest.raises(FaststyleError, match=r"at short side 64 takes about .* allowed; leave out --gpu-cache"):
+        scaled.train_dataloader()  # no smaller short side to suggest
 
 
 def _tall_ramps(folder: Path, count: int, size: tuple[int, int] = (900, 1200)) -> Path:
@@ -335,12 +345,15 @@ def test_val_photos_are_fixed(train_dir: Path, tmp_path: Path) -> None:
     assert all(torch.equal(a, b) for a, b in zip(photos, again, strict=True))
 
 
-def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+def test_missing_folder_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(FaststyleError, match="does not exist"):
         PhotoDataModule(tmp_path / "nowhere")
     (tmp_path / "photo.jpg").write_bytes(b"")
     with pytest.raises(FaststyleError, match="photo.jpg is a file, not a folder; pass a folder of images"):
         PhotoDataModule(tmp_path / "photo.jpg")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FaststyleError, match="photo.jpg is a file, not a folder"):
+        PhotoDataModule("photo.jpg")  # not taken for a hub dataset's name
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FaststyleError, match="no images"):

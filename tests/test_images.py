@@ -206,3 +206,17 @@ def test_a_folder_named_like_an_image_and_an_animation(tmp_path: Path, caplog: p
         first = np.asarray(open_image(tmp_path / "blink.gif"))
     assert "blink.gif has 2 frames or pages; using the first" in caplog.text
     assert first[..., 0].min() > 200 and first[..., 1].max() < 50
+
+
+def test_check_writable_leaves_no_folder_it_made(tmp_path: Path) -> None:
+    from faststyle.images import check_writable
+
+    check_writable(tmp_path / "new" / "deeper", "the results")
+    check_writable(tmp_path / "a" / "b" / ".." / "c", "the results")  # 'a/b/..' is a/, made and removed once
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    check_writable(tmp_path / "kept", "the results")
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"]
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(FaststyleError, match="cannot write the results in .*a-file/x"):
+        check_writable(tmp_path / "a-file" / "x", "the results")

@@ -222,3 +222,12 @@ def test_mean_normalisation_puts_every_backbone_on_one_scale(
         assert 0.02 < terms[name].style.item() / terms["vgg16"].style.item() < 50
     caffe = PerceptualLoss(googlenet, default_config("googlenet"), [style])(other, content=photo)
     assert caffe.content.item() > 1e3 * terms["googlenet"].content.item()
+
+
+def test_describe_terms_says_which_numbers_are_weighted() -> None:
+    from faststyle.losses import describe_terms
+
+    terms = {"total": 40.37, "content": 8.47, "style": 15.95, "tv": 0.003391, "style/conv1_1": 1.0}
+    assert describe_terms(terms) == "total 40.37 (weighted); unweighted content 8.47, style 15.95, tv 0.003391"
+    no_tv = terms | {"tv": 0.0}  # Gatys' default TV weight 0: the term is not computed
+    assert describe_terms(no_tv) == "total 40.37 (weighted); unweighted content 8.47, style 15.95"

