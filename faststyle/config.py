@@ -143,21 +143,27 @@ def default_config(backbone: str) -> LayerConfig:
     return load_config(builtin if builtin.is_file() else backbone)
 
 
-def backbone_for(backbone: str | None, config: str | None) -> str:
-    """``--backbone`` as given; left out, the loss network that ``--config`` is for, and without either VGG16."""
+ConfigSpec = str | os.PathLike[str] | LayerConfig
+
+
+def _given(config: ConfigSpec | None) -> LayerConfig | None:
+    if config is None or isinstance(config, LayerConfig):
+        return config
+    return load_config(Path(config) if isinstance(config, os.PathLike) else config) if config else None
+
+
+def backbone_for(backbone: str | None, config: ConfigSpec | None) -> str:
+    """``backbone`` as given; left out (None), the loss network that ``config`` is for, and without either VGG16."""
     if backbone:
         return backbone
-    return load_config(config).backbone if config else "vgg16"
+    given = _given(config)
+    return given.backbone if given else "vgg16"
 
 
-def layer_config(backbone: str, config: str | os.PathLike[str] | LayerConfig | None) -> LayerConfig:
+def layer_config(backbone: str, config: ConfigSpec | None) -> LayerConfig:
     """``config`` (a built-in name, a YAML file or a loaded config), or the backbone's documented one; refused when
     it is for another loss network than ``backbone``."""
-    if isinstance(config, LayerConfig):
-        chosen = config
-    else:
-        chosen = load_config(Path(config) if isinstance(config, os.PathLike) else config) if config else None
-        chosen = chosen or default_config(backbone)
+    chosen = _given(config) or default_config(backbone)
     if chosen.backbone != backbone:
         raise FaststyleError(
             f"config {chosen.name!r} is for {chosen.backbone}, not --backbone {backbone}; leave out --backbone to use "

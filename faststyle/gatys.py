@@ -28,7 +28,7 @@ from faststyle.boxlbfgs import BoxLBFGS
 from faststyle.color import grey, match_luminance
 from faststyle.color import preserve_color as _preserve_color
 from faststyle.compiling import compiler
-from faststyle.config import LayerConfig, layer_config
+from faststyle.config import LayerConfig, backbone_for, layer_config
 from faststyle.device import resolve_device
 from faststyle.errors import FaststyleError
 from faststyle.images import resize_long_side
@@ -158,7 +158,7 @@ def stylize(
     content: Tensor,
     style: Tensor | Sequence[Tensor],
     *,
-    backbone: str = "vgg16",
+    backbone: str | None = None,
     config: LayerConfig | str | os.PathLike[str] | None = None,
     lossnet: LossNet | None = None,
     style_blend: Sequence[float] | None = None,
@@ -203,7 +203,8 @@ def stylize(
     ``faststyle.compiling.COMPILE_MODES`` mode compiles the loss (once per scale; "reduce-overhead" adds CUDA
     graphs, which remove the launch cost of the loss network's many small kernels).
     ``lossnet`` reuses a loaded network (``backbone``, ``pooling``, ``weights`` and ``cache`` are then unused);
-    otherwise ``get_lossnet(backbone, weights, pooling, cache)`` loads one.
+    otherwise ``get_lossnet(backbone, weights, pooling, cache)`` loads one, ``backbone`` defaulting to the one
+    ``config`` is for, else VGG16.
     ``preserve_color``: Gatys et al.'s luminance-only transfer (2016): a grey image is optimised against the content's
     luminance and the style's, matched to the content's mean and spread, and the result gets the content's chroma.
     ``callback(iteration, image, terms)`` is called after every iteration (1-based, counted across scales) with the
@@ -246,6 +247,7 @@ def stylize(
         channels_last = device.type == "cuda"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     if lossnet is None:
+        backbone = backbone_for(backbone, config)
         lossnet = get_lossnet(backbone, weights=weights, pooling=pooling, cache=cache, device=device)
     lossnet = lossnet.to(device, memory_format=memory_format)
     config = layer_config(lossnet.name, config)

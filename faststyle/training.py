@@ -31,7 +31,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 
 from faststyle.compiling import compiler
-from faststyle.config import LayerConfig, layer_config
+from faststyle.config import LayerConfig, backbone_for, layer_config
 from faststyle.errors import FaststyleError
 from faststyle.images import (
     READER_VERSION,
@@ -63,7 +63,7 @@ class TrainSettings:
     """Everything that defines a training run; recorded in the model file."""
 
     styles: list[str]
-    backbone: str = "vgg16"
+    backbone: str | None = None  # None: the one ``config`` is for, else vgg16
     config: str | None = None
     style_blend: list[float] | None = None
     style_size: int | None = None
@@ -86,6 +86,9 @@ class TrainSettings:
     channels_last: bool | None = None
     compile: bool | str = False  # True or a mode of faststyle.compiling.COMPILE_MODES
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.backbone = backbone_for(self.backbone, self.config)
 
     def layer_config(self) -> LayerConfig:
         spec(self.backbone)  # an unknown backbone: the error lists the known ones

@@ -280,3 +280,14 @@ def test_cli_config_alone_picks_its_backbone(tmp_path: Path, lossnet_cache: Path
     assert main([*argv, "--backbone", "vgg16"]) == 1
     err = capsys.readouterr().err
     assert "config 'googlenet_pool' is for googlenet, not --backbone vgg16; leave out --backbone" in err
+
+
+def test_the_api_takes_the_backbone_from_the_config(lossnet_cache: Path) -> None:
+    from faststyle.training import TrainSettings
+
+    assert TrainSettings(styles=["s.jpg"], config="googlenet_pool").backbone == "googlenet"
+    assert TrainSettings(styles=["s.jpg"]).backbone == "vgg16"
+    content = load_image(CONTENT, 56)
+    image, history = stylize(content, load_image(STYLE, 48), config="googlenet_pool", size=56, iters=1,
+                             cache=lossnet_cache, progress=False)  # fmt: skip
+    assert image.shape == content.shape and set(history[0]) >= {"style/pool2/3x3_s2"}

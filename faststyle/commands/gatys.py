@@ -102,7 +102,6 @@ def _snapshot_path(out: Path, iteration: int) -> Path:
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from faststyle.config import backbone_for
     from faststyle.device import resolve_device
     from faststyle.errors import FaststyleError
     from faststyle.gatys import stylize
@@ -133,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     image, history = stylize(
         content,
         styles,
-        backbone=backbone_for(args.backbone, args.config),
+        backbone=args.backbone,
         config=args.config,
         style_blend=args.style_blend,
         size=args.size,

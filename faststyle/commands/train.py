@@ -97,12 +97,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from faststyle.config import backbone_for
     from faststyle.training import TrainSettings, style_weight_settings, train
 
     settings = TrainSettings(
         styles=args.style,
-        backbone=backbone_for(args.backbone, args.config),
+        backbone=args.backbone,
         config=args.config,
         style_blend=args.style_blend,
         style_size=args.style_size,
