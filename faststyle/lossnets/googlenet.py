@@ -157,6 +157,7 @@ register_source(
         describe=f"a caffejs bvlc_googlenet weights folder (--path DIR or ${GOOGLENET_DIR_ENV}), sha256-checked",
         how="faststyle weights get googlenet --from caffejs --path DIR",
         fetch=_from_caffejs_folder,
+        reads_path=True,
     )
 )
 register_source(

