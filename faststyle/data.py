@@ -89,18 +89,20 @@ def _open(image: dict[str, Any], convert_profile: bool = True) -> Image.Image:
         raise FaststyleError(f"cannot read {image.get('path') or 'an image'} ({exc})") from None
 
 
-def _resize_short(image: Image.Image, short: int) -> Image.Image:
-    w, h = image.size
+def _short_side_size(wh: tuple[int, int], short: int) -> tuple[int, int]:
+    w, h = wh
     scale = short / min(w, h)
-    size = (max(short, round(w * scale)), max(short, round(h * scale)))
-    return image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
+    return max(short, round(w * scale)), max(short, round(h * scale))
+
+
+def _crop_size(wh: tuple[int, int], size: int, short_side: int | None) -> tuple[int, int]:
+    """The photo's size as crops are taken from it: scaled to ``short_side``, or as it is and scaled up to ``size``."""
+    return _short_side_size(wh, short_side or max(size, min(wh)))
 
 
 def _crop_scale(image: Image.Image, size: int, short_side: int | None) -> Image.Image:
-    """The photo as crops are taken from it: scaled to ``short_side``, or as it is and scaled up to ``size``."""
-    if short_side is not None or min(image.size) < size:
-        return _resize_short(image, short_side or size)
-    return image
+    wh = _crop_size(image.size, size, short_side)
+    return image if wh == image.size else image.resize(wh, Image.Resampling.BICUBIC)
 
 
 def _random_crop(image: Image.Image, size: int, short_side: int | None, flip: bool, gen: torch.Generator) -> Tensor:
@@ -473,9 +475,8 @@ class PhotoDataModule(pl.LightningDataModule):
         for path in paths:
             try:
                 with Image.open(path) as image:
-                    short = self.short_side or max(self.size, min(image.size))
-                    scale = short / min(image.size)
-                    estimate += 3 * max(short, round(image.width * scale)) * max(short, round(image.height * scale))
+                    w, h = _crop_size(image.size, self.size, self.short_side)
+                    estimate += 3 * w * h
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
                 continue
         if estimate > self.cache_max_gb * 1e9:

@@ -52,7 +52,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Pixels processed in one pass; larger images are tiled. One pass of a width-1 network takes about 1.1 kB of memory
 # per pixel on a CPU (3.3 GB at 1536×2048 in ONNX Runtime), and tiles run eagerly, 4.5× slower there (46 s against
 # 10 s): a demo photo (≤ 2048 px) is never tiled.
-TILE_PIXELS = {"cpu": 2048 * 2048, "cuda": 2048 * 2048}
+TILE_PIXELS = 2048 * 2048
 # ONNX exports kept in the cache (the most recently used); an export is a few MB.
 ONNX_CACHE_FILES = 16
 # Pixels of context read beyond each tile side and discarded (a multiple of 4, the network's stride).
@@ -339,7 +339,7 @@ class Stylizer:
             raise FaststyleError("compile applies to the PyTorch backends; use backend eager or channels_last")
         self.backend = backend
         self.tile, self.overlap, self.max_pixels, self.tile_stats = tile, overlap, max_pixels, tile_stats
-        self.tile_pixels = tile_pixels or TILE_PIXELS[self.device.type]
+        self.tile_pixels = tile_pixels or TILE_PIXELS
         self.context = CONTEXT
         self.compiled: bool | str = compile or False
         self._session = None

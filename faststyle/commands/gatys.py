@@ -100,17 +100,15 @@ def _snapshot_path(out: Path, iteration: int) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from PIL import Image
 
     from faststyle.device import resolve_device
     from faststyle.errors import FaststyleError
     from faststyle.gatys import stylize
-    from faststyle.images import check_writable, load_image, save_image
+    from faststyle.images import check_writable, image_format, load_image, save_image
     from faststyle.losses import describe_terms
 
     out = Path(args.out)
-    if Image.registered_extensions().get(out.suffix.lower()) is None:
-        raise FaststyleError(f"cannot tell the image format from --out {out.name!r}; use .png, .jpg or .webp")
+    image_format(out)  # an unwritable suffix fails here, not after the optimisation
     if args.save_every < 0:
         raise FaststyleError("--save-every must be 0 (off) or a positive number of iterations")
     inputs = {Path(args.content).resolve(): "--content"} | {Path(s).resolve(): "--style" for s in args.style}
