@@ -33,6 +33,7 @@ from faststyle.stylize import (
     style_key,
     style_name,
     style_thumbnail,
+    train_command,
 )
 
 UPLOAD_MAX_PIXELS = 50_000_000
@@ -197,10 +198,6 @@ def _captioned(image: Image.Image, text: str) -> Image.Image:
     return framed
 
 
-def train_hint(folder: Path) -> str:
-    return f"faststyle train --style STYLE.jpg --data PHOTOS/ --out {folder / 'NAME.safetensors'}"
-
-
 def _clamp(value: float, limits: tuple[int, int]) -> int:
     """A size from the page, or from an API call that skipped the slider's range check, kept within the slider's."""
     return int(min(max(float(value), limits[0]), limits[1]))
@@ -217,7 +214,7 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
             into = next((d for d in app.dirs if d.is_dir()), app.dirs[0] if app.dirs else Path("checkpoints"))
             gr.Markdown(
                 f"**No style models found** (looked in {searched}).\n\n"
-                f"Train one into `{into}` with\n\n```\n{train_hint(into)}\n```\n\n"
+                f"Train one into `{into}` with\n\n```\n{train_command(into)}\n```\n\n"
                 "then restart the demo, or point it at a folder of models with `faststyle demo --models DIR` "
                 "(or `$FASTSTYLE_MODELS`).",
                 elem_id="no-models",

@@ -101,8 +101,13 @@ def find_model(name: str | os.PathLike[str], dirs: Sequence[Path] | None = None)
     raise FaststyleError(
         f"no model named {str(name)!r} in {searched} (available: {names}); pass a model file, add its folder to "
         f"${MODELS_ENV}, or train one with "
-        f"`faststyle train --style STYLE.jpg --data PHOTOS/ --out checkpoints/{path.name}{MODEL_SUFFIX}`"
+        f"`{train_command(Path('checkpoints'), path.name)}`"
     )
+
+
+def train_command(folder: Path, name: str = "NAME") -> str:
+    """The command that trains a model named ``name`` into ``folder``, for messages that say how to get one."""
+    return f"faststyle train --style STYLE.jpg --data PHOTOS/ --out {folder / (name + MODEL_SUFFIX)}"
 
 
 def list_models(dirs: Sequence[Path] | None = None) -> list[ModelInfo]:

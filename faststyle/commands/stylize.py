@@ -107,12 +107,12 @@ def output_paths(files: list[Path], out: Path, model: str, fmt: str | None, fold
 
 
 def _list_models() -> int:
-    from faststyle.stylize import backbone_name, list_models, model_dirs, style_name
+    from faststyle.stylize import backbone_name, list_models, model_dirs, style_name, train_command
 
     models = list_models()
     if not models:
         print("no models found in " + ", ".join(str(d) for d in model_dirs()))
-        print("train one with: faststyle train --style STYLE.jpg --data PHOTOS/ --out checkpoints/NAME.safetensors")
+        print(f"train one with: {train_command(Path('checkpoints'))}")
         return 0
     width = max(len(m.name) for m in models)
     for m in models:
