@@ -1,4 +1,4 @@
-"""``faststyle stylize``: apply a style model to image files, folders and globs."""
+"""``faststyle stylize``: apply a style model to image and video files, folders and globs."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import argparse
 import glob
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from faststyle.argtypes import positive_int, unit_interval
 from faststyle.compiling import add_compile_argument
+
+if TYPE_CHECKING:
+    from faststyle.stylize import Stylizer
 
 OUTPUT_FORMATS = ("png", "jpg", "jpeg", "webp")
 
@@ -16,14 +20,16 @@ OUTPUT_FORMATS = ("png", "jpg", "jpeg", "webp")
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "stylize",
-        help="stylize images with a trained model",
+        help="stylize images and videos with a trained model",
         description=(
-            "Stylize image files, folders and globs with a style model. With one input, --out may name the output "
-            "file; otherwise --out is a folder (created) that receives <stem>_<model>.<format>. Outputs are "
-            "written atomically; a file that fails does not stop the others (exit code 1 if any failed)."
+            "Stylize image and video files, folders and globs with a style model. With one input, --out may name "
+            "the output file; otherwise --out is a folder (created) that receives <stem>_<model>.<format> "
+            "(videos keep their container where it can be written, else .mp4). Videos keep their frame timing and "
+            "sound and need PyAV (pip install 'faststyle[video]'). Outputs are written atomically; a file that "
+            "fails does not stop the others (exit code 1 if any failed)."
         ),
     )
-    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or globs")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image or video files, folders or globs")
     parser.add_argument("--model", help="model NAME (see --list) or model file (.safetensors)")
     parser.add_argument("--out", help="output file (one input) or folder")
     parser.add_argument("--list", action="store_true", help="list the available models and exit")
@@ -44,7 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="how the network runs; auto: ONNX Runtime for fp32 on a CPU (eager with --compile), channels_last on "
         "CUDA",
     )  # fmt: skip
-    parser.add_argument("--batch", type=int, default=1, help="images per forward pass (equal sizes are batched)")
+    parser.add_argument(
+        "--batch", type=int, default=None,
+        help="images per forward pass (equal sizes are batched; default 1), or video frames (default 4)",
+    )  # fmt: skip
     parser.add_argument(
         "--tile", type=int, default=None,
         help="tile side for large images; 0: never tile (default: images over 2048x2048 px are tiled)",
@@ -60,11 +69,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]], list[tuple[Path, int]]]:
-    """Files from files, folders (their images, not recursive) and globs (their images; ``**`` recurses), each once;
-    (input, reason) for inputs that name nothing; and (file, count) for files that several inputs name."""
+    """Files from files, folders (their images and videos, not recursive) and globs (the same; ``**`` recurses),
+    each once; (input, reason) for inputs that name nothing; and (file, count) for files that several inputs name."""
     from PIL import Image
 
-    suffixes = set(Image.registered_extensions())
+    from faststyle.video import VIDEO_SUFFIXES
+
+    suffixes = set(Image.registered_extensions()) | set(VIDEO_SUFFIXES)
     named: dict[Path, tuple[Path, set[int]]] = {}  # by the file itself: a symlinked folder or a ``**`` loop
     missing: list[tuple[str, str]] = []
     for index, item in enumerate(inputs):
@@ -72,14 +83,14 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]],
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
             if not found:
-                missing.append((item, "folder has no image files"))
+                missing.append((item, "folder has no image or video files"))
         elif path.exists():
             found = [path]
         elif glob.has_magic(item):
             matches = [Path(p) for p in glob.glob(str(path), recursive=True)]
             found = sorted(p for p in matches if p.is_file() and p.suffix.lower() in suffixes)
             if not found:
-                missing.append((item, "no image files match" if matches else "no files match"))
+                missing.append((item, "no image or video files match" if matches else "no files match"))
         else:
             found = []
             missing.append((item, "does not exist"))
@@ -90,12 +101,14 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]],
 
 
 def output_paths(files: list[Path], out: Path, model: str, fmt: str | None, folder: bool) -> list[Path]:
+    from faststyle.video import is_video, output_suffix
+
     if not folder:
         return [out]
-    suffix = "." + (fmt or "png")
     paths: list[Path] = []
     taken: set[Path] = set()
     for file in files:
+        suffix = output_suffix(file) if is_video(file) else "." + (fmt or "png")
         candidate = out / f"{file.stem}_{model}{suffix}"
         count = 2
         while candidate in taken:
@@ -128,31 +141,35 @@ def _stylize(args: argparse.Namespace) -> int:
     if not args.model:
         raise FaststyleError("name a model with --model NAME|FILE (see `faststyle stylize --list`)")
     if not args.inputs:
-        raise FaststyleError("name the images to stylize: files, folders or globs")
+        raise FaststyleError("name the images or videos to stylize: files, folders or globs")
     if not args.out:
         raise FaststyleError("name where to write with --out FILE (one input) or --out FOLDER")
-    if args.batch < 1:
+    if args.batch is not None and args.batch < 1:
         raise FaststyleError("--batch must be at least 1")
 
-    from tqdm import tqdm
-
-    from faststyle.images import MAX_PIXELS, check_writable, image_format, open_image, save_image
+    from faststyle.images import MAX_PIXELS, check_writable, image_format
     from faststyle.stylize import Stylizer
+    from faststyle.video import WRITE_SUFFIXES, check_output, is_video
 
     files, failures, repeated = expand_inputs(args.inputs)
     for file, count in repeated:
         print(f"{file} is named by {count} of the inputs; stylizing it once", file=sys.stderr)
     out = Path(args.out).expanduser()
     several = len(files) + len(failures) > 1
-    if several and out.suffix.lower().lstrip(".") in OUTPUT_FORMATS and not out.is_dir():
+    out_suffix = out.suffix.lower()
+    if several and (out_suffix.lstrip(".") in OUTPUT_FORMATS or out_suffix in WRITE_SUFFIXES) and not out.is_dir():
         raise FaststyleError(
             f"--out {args.out} names one file, but {len(files) + len(failures)} inputs are given; "
-            "pass a folder (--out DIR), or one image"
+            "pass a folder (--out DIR), or one input"
         )
     folder = several or out.is_dir() or args.out.endswith(("/", "\\")) or not out.suffix
     if not folder and args.format:
         raise FaststyleError("--format applies to folder output; name the output file with the suffix you want")
-    if not folder:
+    if not folder and files and is_video(files[0]):
+        check_output(out)
+    elif not folder and out_suffix in WRITE_SUFFIXES:
+        raise FaststyleError(f"--out {args.out} is a video file, but the input is an image; end it in .png or .jpg")
+    elif not folder:
         try:
             image_format(out)
         except FaststyleError:
@@ -173,16 +190,51 @@ def _stylize(args: argparse.Namespace) -> int:
     )
     targets = output_paths(files, out, stylizer.name, args.format, folder)
     if folder and out.exists() and not out.is_dir():
-        raise FaststyleError(f"--out {out} is a file; name a folder for several images")
-    check_writable(out if folder else out.parent, "the stylized images")
-    failed: list[tuple[str, str]] = []
-    written = 0
+        raise FaststyleError(f"--out {out} is a file; name a folder for several inputs")
+    check_writable(out if folder else out.parent, "the stylized files")
     options = {"size": args.size, "strength": args.strength, "preserve_color": args.preserve_color}
-    with tqdm(total=len(files), unit="image", disable=len(files) < 2, file=sys.stderr) as progress:
-        for start in range(0, len(files), args.batch):
-            chunk = list(zip(files[start : start + args.batch], targets[start : start + args.batch], strict=True))
+    jobs = list(zip(files, targets, strict=True))
+    images = [job for job in jobs if not is_video(job[0])]
+    videos = [job for job in jobs if is_video(job[0])]
+    failed: list[tuple[str, str]] = []
+    written = _stylize_images(stylizer, images, args.batch or 1, max_pixels, options, failed)
+    written_videos = _stylize_videos(stylizer, videos, args.batch or 4, options, failed)
+    counts = [f"{written} of {_count(len(images), 'image')}"] if images or not videos else []
+    counts += [f"{written_videos} of {_count(len(videos), 'video')}"] if videos else []
+    print(f"stylized {' and '.join(counts)} with {stylizer.name} into {out}")
+    if failures:
+        print(f"{len(failures)} input{'s' if len(failures) != 1 else ''} named no image or video:", file=sys.stderr)
+        for name, reason in failures:
+            print(f"  {name}: {reason}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} failed:", file=sys.stderr)
+        for name, reason in failed:
+            print(f"  {name}: {reason}", file=sys.stderr)
+    return 1 if failed or failures else 0
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'s' if number != 1 else ''}"
+
+
+def _stylize_images(
+    stylizer: Stylizer,
+    jobs: list[tuple[Path, Path]],
+    batch: int,
+    max_pixels: int,
+    options: dict[str, Any],
+    failed: list[tuple[str, str]],
+) -> int:
+    from tqdm import tqdm
+
+    from faststyle.errors import FaststyleError
+    from faststyle.images import open_image, save_image
+
+    written = 0
+    with tqdm(total=len(jobs), unit="image", disable=len(jobs) < 2, file=sys.stderr) as progress:
+        for start in range(0, len(jobs), batch):
             loaded = []
-            for file, target in chunk:
+            for file, target in jobs[start : start + batch]:
                 try:
                     loaded.append((file, target, open_image(file, max_pixels=max_pixels)))
                 except FaststyleError as exc:
@@ -198,17 +250,38 @@ def _stylize(args: argparse.Namespace) -> int:
                     save_image(result, target)
                     written += 1
                 except Exception as exc:  # one failed image must not stop the batch; the summary names it
-                    reason = str(exc) if isinstance(exc, FaststyleError) else f"{type(exc).__name__}: {exc}"
-                    failed.append((str(file), reason))
+                    failed.append((str(file), _reason(exc)))
                 progress.update(1)
-    total = len(files)
-    print(f"stylized {written} of {total} image{'s' if total != 1 else ''} with {stylizer.name} into {out}")
-    if failures:
-        print(f"{len(failures)} input{'s' if len(failures) != 1 else ''} named no image:", file=sys.stderr)
-        for name, reason in failures:
-            print(f"  {name}: {reason}", file=sys.stderr)
-    if failed:
-        print(f"{len(failed)} failed:", file=sys.stderr)
-        for name, reason in failed:
-            print(f"  {name}: {reason}", file=sys.stderr)
-    return 1 if failed or failures else 0
+    return written
+
+
+def _stylize_videos(
+    stylizer: Stylizer,
+    jobs: list[tuple[Path, Path]],
+    batch: int,
+    options: dict[str, Any],
+    failed: list[tuple[str, str]],
+) -> int:
+    from faststyle.video import stylize_video
+
+    written = 0
+    for file, target in jobs:
+        try:
+            result = stylize_video(stylizer, file, target, batch=batch, **options)
+        except Exception as exc:  # the next video may still work; the summary names this one
+            failed.append((str(file), _reason(exc)))
+            continue
+        sound = {"copied": "sound copied", "none": "no sound"}.get(result.audio, f"sound {result.audio}")
+        print(
+            f"{file.name}: {result.frames} frames, {result.width}x{result.height} at {result.fps:.3g} fps, "
+            f"in {result.seconds:.1f} s ({result.frames_per_second:.3g} frames/s), {sound} -> {target}",
+            file=sys.stderr,
+        )
+        written += 1
+    return written
+
+
+def _reason(exc: Exception) -> str:
+    from faststyle.errors import FaststyleError
+
+    return str(exc) if isinstance(exc, FaststyleError) else f"{type(exc).__name__}: {exc}"

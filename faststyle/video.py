@@ -1,0 +1,302 @@
+"""Video files: decode with PyAV, stylize batches of frames with a ``Stylizer``, encode; the sound is copied as is.
+
+Frames keep their timestamps, so variable frame rates and the audio stay in sync. A phone's rotation flag is
+applied to the pixels (the output plays upright without one). Colours are converted with the matrix the video
+declares (BT.709 when it declares none and is 720 lines or more, else BT.601), and the output is H.264 (VP9 for
+``.webm``) in 4:2:0, tagged BT.709.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from faststyle.errors import FaststyleError
+from faststyle.images import new_file_mode
+
+if TYPE_CHECKING:
+    from faststyle.stylize import Stylizer
+
+log = logging.getLogger(__name__)
+
+# Output suffix -> encoder and its options (visually lossless: x264's CRF 18, VP9's CRF 24).
+ENCODERS: dict[str, tuple[str, dict[str, str]]] = {
+    ".mp4": ("libx264", {"crf": "18", "preset": "fast"}),
+    ".m4v": ("libx264", {"crf": "18", "preset": "fast"}),
+    ".mov": ("libx264", {"crf": "18", "preset": "fast"}),
+    ".mkv": ("libx264", {"crf": "18", "preset": "fast"}),
+    ".webm": ("libvpx-vp9", {"crf": "24", "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}),
+}
+# Read as videos when named (an ffmpeg build reads many more; these are also found in folders and globs).
+VIDEO_SUFFIXES = (*ENCODERS, ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp")
+WRITE_SUFFIXES = tuple(ENCODERS)
+INSTALL_HINT = "video needs PyAV: pip install 'faststyle[video]' (or pip install av)"
+# AVColorSpace codes: BT.709, and those swscale converts with BT.601's matrix.
+_BT709, _BT601 = 1, (5, 6)
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    path: Path
+    frames: int
+    width: int
+    height: int
+    fps: float
+    seconds: float  # wall time of the whole job: decoding, stylizing, encoding
+    audio: str  # "copied", "none" (the input had none) or "dropped: <why>"
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("inf")
+
+
+def is_video(path: str | os.PathLike[str]) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def output_suffix(source: str | os.PathLike[str]) -> str:
+    """The suffix of a stylized copy: the source's where it can be written, else ``.mp4``."""
+    suffix = Path(source).suffix.lower()
+    return suffix if suffix in ENCODERS else ".mp4"
+
+
+def check_output(path: str | os.PathLike[str]) -> None:
+    if Path(path).suffix.lower() not in ENCODERS:
+        raise FaststyleError(
+            f"cannot write a video to {Path(path).name!r}; end the name in {', '.join(WRITE_SUFFIXES)}"
+        )
+
+
+def _av() -> Any:
+    try:
+        import av
+    except ImportError:
+        raise FaststyleError(INSTALL_HINT) from None
+    return av
+
+
+def even_size(height: int, width: int, long_side: int | None) -> tuple[int, int]:
+    """The output frame size: the long side scaled to ``long_side`` (when given), both sides even (4:2:0 chroma)."""
+    if long_side:
+        scale = long_side / max(height, width)
+        height, width = max(2, round(height * scale)), max(2, round(width * scale))
+    return height // 2 * 2, width // 2 * 2
+
+
+def _colorspace(frame: Any) -> int:
+    code = int(frame.colorspace)
+    if code == _BT709 or (code not in _BT601 and frame.height >= 720):
+        return _BT709
+    return _BT601[0]
+
+
+def _upright(pixels: Tensor, rotation: int) -> Tensor:
+    """(3,H,W) frame turned as its display matrix asks (PyAV's ``rotation``: degrees counterclockwise)."""
+    turns = round(rotation / 90) % 4
+    return torch.rot90(pixels, turns, dims=(-2, -1)) if turns else pixels
+
+
+class _Frame:
+    __slots__ = ("pixels", "pts", "time_base")
+
+    def __init__(self, pixels: Tensor, pts: int, time_base: Fraction) -> None:
+        self.pixels, self.pts, self.time_base = pixels, pts, time_base
+
+
+def _decoded(container: Any, stream: Any, writer: _Writer) -> Iterator[_Frame]:
+    """The video stream's frames (uint8 (3,H,W), upright) with their timestamps; the sound goes to ``writer``."""
+    rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+    index = 0
+    last_pts = None
+    for packet in container.demux(stream, *writer.audio_source):
+        if packet.stream.type == "audio":
+            writer.copy_audio(packet)
+            continue
+        for frame in packet.decode():
+            pts = frame.pts
+            if pts is None or (last_pts is not None and pts <= last_pts):  # no timestamps, or out of order
+                pts = (last_pts + 1) if last_pts is not None else round(index / rate / stream.time_base)
+            last_pts = pts
+            array = frame.to_ndarray(format="rgb24", src_colorspace=_colorspace(frame))
+            pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+            yield _Frame(_upright(pixels, frame.rotation), pts, stream.time_base)
+            index += 1
+
+
+def stylize_video(
+    stylizer: Stylizer,
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    *,
+    size: int | None = None,
+    strength: float = 1.0,
+    preserve_color: bool = False,
+    batch: int = 4,
+    progress: bool = True,
+) -> VideoResult:
+    """Stylize every frame of ``source`` into ``target`` (written atomically), ``batch`` frames a pass. ``size``
+    scales the long side first; the sides are rounded down to even numbers."""
+    av = _av()
+    source, target = Path(source), Path(target)
+    check_output(target)
+    if batch < 1:
+        raise FaststyleError(f"batch must be at least 1, not {batch}")
+    started = time.perf_counter()
+    try:
+        container = av.open(str(source))
+    except (av.FFmpegError, OSError) as exc:
+        raise FaststyleError(f"cannot read {source} as a video ({exc})") from None
+    tmp: Path | None = None
+    try:
+        if not container.streams.video:
+            raise FaststyleError(f"{source} has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
+        os.close(fd)
+        tmp = Path(name)
+        with av.open(str(tmp), "w") as output:
+            writer = _Writer(av, output, stream, target.suffix.lower(), size, container)
+            total = stream.frames or _estimated_frames(container, stream)
+            from tqdm import tqdm
+
+            with tqdm(total=total or None, unit="frame", disable=not progress, desc=source.name) as bar:
+                pending: list[_Frame] = []
+                for frame in _decoded(container, stream, writer):
+                    pending.append(frame)
+                    if len(pending) == batch:
+                        writer.write(_stylized(stylizer, pending, writer, strength, preserve_color), pending)
+                        bar.update(len(pending))
+                        pending = []
+                if pending:
+                    writer.write(_stylized(stylizer, pending, writer, strength, preserve_color), pending)
+                    bar.update(len(pending))
+            if writer.frames == 0:
+                raise FaststyleError(f"{source} has no frames that could be decoded")
+            writer.close()
+        os.chmod(tmp, new_file_mode())
+        os.replace(tmp, target)
+        tmp = None
+    except av.FFmpegError as exc:
+        raise FaststyleError(f"{source}: {exc}") from None
+    finally:
+        container.close()
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    return VideoResult(
+        target,
+        writer.frames,
+        writer.width,
+        writer.height,
+        float(writer.rate),
+        time.perf_counter() - started,
+        writer.audio,
+    )
+
+
+def _estimated_frames(container: Any, stream: Any) -> int:
+    rate = stream.average_rate or stream.guessed_rate
+    if stream.duration and stream.time_base and rate:
+        return round(stream.duration * stream.time_base * rate)
+    if container.duration and rate:
+        return round(container.duration / 1_000_000 * rate)
+    return 0
+
+
+class _Writer:
+    """Encodes stylized frames and copies the first audio stream. The streams are made at the first frame, once
+    the frame size is known (video first, as players expect); no packet can be written before, so the sound waits
+    until then."""
+
+    def __init__(self, av: Any, output: Any, source: Any, suffix: str, size: int | None, container: Any) -> None:
+        self.av, self.output, self.source, self.size = av, output, source, size
+        self.codec, self.options = ENCODERS[suffix]
+        self.rate = source.average_rate or source.guessed_rate or Fraction(25)
+        self.stream: Any = None
+        self.frames = self.width = self.height = 0
+        self.audio_source: tuple[Any, ...] = ()
+        self._audio_copy: Any = None
+        self._waiting: list[Any] = []
+        self.audio = "none"  # what became of the sound: "none" (there was none), "copied" or "dropped: <why>"
+        if container.streams.audio:
+            audio = container.streams.audio[0]
+            name = audio.codec_context.name
+            if name in output.supported_codecs:
+                self.audio_source, self.audio = (audio,), "copied"
+            else:
+                self.audio = f"dropped: {suffix} files cannot hold {name} audio"
+                log.warning("%s: the sound is left out (%s); write an .mkv to keep it", container.name, self.audio)
+
+    def copy_audio(self, packet: Any) -> None:
+        if packet.dts is None:
+            return  # a flush packet
+        if self.stream is None:
+            self._waiting.append(packet)
+        else:
+            packet.stream = self._audio_copy
+            self.output.mux(packet)
+
+    def frame_size(self, height: int, width: int) -> tuple[int, int]:
+        if self.stream is None:
+            self.height, self.width = even_size(height, width, self.size)
+            self._open()
+        return self.height, self.width
+
+    def _open(self) -> None:
+        stream = self.output.add_stream(self.codec, rate=self.rate, options=self.options)
+        stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
+        stream.time_base = self.source.time_base
+        context = stream.codec_context
+        context.colorspace = context.color_primaries = context.color_trc = _BT709
+        context.color_range = 1  # limited ("TV") range, as players expect
+        self.stream = stream
+        if self.audio_source:
+            self._audio_copy = self.output.add_stream_from_template(self.audio_source[0])
+        for packet in self._waiting:
+            self.copy_audio(packet)
+        self._waiting.clear()
+
+    def write(self, images: Tensor, frames: list[_Frame]) -> None:
+        arrays = images.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        for array, frame in zip(arrays, frames, strict=True):
+            video = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+            video = video.reformat(format="yuv420p", dst_colorspace=_BT709)
+            video.pts, video.time_base = frame.pts, frame.time_base
+            for packet in self.stream.encode(video):
+                self.output.mux(packet)
+            self.frames += 1
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.output.mux(packet)
+
+
+def _stylized(stylizer: Stylizer, frames: list[_Frame], writer: _Writer, strength: float, keep: bool) -> Tensor:
+    """The frames' stylized pixels (float (N,3,H,W) in [0,1]) at the output size; frames of another size than the
+    first (a stream that changes size) are scaled to it."""
+    height, width = writer.frame_size(*frames[0].pixels.shape[-2:])
+    batch = torch.stack([_fit(f.pixels, height, width) for f in frames]).float().div_(255)
+    return stylizer(batch, strength=strength, preserve_color=keep)
+
+
+def _fit(pixels: Tensor, height: int, width: int) -> Tensor:
+    h, w = pixels.shape[-2:]
+    if (h, w) == (height, width):
+        return pixels
+    scaled = F.interpolate(
+        pixels[None].float(), size=(height, width), mode="bilinear", antialias=height < h or width < w
+    )
+    return scaled[0].round_().clamp_(0, 255).to(torch.uint8)

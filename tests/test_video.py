@@ -1,0 +1,253 @@
+"""Video files through ``stylize_video`` and ``faststyle stylize``: frames, timing, sound, rotation, errors.
+
+The clips are made here with PyAV from the shared photos (a pan across Chicago, with a tone as sound); the
+network is an untrained width-0.5 one, whose output is far from the photo, which is what the checks need.
+"""
+
+from __future__ import annotations
+
+import struct
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from faststyle.cli import main
+from faststyle.errors import FaststyleError
+from faststyle.images import load_image
+from faststyle.modelfile import save_model
+from faststyle.stylize import Stylizer
+from faststyle.transformer import TransformerNet
+from faststyle.video import even_size, stylize_video
+
+av = pytest.importorskip("av")
+
+WIDTH, HEIGHT, FPS = 160, 96, 10
+SAMPLE_RATE = 16_000
+
+
+@pytest.fixture(scope="module")
+def stylizer(tmp_path_factory: pytest.TempPathFactory) -> Stylizer:
+    torch.manual_seed(0)
+    path = save_model(TransformerNet(width=0.5), tmp_path_factory.mktemp("models") / "starry.safetensors", metadata={})
+    return Stylizer(path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def pan(shared: Path) -> list[np.ndarray]:
+    """Eight frames (uint8 H×W×3) panning across the Chicago photo."""
+    photo = load_image(shared / "data" / "content" / "chicago.jpg", size=2 * WIDTH + 8 * 12)[0]
+    frames = [photo[:, : 2 * HEIGHT : 2, x : x + 2 * WIDTH : 2] for x in range(0, 8 * 12, 12)]
+    assert all(f.shape == (3, HEIGHT, WIDTH) for f in frames)
+    return [f.mul(255).round().byte().permute(1, 2, 0).contiguous().numpy() for f in frames]
+
+
+def write_clip(
+    path: Path, frames: list[np.ndarray], pts: list[int] | None = None, sound: bool = True, codec: str = "libx264"
+) -> Path:
+    """An H.264 clip at FPS frames a second (or at the timestamps ``pts``, in 1/FPS units), with a 440 Hz tone."""
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w") as output:
+        video = output.add_stream(codec, rate=FPS, options={"crf": "12"} if codec == "libx264" else {})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.codec_context.time_base = Fraction(1, FPS)
+        audio = output.add_stream("aac", rate=SAMPLE_RATE) if sound else None
+        for i, array in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts, frame.time_base = (pts[i] if pts else i), Fraction(1, FPS)
+            for packet in video.encode(frame):
+                output.mux(packet)
+        for packet in video.encode():
+            output.mux(packet)
+        if audio is not None:
+            seconds = (pts[-1] + 1 if pts else len(frames)) / FPS
+            samples = np.arange(round(seconds * SAMPLE_RATE))
+            tone = (0.3 * np.sin(2 * np.pi * 440 * samples / SAMPLE_RATE)).astype(np.float32)
+            for start in range(0, len(tone), 1024):
+                chunk = av.AudioFrame.from_ndarray(tone[None, start : start + 1024], format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = SAMPLE_RATE, start
+                for packet in audio.encode(chunk):
+                    output.mux(packet)
+            for packet in audio.encode():
+                output.mux(packet)
+    return path
+
+
+def read_clip(path: Path) -> tuple[list[np.ndarray], list[float], dict[str, object]]:
+    """Decoded frames (uint8 H×W×3), their times in seconds, and facts about the file."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        facts: dict[str, object] = {
+            "codec": stream.codec_context.name,
+            "streams": [s.type for s in container.streams],
+            "audio_seconds": 0.0,
+        }
+        frames, times = [], []
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            times.append(float(frame.pts * frame.time_base))
+    if container_has_audio(path):
+        with av.open(str(path)) as container:
+            decoded = [f for f in container.decode(audio=0)]
+            facts["audio_seconds"] = sum(f.samples for f in decoded) / decoded[0].sample_rate
+            facts["audio"] = np.concatenate([f.to_ndarray()[0] for f in decoded])
+    return frames, times, facts
+
+
+def container_has_audio(path: Path) -> bool:
+    with av.open(str(path)) as container:
+        return bool(container.streams.audio)
+
+
+def luma(frame: np.ndarray) -> np.ndarray:
+    return frame.astype(float) @ np.array([0.299, 0.587, 0.114])
+
+
+def frames_through(stylizer: Stylizer, frames: list[np.ndarray], **options: object) -> list[np.ndarray]:
+    """What the stylizer makes of each frame on its own, as uint8."""
+    batch = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+    out = stylizer(batch, **options)
+    return list(out.mul(255).round().byte().permute(0, 2, 3, 1).numpy())
+
+
+def test_each_frame_is_stylized_with_its_timing_and_sound(
+    stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path
+) -> None:
+    source = write_clip(tmp_path / "pan.mp4", pan)
+    result = stylize_video(stylizer, source, tmp_path / "out" / "pan_starry.mp4", batch=3, progress=False)
+    assert (result.frames, result.width, result.height, result.fps, result.audio) == (8, WIDTH, HEIGHT, 10.0, "copied")
+    frames_in, times_in, facts_in = read_clip(source)
+    frames_out, times_out, facts_out = read_clip(result.path)
+    assert facts_out["codec"] == "h264" and facts_out["streams"] == ["video", "audio"]
+    assert times_out == pytest.approx(times_in) and times_out == pytest.approx([i / FPS for i in range(8)])
+    # the sound is copied, not re-encoded: the same samples
+    assert facts_out["audio_seconds"] == pytest.approx(facts_in["audio_seconds"]) and facts_in["audio_seconds"] > 0.7
+    np.testing.assert_array_equal(facts_out["audio"], facts_in["audio"])
+    # each output frame is the network's output for its input frame, up to the encoder's loss (measured: 2.0-2.4
+    # levels of luma; the colours of this untrained network's fine pattern lose more to 4:2:0 chroma) ...
+    expected = frames_through(stylizer, frames_in)
+    errors = [np.abs(luma(a) - luma(b)).mean() for a, b in zip(frames_out, expected, strict=True)]
+    assert max(errors) < 3.0, errors
+    # ... and far from the photo itself and from the next frame's output (the pan moves 6 px a frame)
+    assert min(np.abs(luma(a) - luma(b)).mean() for a, b in zip(frames_out, frames_in, strict=True)) > 25
+    assert np.abs(luma(frames_out[0]) - luma(expected[1])).mean() > 3 * max(errors)
+    assert not list(result.path.parent.glob(".*")), "the temporary file is left behind"
+
+
+def test_variable_frame_rate_keeps_its_timestamps(stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path) -> None:
+    pts = [0, 1, 3, 4, 8, 9, 10, 15]
+    source = write_clip(tmp_path / "vfr.mkv", pan, pts=pts, sound=False)
+    result = stylize_video(stylizer, source, tmp_path / "vfr_out.mkv", progress=False)
+    _, times, facts = read_clip(result.path)
+    assert times == pytest.approx([p / FPS for p in pts])
+    assert result.audio == "none" and facts["streams"] == ["video"]
+
+
+def test_size_strength_and_webm(
+    stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = write_clip(tmp_path / "pan.mp4", pan)
+    result = stylize_video(stylizer, source, tmp_path / "small.webm", size=75, strength=0.0, progress=False)
+    assert "the sound is left out" in caplog.text and "write an .mkv to keep it" in caplog.text
+    # 160×96 at 75 px: 75×45, rounded down to even sides for 4:2:0 video
+    assert (result.width, result.height) == (74, 44) == even_size(96, 160, 75)[::-1]
+    assert result.audio == "dropped: .webm files cannot hold aac audio"
+    frames_out, _, facts = read_clip(result.path)
+    assert facts["codec"] == "vp9" and facts["streams"] == ["video"]
+    # strength 0 is the photo itself, scaled
+    photo = torch.from_numpy(pan[0]).permute(2, 0, 1)[None].float()
+    scaled = torch.nn.functional.interpolate(photo, size=(44, 74), mode="bilinear", antialias=True)
+    scaled = scaled.round().clamp(0, 255)[0].permute(1, 2, 0).numpy()
+    assert np.abs(frames_out[0].astype(float) - scaled).mean() < 4.0
+
+
+def test_a_phone_clip_comes_out_upright(stylizer: Stylizer, tmp_path: Path) -> None:
+    """A portrait phone video is stored landscape with a display matrix that turns it 90° clockwise."""
+    coded = np.zeros((96, 160, 3), np.uint8)
+    coded[:48] = 255  # top half white: once turned clockwise, the right half
+    source = write_clip(tmp_path / "phone.mp4", [coded] * 3, sound=False)
+    data = bytearray(source.read_bytes())
+    at = data.index(b"tkhd")
+    matrix = at + 4 + (52 if data[at + 4] == 1 else 40)
+    data[matrix : matrix + 36] = struct.pack(">9i", 0, 1 << 16, 0, -(1 << 16), 0, 0, 96 << 16, 0, 1 << 30)
+    source.write_bytes(bytes(data))
+    with av.open(str(source)) as container:
+        assert next(container.decode(video=0)).rotation == -90
+    result = stylize_video(stylizer, source, tmp_path / "phone_out.mp4", strength=0.0, progress=False)
+    assert (result.width, result.height) == (96, 160)
+    frames, _, _ = read_clip(result.path)
+    grey = frames[0].astype(float).mean(axis=2)
+    assert grey[:, 52:].mean() > 240 and grey[:, :44].mean() < 15
+    with av.open(str(result.path)) as container:
+        assert next(container.decode(video=0)).rotation == 0
+
+
+def test_errors_say_what_to_do(stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path) -> None:
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("not a video")
+    with pytest.raises(FaststyleError, match="cannot read .*notes.mp4 as a video"):
+        stylize_video(stylizer, not_video, tmp_path / "out.mp4", progress=False)
+    source = write_clip(tmp_path / "pan.mp4", pan[:2], sound=False)
+    with pytest.raises(FaststyleError, match=r"cannot write a video to 'out.gif'; end the name in \.mp4"):
+        stylize_video(stylizer, source, tmp_path / "out.gif", progress=False)
+    with pytest.raises(FaststyleError, match="batch must be at least 1"):
+        stylize_video(stylizer, source, tmp_path / "out.mp4", batch=0, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.mp4", "pan.mp4"]
+
+
+def test_without_pyav_the_error_says_how_to_install_it(
+    stylizer: Stylizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "av", None)
+    with pytest.raises(FaststyleError, match=r"pip install 'faststyle\[video\]'"):
+        stylize_video(stylizer, tmp_path / "any.mp4", tmp_path / "out.mp4", progress=False)
+
+
+def test_cli_stylizes_videos_beside_images(
+    stylizer: Stylizer, pan: list[np.ndarray], shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert stylizer.path is not None
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_clip(clips / "pan.mov", pan)
+    write_clip(clips / "vfr.mkv", pan, pts=[0, 2, 3, 5, 6, 7, 9, 12], sound=False)
+    (clips / "notes.txt").write_text("skipped: neither image nor video")
+    photo = shared / "data" / "content" / "tubingen.jpg"
+    out = tmp_path / "out"
+    code = main(["stylize", "--model", str(stylizer.path), str(clips), str(photo), "--out", str(out), "--size", "64"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["pan_starry.mov", "tubingen_starry.png", "vfr_starry.mkv"]
+    assert "stylized 1 of 1 image and 2 of 2 videos with starry" in captured.out
+    assert "pan.mov: 8 frames, 64x38 at 10 fps" in captured.err and "sound copied" in captured.err
+    assert "vfr.mkv: 8 frames" in captured.err and "no sound" in captured.err
+    frames, times, _ = read_clip(out / "vfr_starry.mkv")
+    assert frames[0].shape == (38, 64, 3) and times == pytest.approx([0, 0.2, 0.3, 0.5, 0.6, 0.7, 0.9, 1.2])
+
+
+def test_cli_single_video_and_its_mistakes(
+    stylizer: Stylizer, pan: list[np.ndarray], shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = str(stylizer.path)
+    source = write_clip(tmp_path / "pan.mp4", pan[:4], sound=False)
+    assert main(["stylize", "--model", model, str(source), "--out", str(tmp_path / "styled.mkv")]) == 0
+    assert read_clip(tmp_path / "styled.mkv")[2]["codec"] == "h264"
+    photo = str(shared / "data" / "content" / "tubingen.jpg")
+    mistakes = [
+        ([str(source), "--out", str(tmp_path / "styled.png")], "cannot write a video to 'styled.png'; end the name in"),
+        ([photo, "--out", str(tmp_path / "styled.mp4")], "is a video file, but the input is an image"),
+        ([photo, str(source), "--out", str(tmp_path / "both.mp4")], "names one file, but 2 inputs are given"),
+    ]
+    for arguments, message in mistakes:
+        capsys.readouterr()
+        assert main(["stylize", "--model", model, *arguments]) == 1
+        assert message in capsys.readouterr().err
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(source.read_bytes()[:200])
+    capsys.readouterr()
+    code = main(["stylize", "--model", model, str(broken), str(source), "--out", str(tmp_path / "many")])
+    captured = capsys.readouterr()
+    assert code == 1 and "stylized 1 of 2 videos" in captured.out
+    assert "broken.mp4:" in captured.err and (tmp_path / "many" / "pan_starry.mp4").is_file()
