@@ -1,10 +1,28 @@
-"""faststyle: neural style transfer — fast feed-forward style networks, the Gatys reference mode, loss networks."""
+"""faststyle: neural style transfer — fast feed-forward style networks, the Gatys reference mode, loss networks.
 
+``faststyle.Stylizer`` applies a trained model to images and tensors, ``faststyle.stylize_video`` to video files;
+both are imported on first use, so that ``import faststyle`` (and the command line's start) stays light.
+"""
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("faststyle")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+source"
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from faststyle.stylize import Stylizer
+    from faststyle.video import stylize_video
+
+_LAZY = {"Stylizer": "faststyle.stylize", "stylize_video": "faststyle.video"}
+
+__all__ = ["Stylizer", "__version__", "stylize_video"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'faststyle' has no attribute {name!r}")

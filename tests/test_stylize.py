@@ -540,3 +540,19 @@ def test_the_onnx_cache_keeps_one_export_per_model_and_the_recent_ones(
     monkeypatch.setattr("faststyle.export.onnx_bytes", lambda *args: pytest.fail("exported again"))
     torch.testing.assert_close(Stylizer(model_path, device="cpu", backend="onnxruntime")(photo), first)
     assert sorted(folder.glob("*.onnx")) == kept and export.stat().st_mtime > 1e9 + 86_400
+
+
+def test_the_package_offers_the_api_without_importing_torch_first(model_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import faststyle
+    from faststyle.video import stylize_video
+
+    assert faststyle.Stylizer is Stylizer and faststyle.stylize_video is stylize_video
+    assert faststyle.Stylizer(model_path, device="cpu").name == "starry"
+    with pytest.raises(AttributeError, match="no attribute 'Stylise'"):
+        _ = faststyle.Stylise  # type: ignore[attr-defined]
+    code = "import sys, faststyle; print('torch' in sys.modules, faststyle.Stylizer.__module__, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "faststyle.stylize", "True"]
