@@ -1,4 +1,4 @@
-"""faststyle's Gradio demo: pick a style, upload a photo or stream the webcam, compare backbones.
+"""faststyle's Gradio demo: pick a style, upload a photo or a video or stream the webcam, compare backbones.
 
 Run with ``faststyle demo`` or ``python demo/app.py [--host 127.0.0.1] [--port 7860] [--models DIR]``.
 """
@@ -35,10 +35,12 @@ from faststyle.stylize import (
     style_thumbnail,
     train_command,
 )
+from faststyle.video import stylize_video
 
 UPLOAD_MAX_PIXELS = 50_000_000
 PHOTO_SIZES = (128, 2048)  # the output size slider's range, also enforced for API calls
-FRAME_SIZES = (64, 768)
+FRAME_SIZES = (64, 768)  # the webcam's and the video tab's
+VIDEO_MAX_FRAMES = 900  # 30 s at 30 fps: minutes of work on a CPU, with a progress bar
 # Asked of the camera: enough for the largest frame size (Gradio asks for up to 1920×1440, sent 5 times a second).
 CAMERA = {"video": {"width": {"ideal": 960}, "height": {"ideal": 720}}}
 OUTPUT_MAX_AGE_S = 3600  # our copies of results (Gradio serves its own copies, kept a day)
@@ -140,19 +142,54 @@ class StyleApp:
         start = time.perf_counter()
         result = self._run(stylizer, image, _clamp(size, PHOTO_SIZES), strength, preserve_color)
         ms = (time.perf_counter() - start) * 1000
-        self._prune_outputs()
-        stem = re.sub(r"[^\w.-]+", "_", Path(name).stem).encode()[:80].decode(errors="ignore").lstrip(".") or "photo"
-        # a folder per result, so that the download keeps the photo's name
-        path = save_image(result, self._outputs / str(time.time_ns()) / f"{stem}_stylized-{model}.png")
+        path = save_image(result, self._output_path(name, "photo", f"-{model}.png"))
         latency = (
             f"{ms:.0f} ms · {result.width}×{result.height} px · {model} ({stylizer.backend}, {stylizer.precision})"
         )
         return str(path), latency, gr.DownloadButton(value=str(path), interactive=True)
 
+    def _output_path(self, upload_name: str, default_stem: str, ending: str) -> Path:
+        """Where a result goes: a folder of its own, so that the download keeps the upload's name."""
+        self._prune_outputs()
+        stem = Path(upload_name).stem
+        stem = re.sub(r"[^\w.-]+", "_", stem).encode()[:80].decode(errors="ignore").lstrip(".") or default_stem
+        return self._outputs / str(time.time_ns()) / f"{stem}_stylized{ending}"
+
+    def stylize_clip(
+        self,
+        clip: str | None,
+        model: str,
+        strength: float,
+        preserve_color: bool,
+        size: float,
+        progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's way to ask for a progress bar
+    ) -> tuple[str, str]:
+        if not clip:
+            raise gr.Error("Upload a video first (MP4, MOV, WebM …).", print_exception=False)
+        stylizer = self.stylizer(model)
+        target = self._output_path(clip, "video", f"-{model}.mp4")
+        try:
+            result = stylize_video(
+                stylizer,
+                clip,
+                target,
+                size=_clamp(size, FRAME_SIZES),
+                strength=float(strength),
+                preserve_color=bool(preserve_color),
+                max_frames=VIDEO_MAX_FRAMES,
+            )
+        except FaststyleError as exc:
+            raise gr.Error(f"Cannot stylize {Path(clip).name}: {exc}", print_exception=False) from None
+        sound = {"copied": "sound kept", "none": "no sound"}.get(result.audio, f"sound {result.audio}")
+        return str(result.path), (
+            f"{result.frames} frames · {result.width}×{result.height} px · {result.seconds:.1f} s "
+            f"({result.frames_per_second:.3g} frames/s, {stylizer.backend}, {stylizer.precision}) · {sound}"
+        )
+
     def _prune_outputs(self) -> None:
         """Forget results older than ``OUTPUT_MAX_AGE_S``: a demo left running does not fill the disk."""
         cutoff = time.time() - OUTPUT_MAX_AGE_S
-        for old in self._outputs.rglob("*.png"):
+        for old in (p for p in self._outputs.rglob("*") if p.is_file()):
             with contextlib.suppress(OSError):
                 if old.stat().st_mtime < cutoff:
                     old.unlink()
@@ -296,6 +333,21 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
                 time_limit=120,
                 concurrency_limit=1,
                 api_visibility="private",
+            )
+        with gr.Tab("Video"):
+            with gr.Row():
+                clip = gr.Video(label="Video", sources=["upload"], elem_id="clip")
+                clip_out = gr.Video(label="Stylized video", interactive=False, buttons=["download"], elem_id="clip-out")
+            with gr.Row():
+                clip_size = gr.Slider(*FRAME_SIZES, value=384, step=32, label="Frame size (long side, px)")
+                clip_run = gr.Button("Stylize video", variant="primary", elem_id="clip-run")
+            clip_report = gr.Textbox(label="Frames, size and speed", interactive=False, elem_id="clip-report")
+            clip_run.click(
+                app.stylize_clip,
+                [clip, model, strength, preserve, clip_size],
+                [clip_out, clip_report],
+                api_name="stylize_video",
+                show_progress_on=clip_out,
             )
         with gr.Tab("Compare backbones"):
             groups = {key: models for key, models in app.groups().items() if len(models) > 1}

@@ -145,9 +145,11 @@ def stylize_video(
     preserve_color: bool = False,
     batch: int = 4,
     progress: bool = True,
+    max_frames: int | None = None,
 ) -> VideoResult:
     """Stylize every frame of ``source`` into ``target`` (written atomically), ``batch`` frames a pass. ``size``
-    scales the long side first; the sides are rounded down to even numbers."""
+    scales the long side first; the sides are rounded down to even numbers. A video of more than ``max_frames``
+    frames is refused (before any work where the file says how many it has)."""
     av = _av()
     source, target = Path(source), Path(target)
     check_output(target)
@@ -171,11 +173,15 @@ def stylize_video(
         with av.open(str(tmp), "w") as output:
             writer = _Writer(av, output, stream, target.suffix.lower(), size, container)
             total = stream.frames or _estimated_frames(container, stream)
+            if max_frames is not None and total > max_frames:
+                raise _too_long(source, f"{total} frames", max_frames)
             from tqdm import tqdm
 
             with tqdm(total=total or None, unit="frame", disable=not progress, desc=source.name) as bar:
                 pending: list[_Frame] = []
                 for frame in _decoded(container, stream, writer):
+                    if max_frames is not None and writer.frames + len(pending) == max_frames:
+                        raise _too_long(source, f"more than {max_frames} frames", max_frames)
                     pending.append(frame)
                     if len(pending) == batch:
                         writer.write(_stylized(stylizer, pending, writer, strength, preserve_color), pending)
@@ -205,6 +211,10 @@ def stylize_video(
         time.perf_counter() - started,
         writer.audio,
     )
+
+
+def _too_long(source: Path, frames: str, max_frames: int) -> FaststyleError:
+    return FaststyleError(f"{source.name} has {frames}; the limit is {max_frames}: cut it shorter first")
 
 
 def _estimated_frames(container: Any, stream: Any) -> int:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,6 +19,7 @@ os.environ.setdefault("FASTSTYLE_CACHE", str(TEST_CACHE))
 # What the tests keep to be looked at: screenshots, and figures.txt with the figures they measured.
 ARTIFACTS = Path(os.environ.get("FASTSTYLE_ARTIFACTS") or REPO / ".cache" / "test-artifacts")
 _FIGURES: list[str] = []
+CLIP_FPS, CLIP_SAMPLE_RATE = 10, 16_000
 
 
 @pytest.fixture()
@@ -51,6 +54,49 @@ def copy_photos(folder: Path, count: int) -> Path:
     for path in sorted((_require_shared() / "data/train/unsplash").glob("*.jpg"))[:count]:
         shutil.copy(path, folder / path.name)
     return folder
+
+
+def pan_frames(width: int, height: int, count: int = 8) -> list[np.ndarray]:
+    """``count`` video frames (uint8 H×W×3) panning across the Chicago photo, 6 px a frame."""
+    from faststyle.images import load_image
+
+    photo = load_image(_require_shared() / "data" / "content" / "chicago.jpg", size=2 * width + count * 12)[0]
+    frames = [photo[:, : 2 * height : 2, x : x + 2 * width : 2] for x in range(0, count * 12, 12)]
+    return [f.mul(255).round().byte().permute(1, 2, 0).contiguous().numpy() for f in frames]
+
+
+def write_clip(
+    path: Path, frames: list[np.ndarray], pts: list[int] | None = None, sound: bool = True, codec: str = "libx264"
+) -> Path:
+    """An H.264 clip at CLIP_FPS frames a second (or at the timestamps ``pts``, in 1/CLIP_FPS units), with a 440 Hz
+    AAC tone."""
+    import av
+
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w") as output:
+        video = output.add_stream(codec, rate=CLIP_FPS, options={"crf": "12"} if codec == "libx264" else {})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.codec_context.time_base = Fraction(1, CLIP_FPS)
+        audio = output.add_stream("aac", rate=CLIP_SAMPLE_RATE) if sound else None
+        for i, array in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts, frame.time_base = (pts[i] if pts else i), Fraction(1, CLIP_FPS)
+            for packet in video.encode(frame):
+                output.mux(packet)
+        for packet in video.encode():
+            output.mux(packet)
+        if audio is not None:
+            seconds = (pts[-1] + 1 if pts else len(frames)) / CLIP_FPS
+            samples = np.arange(round(seconds * CLIP_SAMPLE_RATE))
+            tone = (0.3 * np.sin(2 * np.pi * 440 * samples / CLIP_SAMPLE_RATE)).astype(np.float32)
+            for start in range(0, len(tone), 1024):
+                chunk = av.AudioFrame.from_ndarray(tone[None, start : start + 1024], format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = CLIP_SAMPLE_RATE, start
+                for packet in audio.encode(chunk):
+                    output.mux(packet)
+            for packet in audio.encode():
+                output.mux(packet)
+    return path
 
 
 @pytest.fixture(scope="session")

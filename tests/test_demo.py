@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ARTIFACTS, SHARED
+from conftest import ARTIFACTS, SHARED, pan_frames, write_clip
 from PIL import Image
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 
@@ -243,6 +243,41 @@ def test_non_image_uploads_get_a_message(page: Page, tmp_path: Path, server_log:
     log = server_log.read_text()
     assert "faststyle demo at http://127.0.0.1:" in log and "share=True" not in log
     assert "Traceback" not in log  # a user's mistake is a message in the page, not a stack trace in the terminal
+
+
+def test_a_video_is_stylized_with_its_sound_and_plays(page: Page, tmp_path: Path) -> None:
+    import av
+
+    clip = write_clip(tmp_path / "pan.mp4", pan_frames(160, 96))
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#clip input[type=file]").set_input_files(str(clip))
+    page.wait_for_selector("#clip video", timeout=30_000)
+    page.locator("#clip-run").click()
+    result = page.locator("#clip-out video[src*='pan_stylized-']")
+    result.wait_for(timeout=120_000)
+    report = page.locator("#clip-report textarea").input_value()
+    assert report.startswith("8 frames · 384×230 px · ") and report.endswith("· sound kept"), report
+    # Chromium decodes it: the browser plays what the demo writes
+    page.wait_for_function("() => document.querySelector('#clip-out video').readyState >= 2", timeout=30_000)
+    size = page.evaluate("() => { const v = document.querySelector('#clip-out video'); return [v.videoWidth, "
+                         "v.videoHeight, v.duration]; }")  # fmt: skip
+    assert size[:2] == [384, 230] and size[2] == pytest.approx(0.8, abs=0.05)
+
+    (tmp_path / "out.mp4").write_bytes(page.request.get(result.get_attribute("src")).body())
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert [s.type for s in container.streams] == ["video", "audio"]
+        first = next(container.decode(video=0)).to_ndarray(format="rgb24").astype(np.float32) / 255
+    photo = np.asarray(Image.fromarray(pan_frames(160, 96)[0]).resize((384, 230)), dtype=np.float32) / 255
+    assert np.abs(first - photo).mean() > 0.05
+    assert "Error" not in _toasts(page)
+
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video")
+    page.locator("#clip button[aria-label='Clear']").click()
+    page.locator("#clip input[type=file]").set_input_files(str(notes))
+    page.locator("#clip-run").click()
+    page.get_by_text("Cannot stylize notes.mp4: cannot read").wait_for(timeout=30_000)
+    assert "Traceback" not in page.content()
 
 
 def test_without_models_the_page_says_how_to_train(browser: BrowserContext, tmp_path: Path) -> None:

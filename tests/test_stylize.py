@@ -355,7 +355,7 @@ def test_cli_single_file_glob_and_format(
     assert main([*args, str(tmp_path / "in" / "*.gif"), "--out", str(out)]) == 1
     captured = capsys.readouterr()
     assert "stylized 0 of 0 images" in captured.out  # a glob that matches nothing is not an image
-    assert "1 input named no image:" in captured.err and "no files match" in captured.err
+    assert "1 input named no image or video:" in captured.err and "no files match" in captured.err
     # an output suffix that no image format has is refused before the model loads (this one does not exist)
     unknown = ["stylize", "--model", str(tmp_path / "missing.safetensors"), str(tmp_path / "in" / "city.jpg")]
     assert main([*unknown, "--out", str(tmp_path / "result.weird")]) == 1
@@ -377,7 +377,7 @@ def test_cli_globs_recurse_and_skip_non_images(
     assert main([*args, str(tmp_path / "in" / "**" / "*"), "--out", str(out)]) == 0  # notes.txt is not an image
     assert sorted(p.name for p in out.iterdir()) == ["city_starry.png", "deep_starry.png", "grey_starry.png"]
     assert main([*args, str(tmp_path / "in" / "*.txt"), "--out", str(out)]) == 1
-    assert "no image files match" in capsys.readouterr().err
+    assert "no image or video files match" in capsys.readouterr().err
 
 
 def test_cli_several_inputs_into_one_file_is_an_error(

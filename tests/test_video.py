@@ -1,22 +1,22 @@
 """Video files through ``stylize_video`` and ``faststyle stylize``: frames, timing, sound, rotation, errors.
 
-The clips are made here with PyAV from the shared photos (a pan across Chicago, with a tone as sound); the
-network is an untrained width-0.5 one, whose output is far from the photo, which is what the checks need.
+The clips are made with PyAV (``conftest.write_clip``) from the shared photos: a pan across Chicago, with a tone as
+sound. The network is an untrained width-0.5 one, whose output is far from the photo, which is what the checks need.
 """
 
 from __future__ import annotations
 
 import struct
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import CLIP_FPS as FPS
+from conftest import pan_frames, write_clip
 
 from faststyle.cli import main
 from faststyle.errors import FaststyleError
-from faststyle.images import load_image
 from faststyle.modelfile import save_model
 from faststyle.stylize import Stylizer
 from faststyle.transformer import TransformerNet
@@ -24,8 +24,7 @@ from faststyle.video import even_size, stylize_video
 
 av = pytest.importorskip("av")
 
-WIDTH, HEIGHT, FPS = 160, 96, 10
-SAMPLE_RATE = 16_000
+WIDTH, HEIGHT = 160, 96
 
 
 @pytest.fixture(scope="module")
@@ -37,42 +36,9 @@ def stylizer(tmp_path_factory: pytest.TempPathFactory) -> Stylizer:
 
 @pytest.fixture(scope="module")
 def pan(shared: Path) -> list[np.ndarray]:
-    """Eight frames (uint8 H×W×3) panning across the Chicago photo."""
-    photo = load_image(shared / "data" / "content" / "chicago.jpg", size=2 * WIDTH + 8 * 12)[0]
-    frames = [photo[:, : 2 * HEIGHT : 2, x : x + 2 * WIDTH : 2] for x in range(0, 8 * 12, 12)]
-    assert all(f.shape == (3, HEIGHT, WIDTH) for f in frames)
-    return [f.mul(255).round().byte().permute(1, 2, 0).contiguous().numpy() for f in frames]
-
-
-def write_clip(
-    path: Path, frames: list[np.ndarray], pts: list[int] | None = None, sound: bool = True, codec: str = "libx264"
-) -> Path:
-    """An H.264 clip at FPS frames a second (or at the timestamps ``pts``, in 1/FPS units), with a 440 Hz tone."""
-    height, width = frames[0].shape[:2]
-    with av.open(str(path), "w") as output:
-        video = output.add_stream(codec, rate=FPS, options={"crf": "12"} if codec == "libx264" else {})
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.codec_context.time_base = Fraction(1, FPS)
-        audio = output.add_stream("aac", rate=SAMPLE_RATE) if sound else None
-        for i, array in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-            frame.pts, frame.time_base = (pts[i] if pts else i), Fraction(1, FPS)
-            for packet in video.encode(frame):
-                output.mux(packet)
-        for packet in video.encode():
-            output.mux(packet)
-        if audio is not None:
-            seconds = (pts[-1] + 1 if pts else len(frames)) / FPS
-            samples = np.arange(round(seconds * SAMPLE_RATE))
-            tone = (0.3 * np.sin(2 * np.pi * 440 * samples / SAMPLE_RATE)).astype(np.float32)
-            for start in range(0, len(tone), 1024):
-                chunk = av.AudioFrame.from_ndarray(tone[None, start : start + 1024], format="fltp", layout="mono")
-                chunk.sample_rate, chunk.pts = SAMPLE_RATE, start
-                for packet in audio.encode(chunk):
-                    output.mux(packet)
-            for packet in audio.encode():
-                output.mux(packet)
-    return path
+    frames = pan_frames(WIDTH, HEIGHT)
+    assert all(f.shape == (HEIGHT, WIDTH, 3) for f in frames)
+    return frames
 
 
 def read_clip(path: Path) -> tuple[list[np.ndarray], list[float], dict[str, object]]:
@@ -195,6 +161,16 @@ def test_errors_say_what_to_do(stylizer: Stylizer, pan: list[np.ndarray], tmp_pa
     with pytest.raises(FaststyleError, match="batch must be at least 1"):
         stylize_video(stylizer, source, tmp_path / "out.mp4", batch=0, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.mp4", "pan.mp4"]
+
+
+def test_a_clip_over_the_frame_limit_is_refused_before_any_work(
+    stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path
+) -> None:
+    source = write_clip(tmp_path / "pan.mp4", pan, sound=False)
+    with pytest.raises(FaststyleError, match="pan.mp4 has 8 frames; the limit is 5: cut it shorter first"):
+        stylize_video(stylizer, source, tmp_path / "out.mp4", max_frames=5, progress=False)
+    assert stylize_video(stylizer, source, tmp_path / "out.mp4", max_frames=8, progress=False).frames == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "pan.mp4"]
 
 
 def test_without_pyav_the_error_says_how_to_install_it(
