@@ -79,7 +79,7 @@ def check_output(path: str | os.PathLike[str]) -> None:
         )
 
 
-def _av() -> Any:
+def require_av() -> Any:
     try:
         import av
     except ImportError:
@@ -150,7 +150,7 @@ def stylize_video(
     """Stylize every frame of ``source`` into ``target`` (written atomically), ``batch`` frames a pass. ``size``
     scales the long side first; the sides are rounded down to even numbers. A video of more than ``max_frames``
     frames is refused (before any work where the file says how many it has)."""
-    av = _av()
+    av = require_av()
     source, target = Path(source), Path(target)
     check_output(target)
     if batch < 1:

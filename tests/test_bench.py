@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,6 +51,24 @@ def test_bench_infer_reports_each_backend_against_eager(capsys: pytest.CaptureFi
     assert result["size"] == [40, 56] and result["default"]["precision"] == "fp32"
     assert set(result["ms_per_image"]) == {"eager_fp32", "onnxruntime_fp32"} and "skipped" not in result
     assert result["speedup_vs_eager_fp32"]["eager_fp32"] == 1.0
+
+
+def test_bench_video_times_the_whole_path_beside_its_parts(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    result = bench(capsys, "video", "--size", "30x44", "--frames", "5", "--batch", "2", "--backend", "eager")
+    assert (result["frame_size"], result["frames"], result["backend"]) == ([30, 44], 5, "eager")
+    medians = {name: s["median"] for name, s in result["ms_per_frame"].items()}
+    assert set(medians) == {"video", "network_only", "decode_encode_only"}
+    assert result["overhead"] == pytest.approx(1 - medians["network_only"] / medians["video"], abs=1e-3)
+    assert result["frames_per_second"]["video"] == pytest.approx(1000 / medians["video"], rel=1e-3)
+    # an input clip is timed as it is: the made-up one, written here by the bench's own maker
+    from faststyle.benchmarks.video import make_clip
+
+    clip = make_clip(tmp_path / "clip.mkv", 24, 40, 3)
+    result = bench(capsys, "video", "--input", str(clip), "--backend", "eager")
+    assert (result["frame_size"], result["frames"], result["input"]) == ([24, 40], 3, str(clip))
+    assert main(["bench", "video", "--input", str(tmp_path / "none.mp4"), "--device", "cpu"]) == 1
+    assert "--input" in capsys.readouterr().err
 
 
 def test_bench_lossnet_names_the_weights_and_layers(capsys: pytest.CaptureFixture[str], lossnet_cache) -> None:

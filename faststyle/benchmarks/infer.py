@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_arguments(parser)
 
 
-def _size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
     from faststyle.errors import FaststyleError
 
     if text.lower() in SIZES:
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         net: torch.nn.Module | str = TransformerNet().eval()
     else:
         net = str(find_model(args.model))  # a missing model is an error, not every backend "skipped"
-    h, w = _size(args.size)
+    h, w = parse_size(args.size)
     images = torch.rand(args.batch, 3, h, w, device=device)
     precision = args.precision if args.precision != "auto" else default_precision(device)
     runs: list[tuple[str, dict[str, object]]] = [("eager_fp32", {"precision": "fp32", "backend": "eager"})]
