@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,8 @@ def compiler(setting: bool | str) -> Callable[[Any], Any]:
     mode = "default" if setting is True else setting
     if mode not in COMPILE_MODES:
         raise FaststyleError(f"compile mode {mode!r} is not one of {', '.join(COMPILE_MODES)}")
+    if not torch.cuda.is_available():  # its "No CUDA runtime is found, using CUDA_HOME=…" says nothing about a CPU run
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     return functools.partial(torch.compile, mode=mode)
 
 

@@ -71,6 +71,18 @@ def test_bench_video_times_the_whole_path_beside_its_parts(capsys: pytest.Captur
     assert "--input" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_bench_infer_compiled_on_a_cpu_prints_only_its_json(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "faststyle.cli", "bench", "infer", "--model", "random", "--size", "32",
+               "--backend", "compile", "--device", "cpu", "--repeats", "1", "--warmup", "0"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert done.stderr == ""  # torch's "No CUDA runtime is found, using CUDA_HOME=…" is not shown on a CPU
+    assert set(json.loads(done.stdout)["ms_per_image"]) == {"eager_fp32", "compile_fp32"}
+
+
 def test_bench_lossnet_names_the_weights_and_layers(capsys: pytest.CaptureFixture[str], lossnet_cache) -> None:
     result = bench(capsys, "lossnet", "--backbone", "alexnet", "--size", "64", "--batch", "2")
     assert result["weights"] == cached_info("alexnet", lossnet_cache)["sha256"]
