@@ -76,8 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=_sizes,
         default=None,
         metavar="S1,S2",
-        help="long sides to run in turn, coarse to fine, each from the last result upsampled (e.g. 256,512); replaces "
-        "--size",
+        help="long sides to run in turn, each from the last result upsampled (e.g. 256,512; sorted coarse to fine, "
+        "each once); replaces --size",
     )
     p.add_argument("--pooling", default="max", choices=("max", "avg"), help="max (default) or average pooling")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
