@@ -178,8 +178,9 @@ class StyleApp:
                 preserve_color=bool(preserve_color),
                 max_frames=VIDEO_MAX_FRAMES,
             )
-        except FaststyleError as exc:
-            raise gr.Error(f"Cannot stylize {Path(clip).name}: {exc}", print_exception=False) from None
+        except FaststyleError as exc:  # the message names the upload by its name, not by the server's path to it
+            message = str(exc).replace(str(clip), Path(clip).name)
+            raise gr.Error(f"Cannot stylize {Path(clip).name}: {message}", print_exception=False) from None
         sound = {"copied": "sound kept", "none": "no sound"}.get(result.audio, f"sound {result.audio}")
         return str(result.path), (
             f"{result.frames} frames · {result.width}×{result.height} px · {result.seconds:.1f} s "

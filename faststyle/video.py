@@ -40,11 +40,18 @@ ENCODERS: dict[str, tuple[str, dict[str, str]]] = {
     ".webm": ("libvpx-vp9", {"crf": "24", "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}),
 }
 # Read as videos when named (an ffmpeg build reads many more; these are also found in folders and globs).
-VIDEO_SUFFIXES = (*ENCODERS, ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp")
+VIDEO_SUFFIXES = (
+    *ENCODERS, ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".mxf",
+)  # fmt: skip
 WRITE_SUFFIXES = tuple(ENCODERS)
+# Audio codecs a container's muxer accepts per PyAV's list but refuses when it writes its header.
+AUDIO_REFUSED = {".mov": {"opus", "flac"}}
 INSTALL_HINT = "video needs PyAV: pip install 'faststyle[video]' (or pip install av)"
-# AVColorSpace codes: BT.709, and those swscale converts with BT.601's matrix.
-_BT709, _BT601 = 1, (5, 6)
+_BT709 = 1
+# A video's declared matrix (AVColorSpace) -> swscale's: BT.709, FCC, BT.601 (BT470BG, SMPTE170M), SMPTE240M, BT.2020
+_MATRICES = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
+# swscale flags: bilinear chroma, exact rounding (its default rounding darkens by 1-1.5 levels), full chroma
+_READ_FLAGS, _WRITE_FLAGS = 2 | 262_144 | 8192, 2 | 262_144
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,8 @@ class VideoResult:
     height: int
     fps: float
     seconds: float  # wall time of the whole job: decoding, stylizing, encoding
-    audio: str  # "copied", "none" (the input had none) or "dropped: <why>"
+    audio: str  # "copied", "none" (the input had none) or "dropped: <why>"; "(first of N tracks)" may follow
+    damaged: int = 0  # packets that could not be decoded, skipped
 
     @property
     def frames_per_second(self) -> float:
@@ -96,10 +104,14 @@ def even_size(height: int, width: int, long_side: int | None) -> tuple[int, int]
 
 
 def _colorspace(frame: Any) -> int:
-    code = int(frame.colorspace)
-    if code == _BT709 or (code not in _BT601 and frame.height >= 720):
-        return _BT709
-    return _BT601[0]
+    """swscale's matrix for a frame: the one it declares, else BT.709 from 720 lines up and BT.601 below."""
+    return _MATRICES.get(int(frame.colorspace), _BT709 if frame.height >= 720 else 5)
+
+
+def frame_pixels(frame: Any) -> Tensor:
+    """A decoded PyAV frame as uint8 RGB (3,H,W), read with its own matrix and exact rounding, and upright."""
+    array = frame.to_ndarray(format="rgb24", src_colorspace=_colorspace(frame), interpolation=_READ_FLAGS)
+    return _upright(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1), frame.rotation)
 
 
 def _upright(pixels: Tensor, rotation: int) -> Tensor:
@@ -115,28 +127,34 @@ class _Frame:
         self.pixels, self.pts, self.time_base = pixels, pts, time_base
 
 
-def _decoded(container: Any, stream: Any, writer: _Writer) -> Iterator[_Frame]:
-    """The video stream's frames (uint8 (3,H,W), upright) with their timestamps; the sound goes to ``writer``."""
+def _decoded(container: Any, stream: Any, writer: _Writer, av: Any) -> Iterator[_Frame]:
+    """The video stream's frames (uint8 (3,H,W), upright) with their timestamps in the stream's time base; the
+    sound goes to ``writer``. Frames without a timestamp are placed at the average rate, and a timestamp that does
+    not move forward is moved one tick past the last. Packets that cannot be decoded are skipped and counted in
+    ``writer.damaged``."""
     rate = stream.average_rate or stream.guessed_rate or Fraction(25)
     index = 0
-    last_pts = None
+    last_pts: int | None = None
     for packet in container.demux(stream, *writer.audio_source):
         if packet.stream.type == "audio":
             writer.copy_audio(packet)
             continue
-        for frame in packet.decode():
-            pts = frame.pts
-            if pts is None or (last_pts is not None and pts <= last_pts):  # no timestamps, or out of order
-                pts = (last_pts + 1) if last_pts is not None else round(index / rate / stream.time_base)
+        try:
+            frames = packet.decode()
+        except av.InvalidDataError:
+            writer.damaged += 1
+            continue
+        for frame in frames:
+            pts = frame.pts if frame.pts is not None else round(index / rate / stream.time_base)
+            if last_pts is not None and pts <= last_pts:
+                pts = last_pts + 1
             last_pts = pts
-            array = frame.to_ndarray(format="rgb24", src_colorspace=_colorspace(frame))
-            pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
-            yield _Frame(_upright(pixels, frame.rotation), pts, stream.time_base)
+            yield _Frame(frame_pixels(frame), pts, stream.time_base)
             index += 1
 
 
 def stylize_video(
-    stylizer: Stylizer,
+    stylizer: Stylizer | str | os.PathLike[str],
     source: str | os.PathLike[str],
     target: str | os.PathLike[str],
     *,
@@ -147,39 +165,59 @@ def stylize_video(
     progress: bool = True,
     max_frames: int | None = None,
 ) -> VideoResult:
-    """Stylize every frame of ``source`` into ``target`` (written atomically), ``batch`` frames a pass. ``size``
-    scales the long side first; the sides are rounded down to even numbers. A video of more than ``max_frames``
-    frames is refused (before any work where the file says how many it has)."""
+    """Stylize every frame of ``source`` into ``target`` (written atomically), ``batch`` frames a pass, with a
+    ``Stylizer`` (or a model NAME or file, loaded with the defaults). ``size`` scales the long side first; the sides
+    are rounded down to even numbers. A video of more than ``max_frames`` frames is refused (before any work where
+    the file says how long its video is)."""
+    from faststyle.stylize import Stylizer
+
     av = require_av()
     source, target = Path(source), Path(target)
     check_output(target)
-    if batch < 1:
-        raise FaststyleError(f"batch must be at least 1, not {batch}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise FaststyleError(f"batch must be a whole number of at least 1, not {batch!r}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise FaststyleError(f"size must be a positive whole number of pixels, not {size!r}")
+    if target.is_dir():
+        raise FaststyleError(f"{target} is a folder; name the video file to write")
+    blocking = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise FaststyleError(f"cannot write {target}: {blocking} is a file, not a folder")
+    if not isinstance(stylizer, Stylizer):
+        stylizer = Stylizer(stylizer)
     started = time.perf_counter()
     try:
         container = av.open(str(source))
     except (av.FFmpegError, OSError) as exc:
-        raise FaststyleError(f"cannot read {source} as a video ({exc})") from None
+        raise FaststyleError(f"cannot read {source} as a video ({_reason(exc)})") from None
     tmp: Path | None = None
     try:
         if not container.streams.video:
             raise FaststyleError(f"{source} has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
+        if stream.width * stream.height > stylizer.max_pixels:
+            raise FaststyleError(
+                f"{source}'s frames have {stream.width}x{stream.height} pixels, over the limit of "
+                f"{stylizer.max_pixels:,}; raise the limit (max_pixels / --max-pixels)"
+            )
+        total = _frame_count(stream)
+        if max_frames is not None and total > max_frames:
+            raise _too_long(source, f"{total} frames", max_frames)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
+        except OSError as exc:
+            raise FaststyleError(f"cannot write {target} ({exc.strerror or exc})") from None
         os.close(fd)
         tmp = Path(name)
         with av.open(str(tmp), "w") as output:
             writer = _Writer(av, output, stream, target.suffix.lower(), size, container)
-            total = stream.frames or _estimated_frames(container, stream)
-            if max_frames is not None and total > max_frames:
-                raise _too_long(source, f"{total} frames", max_frames)
             from tqdm import tqdm
 
             with tqdm(total=total or None, unit="frame", disable=not progress, desc=source.name) as bar:
                 pending: list[_Frame] = []
-                for frame in _decoded(container, stream, writer):
+                for frame in _decoded(container, stream, writer, av):
                     if max_frames is not None and writer.frames + len(pending) == max_frames:
                         raise _too_long(source, f"more than {max_frames} frames", max_frames)
                     pending.append(frame)
@@ -197,11 +235,13 @@ def stylize_video(
         os.replace(tmp, target)
         tmp = None
     except av.FFmpegError as exc:
-        raise FaststyleError(f"{source}: {exc}") from None
+        raise FaststyleError(f"{source} could not be stylized into {target.name} ({_reason(exc)})") from None
     finally:
         container.close()
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+    if writer.damaged:
+        log.warning("%s: %d damaged packets could not be decoded and were skipped", source, writer.damaged)
     return VideoResult(
         target,
         writer.frames,
@@ -210,20 +250,36 @@ def stylize_video(
         float(writer.rate),
         time.perf_counter() - started,
         writer.audio,
+        writer.damaged,
     )
+
+
+def _reason(exc: BaseException) -> str:
+    """FFmpeg's words without the file name it adds (our temporary file's, for writes)."""
+    strerror = getattr(exc, "strerror", None)
+    return str(strerror) if strerror else str(exc)
 
 
 def _too_long(source: Path, frames: str, max_frames: int) -> FaststyleError:
     return FaststyleError(f"{source.name} has {frames}; the limit is {max_frames}: cut it shorter first")
 
 
-def _estimated_frames(container: Any, stream: Any) -> int:
+def _frame_count(stream: Any) -> int:
+    """The video stream's frame count as the file gives it, or from the stream's duration (0: not known). The
+    container's duration is not used: it covers the sound too, which may run far longer."""
+    if stream.frames:
+        return int(stream.frames)
     rate = stream.average_rate or stream.guessed_rate
-    if stream.duration and stream.time_base and rate:
+    if not rate:
+        return 0
+    if stream.duration and stream.time_base:
         return round(stream.duration * stream.time_base * rate)
-    if container.duration and rate:
-        return round(container.duration / 1_000_000 * rate)
-    return 0
+    tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")  # Matroska's per-stream tag
+    try:
+        hours, minutes, seconds = str(tag).split(":")
+        return round((int(hours) * 3600 + int(minutes) * 60 + float(seconds)) * rate)
+    except ValueError:
+        return 0
 
 
 class _Writer:
@@ -236,19 +292,22 @@ class _Writer:
         self.codec, self.options = ENCODERS[suffix]
         self.rate = source.average_rate or source.guessed_rate or Fraction(25)
         self.stream: Any = None
-        self.frames = self.width = self.height = 0
+        self.frames = self.width = self.height = self.damaged = 0
         self.audio_source: tuple[Any, ...] = ()
         self._audio_copy: Any = None
         self._waiting: list[Any] = []
         self.audio = "none"  # what became of the sound: "none" (there was none), "copied" or "dropped: <why>"
-        if container.streams.audio:
-            audio = container.streams.audio[0]
-            name = audio.codec_context.name
-            if name in output.supported_codecs:
+        tracks = container.streams.audio
+        if tracks:
+            audio = tracks[0]
+            name = audio.codec_context.codec.canonical_name  # "mp3", not its decoder's "mp3float"
+            if name in output.supported_codecs and name not in AUDIO_REFUSED.get(suffix, ()):
                 self.audio_source, self.audio = (audio,), "copied"
             else:
                 self.audio = f"dropped: {suffix} files cannot hold {name} audio"
                 log.warning("%s: the sound is left out (%s); write an .mkv to keep it", container.name, self.audio)
+            if len(tracks) > 1:
+                self.audio += f" (first of {len(tracks)} tracks)"
 
     def copy_audio(self, packet: Any) -> None:
         if packet.dts is None:
@@ -270,6 +329,7 @@ class _Writer:
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
         stream.time_base = self.source.time_base
         context = stream.codec_context
+        context.time_base = self.source.time_base  # the frames' own timestamps, not a grid of 1/rate
         context.colorspace = context.color_primaries = context.color_trc = _BT709
         context.color_range = 1  # limited ("TV") range, as players expect
         self.stream = stream
@@ -283,7 +343,7 @@ class _Writer:
         arrays = images.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         for array, frame in zip(arrays, frames, strict=True):
             video = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
-            video = video.reformat(format="yuv420p", dst_colorspace=_BT709)
+            video = video.reformat(format="yuv420p", dst_colorspace=_BT709, interpolation=_WRITE_FLAGS)
             video.pts, video.time_base = frame.pts, frame.time_base
             for packet in self.stream.encode(video):
                 self.output.mux(packet)

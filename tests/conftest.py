@@ -66,32 +66,48 @@ def pan_frames(width: int, height: int, count: int = 8) -> list[np.ndarray]:
 
 
 def write_clip(
-    path: Path, frames: list[np.ndarray], pts: list[int] | None = None, sound: bool = True, codec: str = "libx264"
+    path: Path,
+    frames: list[np.ndarray],
+    pts: list[int] | None = None,
+    sound: str | None = "aac",
+    time_base: Fraction = Fraction(1, CLIP_FPS),
+    sound_seconds: float | None = None,
+    colorspace: int | None = None,
+    muxer: str | None = None,
 ) -> Path:
-    """An H.264 clip at CLIP_FPS frames a second (or at the timestamps ``pts``, in 1/CLIP_FPS units), with a 440 Hz
-    AAC tone."""
+    """An H.264 clip at CLIP_FPS frames a second, or at the timestamps ``pts`` (in ``time_base`` units), with a 440 Hz
+    tone in the ``sound`` codec as long as the video (or ``sound_seconds``). ``colorspace``: the AVColorSpace code
+    to convert with and tag (default: untagged, swscale's BT.601). ``muxer``: a container format (e.g. "h264" for a
+    raw stream without timestamps)."""
     import av
 
     height, width = frames[0].shape[:2]
-    with av.open(str(path), "w") as output:
-        video = output.add_stream(codec, rate=CLIP_FPS, options={"crf": "12"} if codec == "libx264" else {})
+    with av.open(str(path), "w", format=muxer) as output:
+        video = output.add_stream("libx264", rate=CLIP_FPS, options={"crf": "12"})
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.codec_context.time_base = Fraction(1, CLIP_FPS)
-        audio = output.add_stream("aac", rate=CLIP_SAMPLE_RATE) if sound else None
+        video.codec_context.time_base = time_base
+        if colorspace is not None:
+            video.codec_context.colorspace = colorspace
+        audio = output.add_stream(sound, rate=48_000 if sound == "libopus" else CLIP_SAMPLE_RATE) if sound else None
         for i, array in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-            frame.pts, frame.time_base = (pts[i] if pts else i), Fraction(1, CLIP_FPS)
+            if colorspace is not None:
+                frame = frame.reformat(format="yuv420p", dst_colorspace=colorspace, interpolation=2 | 262_144)
+            frame.pts, frame.time_base = (pts[i] if pts else round(i / CLIP_FPS / time_base)), time_base
             for packet in video.encode(frame):
                 output.mux(packet)
         for packet in video.encode():
             output.mux(packet)
         if audio is not None:
-            seconds = (pts[-1] + 1 if pts else len(frames)) / CLIP_FPS
-            samples = np.arange(round(seconds * CLIP_SAMPLE_RATE))
-            tone = (0.3 * np.sin(2 * np.pi * 440 * samples / CLIP_SAMPLE_RATE)).astype(np.float32)
-            for start in range(0, len(tone), 1024):
-                chunk = av.AudioFrame.from_ndarray(tone[None, start : start + 1024], format="fltp", layout="mono")
-                chunk.sample_rate, chunk.pts = CLIP_SAMPLE_RATE, start
+            rate = audio.codec_context.sample_rate
+            seconds = sound_seconds or (
+                float((pts[-1] * time_base) + Fraction(1, CLIP_FPS)) if pts else len(frames) / CLIP_FPS
+            )
+            samples = np.arange(round(seconds * rate))
+            tone = (0.3 * np.sin(2 * np.pi * 440 * samples / rate)).astype(np.float32)
+            for start in range(0, len(tone), 960):
+                chunk = av.AudioFrame.from_ndarray(tone[None, start : start + 960], format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = rate, start
                 for packet in audio.encode(chunk):
                     output.mux(packet)
             for packet in audio.encode():

@@ -69,6 +69,9 @@ def test_bench_video_times_the_whole_path_beside_its_parts(capsys: pytest.Captur
     assert (result["frame_size"], result["frames"], result["input"]) == ([24, 40], 3, str(clip))
     assert main(["bench", "video", "--input", str(tmp_path / "none.mp4"), "--device", "cpu"]) == 1
     assert "--input" in capsys.readouterr().err
+    (tmp_path / "notes.mp4").write_text("not a video")
+    assert main(["bench", "video", "--input", str(tmp_path / "notes.mp4"), "--device", "cpu"]) == 1
+    assert "notes.mp4: cannot read its video (InvalidDataError" in capsys.readouterr().err
 
 
 @pytest.mark.slow

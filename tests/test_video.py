@@ -7,6 +7,7 @@ sound. The network is an untrained width-0.5 one, whose output is far from the p
 from __future__ import annotations
 
 import struct
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from faststyle.errors import FaststyleError
 from faststyle.modelfile import save_model
 from faststyle.stylize import Stylizer
 from faststyle.transformer import TransformerNet
-from faststyle.video import even_size, stylize_video
+from faststyle.video import even_size, frame_pixels, stylize_video
 
 av = pytest.importorskip("av")
 
@@ -52,7 +53,7 @@ def read_clip(path: Path) -> tuple[list[np.ndarray], list[float], dict[str, obje
         }
         frames, times = [], []
         for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(format="rgb24"))
+            frames.append(frame_pixels(frame).permute(1, 2, 0).numpy())
             times.append(float(frame.pts * frame.time_base))
     if container_has_audio(path):
         with av.open(str(path)) as container:
@@ -102,13 +103,61 @@ def test_each_frame_is_stylized_with_its_timing_and_sound(
     assert not list(result.path.parent.glob(".*")), "the temporary file is left behind"
 
 
-def test_variable_frame_rate_keeps_its_timestamps(stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path) -> None:
-    pts = [0, 1, 3, 4, 8, 9, 10, 15]
-    source = write_clip(tmp_path / "vfr.mkv", pan, pts=pts, sound=False)
-    result = stylize_video(stylizer, source, tmp_path / "vfr_out.mkv", progress=False)
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_variable_frame_rate_keeps_its_timestamps(
+    stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path, suffix: str
+) -> None:
+    milliseconds = [0, 7, 40, 41, 300, 333, 350, 700]  # a camera's uneven times, 1 ms apart at the closest
+    source = write_clip(tmp_path / f"vfr{suffix}", pan, pts=milliseconds, sound=None, time_base=Fraction(1, 1000))
+    result = stylize_video(stylizer, source, tmp_path / f"vfr_out{suffix}", progress=False)
     _, times, facts = read_clip(result.path)
-    assert times == pytest.approx([p / FPS for p in pts])
+    assert times == pytest.approx([t / 1000 for t in milliseconds], abs=1e-6)
     assert result.audio == "none" and facts["streams"] == ["video"]
+
+
+def test_frames_without_timestamps_are_spread_at_the_frame_rate(
+    stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path
+) -> None:
+    source = write_clip(tmp_path / "raw.h264", pan, sound=None, muxer="h264")  # a bare stream: no timestamps
+    with av.open(str(source)) as container:
+        assert all(frame.pts is None for frame in container.decode(video=0))
+    result = stylize_video(stylizer, source, tmp_path / "raw.mp4", progress=False)
+    _, times, _ = read_clip(result.path)
+    step = 1 / result.fps
+    assert result.frames == 8 and times == pytest.approx([i * step for i in range(8)], abs=1e-3)
+
+
+def test_colours_come_back_unshifted(stylizer: Stylizer, tmp_path: Path) -> None:
+    """At strength 0 the output is the input: no level lost to rounding, and each declared matrix honoured."""
+    patches = np.zeros((96, 160, 3), np.uint8)
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (200, 60, 30), (30, 120, 200), (128, 128, 128)]
+    for i, colour in enumerate(colours):
+        patches[:, i * 26 : i * 26 + 26] = colour
+    for colorspace in (None, 1, 9):  # untagged (BT.601 below 720 lines), BT.709, BT.2020
+        source = write_clip(tmp_path / f"patches{colorspace}.mp4", [patches] * 3, sound=None, colorspace=colorspace)
+        result = stylize_video(stylizer, source, tmp_path / f"out{colorspace}.mp4", strength=0.0, progress=False)
+        out = read_clip(result.path)[0][1].astype(float)
+        centres = [out[30:66, i * 26 + 8 : i * 26 + 18].mean(axis=(0, 1)) for i in range(len(colours))]
+        np.testing.assert_allclose(centres, np.array(colours, float), atol=4, err_msg=f"colorspace {colorspace}")
+
+
+def test_a_strength_0_pass_keeps_the_levels(stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path) -> None:
+    source = write_clip(tmp_path / "pan.mp4", pan, sound=None)
+    result = stylize_video(stylizer, source, tmp_path / "copy.mp4", strength=0.0, progress=False)
+    frames_in, frames_out = read_clip(source)[0], read_clip(result.path)[0]
+    difference = np.stack(frames_out).astype(float) - np.stack(frames_in)
+    bias = difference.mean(axis=(0, 1, 2))  # swscale's default rounding made it 1-1.5 levels darker
+    assert np.abs(bias).max() < 0.3 and np.abs(difference).mean() < 2.0, (bias, np.abs(difference).mean())
+
+
+def test_sound_a_container_cannot_hold_is_left_out_not_the_video(
+    stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = write_clip(tmp_path / "opus.mkv", pan[:3], sound="libopus")
+    result = stylize_video(stylizer, source, tmp_path / "out.mov", progress=False)  # PyAV lists opus for .mov
+    assert result.frames == 3 and result.audio == "dropped: .mov files cannot hold opus audio"
+    assert "write an .mkv to keep it" in caplog.text
+    assert stylize_video(stylizer, source, tmp_path / "out.mkv", progress=False).audio == "copied"
 
 
 def test_size_strength_and_webm(
@@ -133,7 +182,7 @@ def test_a_phone_clip_comes_out_upright(stylizer: Stylizer, tmp_path: Path) -> N
     """A portrait phone video is stored landscape with a display matrix that turns it 90° clockwise."""
     coded = np.zeros((96, 160, 3), np.uint8)
     coded[:48] = 255  # top half white: once turned clockwise, the right half
-    source = write_clip(tmp_path / "phone.mp4", [coded] * 3, sound=False)
+    source = write_clip(tmp_path / "phone.mp4", [coded] * 3, sound=None)
     data = bytearray(source.read_bytes())
     at = data.index(b"tkhd")
     matrix = at + 4 + (52 if data[at + 4] == 1 else 40)
@@ -155,22 +204,54 @@ def test_errors_say_what_to_do(stylizer: Stylizer, pan: list[np.ndarray], tmp_pa
     not_video.write_text("not a video")
     with pytest.raises(FaststyleError, match="cannot read .*notes.mp4 as a video"):
         stylize_video(stylizer, not_video, tmp_path / "out.mp4", progress=False)
-    source = write_clip(tmp_path / "pan.mp4", pan[:2], sound=False)
+    source = write_clip(tmp_path / "pan.mp4", pan[:2], sound=None)
     with pytest.raises(FaststyleError, match=r"cannot write a video to 'out.gif'; end the name in \.mp4"):
         stylize_video(stylizer, source, tmp_path / "out.gif", progress=False)
-    with pytest.raises(FaststyleError, match="batch must be at least 1"):
-        stylize_video(stylizer, source, tmp_path / "out.mp4", batch=0, progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.mp4", "pan.mp4"]
+    for options, message in [
+        ({"batch": 0}, "batch must be a whole number of at least 1, not 0"),
+        ({"batch": 2.5}, "batch must be a whole number of at least 1, not 2.5"),
+        ({"size": -5}, "size must be a positive whole number of pixels, not -5"),
+    ]:
+        with pytest.raises(FaststyleError, match=message):
+            stylize_video(stylizer, source, tmp_path / "out.mp4", progress=False, **options)
+    (tmp_path / "folder.mp4").mkdir()
+    with pytest.raises(FaststyleError, match="folder.mp4 is a folder; name the video file to write"):
+        stylize_video(stylizer, source, tmp_path / "folder.mp4", progress=False)
+    with pytest.raises(FaststyleError, match=r"cannot write .*notes.mp4/out.mp4: .*notes.mp4 is a file, not a folder"):
+        stylize_video(stylizer, source, not_video / "out.mp4", progress=False)
+    small = Stylizer(stylizer.path, device="cpu", max_pixels=1000)
+    with pytest.raises(FaststyleError, match="frames have 160x96 pixels, over the limit of 1,000"):
+        stylize_video(small, source, tmp_path / "out.mp4", size=30, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.mp4", "notes.mp4", "pan.mp4"]
+    # a model file or name does for a Stylizer
+    assert stylize_video(str(stylizer.path), source, tmp_path / "out.mp4", progress=False).frames == 2
 
 
 def test_a_clip_over_the_frame_limit_is_refused_before_any_work(
     stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path
 ) -> None:
-    source = write_clip(tmp_path / "pan.mp4", pan, sound=False)
+    source = write_clip(tmp_path / "pan.mp4", pan, sound=None)
     with pytest.raises(FaststyleError, match="pan.mp4 has 8 frames; the limit is 5: cut it shorter first"):
         stylize_video(stylizer, source, tmp_path / "out.mp4", max_frames=5, progress=False)
     assert stylize_video(stylizer, source, tmp_path / "out.mp4", max_frames=8, progress=False).frames == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "pan.mp4"]
+    # Matroska keeps no frame count, and its duration covers the sound: 8 frames with 20 s of sound are 8 frames
+    long_sound = write_clip(tmp_path / "long_sound.mkv", pan, sound_seconds=20.0)
+    assert stylize_video(stylizer, long_sound, tmp_path / "out.mkv", max_frames=8, progress=False).frames == 8
+    with pytest.raises(FaststyleError, match="long_sound.mkv has 8 frames; the limit is 7"):
+        stylize_video(stylizer, long_sound, tmp_path / "out.mkv", max_frames=7, progress=False)
+
+
+def test_damaged_packets_are_skipped_and_counted(
+    stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = bytearray(write_clip(tmp_path / "pan.mp4", pan * 2, sound=None).read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 1500] = bytes((b * 7 + 13) % 256 for b in data[middle : middle + 1500])
+    (tmp_path / "damaged.mp4").write_bytes(bytes(data))
+    result = stylize_video(stylizer, tmp_path / "damaged.mp4", tmp_path / "out.mp4", progress=False)
+    assert result.damaged >= 1 and result.frames == 16 - result.damaged
+    assert "damaged packets could not be decoded and were skipped" in caplog.text
 
 
 def test_without_pyav_the_error_says_how_to_install_it(
@@ -188,7 +269,7 @@ def test_cli_stylizes_videos_beside_images(
     clips = tmp_path / "clips"
     clips.mkdir()
     write_clip(clips / "pan.mov", pan)
-    write_clip(clips / "vfr.mkv", pan, pts=[0, 2, 3, 5, 6, 7, 9, 12], sound=False)
+    write_clip(clips / "vfr.mkv", pan, pts=[0, 2, 3, 5, 6, 7, 9, 12], sound=None)
     (clips / "notes.txt").write_text("skipped: neither image nor video")
     photo = shared / "data" / "content" / "tubingen.jpg"
     out = tmp_path / "out"
@@ -207,7 +288,7 @@ def test_cli_single_video_and_its_mistakes(
     stylizer: Stylizer, pan: list[np.ndarray], shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model = str(stylizer.path)
-    source = write_clip(tmp_path / "pan.mp4", pan[:4], sound=False)
+    source = write_clip(tmp_path / "pan.mp4", pan[:4], sound=None)
     assert main(["stylize", "--model", model, str(source), "--out", str(tmp_path / "styled.mkv")]) == 0
     assert read_clip(tmp_path / "styled.mkv")[2]["codec"] == "h264"
     photo = str(shared / "data" / "content" / "tubingen.jpg")

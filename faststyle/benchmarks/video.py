@@ -69,8 +69,14 @@ def make_clip(path: Path, height: int, width: int, frames: int) -> Path:
 def _decode(path: Path) -> list[torch.Tensor]:
     import av
 
-    with av.open(str(path)) as container:
-        return [torch.from_numpy(f.to_ndarray(format="rgb24")).permute(2, 0, 1) for f in container.decode(video=0)]
+    from faststyle.errors import FaststyleError
+    from faststyle.video import frame_pixels
+
+    try:
+        with av.open(str(path)) as container:
+            return [frame_pixels(f) for f in container.decode(video=0)]
+    except (av.FFmpegError, IndexError) as exc:  # IndexError: no video stream
+        raise FaststyleError(f"--input {path}: cannot read its video ({type(exc).__name__}: {exc})") from None
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -78,7 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     from faststyle.errors import FaststyleError
     from faststyle.stylize import Stylizer, find_model
     from faststyle.transformer import TransformerNet
-    from faststyle.video import require_av, stylize_video
+    from faststyle.video import even_size, require_av, stylize_video
 
     require_av()  # PyAV missing: the install hint, before any work
     device = resolve_device(args.device)
@@ -117,7 +123,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "bench": "video",
         "model": args.model,
         "input": str(args.input) if args.input else f"made-up clip, {count} frames",
-        "frame_size": list(frames[0].shape[-2:]),
+        "frame_size": list(even_size(*frames[0].shape[-2:], None)),  # as the video path writes it
         "frames": count,
         "batch": args.batch,
         "backend": stylizer.backend,

@@ -60,10 +60,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
     parser.add_argument(
-        "--format", choices=OUTPUT_FORMATS, default=None, help="output format when --out is a folder (default: png)"
+        "--format",
+        choices=OUTPUT_FORMATS,
+        default=None,
+        help="image format when --out is a folder (default: png; videos keep their container, else .mp4)",
     )
     parser.add_argument(
-        "--max-pixels", type=positive_int, default=None, help="refuse larger images (default 180 million)"
+        "--max-pixels",
+        type=positive_int,
+        default=None,
+        help="refuse larger images and videos with larger frames, before any --size (default 180 million)",
     )
     parser.set_defaults(handler=_stylize)
 
