@@ -180,6 +180,8 @@ def stylize_video(
         raise FaststyleError(f"size must be a positive whole number of pixels, not {size!r}")
     if target.is_dir():
         raise FaststyleError(f"{target} is a folder; name the video file to write")
+    if target.exists() and target.resolve() == source.resolve():
+        raise FaststyleError(f"{target} is the video being stylized; name another file so that it is kept")
     blocking = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise FaststyleError(f"cannot write {target}: {blocking} is a file, not a folder")

@@ -214,6 +214,8 @@ def test_errors_say_what_to_do(stylizer: Stylizer, pan: list[np.ndarray], tmp_pa
     ]:
         with pytest.raises(FaststyleError, match=message):
             stylize_video(stylizer, source, tmp_path / "out.mp4", progress=False, **options)
+    with pytest.raises(FaststyleError, match="is the video being stylized; name another file"):
+        stylize_video(stylizer, source, tmp_path / "." / "pan.mp4", progress=False)
     (tmp_path / "folder.mp4").mkdir()
     with pytest.raises(FaststyleError, match="folder.mp4 is a folder; name the video file to write"):
         stylize_video(stylizer, source, tmp_path / "folder.mp4", progress=False)
@@ -296,6 +298,7 @@ def test_cli_single_video_and_its_mistakes(
         ([str(source), "--out", str(tmp_path / "styled.png")], "cannot write a video to 'styled.png'; end the name in"),
         ([photo, "--out", str(tmp_path / "styled.mp4")], "is a video file, but the input is an image"),
         ([photo, str(source), "--out", str(tmp_path / "both.mp4")], "names one file, but 2 inputs are given"),
+        ([str(source), "--out", str(source)], "is the input itself; name another file"),
     ]
     for arguments, message in mistakes:
         capsys.readouterr()

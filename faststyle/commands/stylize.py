@@ -197,6 +197,8 @@ def _stylize(args: argparse.Namespace) -> int:
     targets = output_paths(files, out, stylizer.name, args.format, folder)
     if folder and out.exists() and not out.is_dir():
         raise FaststyleError(f"--out {out} is a file; name a folder for several inputs")
+    if not folder and files and out.exists() and out.resolve() == files[0].resolve():
+        raise FaststyleError(f"--out {args.out} is the input itself; name another file so that the input is kept")
     check_writable(out if folder else out.parent, "the stylized files")
     options = {"size": args.size, "strength": args.strength, "preserve_color": args.preserve_color}
     jobs = list(zip(files, targets, strict=True))
