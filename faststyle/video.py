@@ -46,6 +46,10 @@ VIDEO_SUFFIXES = (
 WRITE_SUFFIXES = tuple(ENCODERS)
 # Audio codecs a container's muxer accepts per PyAV's list but refuses when it writes its header.
 AUDIO_REFUSED = {".mov": {"opus", "flac"}}
+# The codec sound is re-encoded to where the output container cannot hold the original's (and its bit rate).
+AUDIO_ENCODERS = {".webm": ("libopus", 128_000)}
+DEFAULT_AUDIO_ENCODER = ("aac", 192_000)
+OPUS_RATES = (48_000, 24_000, 16_000, 12_000, 8_000)
 INSTALL_HINT = "video needs PyAV: pip install 'faststyle[video]' (or pip install av)"
 _BT709 = 1
 # A video's declared matrix (AVColorSpace) -> swscale's: BT.709, FCC, BT.601 (BT470BG, SMPTE170M), SMPTE240M, BT.2020
@@ -62,7 +66,7 @@ class VideoResult:
     height: int
     fps: float
     seconds: float  # wall time of the whole job: decoding, stylizing, encoding
-    audio: str  # "copied", "none" (the input had none) or "dropped: <why>"; "(first of N tracks)" may follow
+    audio: str  # "copied", "none" (none in the input), "re-encoded from X to Y"; "(first of N tracks)" may follow
     damaged: int = 0  # packets that could not be decoded, skipped
 
     @property
@@ -298,26 +302,43 @@ class _Writer:
         self.audio_source: tuple[Any, ...] = ()
         self._audio_copy: Any = None
         self._waiting: list[Any] = []
-        self.audio = "none"  # what became of the sound: "none" (there was none), "copied" or "dropped: <why>"
+        self.audio = "none"  # what became of the sound: "none" (there was none), "copied" or "re-encoded …"
+        self._encoder: tuple[str, int] | None = None  # (codec, bit rate) when the sound must be re-encoded
         tracks = container.streams.audio
         if tracks:
             audio = tracks[0]
+            self.audio_source = (audio,)
             name = audio.codec_context.codec.canonical_name  # "mp3", not its decoder's "mp3float"
             if name in output.supported_codecs and name not in AUDIO_REFUSED.get(suffix, ()):
-                self.audio_source, self.audio = (audio,), "copied"
+                self.audio = "copied"
             else:
-                self.audio = f"dropped: {suffix} files cannot hold {name} audio"
-                log.warning("%s: the sound is left out (%s); write an .mkv to keep it", container.name, self.audio)
+                self._encoder = AUDIO_ENCODERS.get(suffix, DEFAULT_AUDIO_ENCODER)
+                self.audio = f"re-encoded from {name} to {self._encoder[0].removeprefix('lib')}"
+                log.info("%s: %s files cannot hold %s audio; the sound is %s", container.name, suffix, name, self.audio)
             if len(tracks) > 1:
                 self.audio += f" (first of {len(tracks)} tracks)"
 
     def copy_audio(self, packet: Any) -> None:
-        if packet.dts is None:
-            return  # a flush packet
+        if packet.dts is None and self._encoder is None:
+            return  # a demuxer's flush packet: nothing to copy
         if self.stream is None:
             self._waiting.append(packet)
-        else:
+        elif self._encoder is None:
             packet.stream = self._audio_copy
+            self.output.mux(packet)
+        else:
+            try:
+                frames = packet.decode()
+            except self.av.InvalidDataError:
+                self.damaged += 1
+                return
+            for frame in frames:
+                self._encode_audio(frame)
+            if packet.size == 0:  # the end of the sound: the encoder's last packets
+                self._encode_audio(None)
+
+    def _encode_audio(self, frame: Any) -> None:
+        for packet in self._audio_copy.encode(frame):
             self.output.mux(packet)
 
     def frame_size(self, height: int, width: int) -> tuple[int, int]:
@@ -335,8 +356,16 @@ class _Writer:
         context.colorspace = context.color_primaries = context.color_trc = _BT709
         context.color_range = 1  # limited ("TV") range, as players expect
         self.stream = stream
-        if self.audio_source:
+        if self.audio_source and self._encoder is None:
             self._audio_copy = self.output.add_stream_from_template(self.audio_source[0])
+        elif self.audio_source:
+            source = self.audio_source[0]
+            codec, bit_rate = self._encoder
+            rate = source.rate
+            if codec == "libopus" and rate not in OPUS_RATES:
+                rate = 48_000  # PyAV resamples to the encoder's rate
+            self._audio_copy = self.output.add_stream(codec, rate=rate, layout=source.layout.name)
+            self._audio_copy.bit_rate = bit_rate
         for packet in self._waiting:
             self.copy_audio(packet)
         self._waiting.clear()

@@ -59,6 +59,8 @@ def read_clip(path: Path) -> tuple[list[np.ndarray], list[float], dict[str, obje
         with av.open(str(path)) as container:
             decoded = [f for f in container.decode(audio=0)]
             facts["audio_seconds"] = sum(f.samples for f in decoded) / decoded[0].sample_rate
+            facts["audio_codec"] = container.streams.audio[0].codec_context.codec.canonical_name
+            facts["audio_start"] = float(decoded[0].pts * decoded[0].time_base)
             facts["audio"] = np.concatenate([f.to_ndarray()[0] for f in decoded])
     return frames, times, facts
 
@@ -150,27 +152,36 @@ def test_a_strength_0_pass_keeps_the_levels(stylizer: Stylizer, pan: list[np.nda
     assert np.abs(bias).max() < 0.3 and np.abs(difference).mean() < 2.0, (bias, np.abs(difference).mean())
 
 
-def test_sound_a_container_cannot_hold_is_left_out_not_the_video(
-    stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(("sound", "suffix", "codec"), [("libopus", ".mov", "aac"), ("aac", ".webm", "opus")])
+def test_sound_a_container_cannot_hold_is_re_encoded_in_step(
+    stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path, sound: str, suffix: str, codec: str
 ) -> None:
-    source = write_clip(tmp_path / "opus.mkv", pan[:3], sound="libopus")
-    result = stylize_video(stylizer, source, tmp_path / "out.mov", progress=False)  # PyAV lists opus for .mov
-    assert result.frames == 3 and result.audio == "dropped: .mov files cannot hold opus audio"
-    assert "write an .mkv to keep it" in caplog.text
+    # the video starts at 2 s, the sound at 0 and runs to 3 s: both starts must stay where they are
+    source = write_clip(tmp_path / "clip.mkv", pan, pts=list(range(20, 28)), sound=sound, sound_seconds=3.0)
+    result = stylize_video(stylizer, source, tmp_path / f"out{suffix}", progress=False)  # PyAV lists opus for .mov
+    assert result.frames == 8 and result.audio == f"re-encoded from {sound.removeprefix('lib')} to {codec}"
+    _, times_in, facts_in = read_clip(source)
+    _, times_out, facts_out = read_clip(result.path)
+    assert times_out == pytest.approx(times_in) and times_out[0] == pytest.approx(2.0)
+    assert facts_out["audio_codec"] == codec and facts_out["audio_start"] == pytest.approx(0.0, abs=0.01)
+    assert facts_out["audio_seconds"] == pytest.approx(facts_in["audio_seconds"], abs=0.03)
+
+    def loudness(samples: np.ndarray) -> float:  # the tone's, away from the encoders' ramps
+        return float(np.sqrt(np.mean(samples[4800:-4800] ** 2)))
+
+    assert loudness(facts_out["audio"]) == pytest.approx(loudness(facts_in["audio"]), rel=0.05)
+    assert loudness(facts_in["audio"]) > 0.1
     assert stylize_video(stylizer, source, tmp_path / "out.mkv", progress=False).audio == "copied"
 
 
-def test_size_strength_and_webm(
-    stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_size_strength_and_webm(stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path) -> None:
     source = write_clip(tmp_path / "pan.mp4", pan)
     result = stylize_video(stylizer, source, tmp_path / "small.webm", size=75, strength=0.0, progress=False)
-    assert "the sound is left out" in caplog.text and "write an .mkv to keep it" in caplog.text
     # 160×96 at 75 px: 75×45, rounded down to even sides for 4:2:0 video
     assert (result.width, result.height) == (74, 44) == even_size(96, 160, 75)[::-1]
-    assert result.audio == "dropped: .webm files cannot hold aac audio"
+    assert result.audio == "re-encoded from aac to opus"
     frames_out, _, facts = read_clip(result.path)
-    assert facts["codec"] == "vp9" and facts["streams"] == ["video"]
+    assert facts["codec"] == "vp9" and facts["streams"] == ["video", "audio"] and facts["audio_codec"] == "opus"
     # strength 0 is the photo itself, scaled
     photo = torch.from_numpy(pan[0]).permute(2, 0, 1)[None].float()
     scaled = torch.nn.functional.interpolate(photo, size=(44, 74), mode="bilinear", antialias=True)
