@@ -86,6 +86,14 @@ def _no_tips(record: logging.LogRecord) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:  # also while the parser's modules load
+        print("faststyle: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -100,9 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     except FaststyleError as exc:
         print(f"faststyle: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("faststyle: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ sound. The network is an untrained width-0.5 one, whose output is far from the p
 
 from __future__ import annotations
 
+import os
 import struct
 from fractions import Fraction
 from pathlib import Path
@@ -295,6 +296,31 @@ def test_cli_stylizes_videos_beside_images(
     assert "vfr.mkv: 8 frames" in captured.err and "no sound" in captured.err
     frames, times, _ = read_clip(out / "vfr_starry.mkv")
     assert frames[0].shape == (38, 64, 3) and times == pytest.approx([0, 0.2, 0.3, 0.5, 0.6, 0.7, 0.9, 1.2])
+
+
+def test_kill_stops_a_video_and_leaves_no_partial_file(stylizer: Stylizer, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = write_clip(tmp_path / "long.mp4", pan_frames(320, 192) * 25, sound=None)  # 200 frames
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "faststyle.cli", "stylize", "--model", str(stylizer.path), str(source),
+               "--out", str(out / "long_out.mp4"), "--backend", "eager"]  # fmt: skip
+    import faststyle
+
+    env = os.environ | {"PYTHONPATH": str(Path(faststyle.__file__).parents[1])}  # this faststyle, wherever installed
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".long_out.*.mp4")):  # frames are being written
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "faststyle: interrupted" in err, err
+    assert list(out.iterdir()) == []
 
 
 def test_cli_single_video_and_its_mistakes(

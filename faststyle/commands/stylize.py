@@ -140,6 +140,23 @@ def _list_models() -> int:
 
 
 def _stylize(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _stylize_all(args)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as Ctrl-C does: no partial files stay
+    try:
+        return _stylize_all(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stylize_all(args: argparse.Namespace) -> int:
     from faststyle.errors import FaststyleError
 
     if args.list:
