@@ -5,6 +5,9 @@
 #
 #   PHOTOS=N   training photos to take (default 300, spread over every sub-folder of shared/data/train)
 #   SHARED=DIR the shared folder (default ../shared)
+#   VIDEO=1    also fill .devdata-video/ with PyAV's wheel (37 MB: too much beside .devdata in one call) for the
+#              video phase, run by a second call on the warm machine:
+#              run(command="PHASES=video bash tools/device/run.sh", carry=[".devdata-video"], timeout_s=...)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SHARED=${SHARED:-../shared}
@@ -26,6 +29,11 @@ wheels() {
 wheels "$DEST/whl" "datasets==$(version datasets)" "dill==$(version dill)" "multiprocess==$(version multiprocess)"
 # In case that machine's pyarrow or fsspec is too old for it: a release that asks for pyarrow>=15 only.
 wheels "$DEST/whl-old" datasets==4.0.0 dill==0.3.8 multiprocess==0.70.16
+
+if [[ ${VIDEO:-0} == 1 ]]; then
+  rm -rf .devdata-video && mkdir -p .devdata-video
+  wheels .devdata-video "av==$(version av)"
+fi
 
 # Loss-network weights, halved: the machine converts them back into its own cache.
 python3 - "$CACHE" "$DEST/weights" <<'EOF'

@@ -6,7 +6,8 @@
 # every benchmark's JSON line, the training result, test results) and $OUT/results.tar.gz (logs, validation
 # grids, the trained model and the content photos it stylized).
 #
-#   PHASES         any of: setup bench train tests (default: all four, in that order)
+#   PHASES         any of: setup bench train tests video (default: the first four, in that order; video needs
+#                  .devdata-video from `VIDEO=1 tools/device/prepare.sh`, carried by a call of its own)
 #   TRAIN_MINUTES  the training run's time limit (default 2); TRAIN_BATCH its batch (default 8);
 #   TRAIN_COMPILE  its torch.compile mode on CUDA (default: default)
 #   TEST_COMPILE=1 also run the compiled variants of tests/test_accelerator.py (several minutes of compiling)
@@ -111,6 +112,17 @@ if has bench; then
     bench infer --model random --size "$size" --backend all --repeats "$(pick 20 2)" --warmup 3
   done
   pack
+fi
+
+if has video; then
+  if ! python3 -c "import av" 2>/dev/null; then
+    install "$WORK/site-video" .devdata-video && export PYTHONPATH=$PYTHONPATH:$WORK/site-video
+  fi
+  for size in $(pick "720p 1080p" 64); do
+    for batch in 1 8; do
+      bench video --size "$size" --frames "$(pick 120 4)" --batch "$batch" --repeats 3
+    done
+  done
 fi
 
 if has train; then
