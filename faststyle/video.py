@@ -333,7 +333,9 @@ class _Writer:
                 self.damaged += 1
                 return
             for frame in frames:
-                self._encode_audio(frame)
+                kept = _from_time_zero(self.av, frame)
+                if kept is not None:
+                    self._encode_audio(kept)
             if packet.size == 0:  # the end of the sound: the encoder's last packets
                 self._encode_audio(None)
 
@@ -383,6 +385,23 @@ class _Writer:
     def close(self) -> None:
         for packet in self.stream.encode():
             self.output.mux(packet)
+
+
+def _from_time_zero(av: Any, frame: Any) -> Any:
+    """An audio frame without its samples before time 0 (a decoder's priming, which players skip), or None when it
+    has only those. Encoded with them, negative times make some muxers shift every stream, the video too."""
+    if frame.pts is None or frame.pts >= 0:
+        return frame
+    skip = round(-frame.pts * frame.time_base * frame.sample_rate)
+    if skip >= frame.samples:
+        return None
+    samples = frame.to_ndarray()
+    step = 1 if frame.format.is_planar else len(frame.layout.channels)  # packed: channels interleaved
+    kept = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(samples[:, skip * step :]), format=frame.format.name, layout=frame.layout.name
+    )
+    kept.sample_rate, kept.time_base, kept.pts = frame.sample_rate, frame.time_base, 0
+    return kept
 
 
 def _stylized(stylizer: Stylizer, frames: list[_Frame], writer: _Writer, strength: float, keep: bool) -> Tensor:

@@ -62,6 +62,8 @@ def read_clip(path: Path) -> tuple[list[np.ndarray], list[float], dict[str, obje
             facts["audio_seconds"] = sum(f.samples for f in decoded) / decoded[0].sample_rate
             facts["audio_codec"] = container.streams.audio[0].codec_context.codec.canonical_name
             facts["audio_start"] = float(decoded[0].pts * decoded[0].time_base)
+            last = decoded[-1]
+            facts["audio_end"] = float(last.pts * last.time_base) + last.samples / last.sample_rate
             facts["audio"] = np.concatenate([f.to_ndarray()[0] for f in decoded])
     return frames, times, facts
 
@@ -136,7 +138,10 @@ def test_colours_come_back_unshifted(stylizer: Stylizer, tmp_path: Path) -> None
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (200, 60, 30), (30, 120, 200), (128, 128, 128)]
     for i, colour in enumerate(colours):
         patches[:, i * 26 : i * 26 + 26] = colour
-    for colorspace in (None, 1, 9):  # untagged (BT.601 below 720 lines), BT.709, BT.2020
+    from av.video.reformatter import Colorspace
+
+    matrices = [None, 1] + ([9] if "BT2020" in Colorspace.__members__ else [])  # PyAV 17 has no BT.2020 matrix
+    for colorspace in matrices:  # untagged (BT.601 below 720 lines), BT.709, BT.2020
         source = write_clip(tmp_path / f"patches{colorspace}.mp4", [patches] * 3, sound=None, colorspace=colorspace)
         result = stylize_video(stylizer, source, tmp_path / f"out{colorspace}.mp4", strength=0.0, progress=False)
         out = read_clip(result.path)[0][1].astype(float)
@@ -165,7 +170,7 @@ def test_sound_a_container_cannot_hold_is_re_encoded_in_step(
     _, times_out, facts_out = read_clip(result.path)
     assert times_out == pytest.approx(times_in) and times_out[0] == pytest.approx(2.0)
     assert facts_out["audio_codec"] == codec and facts_out["audio_start"] == pytest.approx(0.0, abs=0.01)
-    assert facts_out["audio_seconds"] == pytest.approx(facts_in["audio_seconds"], abs=0.03)
+    assert facts_out["audio_end"] == pytest.approx(facts_in["audio_end"], abs=0.03)
 
     def loudness(samples: np.ndarray) -> float:  # the tone's, away from the encoders' ramps
         return float(np.sqrt(np.mean(samples[4800:-4800] ** 2)))
@@ -173,6 +178,25 @@ def test_sound_a_container_cannot_hold_is_re_encoded_in_step(
     assert loudness(facts_out["audio"]) == pytest.approx(loudness(facts_in["audio"]), rel=0.05)
     assert loudness(facts_in["audio"]) > 0.1
     assert stylize_video(stylizer, source, tmp_path / "out.mkv", progress=False).audio == "copied"
+
+
+@pytest.mark.parametrize(("audio_format", "layout"), [("fltp", "mono"), ("s16", "stereo")])
+def test_audio_before_time_zero_is_trimmed_before_re_encoding(audio_format: str, layout: str) -> None:
+    """An AAC decoder's priming samples come before time 0; encoded, they made FFmpeg 8.0's WebM muxer shift the
+    video 64 ms late (PyAV 17)."""
+    from faststyle.video import _from_time_zero
+
+    values = np.arange(2048).reshape(1, -1).astype(np.int16 if audio_format == "s16" else np.float32)
+    frame = av.AudioFrame.from_ndarray(values, format=audio_format, layout=layout)  # s16 stereo: interleaved
+    frame.sample_rate, frame.time_base, frame.pts = 16_000, Fraction(1, 16_000), -320
+    kept = _from_time_zero(av, frame)
+    assert (kept.pts, kept.samples, kept.format.name) == (0, frame.samples - 320, audio_format)
+    channels = len(frame.layout.channels)
+    np.testing.assert_array_equal(kept.to_ndarray(), values[:, 320 * channels :])
+    frame.pts = -frame.samples
+    assert _from_time_zero(av, frame) is None
+    frame.pts = 5
+    assert _from_time_zero(av, frame) is frame
 
 
 def test_size_strength_and_webm(stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path) -> None:
