@@ -184,7 +184,7 @@ class StyleApp:
         sound = {"copied": "sound kept", "none": "no sound"}.get(result.audio, f"sound {result.audio}")
         return str(result.path), (
             f"{result.frames} frames · {result.width}×{result.height} px · {result.seconds:.1f} s "
-            f"({result.frames_per_second:.3g} frames/s, {stylizer.backend}, {stylizer.precision}) · {sound}"
+            f"({result.throughput:.3g} frames/s, {stylizer.backend}, {stylizer.precision}) · {sound}"
         )
 
     def _prune_outputs(self) -> None:

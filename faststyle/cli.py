@@ -7,6 +7,7 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import signal
 import sys
 import textwrap
 from typing import Any
@@ -85,12 +86,32 @@ def _no_tips(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("💡")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``), raised like Ctrl-C so that the command cleans up the same way."""
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _run(argv)
+    except Terminated:
+        print("faststyle: stopped (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:  # also while the parser's modules load
         print("faststyle: interrupted", file=sys.stderr)
         return 130
+
+
+def entry() -> None:
+    """The ``faststyle`` program: ``main`` with ``kill`` stopping a command as Ctrl-C does (its partial files
+    removed). Only here, not in ``main``, which a program of its own may call. Training replaces the handler with
+    Lightning's while it fits, which checkpoints first."""
+    signal.signal(signal.SIGTERM, _terminate)
+    sys.exit(main())
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second kill must not cut the clean-up short
+    raise Terminated
 
 
 def _run(argv: list[str] | None) -> int:
@@ -111,4 +132,4 @@ def _run(argv: list[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

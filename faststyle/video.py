@@ -1,4 +1,5 @@
-"""Video files: decode with PyAV, stylize batches of frames with a ``Stylizer``, encode; the sound is copied as is.
+"""Video files: decode with PyAV, stylize batches of frames with a ``Stylizer``, encode; the sound is copied as it
+is, or re-encoded where the output's container cannot hold it.
 
 Frames keep their timestamps, so variable frame rates and the audio stay in sync. A phone's rotation flag is
 applied to the pixels (the output plays upright without one). Colours are converted with the matrix the video
@@ -39,9 +40,10 @@ ENCODERS: dict[str, tuple[str, dict[str, str]]] = {
     ".mkv": ("libx264", {"crf": "18", "preset": "fast"}),
     ".webm": ("libvpx-vp9", {"crf": "24", "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}),
 }
-# Read as videos when named (an ffmpeg build reads many more; these are also found in folders and globs).
+# The suffixes taken for videos, named or found in folders and globs (a file named otherwise is read as an image).
 VIDEO_SUFFIXES = (
-    *ENCODERS, ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".mxf",
+    *ENCODERS, ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".mxf", ".h264",
+    ".264", ".hevc", ".h265",
 )  # fmt: skip
 WRITE_SUFFIXES = tuple(ENCODERS)
 # Audio codecs a container's muxer accepts per PyAV's list but refuses when it writes its header.
@@ -50,6 +52,8 @@ AUDIO_REFUSED = {".mov": {"opus", "flac"}}
 AUDIO_ENCODERS = {".webm": ("libopus", 128_000)}
 DEFAULT_AUDIO_ENCODER = ("aac", 192_000)
 OPUS_RATES = (48_000, 24_000, 16_000, 12_000, 8_000)
+# FFmpeg's default layout for a number of channels, for sound whose channel order is not given
+DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 INSTALL_HINT = "video needs PyAV: pip install 'faststyle[video]' (or pip install av)"
 _BT709 = 1
 # A video's declared matrix (AVColorSpace) -> swscale's: BT.709, FCC, BT.601 (BT470BG, SMPTE170M), SMPTE240M, BT.2020
@@ -64,13 +68,14 @@ class VideoResult:
     frames: int
     width: int
     height: int
-    fps: float
+    frame_rate: float  # frames per second of video: the average over the frames' timestamps
     seconds: float  # wall time of the whole job: decoding, stylizing, encoding
     audio: str  # "copied", "none" (none in the input), "re-encoded from X to Y"; "(first of N tracks)" may follow
     damaged: int = 0  # packets that could not be decoded, skipped
 
     @property
-    def frames_per_second(self) -> float:
+    def throughput(self) -> float:
+        """Frames stylized per second of wall time."""
         return self.frames / self.seconds if self.seconds > 0 else float("inf")
 
 
@@ -112,6 +117,10 @@ def _colorspace(frame: Any) -> int:
     return _MATRICES.get(int(frame.colorspace), _BT709 if frame.height >= 720 else 5)
 
 
+def _quarter_turns(frame: Any) -> int:
+    return round(frame.rotation / 90) % 4
+
+
 def frame_pixels(frame: Any) -> Tensor:
     """A decoded PyAV frame as uint8 RGB (3,H,W), read with its own matrix and exact rounding, and upright."""
     array = frame.to_ndarray(format="rgb24", src_colorspace=_colorspace(frame), interpolation=_READ_FLAGS)
@@ -125,10 +134,10 @@ def _upright(pixels: Tensor, rotation: int) -> Tensor:
 
 
 class _Frame:
-    __slots__ = ("pixels", "pts", "time_base")
+    __slots__ = ("pixels", "pts", "sideways", "time_base")
 
-    def __init__(self, pixels: Tensor, pts: int, time_base: Fraction) -> None:
-        self.pixels, self.pts, self.time_base = pixels, pts, time_base
+    def __init__(self, pixels: Tensor, pts: int, time_base: Fraction, sideways: bool) -> None:
+        self.pixels, self.pts, self.time_base, self.sideways = pixels, pts, time_base, sideways
 
 
 def _decoded(container: Any, stream: Any, writer: _Writer, av: Any) -> Iterator[_Frame]:
@@ -136,7 +145,7 @@ def _decoded(container: Any, stream: Any, writer: _Writer, av: Any) -> Iterator[
     sound goes to ``writer``. Frames without a timestamp are placed at the average rate, and a timestamp that does
     not move forward is moved one tick past the last. Packets that cannot be decoded are skipped and counted in
     ``writer.damaged``."""
-    rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+    rate = _frame_rate(stream)
     index = 0
     last_pts: int | None = None
     for packet in container.demux(stream, *writer.audio_source):
@@ -153,7 +162,7 @@ def _decoded(container: Any, stream: Any, writer: _Writer, av: Any) -> Iterator[
             if last_pts is not None and pts <= last_pts:
                 pts = last_pts + 1
             last_pts = pts
-            yield _Frame(frame_pixels(frame), pts, stream.time_base)
+            yield _Frame(frame_pixels(frame), pts, stream.time_base, _quarter_turns(frame) % 2 == 1)
             index += 1
 
 
@@ -195,21 +204,22 @@ def stylize_video(
     try:
         container = av.open(str(source))
     except (av.FFmpegError, OSError) as exc:
-        raise FaststyleError(f"cannot read {source} as a video ({_reason(exc)})") from None
+        raise FaststyleError(f"cannot read {source} as a video ({_ffmpeg_reason(exc)})") from None
     tmp: Path | None = None
     try:
         if not container.streams.video:
             raise FaststyleError(f"{source} has no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        # slice threads: with frame threads, a packet that fails to decode takes the frames decoded before it
+        # but not yet returned with it (all of a 16-frame clip with 16 threads)
+        stream.thread_type = "SLICE"
         if stream.width * stream.height > stylizer.max_pixels:
             raise FaststyleError(
                 f"{source}'s frames have {stream.width}x{stream.height} pixels, over the limit of "
                 f"{stylizer.max_pixels:,}; raise the limit (max_pixels / --max-pixels)"
             )
-        total = _frame_count(stream)
-        if max_frames is not None and total > max_frames:
-            raise _too_long(source, f"{total} frames", max_frames)
+        if max_frames is not None and stream.frames > max_frames:  # an exact count; estimates are checked as it runs
+            raise _too_long(source, f"{stream.frames} frames", max_frames)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
@@ -221,6 +231,7 @@ def stylize_video(
             writer = _Writer(av, output, stream, target.suffix.lower(), size, container)
             from tqdm import tqdm
 
+            total = _frame_count(stream)
             with tqdm(total=total or None, unit="frame", disable=not progress, desc=source.name) as bar:
                 pending: list[_Frame] = []
                 for frame in _decoded(container, stream, writer, av):
@@ -241,7 +252,7 @@ def stylize_video(
         os.replace(tmp, target)
         tmp = None
     except av.FFmpegError as exc:
-        raise FaststyleError(f"{source} could not be stylized into {target.name} ({_reason(exc)})") from None
+        raise FaststyleError(f"{source} could not be stylized into {target.name} ({_ffmpeg_reason(exc)})") from None
     finally:
         container.close()
         if tmp is not None:
@@ -253,14 +264,14 @@ def stylize_video(
         writer.frames,
         writer.width,
         writer.height,
-        float(writer.rate),
+        writer.frame_rate(),
         time.perf_counter() - started,
         writer.audio,
         writer.damaged,
     )
 
 
-def _reason(exc: BaseException) -> str:
+def _ffmpeg_reason(exc: BaseException) -> str:
     """FFmpeg's words without the file name it adds (our temporary file's, for writes)."""
     strerror = getattr(exc, "strerror", None)
     return str(strerror) if strerror else str(exc)
@@ -270,9 +281,16 @@ def _too_long(source: Path, frames: str, max_frames: int) -> FaststyleError:
     return FaststyleError(f"{source.name} has {frames}; the limit is {max_frames}: cut it shorter first")
 
 
+def _frame_rate(stream: Any) -> Fraction:
+    """The stream's frame rate: the one its codec declares (a bare H.264 stream's own) before the container's
+    average (which a demuxer without timestamps makes up)."""
+    return stream.guessed_rate or stream.average_rate or Fraction(25)
+
+
 def _frame_count(stream: Any) -> int:
-    """The video stream's frame count as the file gives it, or from the stream's duration (0: not known). The
-    container's duration is not used: it covers the sound too, which may run far longer."""
+    """The video stream's frame count as the file gives it, or an estimate from the stream's duration (0: not
+    known), for the progress bar. The container's duration is not used: it covers the sound too, which may run far
+    longer."""
     if stream.frames:
         return int(stream.frames)
     rate = stream.average_rate or stream.guessed_rate
@@ -289,27 +307,34 @@ def _frame_count(stream: Any) -> int:
 
 
 class _Writer:
-    """Encodes stylized frames and copies the first audio stream. The streams are made at the first frame, once
-    the frame size is known (video first, as players expect); no packet can be written before, so the sound waits
-    until then."""
+    """Encodes stylized frames, and copies (or re-encodes) the first audio track. The streams are made at the first
+    frame, once the frame size is known (video first, as players expect); no packet can be written before, so the
+    sound waits until then."""
 
     def __init__(self, av: Any, output: Any, source: Any, suffix: str, size: int | None, container: Any) -> None:
         self.av, self.output, self.source, self.size = av, output, source, size
         self.codec, self.options = ENCODERS[suffix]
-        self.rate = source.average_rate or source.guessed_rate or Fraction(25)
+        self.rate = _frame_rate(source)
         self.stream: Any = None
+        self._first_pts = self._last_pts = 0
         self.frames = self.width = self.height = self.damaged = 0
         self.audio_source: tuple[Any, ...] = ()
         self._audio_copy: Any = None
         self._waiting: list[Any] = []
         self.audio = "none"  # what became of the sound: "none" (there was none), "copied" or "re-encoded …"
         self._encoder: tuple[str, int] | None = None  # (codec, bit rate) when the sound must be re-encoded
+        self._layout = ""
         tracks = container.streams.audio
         if tracks:
             audio = tracks[0]
             self.audio_source = (audio,)
             name = audio.codec_context.codec.canonical_name  # "mp3", not its decoder's "mp3float"
-            if name in output.supported_codecs and name not in AUDIO_REFUSED.get(suffix, ()):
+            # a layout without channel order ("2 channels": PCM in AVI) is refused by MP4's muxer and AAC's encoder
+            self._layout = audio.layout.name
+            unordered = self._layout.endswith(" channels")
+            if unordered:
+                self._layout = DEFAULT_LAYOUTS.get(len(audio.layout.channels), self._layout)
+            if name in output.supported_codecs and name not in AUDIO_REFUSED.get(suffix, ()) and not unordered:
                 self.audio = "copied"
             else:
                 self._encoder = AUDIO_ENCODERS.get(suffix, DEFAULT_AUDIO_ENCODER)
@@ -343,15 +368,23 @@ class _Writer:
         for packet in self._audio_copy.encode(frame):
             self.output.mux(packet)
 
-    def frame_size(self, height: int, width: int) -> tuple[int, int]:
+    def frame_size(self, height: int, width: int, sideways: bool) -> tuple[int, int]:
         if self.stream is None:
             self.height, self.width = even_size(height, width, self.size)
-            self._open()
+            self._open(sideways)
         return self.height, self.width
 
-    def _open(self) -> None:
+    def frame_rate(self) -> float:
+        """Frames per second of video, from the first and last timestamps (the stream's rate for one frame)."""
+        span = (self._last_pts - self._first_pts) * self.source.time_base
+        return float((self.frames - 1) / span) if self.frames > 1 and span > 0 else float(self.rate)
+
+    def _open(self, sideways: bool) -> None:
         stream = self.output.add_stream(self.codec, rate=self.rate, options=self.options)
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
+        aspect = self.source.sample_aspect_ratio  # non-square pixels (DV, HDV): kept, turned with the picture
+        if aspect and aspect != 1:
+            stream.codec_context.sample_aspect_ratio = 1 / aspect if sideways else aspect
         stream.time_base = self.source.time_base
         context = stream.codec_context
         context.time_base = self.source.time_base  # the frames' own timestamps, not a grid of 1/rate
@@ -366,7 +399,7 @@ class _Writer:
             rate = source.rate
             if codec == "libopus" and rate not in OPUS_RATES:
                 rate = 48_000  # PyAV resamples to the encoder's rate
-            self._audio_copy = self.output.add_stream(codec, rate=rate, layout=source.layout.name)
+            self._audio_copy = self.output.add_stream(codec, rate=rate, layout=self._layout)
             self._audio_copy.bit_rate = bit_rate
         for packet in self._waiting:
             self.copy_audio(packet)
@@ -380,6 +413,9 @@ class _Writer:
             video.pts, video.time_base = frame.pts, frame.time_base
             for packet in self.stream.encode(video):
                 self.output.mux(packet)
+            if self.frames == 0:
+                self._first_pts = frame.pts
+            self._last_pts = frame.pts
             self.frames += 1
 
     def close(self) -> None:
@@ -407,7 +443,7 @@ def _from_time_zero(av: Any, frame: Any) -> Any:
 def _stylized(stylizer: Stylizer, frames: list[_Frame], writer: _Writer, strength: float, keep: bool) -> Tensor:
     """The frames' stylized pixels (float (N,3,H,W) in [0,1]) at the output size; frames of another size than the
     first (a stream that changes size) are scaled to it."""
-    height, width = writer.frame_size(*frames[0].pixels.shape[-2:])
+    height, width = writer.frame_size(*frames[0].pixels.shape[-2:], frames[0].sideways)
     batch = torch.stack([_fit(f.pixels, height, width) for f in frames]).float().div_(255)
     return stylizer(batch, strength=strength, preserve_color=keep)
 

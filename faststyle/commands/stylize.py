@@ -110,7 +110,7 @@ def output_paths(files: list[Path], out: Path, model: str, fmt: str | None, fold
     from faststyle.video import is_video, output_suffix
 
     if not folder:
-        return [out]
+        return [out] if files else []
     paths: list[Path] = []
     taken: set[Path] = set()
     for file in files:
@@ -140,23 +140,6 @@ def _list_models() -> int:
 
 
 def _stylize(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return _stylize_all(args)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as Ctrl-C does: no partial files stay
-    try:
-        return _stylize_all(args)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def _stylize_all(args: argparse.Namespace) -> int:
     from faststyle.errors import FaststyleError
 
     if args.list:
@@ -188,11 +171,13 @@ def _stylize_all(args: argparse.Namespace) -> int:
     folder = several or out.is_dir() or args.out.endswith(("/", "\\")) or not out.suffix
     if not folder and args.format:
         raise FaststyleError("--format applies to folder output; name the output file with the suffix you want")
-    if not folder and files and is_video(files[0]):
+    if folder or not files:
+        pass  # nothing is written to --out itself, or nothing at all (the summary names the inputs)
+    elif is_video(files[0]):
         check_output(out)
-    elif not folder and out_suffix in WRITE_SUFFIXES:
+    elif out_suffix in WRITE_SUFFIXES:
         raise FaststyleError(f"--out {args.out} is a video file, but the input is an image; end it in .png or .jpg")
-    elif not folder:
+    else:
         try:
             image_format(out)
         except FaststyleError:
@@ -298,8 +283,8 @@ def _stylize_videos(
             continue
         sound = {"copied": "sound copied", "none": "no sound"}.get(result.audio, f"sound {result.audio}")
         print(
-            f"{file.name}: {result.frames} frames, {result.width}x{result.height} at {result.fps:.3g} fps, "
-            f"in {result.seconds:.1f} s ({result.frames_per_second:.3g} frames/s), {sound} -> {target}",
+            f"{file.name}: {result.frames} frames, {result.width}x{result.height} at {result.frame_rate:.3g} fps, "
+            f"stylized in {result.seconds:.1f} s ({result.throughput:.3g} frames/s), {sound} -> {target}",
             file=sys.stderr,
         )
         written += 1
