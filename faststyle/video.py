@@ -450,8 +450,8 @@ def _stylized(stylizer: Stylizer, frames: list[_Frame], writer: _Writer, strengt
 
 def _fit(pixels: Tensor, height: int, width: int) -> Tensor:
     h, w = pixels.shape[-2:]
-    if (h, w) == (height, width):
-        return pixels
+    if 0 <= h - height <= 1 and 0 <= w - width <= 1:  # an odd side made even: the last row or column goes
+        return pixels[..., :height, :width]
     scaled = F.interpolate(
         pixels[None].float(), size=(height, width), mode="bilinear", antialias=height < h or width < w
     )
