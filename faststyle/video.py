@@ -118,26 +118,23 @@ def _colorspace(frame: Any) -> int:
 
 
 def _quarter_turns(frame: Any) -> int:
+    """Counterclockwise quarter turns that its display matrix asks for (PyAV's ``rotation``, in degrees)."""
     return round(frame.rotation / 90) % 4
 
 
 def frame_pixels(frame: Any) -> Tensor:
     """A decoded PyAV frame as uint8 RGB (3,H,W), read with its own matrix and exact rounding, and upright."""
     array = frame.to_ndarray(format="rgb24", src_colorspace=_colorspace(frame), interpolation=_READ_FLAGS)
-    return _upright(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1), frame.rotation)
-
-
-def _upright(pixels: Tensor, rotation: int) -> Tensor:
-    """(3,H,W) frame turned as its display matrix asks (PyAV's ``rotation``: degrees counterclockwise)."""
-    turns = round(rotation / 90) % 4
+    pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    turns = _quarter_turns(frame)
     return torch.rot90(pixels, turns, dims=(-2, -1)) if turns else pixels
 
 
 class _Frame:
-    __slots__ = ("pixels", "pts", "sideways", "time_base")
+    __slots__ = ("pixels", "pts", "sideways")
 
-    def __init__(self, pixels: Tensor, pts: int, time_base: Fraction, sideways: bool) -> None:
-        self.pixels, self.pts, self.time_base, self.sideways = pixels, pts, time_base, sideways
+    def __init__(self, pixels: Tensor, pts: int, sideways: bool) -> None:
+        self.pixels, self.pts, self.sideways = pixels, pts, sideways
 
 
 def _decoded(container: Any, stream: Any, writer: _Writer, av: Any) -> Iterator[_Frame]:
@@ -148,9 +145,9 @@ def _decoded(container: Any, stream: Any, writer: _Writer, av: Any) -> Iterator[
     rate = _frame_rate(stream)
     index = 0
     last_pts: int | None = None
-    for packet in container.demux(stream, *writer.audio_source):
+    for packet in container.demux(stream, *writer.audio_in):
         if packet.stream.type == "audio":
-            writer.copy_audio(packet)
+            writer.take_audio(packet)
             continue
         try:
             frames = packet.decode()
@@ -162,7 +159,7 @@ def _decoded(container: Any, stream: Any, writer: _Writer, av: Any) -> Iterator[
             if last_pts is not None and pts <= last_pts:
                 pts = last_pts + 1
             last_pts = pts
-            yield _Frame(frame_pixels(frame), pts, stream.time_base, _quarter_turns(frame) % 2 == 1)
+            yield _Frame(frame_pixels(frame), pts, _quarter_turns(frame) % 2 == 1)
             index += 1
 
 
@@ -318,8 +315,8 @@ class _Writer:
         self.stream: Any = None
         self._first_pts = self._last_pts = 0
         self.frames = self.width = self.height = self.damaged = 0
-        self.audio_source: tuple[Any, ...] = ()
-        self._audio_copy: Any = None
+        self.audio_in: tuple[Any, ...] = ()  # the audio stream to demux, if any
+        self._audio_out: Any = None
         self._waiting: list[Any] = []
         self.audio = "none"  # what became of the sound: "none" (there was none), "copied" or "re-encoded …"
         self._encoder: tuple[str, int] | None = None  # (codec, bit rate) when the sound must be re-encoded
@@ -327,7 +324,7 @@ class _Writer:
         tracks = container.streams.audio
         if tracks:
             audio = tracks[0]
-            self.audio_source = (audio,)
+            self.audio_in = (audio,)
             name = audio.codec_context.codec.canonical_name  # "mp3", not its decoder's "mp3float"
             # a layout without channel order ("2 channels": PCM in AVI) is refused by MP4's muxer and AAC's encoder
             self._layout = audio.layout.name
@@ -343,13 +340,14 @@ class _Writer:
             if len(tracks) > 1:
                 self.audio += f" (first of {len(tracks)} tracks)"
 
-    def copy_audio(self, packet: Any) -> None:
+    def take_audio(self, packet: Any) -> None:
+        """Writes an audio packet: copied, or decoded and re-encoded; held back until the streams exist."""
         if packet.dts is None and self._encoder is None:
             return  # a demuxer's flush packet: nothing to copy
         if self.stream is None:
             self._waiting.append(packet)
         elif self._encoder is None:
-            packet.stream = self._audio_copy
+            packet.stream = self._audio_out
             self.output.mux(packet)
         else:
             try:
@@ -365,7 +363,7 @@ class _Writer:
                 self._encode_audio(None)
 
     def _encode_audio(self, frame: Any) -> None:
-        for packet in self._audio_copy.encode(frame):
+        for packet in self._audio_out.encode(frame):
             self.output.mux(packet)
 
     def frame_size(self, height: int, width: int, sideways: bool) -> tuple[int, int]:
@@ -391,18 +389,18 @@ class _Writer:
         context.colorspace = context.color_primaries = context.color_trc = _BT709
         context.color_range = 1  # limited ("TV") range, as players expect
         self.stream = stream
-        if self.audio_source and self._encoder is None:
-            self._audio_copy = self.output.add_stream_from_template(self.audio_source[0])
-        elif self.audio_source:
-            source = self.audio_source[0]
+        if self.audio_in and self._encoder is None:
+            self._audio_out = self.output.add_stream_from_template(self.audio_in[0])
+        elif self.audio_in:
+            source = self.audio_in[0]
             codec, bit_rate = self._encoder
             rate = source.rate
             if codec == "libopus" and rate not in OPUS_RATES:
                 rate = 48_000  # PyAV resamples to the encoder's rate
-            self._audio_copy = self.output.add_stream(codec, rate=rate, layout=self._layout)
-            self._audio_copy.bit_rate = bit_rate
+            self._audio_out = self.output.add_stream(codec, rate=rate, layout=self._layout)
+            self._audio_out.bit_rate = bit_rate
         for packet in self._waiting:
-            self.copy_audio(packet)
+            self.take_audio(packet)
         self._waiting.clear()
 
     def write(self, images: Tensor, frames: list[_Frame]) -> None:
@@ -410,7 +408,7 @@ class _Writer:
         for array, frame in zip(arrays, frames, strict=True):
             video = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
             video = video.reformat(format="yuv420p", dst_colorspace=_BT709, interpolation=_WRITE_FLAGS)
-            video.pts, video.time_base = frame.pts, frame.time_base
+            video.pts, video.time_base = frame.pts, self.source.time_base
             for packet in self.stream.encode(video):
                 self.output.mux(packet)
             if self.frames == 0:
