@@ -21,6 +21,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from faststyle.animation import is_animation, stylize_animation
 from faststyle.commands.demo import add_arguments, parse_dirs
 from faststyle.errors import FaststyleError
 from faststyle.images import open_image, save_image
@@ -41,6 +42,7 @@ UPLOAD_MAX_PIXELS = 50_000_000
 PHOTO_SIZES = (128, 2048)  # the output size slider's range, also enforced for API calls
 FRAME_SIZES = (64, 768)  # the webcam's and the video tab's
 VIDEO_MAX_FRAMES = 900  # 30 s at 30 fps: minutes of work on a CPU, with a progress bar
+ANIMATION_MAX_FRAMES = 300  # an animated GIF, PNG or WebP upload; its frames are at most FRAME_SIZES[1] px
 # Asked of the camera: enough for the largest frame size (Gradio asks for up to 1920×1440, sent 5 times a second).
 CAMERA = {"video": {"width": {"ideal": 960}, "height": {"ideal": 720}}}
 OUTPUT_MAX_AGE_S = 3600  # our copies of results (Gradio serves its own copies, kept a day)
@@ -110,9 +112,10 @@ class StyleApp:
             items.append((style_thumbnail(info) or _name_tile(info.name), caption))
         return items
 
-    def _open_upload(self, payload: Any) -> tuple[Image.Image, str]:
+    def _open_upload(self, payload: Any) -> tuple[Image.Image, str, str]:
         """The uploaded file (the raw payload: the event skips Gradio's preprocessing, which would fail on a
-        non-image with a bare error) as an RGB image, and its name; or a message in the page."""
+        non-image with a bare error) as an RGB image (an animation's first frame), its name and its path; or a
+        message in the page."""
         if isinstance(payload, dict):
             path, name = payload.get("path"), Path(str(payload.get("orig_name") or "")).name
         else:
@@ -120,7 +123,7 @@ class StyleApp:
         if not path:
             raise gr.Error("Upload a photo first (JPEG, PNG, WebP …).", print_exception=False)
         try:
-            return open_image(path, max_pixels=UPLOAD_MAX_PIXELS), name
+            return open_image(path, max_pixels=UPLOAD_MAX_PIXELS), name, str(path)
         except FaststyleError as exc:
             name = name or "the upload"
             if "limit" in str(exc):
@@ -135,10 +138,18 @@ class StyleApp:
             ) from None
 
     def stylize_photo(
-        self, photo: Any, model: str, strength: float, preserve_color: bool, size: float
+        self,
+        photo: Any,
+        model: str,
+        strength: float,
+        preserve_color: bool,
+        size: float,
+        progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's way to ask for a progress bar
     ) -> tuple[str, str, Any]:
-        image, name = self._open_upload(photo)
+        image, name, upload = self._open_upload(photo)
         stylizer = self.stylizer(model)
+        if is_animation(upload):
+            return self._stylize_animation(stylizer, model, upload, name, strength, preserve_color, size)
         start = time.perf_counter()
         result = self._run(stylizer, image, _clamp(size, PHOTO_SIZES), strength, preserve_color)
         ms = (time.perf_counter() - start) * 1000
@@ -146,7 +157,48 @@ class StyleApp:
         latency = (
             f"{ms:.0f} ms · {result.width}×{result.height} px · {model} ({stylizer.backend}, {stylizer.precision})"
         )
-        return str(path), latency, gr.DownloadButton(value=str(path), interactive=True)
+        return str(path), latency, gr.DownloadButton("Download PNG", value=str(path), interactive=True)
+
+    def _stylize_animation(
+        self,
+        stylizer: Stylizer,
+        model: str,
+        upload: str,
+        name: str,
+        strength: float,
+        preserve_color: bool,
+        size: float,
+    ) -> tuple[str, str, Any]:
+        """An animated GIF, PNG or WebP upload, stylized into an animation of its own format."""
+        name = name or Path(upload).name
+        with Image.open(upload) as animation:
+            frames, suffix = animation.n_frames, {"GIF": ".gif", "WEBP": ".webp"}.get(animation.format, ".png")
+        if frames > ANIMATION_MAX_FRAMES:
+            raise gr.Error(
+                f"Cannot stylize {name}: it has {frames} frames, and this demo takes animations of up to "
+                f"{ANIMATION_MAX_FRAMES}. Shorten it, or run `faststyle stylize` on your own machine.",
+                print_exception=False,
+            )
+        target = self._output_path(name, "animation", f"-{model}{suffix}")
+        try:
+            result = stylize_animation(
+                stylizer,
+                upload,
+                target,
+                size=min(_clamp(size, PHOTO_SIZES), FRAME_SIZES[1]),
+                strength=float(strength),
+                preserve_color=bool(preserve_color),
+            )
+        except FaststyleError as exc:
+            message = str(exc).replace(upload, name)
+            raise gr.Error(f"Cannot stylize {name}: {message}", print_exception=False) from None
+        plays = {0: "loops forever", 1: "plays once"}.get(result.plays, f"plays {result.plays} times")
+        report = (
+            f"{result.frames} frames · {result.width}×{result.height} px · {result.seconds:.1f} s "
+            f"({result.throughput:.3g} frames/s) · {plays} · {model} ({stylizer.backend}, {stylizer.precision})"
+        )
+        label = f"Download {suffix.lstrip('.').upper()}"
+        return str(result.path), report, gr.DownloadButton(label, value=str(result.path), interactive=True)
 
     def _output_path(self, upload_name: str, default_stem: str, ending: str) -> Path:
         """Where a result goes: a folder of its own, so that the download keeps the upload's name."""
@@ -211,7 +263,7 @@ class StyleApp:
         return np.asarray(result), f"{ms:.0f} ms per frame · {result.width}×{result.height} px"
 
     def compare(self, photo: Any, style: str, strength: float, preserve_color: bool, size: float) -> list[Any]:
-        image, _ = self._open_upload(photo)
+        image, _, _ = self._open_upload(photo)
         results = []
         for info in self.groups().get(style, []):
             stylizer = self.stylizer(info.name)
@@ -285,7 +337,12 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
         )
         with gr.Tab("Photo"):
             with gr.Row():
-                photo = gr.Image(label="Photo", type="filepath", sources=["upload", "clipboard"], elem_id="photo")
+                photo = gr.Image(
+                    label="Photo (an animated GIF, PNG or WebP comes back animated)",
+                    type="filepath",
+                    sources=["upload", "clipboard"],
+                    elem_id="photo",
+                )
                 output = gr.Image(
                     label="Stylized",
                     format="png",

@@ -1,7 +1,8 @@
 """faststyle: neural style transfer — fast feed-forward style networks, the Gatys reference mode, loss networks.
 
-``faststyle.Stylizer`` applies a trained model to images and tensors, ``faststyle.stylize_video`` to video files;
-both are imported on first use, so that ``import faststyle`` (and the command line's start) stays light.
+``faststyle.Stylizer`` applies a trained model to images and tensors, ``faststyle.stylize_video`` to video files,
+``faststyle.stylize_animation`` to animated GIF, PNG and WebP files; they are imported on first use, so that
+``import faststyle`` (and the command line's start) stays light.
 """
 
 from importlib import import_module
@@ -14,12 +15,17 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0+source"
 
 if TYPE_CHECKING:
+    from faststyle.animation import stylize_animation
     from faststyle.stylize import Stylizer
     from faststyle.video import stylize_video
 
-_LAZY = {"Stylizer": "faststyle.stylize", "stylize_video": "faststyle.video"}
+_LAZY = {
+    "Stylizer": "faststyle.stylize",
+    "stylize_video": "faststyle.video",
+    "stylize_animation": "faststyle.animation",
+}
 
-__all__ = ["Stylizer", "__version__", "stylize_video"]
+__all__ = ["Stylizer", "__version__", "stylize_animation", "stylize_video"]
 
 
 def __getattr__(name: str) -> Any:

@@ -180,6 +180,40 @@ def test_upload_stylize_download_and_compare(page: Page, tmp_path: Path) -> None
     assert "Error" not in _toasts(page)
 
 
+def test_an_animated_gif_comes_back_animated(page: Page, tmp_path: Path) -> None:
+    frames = [Image.fromarray(frame) for frame in pan_frames(96, 64, count=4)]
+    gif = tmp_path / "pan.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=[80, 80, 80, 400], loop=0)
+    page.locator("#photo input[type=file]").set_input_files(str(gif))
+    page.wait_for_selector("#photo img", timeout=30_000)
+    page.locator("#run").click()
+    result = page.locator("#output img[src$='.gif']")
+    result.wait_for(timeout=60_000)
+    report = page.locator("#latency textarea").input_value()
+    assert report.startswith("4 frames · 512×341 px · ") and "loops forever · starry_" in report, report
+    body = page.request.get(result.get_attribute("src")).body()
+    with Image.open(io.BytesIO(body)) as animation:
+        assert (animation.format, animation.n_frames, animation.size, animation.info["loop"]) == (
+            "GIF",
+            4,
+            (512, 341),
+            0,
+        )
+        animation.seek(3)
+        assert animation.info["duration"] == 400
+        last = np.asarray(animation.convert("RGB"), dtype=np.float32) / 255
+    photo = np.asarray(frames[3].resize((512, 341)), dtype=np.float32) / 255
+    assert np.abs(last - photo).mean() > 0.05
+    assert page.locator("#download").inner_text().strip() == "Download GIF"
+    with page.expect_download(timeout=30_000) as download:
+        page.locator("#download").click()
+    name = download.value.suggested_filename
+    assert name.startswith("pan_stylized-starry_") and name.endswith(".gif"), name
+    assert "Error" not in _toasts(page)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo_animation.png"), full_page=True)
+
+
 def test_gallery_picks_the_model(page: Page) -> None:
     assert page.locator("#model input").input_value() == "starry_googlenet"
     assert page.locator("#styles button.thumbnail-item").count() == len(MODELS)

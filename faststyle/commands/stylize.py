@@ -14,7 +14,7 @@ from faststyle.compiling import add_compile_argument
 if TYPE_CHECKING:
     from faststyle.stylize import Stylizer
 
-OUTPUT_FORMATS = ("png", "jpg", "jpeg", "webp")
+OUTPUT_FORMATS = ("png", "jpg", "jpeg", "webp", "gif")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Stylize image and video files, folders and globs with a style model. With one input, --out may name "
             "the output file; otherwise --out is a folder (created) that receives <stem>_<model>.<format> "
-            "(videos keep their container where it can be written, else .mp4). Videos keep their frame timing and "
-            "sound and need PyAV (pip install 'faststyle[video]'). Outputs are written atomically; a file that "
-            "fails does not stop the others (exit code 1 if any failed)."
+            "(videos keep their container where it can be written, else .mp4; animated GIF, PNG and WebP files keep "
+            "theirs). Videos keep their frame timing and sound and need PyAV (pip install 'faststyle[video]'); "
+            "animations keep each frame's duration and their loop count. Outputs are written atomically; a file "
+            "that fails does not stop the others (exit code 1 if any failed)."
         ),
     )
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image or video files, folders or globs")
@@ -52,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--batch", type=int, default=None,
-        help="images per forward pass (equal sizes are batched; default 1), or video frames (default 4)",
+        help="images per forward pass (equal sizes are batched; default 1), or frames of a video or animation "
+        "(default 4)",
     )  # fmt: skip
     parser.add_argument(
         "--tile", type=int, default=None,
@@ -63,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--format",
         choices=OUTPUT_FORMATS,
         default=None,
-        help="image format when --out is a folder (default: png; videos keep their container, else .mp4)",
+        help="image format when --out is a folder (default: png; animations keep theirs; videos keep their "
+        "container, else .mp4); a still format takes an animation's first frame",
     )
     parser.add_argument(
         "--max-pixels",
@@ -106,7 +109,14 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]],
     return [file for file, _ in named.values()], missing, repeated
 
 
-def output_paths(files: list[Path], out: Path, model: str, fmt: str | None, folder: bool) -> list[Path]:
+def output_paths(
+    files: list[Path],
+    out: Path,
+    model: str,
+    fmt: str | None,
+    folder: bool,
+    animated: frozenset[Path] | set[Path] = frozenset(),
+) -> list[Path]:
     from faststyle.video import is_video, output_suffix
 
     if not folder:
@@ -114,7 +124,12 @@ def output_paths(files: list[Path], out: Path, model: str, fmt: str | None, fold
     paths: list[Path] = []
     taken: set[Path] = set()
     for file in files:
-        suffix = output_suffix(file) if is_video(file) else "." + (fmt or "png")
+        if is_video(file):
+            suffix = output_suffix(file)
+        elif file in animated and not fmt:
+            suffix = file.suffix.lower()
+        else:
+            suffix = "." + (fmt or "png")
         candidate = out / f"{file.stem}_{model}{suffix}"
         count = 2
         while candidate in taken:
@@ -153,6 +168,7 @@ def _stylize(args: argparse.Namespace) -> int:
     if args.batch is not None and args.batch < 1:
         raise FaststyleError("--batch must be at least 1")
 
+    from faststyle import animation
     from faststyle.images import MAX_PIXELS, check_writable, image_format
     from faststyle.stylize import Stylizer
     from faststyle.video import WRITE_SUFFIXES, check_output, is_video
@@ -196,7 +212,8 @@ def _stylize(args: argparse.Namespace) -> int:
         backend=args.backend,
         compile=args.compile,
     )
-    targets = output_paths(files, out, stylizer.name, args.format, folder)
+    animated = {f for f in files if f.suffix.lower() in animation.WRITE_SUFFIXES and animation.is_animation(f)}
+    targets = output_paths(files, out, stylizer.name, args.format, folder, animated)
     if folder and out.exists() and not out.is_dir():
         raise FaststyleError(f"--out {out} is a file; name a folder for several inputs")
     if not folder and files and out.exists() and out.resolve() == files[0].resolve():
@@ -204,14 +221,30 @@ def _stylize(args: argparse.Namespace) -> int:
     check_writable(out if folder else out.parent, "the stylized files")
     options = {"size": args.size, "strength": args.strength, "preserve_color": args.preserve_color}
     jobs = list(zip(files, targets, strict=True))
-    images = [job for job in jobs if not is_video(job[0])]
-    videos = [job for job in jobs if is_video(job[0])]
+    kinds: dict[str, list[tuple[Path, Path]]] = {"image": [], "animation": [], "video": []}
+    for file, target in jobs:
+        if is_video(file):
+            kinds["video"].append((file, target))
+        elif file in animated and target.suffix.lower() in animation.WRITE_SUFFIXES:
+            kinds["animation"].append((file, target))
+        else:
+            kinds["image"].append((file, target))
+    images, animations, videos = kinds["image"], kinds["animation"], kinds["video"]
+    for file, target in images:
+        if file in animated:
+            print(
+                f"{file.name} is animated; {target.name} gets its first frame (a .gif, .webp or .png output keeps "
+                "the animation)",
+                file=sys.stderr,
+            )
     failed: list[tuple[str, str]] = []
-    written = _stylize_images(stylizer, images, args.batch or 1, max_pixels, options, failed)
-    written_videos = _stylize_videos(stylizer, videos, args.batch or 4, options, failed)
-    counts = [f"{written} of {_count(len(images), 'image')}"] if images or not videos else []
-    counts += [f"{written_videos} of {_count(len(videos), 'video')}"] if videos else []
-    print(f"stylized {' and '.join(counts)} with {stylizer.name} into {out}")
+    written = {
+        "image": _stylize_images(stylizer, images, args.batch or 1, max_pixels, options, failed),
+        "animation": _stylize_animations(stylizer, animations, args.batch or 4, options, failed),
+        "video": _stylize_videos(stylizer, videos, args.batch or 4, options, failed),
+    }
+    counts = [f"{written[kind]} of {_count(len(kinds[kind]), kind)}" for kind in kinds if kinds[kind]]
+    print(f"stylized {_listed(counts or ['0 of 0 images'])} with {stylizer.name} into {out}")
     if failures:
         print(f"{len(failures)} input{'s' if len(failures) != 1 else ''} named no image or video:", file=sys.stderr)
         for name, reason in failures:
@@ -225,6 +258,10 @@ def _stylize(args: argparse.Namespace) -> int:
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'s' if number != 1 else ''}"
+
+
+def _listed(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def _stylize_images(
@@ -262,6 +299,32 @@ def _stylize_images(
                 except Exception as exc:  # one failed image must not stop the batch; the summary names it
                     failed.append((str(file), _reason(exc)))
                 progress.update(1)
+    return written
+
+
+def _stylize_animations(
+    stylizer: Stylizer,
+    jobs: list[tuple[Path, Path]],
+    batch: int,
+    options: dict[str, Any],
+    failed: list[tuple[str, str]],
+) -> int:
+    from faststyle.animation import stylize_animation
+
+    written = 0
+    for file, target in jobs:
+        try:
+            result = stylize_animation(stylizer, file, target, batch=batch, **options)
+        except Exception as exc:  # the next file may still work; the summary names this one
+            failed.append((str(file), _reason(exc)))
+            continue
+        plays = {0: "loops forever", 1: "plays once"}.get(result.plays, f"plays {result.plays} times")
+        print(
+            f"{file.name}: {result.frames} frames, {result.width}x{result.height}, {result.duration_ms / 1000:.3g} s "
+            f"a play, {plays}; stylized in {result.seconds:.1f} s ({result.throughput:.3g} frames/s) -> {target}",
+            file=sys.stderr,
+        )
+        written += 1
     return written
 
 
