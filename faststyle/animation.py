@@ -22,7 +22,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from faststyle.errors import FaststyleError
-from faststyle.images import atomic_write_bytes, open_within, pil_to_tensor, tensor_to_pil, to_rgb
+from faststyle.images import atomic_write_bytes, check_long_side, open_within, pil_to_tensor, tensor_to_pil, to_rgb
 
 if TYPE_CHECKING:
     from faststyle.stylize import Stylizer
@@ -105,8 +105,7 @@ def stylize_animation(
     fmt = check_output(target)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise FaststyleError(f"batch must be a whole number of at least 1, not {batch!r}")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise FaststyleError(f"size must be a positive whole number of pixels, not {size!r}")
+    check_long_side(size)
     if target.is_dir():
         raise FaststyleError(f"{target} is a folder; name the file to write")
     if target.exists() and target.resolve() == source.resolve():

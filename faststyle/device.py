@@ -19,5 +19,5 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise FaststyleError(f"device {device} is not supported; use auto, cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise FaststyleError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        raise FaststyleError(f"device {device}: CUDA is not available on this machine; use the CPU (--device cpu)")
     return device

@@ -31,7 +31,7 @@ from faststyle.compiling import compiler
 from faststyle.config import LayerConfig, backbone_for, layer_config
 from faststyle.device import resolve_device
 from faststyle.errors import FaststyleError
-from faststyle.images import resize_long_side
+from faststyle.images import resize_long_side, unit_range
 from faststyle.losses import PerceptualLoss
 from faststyle.lossnets.base import LossNet
 from faststyle.lossnets.registry import get_lossnet
@@ -66,7 +66,7 @@ def _one_image(image: Tensor, what: str) -> Tensor:
         image = image.unsqueeze(0)
     if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != 3:
         raise FaststyleError(f"{what}: expected one RGB image of shape (1,3,H,W), got {tuple(image.shape)}")
-    return image.detach().float()
+    return unit_range(image.detach(), what).float()
 
 
 def _choice(value: str, allowed: Sequence[str], what: str) -> str:
@@ -213,7 +213,8 @@ def stylize(
     Returns the image (1,3,H,W) in [0,1] on the device used, and one dict of loss terms per iteration
     (``iteration``, ``scale``, ``evaluations`` (loss-network passes so far), ``total``, ``content``, ``style``,
     ``tv``, ``content/<layer>``, ``style/<layer>``; content and style terms unweighted, ``total`` weighted).
-    The returned image's losses are the last entry's.
+    The returned image's losses are the last entry's; with ``preserve_color`` they are the grey image's, before the
+    content's chroma is added.
     """
     _positive(iters, "iters", integer=True)
     _positive(size, "size", integer=True)

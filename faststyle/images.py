@@ -7,6 +7,8 @@ import functools
 import hashlib
 import io
 import logging
+import math
+import numbers
 import os
 import struct
 import tempfile
@@ -25,6 +27,7 @@ from faststyle.errors import FaststyleError
 log = logging.getLogger(__name__)
 
 MAX_PIXELS = 180_000_000
+RANGE_SLACK = 0.01  # how far outside [0,1] an image tensor may stray (rounding, a resampling's overshoot)
 # Bumped when the pixels read from a file change, so that what was computed from the old ones is not reused
 # (2: embedded colour profiles are converted to sRGB; 3: greyscale and CMYK profiles too).
 READER_VERSION = 3
@@ -185,6 +188,28 @@ def open_within(path: Path, max_pixels: int) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = previous
 
 
+def unit_range(images: Tensor, what: str = "image") -> Tensor:
+    """``images`` as float in [0,1]: uint8 is divided by 255, and a float tensor is checked. Values outside [0,1]
+    by more than ``RANGE_SLACK``, NaN or infinities are refused, naming the likely cause (0–255, or a
+    normalisation left on), instead of giving white, black or NaN pictures."""
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)
+    if not images.is_floating_point():
+        raise FaststyleError(f"{what}: image tensors are float in [0,1] or uint8, not {images.dtype}")
+    if images.numel() == 0:
+        return images
+    low, high = (float(v) for v in torch.aminmax(images.detach()))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise FaststyleError(f"{what}: the tensor holds NaN or infinite values")
+    if low < -RANGE_SLACK or high > 1 + RANGE_SLACK:
+        if high > 2:
+            hint = "it looks like 0–255: divide it by 255 (or pass a uint8 tensor)"
+        else:
+            hint = "it looks normalised: undo that first ((x + 1) / 2 for [-1,1], x · std + mean for ImageNet's)"
+        raise FaststyleError(f"{what}: pixel values run from {low:.4g} to {high:.4g}, not within [0,1]; {hint}")
+    return images
+
+
 def pil_to_tensor(image: Image.Image) -> Tensor:
     """PIL image -> float tensor (1,3,H,W) in [0,1]."""
     array = np.asarray(to_rgb(image), dtype=np.uint8)
@@ -192,22 +217,30 @@ def pil_to_tensor(image: Image.Image) -> Tensor:
 
 
 def tensor_to_pil(image: Tensor) -> Image.Image:
-    """Float tensor (1,3,H,W) or (3,H,W) in [0,1] -> PIL RGB image."""
-    if image.ndim == 4:
-        if image.shape[0] != 1:
-            raise ValueError("tensor_to_pil takes one image")
+    """Float tensor in [0,1] or uint8 tensor, (1,3,H,W) or (3,H,W) -> PIL RGB image."""
+    if image.ndim == 4 and image.shape[0] == 1:
         image = image[0]
-    array = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise FaststyleError(f"expected one RGB image tensor shaped (3,H,W) or (1,3,H,W), got {tuple(image.shape)}")
+    image = unit_range(image.detach())
+    array = image.float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(array, "RGB")
 
 
 def load_image(path: str | os.PathLike[str], size: int | None = None, max_pixels: int = MAX_PIXELS) -> Tensor:
     """An image file as a (1,3,H,W) tensor in [0,1]; ``size`` resizes the longer side to that many pixels."""
     tensor = pil_to_tensor(open_image(path, max_pixels=max_pixels))
-    return resize_long_side(tensor, size) if size else tensor
+    return resize_long_side(tensor, size) if size is not None else tensor
+
+
+def check_long_side(size: int | None) -> None:
+    """Refuse a long-side ``size`` that is not a positive whole number of pixels (None means as it is)."""
+    if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1):
+        raise FaststyleError(f"size must be a positive whole number of pixels, not {size!r}")
 
 
 def resize_long_side(images: Tensor, size: int) -> Tensor:
+    check_long_side(size)
     h, w = images.shape[-2:]
     scale = size / max(h, w)
     new = (max(1, round(h * scale)), max(1, round(w * scale)))

@@ -16,21 +16,23 @@ from torch import Tensor, nn
 
 from faststyle.config import LayerConfig, default_config
 from faststyle.errors import FaststyleError
-from faststyle.images import resize_long_side
+from faststyle.images import resize_long_side, unit_range
 from faststyle.losses import PerceptualLoss, gram_matrix, style_layer_loss
 from faststyle.lossnets.base import LossNet
 
 
-def _check(images: Tensor, what: str) -> None:
+def _check(images: Tensor, what: str) -> Tensor:
+    """The images as float in [0,1] (see ``unit_range``), after checking their shape."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise FaststyleError(f"{what}: expected RGB images of shape (N,3,H,W), got {tuple(images.shape)}")
+    return unit_range(images, what)
 
 
-def _same_size(a: Tensor, b: Tensor, what: str) -> None:
-    _check(a, what)
-    _check(b, what)
+def _same_size(a: Tensor, b: Tensor, what: str) -> tuple[Tensor, Tensor]:
+    a, b = _check(a, what), _check(b, what)
     if a.shape[-2:] != b.shape[-2:] or b.shape[0] not in (1, a.shape[0]):
         raise FaststyleError(f"{what}: the images differ in size ({tuple(a.shape)} vs {tuple(b.shape)})")
+    return a, b
 
 
 # -- style distance -----------------------------------------------------------------------------------------------
@@ -51,7 +53,7 @@ class StyleMeter(nn.Module):
         style_size: int | None = None,
     ) -> None:
         super().__init__()
-        styles = [style] if isinstance(style, Tensor) else list(style)
+        styles = [_check(s, "style image") for s in ([style] if isinstance(style, Tensor) else list(style))]
         if style_size:
             styles = [resize_long_side(s, style_size) for s in styles]
         self.config = config or default_config(lossnet.name)
@@ -62,7 +64,7 @@ class StyleMeter(nn.Module):
     @torch.no_grad()
     def layer_losses(self, images: Tensor) -> dict[str, Tensor]:
         """Per style layer, the (N,) style loss of each image."""
-        _check(images, "style loss")
+        images = _check(images, "style loss")
         layers = list(self.config.style_layers)
         feats = self.perceptual.features(images.to(self.perceptual.device), layers)
         out = {}
@@ -120,7 +122,7 @@ def ssim_luminance(a: Tensor, b: Tensor) -> Tensor:
 
     from faststyle.color import rgb_to_ycbcr
 
-    _same_size(a, b, "ssim_luminance")
+    a, b = _same_size(a, b, "ssim_luminance")
     if min(a.shape[-2:]) < 11:
         raise FaststyleError(f"SSIM needs images of at least 11×11 pixels, got {tuple(a.shape[-2:])}")
     ya = rgb_to_ycbcr(a.float())[:, :1]
@@ -209,7 +211,7 @@ class LPIPS(nn.Module):
     @torch.no_grad()
     def forward(self, a: Tensor, b: Tensor, per_layer: bool = False) -> Tensor:
         """(N,) distances; with ``per_layer`` (N, layers) terms whose row sums are the distances."""
-        _same_size(a, b, "LPIPS")
+        a, b = _same_size(a, b, "LPIPS")
         device = self.shift.device
         fa, fb = self.features(a.to(device)), self.features(b.to(device).expand_as(a))
         terms = []
@@ -226,8 +228,8 @@ class LPIPS(nn.Module):
 
 def color_histogram_distance(image: Tensor, style: Tensor, bins: int = 64) -> Tensor:
     """(N,) mean over R, G, B of the 1-D earth mover's distance between 64-bin histograms on [0,1] (0 = same)."""
-    _check(image, "color_histogram_distance")
-    _check(style, "color_histogram_distance")
+    image = _check(image, "color_histogram_distance")
+    style = _check(style, "color_histogram_distance")
     if style.shape[0] != 1:
         raise FaststyleError("color_histogram_distance compares with one style image")
 

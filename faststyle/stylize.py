@@ -40,7 +40,7 @@ from torch.nn import functional as F
 from faststyle.compiling import compiler
 from faststyle.device import resolve_device
 from faststyle.errors import FaststyleError
-from faststyle.images import MAX_PIXELS, pil_to_tensor, resize_long_side, tensor_to_pil, to_rgb
+from faststyle.images import MAX_PIXELS, pil_to_tensor, resize_long_side, tensor_to_pil, to_rgb, unit_range
 
 log = logging.getLogger(__name__)
 
@@ -398,7 +398,7 @@ class Stylizer:
                 tensors.append(self._as_batch(image))
             else:
                 raise FaststyleError(f"Stylizer.batch takes PIL images or tensors, not {type(image).__name__}")
-        if size:
+        if size is not None:
             tensors = [resize_long_side(t, size) for t in tensors]
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, t in enumerate(tensors):
@@ -433,18 +433,14 @@ class Stylizer:
         if image.ndim != 4 or image.shape[1] != 3 or image.shape[0] == 0:
             raise FaststyleError(f"expected an RGB image tensor shaped (3,H,W) or (N,3,H,W), got {tuple(image.shape)}")
         self._check_pixels(image.shape[-1], image.shape[-2])
-        if image.dtype == torch.uint8:
-            return image.float() / 255.0
-        if not image.is_floating_point():
-            raise FaststyleError(f"image tensors are float in [0,1] or uint8, not {image.dtype}")
-        return image.float()
+        return unit_range(image, "Stylizer").float()
 
     def _run(self, content: Tensor, size: int | None, strength: float, preserve_color: bool) -> Tensor:
         if not 0.0 <= strength <= 1.0:
             raise FaststyleError(f"strength must be between 0 and 1, not {strength}")
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: callers may edit the result in place or take gradients later
             content = content.to(self.device, torch.float32)
-            if size:
+            if size is not None:
                 content = resize_long_side(content, size)
             stylized = self.stylize(content) if strength > 0 else content
             if preserve_color and strength > 0:

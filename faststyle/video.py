@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from faststyle.errors import FaststyleError
-from faststyle.images import new_file_mode
+from faststyle.images import check_long_side, new_file_mode
 
 if TYPE_CHECKING:
     from faststyle.stylize import Stylizer
@@ -81,6 +81,12 @@ class VideoResult:
 
 def is_video(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def _image_suffixes() -> set[str]:
+    from PIL import Image
+
+    return set(Image.registered_extensions())
 
 
 def output_suffix(source: str | os.PathLike[str]) -> str:
@@ -183,11 +189,15 @@ def stylize_video(
 
     av = require_av()
     source, target = Path(source), Path(target)
+    if not is_video(source) and source.suffix.lower() in _image_suffixes():
+        raise FaststyleError(
+            f"{source.name} is an image file; stylize it with a Stylizer, or an animated GIF, PNG or WebP with "
+            "faststyle.stylize_animation"
+        )
     check_output(target)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise FaststyleError(f"batch must be a whole number of at least 1, not {batch!r}")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise FaststyleError(f"size must be a positive whole number of pixels, not {size!r}")
+    check_long_side(size)
     if target.is_dir():
         raise FaststyleError(f"{target} is a folder; name the video file to write")
     if target.exists() and target.resolve() == source.resolve():

@@ -30,5 +30,6 @@ def test_devices_that_cannot_run_are_named(device: str, message: str) -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_a_gpu_says_to_use_the_cpu() -> None:
-    with pytest.raises(FaststyleError, match="--device cuda:1: CUDA is not available on this machine; use --device"):
+    message = r"device cuda:1: CUDA is not available on this machine; use the CPU \(--device cpu\)"
+    with pytest.raises(FaststyleError, match=message):
         resolve_device("cuda:1")

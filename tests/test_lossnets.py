@@ -131,8 +131,8 @@ def test_min_side_is_the_smallest_image_that_reaches_the_layers(network: str, lo
     need = net.min_side(layers)
     out = net(torch.rand(1, 3, need, need), layers)
     assert all(min(f.shape[-2:]) >= 1 for f in out.values())
-    with pytest.raises(RuntimeError):
-        net(torch.rand(1, 3, need - 1, need - 1), layers)
+    with pytest.raises(FaststyleError, match=f"the image is {need - 1}x{need - 1} pixels: .* at least {need} pixels"):
+        net(torch.rand(1, 3, need - 1, need - 1), layers)  # torch's own error, made readable
     with pytest.raises(FaststyleError, match=f"needs at least {need} pixels a side"):
         net.check_size(need - 1, 500, layers, "the photo", "use a larger one")
     net.check_size(need, need, layers, "the photo", "use a larger one")

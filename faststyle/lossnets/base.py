@@ -108,11 +108,20 @@ class LossNet(nn.Module):
             low, high = (low, middle) if fits(middle) else (middle, high)
         return high
 
-    def forward(self, images: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
-        """Activations at ``layers`` for RGB images in [0,1] of shape (N,3,H,W); stops at the deepest."""
+    def forward(self, images: Tensor, layers: Sequence[str] | str) -> dict[str, Tensor]:
+        """Activations at ``layers`` (names, or one name) for RGB images of shape (N,3,H,W), float in [0,1] or
+        uint8; stops at the deepest. The input is cast to the network's dtype (autocast still applies)."""
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        if not layers:
+            raise FaststyleError(f"name at least one layer of {self.name}: {', '.join(self.layer_names)}")
         self.check_layers(layers)
         if images.ndim != 4 or images.shape[1] != 3:
             raise FaststyleError(f"expected RGB images of shape (N,3,H,W), got {tuple(images.shape)}")
+        if images.dtype == torch.uint8:
+            images = images.float() / 255.0
+        param = next(self.parameters(), None)
+        if param is not None and images.dtype != param.dtype:
+            images = images.to(param.dtype)
         wanted: dict[int, list[str]] = {}
         for name in layers:
             wanted.setdefault(self.taps[name], []).append(name)
@@ -120,7 +129,11 @@ class LossNet(nn.Module):
         out: dict[str, Tensor] = {}
         x = self.preprocess(images)
         for index, module in enumerate(self.body):
-            x = module(x)
+            try:
+                x = module(x)
+            except RuntimeError:
+                self.check_size(*images.shape[-2:], layers, "the image", "give larger images")
+                raise
             for name in wanted.get(index, ()):
                 out[name] = x
             if index == last:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from faststyle.device import resolve_device
 from faststyle.errors import FaststyleError
 from faststyle.lossnets.base import LossNet, swap_max_for_avg_pooling
 from faststyle.lossnets.weights import cached_path, fetch_weights, load_cached, read_state_dict
@@ -97,4 +98,4 @@ def get_lossnet(
         swap_max_for_avg_pooling(net.body)
     net.pooling = pooling
     net.freeze()
-    return net.to(device) if device is not None else net
+    return net.to(resolve_device(device)) if device is not None else net
