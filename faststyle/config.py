@@ -59,6 +59,22 @@ class LayerConfig:
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        where = self.source or self.name or "LayerConfig"
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise FaststyleError(f"{where}: backbone must be a loss network's name, not {self.backbone!r}")
+        for key in ("content_layers", "style_layers"):
+            table = getattr(self, key)
+            if not isinstance(table, dict) or not table:
+                raise FaststyleError(f"{where}: {key} must map layer names to weights, e.g. {{'conv4_2': 1.0}}")
+            for layer, weight in table.items():
+                if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+                    raise FaststyleError(
+                        f"{where}: {key}.{layer}: {weight!r} is not a weight; weights are finite numbers of 0 or more"
+                    )
+                if not math.isfinite(weight):
+                    raise FaststyleError(f"{where}: {key}.{layer}: {weight!r} is not a finite weight")
+
     @property
     def layers(self) -> list[str]:
         """Every layer the config reads, content first, without repeats."""
@@ -71,6 +87,25 @@ class LayerConfig:
             "content_layers": dict(self.content_layers),
             "style_layers": dict(self.style_layers),
         }
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{key!r} is given twice in one mapping; keep one", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
 def builtin_config_dir() -> Path:
@@ -127,7 +162,7 @@ def load_config(name_or_path: str | Path) -> LayerConfig:
     if path.is_dir():
         raise FaststyleError(f"config {path} is a folder; pass a YAML file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise FaststyleError(f"{path}: not valid YAML ({exc})") from None
     except UnicodeDecodeError:

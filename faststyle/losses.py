@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from faststyle.config import LayerConfig
+from faststyle.config import ConfigSpec, LayerConfig, layer_config
 from faststyle.errors import FaststyleError
 from faststyle.lossnets.base import LossNet
 
@@ -120,13 +120,15 @@ class PerceptualLoss(nn.Module):
 
     Style targets (Gram matrices, blended across style images by weight) are computed once here. Content
     features can be passed precomputed (``content_features``) so a batch's targets are extracted once.
+    ``config``: a ``LayerConfig``, a built-in config's name or a YAML file; ``style_images``: (1,3,H,W) images in
+    [0,1]. ``normalization``: ``"caffe"`` (Gatys' sums, the reference mode) or ``"mean"`` (training's means).
     """
 
     def __init__(
         self,
         lossnet: LossNet,
-        config: LayerConfig,
-        style_images: Sequence[Tensor],
+        config: ConfigSpec,
+        style_images: Sequence[Tensor] | Tensor,
         style_blend: Sequence[float] | None = None,
         content_weight: float = 1.0,
         style_weight: float = 1e4,
@@ -134,6 +136,12 @@ class PerceptualLoss(nn.Module):
         normalization: Normalization = "caffe",
     ) -> None:
         super().__init__()
+        if normalization not in ("caffe", "mean"):
+            raise FaststyleError(f"normalization must be 'caffe' or 'mean', not {normalization!r}")
+        if not isinstance(config, LayerConfig):
+            config = layer_config(lossnet.name, config)
+        if isinstance(style_images, Tensor):
+            style_images = list(style_images.split(1)) if style_images.ndim == 4 else [style_images[None]]
         if config.backbone != lossnet.name:
             raise FaststyleError(
                 f"config {config.name!r} is for {config.backbone}, but the loss network is {lossnet.name}"

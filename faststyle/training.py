@@ -42,7 +42,7 @@ from faststyle.images import (
     sha256_file,
     thumbnail_data_uri,
 )
-from faststyle.losses import STYLE_BALANCE, TRAINING_WEIGHTS, PerceptualLoss
+from faststyle.losses import STYLE_BALANCE, TRAINING_WEIGHTS, PerceptualLoss, blend_weights
 from faststyle.lossnets import get_lossnet, spec
 from faststyle.transformer import TransformerNet
 
@@ -60,7 +60,9 @@ warnings.filterwarnings("ignore", message="Experiment logs directory .* exists a
 
 @dataclass
 class TrainSettings:
-    """Everything that defines a training run; recorded in the model file."""
+    """Everything that defines a training run; recorded in the model file. Checked when made, with the errors the
+    command line gives. ``styles``: paths (one may be given alone); ``style_weight``: a number, or ``"auto"`` to
+    measure it from ``style_balance`` (see ``style_weight_settings``)."""
 
     styles: list[str]
     backbone: str | None = None  # None: the one ``config`` is for, else vgg16
@@ -88,6 +90,36 @@ class TrainSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        """Check every setting, naming it as the command line does, before any work."""
+        if isinstance(self.styles, (str, os.PathLike)):
+            self.styles = [self.styles]
+        self.styles = [str(path) for path in self.styles]
+        if not self.styles:
+            raise FaststyleError("give at least one style image (styles, --style)")
+        if self.style_weight == "auto":
+            self.style_weight, self.style_balance = TRAINING_WEIGHTS["style_weight"], STYLE_BALANCE
+        for name in ("steps", "batch"):
+            _whole(getattr(self, name), name, 1)
+        _whole(self.size, "size", 16, "too small a crop to train on; give 16 or more (256 is usual)")
+        for name in ("style_size", "short_side"):
+            if getattr(self, name) is not None:
+                _whole(getattr(self, name), name, 1)
+        _whole(self.num_residual, "num_residual", 0)
+        _whole(self.seed, "seed", None)
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            _number(getattr(self, name), name, allow_zero=True)
+        for name in ("lr", "width"):
+            _number(getattr(self, name), name, allow_zero=False)
+        if self.style_balance is not None:
+            _number(self.style_balance, "style_balance", allow_zero=False)
+            if not self.content_weight > 0:
+                raise FaststyleError(
+                    "--style-weight auto balances style against content: give --content-weight above 0"
+                )
+        if self.pooling not in ("max", "avg"):
+            raise FaststyleError(f"pooling (--pooling) must be max or avg, not {self.pooling!r}")
+        if self.style_blend is not None:
+            blend_weights(len(self.styles), self.style_blend)
         self.backbone = backbone_for(self.backbone, self.config)
 
     def layer_config(self) -> LayerConfig:
@@ -96,6 +128,28 @@ class TrainSettings:
 
     def resolved_style_size(self) -> int:
         return self.style_size or round(1.5 * self.size)
+
+
+def _flag(name: str) -> str:
+    """A setting's name, and the command line's option for it where there is one."""
+    return name if name in ("style_balance", "num_residual") else f"{name} (--{name.replace('_', '-')})"
+
+
+def _whole(value: object, name: str, least: int | None, advice: str | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FaststyleError(f"{_flag(name)} must be a whole number, not {value!r}")
+    if least is not None and value < least:
+        raise FaststyleError(
+            f"{_flag(name)} {value} is {advice}" if advice else f"{_flag(name)} must be {least} or more, not {value}"
+        )
+
+
+def _number(value: object, name: str, allow_zero: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise FaststyleError(f"{_flag(name)} must be a finite number, not {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        least = "0 or more" if allow_zero else "above 0"
+        raise FaststyleError(f"{_flag(name)} must be {least}, not {value}")
 
 
 def style_weight_settings(weight: float | str) -> dict[str, float | None]:
@@ -348,19 +402,10 @@ def train(
     out = Path(out)
     if out.suffix != ".safetensors":
         raise FaststyleError(f"--out must end in .safetensors, not {out.name!r}")
-    if settings.steps <= 0 or settings.batch <= 0:
-        raise FaststyleError(f"--steps and --batch must be positive, not {settings.steps} and {settings.batch}")
-    if settings.size < 16:
-        raise FaststyleError(f"--size {settings.size} is too small a crop to train on; give 16 or more (256 is usual)")
     if settings.short_side is not None and settings.short_side < settings.size:
         raise FaststyleError(
             f"--short-side {settings.short_side} is smaller than the crop --size {settings.size}; give at least that"
         )
-    balance = settings.style_balance
-    if balance is not None and not (math.isfinite(balance) and balance > 0):
-        raise FaststyleError(f"the style balance must be a positive number, not {balance}")
-    if balance is not None and not settings.content_weight > 0:
-        raise FaststyleError("--style-weight auto balances style against content: give --content-weight above 0")
     if max_minutes is not None and not max_minutes > 0:
         raise FaststyleError(f"--max-minutes must be positive, not {max_minutes}")
     if val_every < 1 or checkpoint_every < 1:
@@ -443,6 +488,7 @@ def train(
         *([_SessionTimer(timedelta(minutes=max_minutes))] if max_minutes is not None else []),
         _InterruptCheckpoint(run / "checkpoints", filename=INTERRUPTED),
         ValidationGrid(photos, run / "val", val_every),
+        pace := _Pace(),
     ]
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, min(20, settings.steps // 100))))
@@ -479,7 +525,9 @@ def train(
             _join_metrics(run)
     seconds = time.perf_counter() - started
     steps_done = trainer.global_step - start_step
-    rate = steps_done * settings.batch * trainer.world_size / seconds if seconds > 0 else math.nan
+    rate = pace.images_per_second(settings.batch * trainer.world_size)
+    if math.isnan(rate) and seconds > 0:  # one step: only the wall time, set-up included, says anything
+        rate = steps_done * settings.batch * trainer.world_size / seconds
     final = {k.removeprefix("loss/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("loss/")}
     result = TrainResult(None, run, trainer.global_step, seconds, rate, final, datamodule.skipped)
     result.rank, result.world_size, result.start_step = trainer.global_rank, trainer.world_size, start_step
@@ -509,6 +557,28 @@ METRICS_ASIDE = "metrics.previous.csv"
 
 # Settings a resumed run may change; any other change would make one model of two different trainings.
 RESUMABLE = frozenset({"steps", "styles", "cache", "lossnet_weights", "compile", "channels_last", "extra"})
+
+
+class _Pace(Callback):
+    """Training steps per second after the first (which includes the loader's start and any compilation)."""
+
+    def __init__(self) -> None:
+        self.first_end: float | None = None
+        self.last_end: float | None = None
+        self.steps = 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        now = time.perf_counter()
+        if self.first_end is None:
+            self.first_end = now
+        else:
+            self.steps += 1
+        self.last_end = now
+
+    def images_per_second(self, images_per_step: int) -> float:
+        if not self.steps or self.first_end is None or self.last_end is None or self.last_end <= self.first_end:
+            return math.nan
+        return self.steps * images_per_step / (self.last_end - self.first_end)
 
 
 class _SessionTimer(Timer):

@@ -119,6 +119,33 @@ def test_bad_configs_are_clear_errors(tmp_path: Path) -> None:
         load_config(tmp_path / "folder.yaml")
 
 
+def test_configs_made_in_python_and_duplicate_keys_are_checked(tmp_path: Path) -> None:
+    from faststyle.config import LayerConfig
+
+    for content, style, message in [
+        ({"conv4": 1.0}, {"conv1": -5.0}, r"style_layers.conv1: -5.0 is not a weight"),
+        ({}, {"conv1": 1.0}, "content_layers must map layer names to weights"),
+        ({"conv4": float("inf")}, {"conv1": 1.0}, "content_layers.conv4: inf is not a finite weight"),
+        ({"conv4": True}, {"conv1": 1.0}, "True is not a weight"),
+    ]:
+        with pytest.raises(FaststyleError, match=message):
+            LayerConfig("alexnet", content, style)
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("backbone: vgg16\ncontent_layers: {conv4_2: 1}\nstyle_layers:\n  conv1_1: 0.2\n  conv1_1: 5\n")
+    with pytest.raises(FaststyleError, match=r"(?s)'conv1_1' is given twice in one mapping; keep one.*line 5"):
+        load_config(mine)
+
+
+def test_perceptual_loss_arguments_are_checked_or_taken_as_meant(alexnet: torch.nn.Module, shared: Path) -> None:
+    style = load_image(shared / "data/styles/vangogh_starry_night_crop.jpg", 64)
+    photo = load_image(shared / "data/content/chicago.jpg", 64)
+    with pytest.raises(FaststyleError, match="normalization must be 'caffe' or 'mean', not 'Mean'"):
+        PerceptualLoss(alexnet, "alexnet", [style], normalization="Mean")  # type: ignore[arg-type]
+    by_name = PerceptualLoss(alexnet, "alexnet", style)  # a config's name, and one tensor for the style images
+    by_object = PerceptualLoss(alexnet, default_config("alexnet"), [style])
+    assert by_name(photo, content=photo).total.item() == by_object(photo, content=photo).total.item() > 0
+
+
 def test_perceptual_loss_is_zero_for_the_style_image_itself(vgg16: torch.nn.Module, shared: Path) -> None:
     style = load_image(shared / "data/styles/vangogh_starry_night_crop.jpg", 96)
     photo = load_image(shared / "data/content/chicago.jpg", 96)

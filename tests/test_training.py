@@ -70,6 +70,8 @@ def test_a_short_run_lowers_the_style_loss_and_writes_a_usable_model(
     result = _train(settings, Path(photos.name), out, val_every=15, val_photos=2, data_cache_dir=str(tmp_path / "hf"))
     assert result.model_path == out and result.steps == 30
     assert result.skipped_photos == 1
+    wall_rate = 30 * settings.batch / result.seconds  # set-up and the first step included
+    assert wall_rate < result.images_per_second < 3 * wall_rate
     style = _style_losses(result.run_dir)
     assert len(style) == 30
     assert sum(style[-5:]) / 5 < 0.7 * style[0], style
@@ -349,6 +351,26 @@ def test_a_time_limit_ends_the_run_and_still_writes_the_model(
         _train(compiled, photos, tmp_path / "y.safetensors", accelerator="cpu", precision="bf16-mixed")
     with pytest.raises(FaststyleError, match="--max-minutes must be positive, not 0"):
         _train(_settings(shared, lossnet_cache, steps=10), photos, tmp_path / "x.safetensors", max_minutes=0)
+
+
+def test_settings_are_checked_when_made(shared: Path) -> None:
+    style = str(shared / "data/styles/vangogh_starry_night_crop.jpg")
+    for changes, message in [
+        ({"style_weight": -2}, r"style_weight \(--style-weight\) must be 0 or more, not -2"),
+        ({"steps": 2.5}, r"steps \(--steps\) must be a whole number, not 2.5"),
+        ({"batch": 0}, r"batch \(--batch\) must be 1 or more, not 0"),
+        ({"size": 8}, r"size \(--size\) 8 is too small a crop to train on; give 16 or more"),
+        ({"lr": -1}, r"lr \(--lr\) must be above 0, not -1"),
+        ({"tv_weight": float("nan")}, r"tv_weight \(--tv-weight\) must be a finite number, not nan"),
+        ({"pooling": "mean"}, r"pooling \(--pooling\) must be max or avg, not 'mean'"),
+        ({"style_blend": [1.0, 2.0]}, r"give one non-negative blend weight per style image \(1\)"),
+        ({"styles": []}, "give at least one style image"),
+        ({"style_balance": 0.5, "content_weight": 0.0}, "--style-weight auto balances style against content"),
+    ]:
+        with pytest.raises(FaststyleError, match=message):
+            TrainSettings(**{"styles": [style], **changes})
+    one = TrainSettings(styles=style, style_weight="auto")  # type: ignore[arg-type]
+    assert one.styles == [style] and one.style_balance is not None and one.style_weight > 0
 
 
 def test_compile_settings(capsys: pytest.CaptureFixture[str]) -> None:

@@ -146,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     steps = f"steps {result.start_step + 1}-{result.steps}" if result.start_step else f"{result.steps} steps"
     print(
         f"wrote {result.model_path}: {steps} in {result.seconds:.0f} s "
-        f"({result.images_per_second:.2f} img/s); final loss: {describe_terms(result.final_losses)}; "
+        f"({result.images_per_second:.2f} img/s after the first step); "
+        f"final loss: {describe_terms(result.final_losses)}; "
         f"skipped photos: {result.skipped_photos}; logs and validation grids in {result.run_dir}"
     )
     return 0
