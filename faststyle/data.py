@@ -6,6 +6,7 @@ import contextlib
 import glob
 import hashlib
 import io
+import itertools
 import logging
 import multiprocessing
 import os
@@ -178,18 +179,14 @@ class SkipCounter:
 
 
 class _Crops(IterableDataset):
-    """Endless random crops of photos; one seeded stream per (seed, rank, worker). Unreadable photos are skipped."""
+    """Endless random crops of photos, drawn from seeded generators. Unreadable photos are skipped."""
 
     def __init__(
         self, photos: datasets.Dataset | datasets.IterableDataset, column: str, size: int, short_side: int | None,
-        flip: bool, seed: int, rank: int, skips: SkipCounter,
+        flip: bool, seed: int, rank: int, skips: SkipCounter, batch: int = 1,
     ) -> None:  # fmt: skip
         self.photos, self.column, self.size, self.short_side, self.flip = photos, column, size, short_side, flip
-        self.seed, self.rank, self.skips = seed, rank, skips
-
-    def _generator(self) -> torch.Generator:
-        worker = get_worker_info()
-        return _rng(self.seed, self.rank, worker.id if worker else 0)
+        self.seed, self.rank, self.skips, self.batch = seed, rank, skips, batch
 
     @staticmethod
     def _key(image: dict[str, Any], index: int | None) -> int | str | bytes:
@@ -207,27 +204,37 @@ class _Crops(IterableDataset):
 
 
 class _FolderCrops(_Crops):
-    """Photos of a map-style dataset, drawn with replacement."""
+    """Photos of a map-style dataset, drawn with replacement. Each crop has a generator of its own, seeded from its
+    place in the run, so that the crops do not depend on the number of loader workers: the DataLoader takes whole
+    batches from its workers in turn, so this worker's ``local``-th crop is the run's ``sample``-th."""
 
     def __iter__(self) -> Iterator[Tensor]:
-        gen = self._generator()
+        worker = get_worker_info()
+        workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
         n = len(self.photos)
-        while True:
-            index = int(torch.randint(n, (), generator=gen))
-            if self.skips.is_bad(index):
-                if self.skips.count >= n:
-                    raise FaststyleError("none of the training photos could be read; check the folder")
-                continue
-            crop = self._crop(self.photos[index][self.column], index, gen)
-            if crop is not None:
-                yield crop
+        for local in itertools.count():
+            batch, position = divmod(local, self.batch)
+            sample = (batch * workers + worker_id) * self.batch + position
+            gen = _rng(self.seed, self.rank, sample)
+            while True:
+                index = int(torch.randint(n, (), generator=gen))
+                if self.skips.is_bad(index):
+                    if self.skips.count >= n:
+                        raise FaststyleError("none of the training photos could be read; check the folder")
+                    continue
+                crop = self._crop(self.photos[index][self.column], index, gen)
+                if crop is not None:
+                    yield crop
+                    break
 
 
 class _StreamCrops(_Crops):
-    """Photos of a streamed (hub) dataset, cycled epoch after epoch."""
+    """Photos of a streamed (hub) dataset, cycled epoch after epoch; one seeded generator per (seed, rank, worker),
+    as the workers share the stream's shards between them."""
 
     def __iter__(self) -> Iterator[Tensor]:
-        gen = self._generator()
+        worker = get_worker_info()
+        gen = _rng(self.seed, self.rank, worker.id if worker else 0)
         epoch = 0
         while True:
             self.photos.set_epoch(epoch)
@@ -525,7 +532,9 @@ class PhotoDataModule(pl.LightningDataModule):
             photos = split_dataset_by_node(photos, rank=rank, world_size=world)
         crops = _StreamCrops if self.streamed else _FolderCrops
         seed = self._crop_seed()
-        dataset = crops(photos, self._column, self.size, self.short_side, self.flip, seed, rank, self._skips)
+        dataset = crops(
+            photos, self._column, self.size, self.short_side, self.flip, seed, rank, self._skips, self.batch_size
+        )
         workers = self.num_workers
         if self.streamed and workers > (shards := _shard_count(photos)):
             # A stream is split between workers by shards; extra workers would only idle.

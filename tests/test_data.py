@@ -225,6 +225,18 @@ def test_same_seed_same_batches(messy_folder: Path, tmp_path: Path) -> None:
     assert not torch.equal(first[0], other[0])
 
 
+def test_the_crops_do_not_depend_on_the_number_of_loader_workers(train_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in PHOTOS:
+        shutil.copy(train_dir / name, folder / Path(name).name)
+    alone = take(module(folder, tmp_path, seed=5, batch_size=3), 5)
+    for workers in (1, 2, 3):
+        batches = take(module(folder, tmp_path, seed=5, batch_size=3, num_workers=workers), 5)
+        assert all(torch.equal(a, b) for a, b in zip(alone, batches, strict=True)), workers
+    assert len({tuple(batch.flatten()[:8].tolist()) for batch in alone}) == 5  # and the batches differ
+
+
 def test_a_resumed_run_draws_new_crops(messy_folder: Path, tmp_path: Path) -> None:
     """Resuming at step N must not replay the crops of steps 0, 1, …, which the weights have already seen."""
     fresh = take(module(messy_folder, tmp_path, seed=3), 1)[0]
