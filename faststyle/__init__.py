@@ -28,7 +28,16 @@ _LAZY = {
 __all__ = ["Stylizer", "__version__", "stylize_animation", "stylize_video"]
 
 
+# Submodules reached as attributes (``faststyle.gatys.stylize``) without importing them first.
+_SUBMODULES = frozenset(
+    {"animation", "color", "compare", "config", "data", "export", "gatys", "images", "losses", "lossnets", "metrics",
+     "modelfile", "stylize", "training", "transformer", "video"}
+)  # fmt: skip
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return import_module(f"faststyle.{name}")
     raise AttributeError(f"module 'faststyle' has no attribute {name!r}")

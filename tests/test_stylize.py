@@ -552,6 +552,9 @@ def test_the_package_offers_the_api_without_importing_torch_first(model_path: Pa
 
     assert faststyle.Stylizer is Stylizer and faststyle.stylize_video is stylize_video
     assert faststyle.stylize_animation is stylize_animation and "stylize_animation" in faststyle.__all__
+    from faststyle import gatys
+
+    assert faststyle.gatys is gatys
     assert faststyle.Stylizer(model_path, device="cpu").name == "starry"
     with pytest.raises(AttributeError, match="no attribute 'Stylise'"):
         _ = faststyle.Stylise  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import CLIP_FPS as FPS
-from conftest import pan_frames, write_clip
+from conftest import SHARED, pan_frames, write_clip
 
 from faststyle.cli import main
 from faststyle.errors import FaststyleError
@@ -289,6 +289,9 @@ def test_errors_say_what_to_do(stylizer: Stylizer, pan: list[np.ndarray], tmp_pa
     not_video.write_text("not a video")
     with pytest.raises(FaststyleError, match="cannot read .*notes.mp4 as a video"):
         stylize_video(stylizer, not_video, tmp_path / "out.mp4", progress=False)
+    photo = SHARED / "data" / "content" / "tubingen.jpg"  # FFmpeg would read it as a one-frame video
+    with pytest.raises(FaststyleError, match="tubingen.jpg is an image file; stylize it with a Stylizer"):
+        stylize_video(stylizer, photo, tmp_path / "out.mp4", progress=False)
     source = write_clip(tmp_path / "pan.mp4", pan[:2], sound=None)
     with pytest.raises(FaststyleError, match=r"cannot write a video to 'out.gif'; end the name in \.mp4"):
         stylize_video(stylizer, source, tmp_path / "out.gif", progress=False)
