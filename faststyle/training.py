@@ -473,9 +473,6 @@ def train(
         chosen = datamodule.val_photos(BALANCE_PHOTOS, 2 * settings.size)  # not upscaled for crops over 256 px
         module.balance_style([fit_to(p, settings.size, settings.size) for p in chosen])
         settings = module.settings
-    run.mkdir(parents=True, exist_ok=True)
-    for i, photo in enumerate(photos):
-        save_image(photo, run / "val" / f"photo_{i}.png")
     checkpoint = ModelCheckpoint(
         dirpath=run / "checkpoints",
         every_n_train_steps=checkpoint_every,
@@ -508,6 +505,9 @@ def train(
         limit_val_batches=0,
         use_distributed_sampler=False,
     )
+    run.mkdir(parents=True, exist_ok=True)  # only now: settings Lightning refuses leave nothing behind
+    for i, photo in enumerate(photos):
+        save_image(photo, run / "val" / f"photo_{i}.png")
     if resume and resume_from is not None:
         log.info("resuming %s from %s at step %d", run, resume_from.name, start_step)
     if resume and rank_zero_only.rank == 0:

@@ -353,6 +353,16 @@ def test_a_time_limit_ends_the_run_and_still_writes_the_model(
         _train(_settings(shared, lossnet_cache, steps=10), photos, tmp_path / "x.safetensors", max_minutes=0)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_settings_lightning_refuses_leave_no_run_folder(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "new" / "m.safetensors"
+    with pytest.raises(FaststyleError, match="Lightning refuses these settings"):
+        _train(_settings(shared, lossnet_cache, 2), photos, out, accelerator="cuda", val_photos=2)
+    assert not (tmp_path / "new").exists()
+
+
 def test_settings_are_checked_when_made(shared: Path) -> None:
     style = str(shared / "data/styles/vangogh_starry_night_crop.jpg")
     for changes, message in [
