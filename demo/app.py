@@ -21,7 +21,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from faststyle.animation import is_animation, stylize_animation
+from faststyle.animation import is_animation, kept_suffix, stylize_animation
 from faststyle.commands.demo import add_arguments, parse_dirs
 from faststyle.errors import FaststyleError
 from faststyle.images import open_image, save_image
@@ -112,18 +112,23 @@ class StyleApp:
             items.append((style_thumbnail(info) or _name_tile(info.name), caption))
         return items
 
-    def _open_upload(self, payload: Any) -> tuple[Image.Image, str, str]:
-        """The uploaded file (the raw payload: the event skips Gradio's preprocessing, which would fail on a
-        non-image with a bare error) as an RGB image (an animation's first frame), its name and its path; or a
-        message in the page."""
+    @staticmethod
+    def _upload(payload: Any) -> tuple[str, str]:
+        """The uploaded file's path and name, from the raw payload (the event skips Gradio's preprocessing, which
+        would fail on a non-image with a bare error)."""
         if isinstance(payload, dict):
             path, name = payload.get("path"), Path(str(payload.get("orig_name") or "")).name
         else:
             path, name = payload, ""
         if not path:
             raise gr.Error("Upload a photo first (JPEG, PNG, WebP …).", print_exception=False)
+        return str(path), name
+
+    def _open_upload(self, payload: Any) -> tuple[Image.Image, str]:
+        """The uploaded file as an RGB image, and its name; or a message in the page."""
+        path, name = self._upload(payload)
         try:
-            return open_image(path, max_pixels=UPLOAD_MAX_PIXELS), name, str(path)
+            return open_image(path, max_pixels=UPLOAD_MAX_PIXELS), name
         except FaststyleError as exc:
             name = name or "the upload"
             if "limit" in str(exc):
@@ -146,10 +151,11 @@ class StyleApp:
         size: float,
         progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's way to ask for a progress bar
     ) -> tuple[str, str, Any]:
-        image, name, upload = self._open_upload(photo)
-        stylizer = self.stylizer(model)
+        upload, name = self._upload(photo)
         if is_animation(upload):
-            return self._stylize_animation(stylizer, model, upload, name, strength, preserve_color, size)
+            return self._stylize_animation(self.stylizer(model), model, upload, name, strength, preserve_color, size)
+        image, name = self._open_upload(photo)
+        stylizer = self.stylizer(model)
         start = time.perf_counter()
         result = self._run(stylizer, image, _clamp(size, PHOTO_SIZES), strength, preserve_color)
         ms = (time.perf_counter() - start) * 1000
@@ -172,7 +178,7 @@ class StyleApp:
         """An animated GIF, PNG or WebP upload, stylized into an animation of its own format."""
         name = name or Path(upload).name
         with Image.open(upload) as animation:
-            frames, suffix = animation.n_frames, {"GIF": ".gif", "WEBP": ".webp"}.get(animation.format, ".png")
+            frames, suffix = animation.n_frames, kept_suffix(Path(name), animation.format)
         if frames > ANIMATION_MAX_FRAMES:
             raise gr.Error(
                 f"Cannot stylize {name}: it has {frames} frames, and this demo takes animations of up to "
@@ -192,10 +198,10 @@ class StyleApp:
         except FaststyleError as exc:
             message = str(exc).replace(upload, name)
             raise gr.Error(f"Cannot stylize {name}: {message}", print_exception=False) from None
-        plays = {0: "loops forever", 1: "plays once"}.get(result.plays, f"plays {result.plays} times")
         report = (
             f"{result.frames} frames · {result.width}×{result.height} px · {result.seconds:.1f} s "
-            f"({result.throughput:.3g} frames/s) · {plays} · {model} ({stylizer.backend}, {stylizer.precision})"
+            f"({result.throughput:.3g} frames/s) · {result.playing} · {model} "
+            f"({stylizer.backend}, {stylizer.precision})"
         )
         label = f"Download {suffix.lstrip('.').upper()}"
         return str(result.path), report, gr.DownloadButton(label, value=str(result.path), interactive=True)
@@ -263,7 +269,7 @@ class StyleApp:
         return np.asarray(result), f"{ms:.0f} ms per frame · {result.width}×{result.height} px"
 
     def compare(self, photo: Any, style: str, strength: float, preserve_color: bool, size: float) -> list[Any]:
-        image, _, _ = self._open_upload(photo)
+        image, _ = self._open_upload(photo)
         results = []
         for info in self.groups().get(style, []):
             stylizer = self.stylizer(info.name)

@@ -7,6 +7,7 @@
 
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -28,16 +29,9 @@ _LAZY = {
 __all__ = ["Stylizer", "__version__", "stylize_animation", "stylize_video"]
 
 
-# Submodules reached as attributes (``faststyle.gatys.stylize``) without importing them first.
-_SUBMODULES = frozenset(
-    {"animation", "color", "compare", "config", "data", "export", "gatys", "images", "losses", "lossnets", "metrics",
-     "modelfile", "stylize", "training", "transformer", "video"}
-)  # fmt: skip
-
-
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
-    if name in _SUBMODULES:
+    if not name.startswith("_") and find_spec(f"faststyle.{name}") is not None:  # faststyle.gatys, without importing it
         return import_module(f"faststyle.{name}")
     raise AttributeError(f"module 'faststyle' has no attribute {name!r}")

@@ -3,7 +3,8 @@ number of plays kept (looping forever, or a set number of times).
 
 Pillow reads the frames composed as a viewer shows them (disposal and blending applied; transparency over white,
 as for still images). A GIF is written with one palette for all its frames, so that colours do not shift between
-frames; WebP is written lossy at quality 95, as still images are, and APNG losslessly.
+frames, and its frame times in whole hundredths of a second; WebP is written lossy at quality 95, as still images
+are, and APNG losslessly.
 """
 
 from __future__ import annotations
@@ -19,10 +20,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from faststyle.errors import FaststyleError
-from faststyle.images import atomic_write_bytes, check_long_side, open_within, pil_to_tensor, tensor_to_pil, to_rgb
+from faststyle.images import (
+    atomic_write_bytes,
+    check_frames_job,
+    long_side_size,
+    opened,
+    pil_to_tensor,
+    tensor_to_pil,
+    to_rgb,
+)
 
 if TYPE_CHECKING:
     from faststyle.stylize import Stylizer
@@ -32,11 +41,13 @@ log = logging.getLogger(__name__)
 # Pillow's format name of each animated format -> the suffixes written in it
 ANIMATED_FORMATS = {"GIF": (".gif",), "PNG": (".png", ".apng"), "WEBP": (".webp",)}
 WRITE_SUFFIXES = tuple(suffix for suffixes in ANIMATED_FORMATS.values() for suffix in suffixes)
-# The stylized frames are held until the file is written: a longer animation is better converted to a video.
-MAX_HELD_BYTES = 3 << 30
+# The stylized frames are held until the file is written: a longer animation is better written as a video.
+MAX_HELD_BYTES = 1 << 30  # writing the file takes up to twice as much again
 DEFAULT_DURATION_MS = 100  # a frame that gives no duration, as browsers show it
-_GIF_PALETTE_SAMPLES = 16
-_GIF_PALETTE_PIXELS = 4_000_000
+MAX_PLAYS = 65_535  # GIF's and WebP's loop counts are 16-bit; more plays than that are taken as forever
+GIF_TICK_MS, GIF_SHORTEST_MS = 10, 20  # browsers show a GIF frame of 0 or 10 ms for 100 ms
+_GIF_PALETTE_PIXELS = 4_000_000  # the frames are scaled down to this many pixels in all to choose the palette
+_OWN_PALETTE_ERROR = 2.0  # a frame whose error is this many times the median (3 dB) gets its own palette
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,7 @@ class AnimationResult:
     frames: int
     width: int
     height: int
-    duration_ms: float  # one play of the animation
+    duration_ms: float  # one play of the animation as written
     plays: int  # how many times it plays; 0: it loops forever
     seconds: float  # wall time of the whole job: reading, stylizing, writing
 
@@ -54,14 +65,33 @@ class AnimationResult:
         """Frames stylized per second of wall time."""
         return self.frames / self.seconds if self.seconds > 0 else float("inf")
 
+    @property
+    def playing(self) -> str:
+        """How it plays, in words: "loops forever", "plays once", "plays 3 times"."""
+        return {0: "loops forever", 1: "plays once"}.get(self.plays, f"plays {self.plays} times")
 
-def is_animation(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a GIF, PNG or WebP file with more than one frame (a file that cannot be read is not)."""
+
+def animated_format(path: str | os.PathLike[str]) -> str | None:
+    """The format (GIF, PNG or WEBP) of an animation file, whatever its name; None for anything else (a still
+    image, a file that cannot be read)."""
     try:
         with Image.open(path) as image:
-            return image.format in ANIMATED_FORMATS and bool(getattr(image, "is_animated", False))
-    except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError):
-        return False
+            animated = image.format in ANIMATED_FORMATS and bool(getattr(image, "is_animated", False))
+            return image.format if animated else None
+    except Exception:  # noqa: BLE001 - whatever Pillow raises on a file it cannot read: not an animation
+        return None
+
+
+def is_animation(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a GIF, PNG or WebP file with more than one frame, whatever its name."""
+    return animated_format(path) is not None
+
+
+def kept_suffix(path: Path, fmt: str) -> str:
+    """The suffix an animation in ``fmt`` keeps when written: its own where it names that format, else the
+    format's (a GIF named .jpg becomes .gif)."""
+    suffix = path.suffix.lower()
+    return suffix if suffix in ANIMATED_FORMATS[fmt] else ANIMATED_FORMATS[fmt][0]
 
 
 def plays_of(image: Image.Image) -> int:
@@ -69,17 +99,22 @@ def plays_of(image: Image.Image) -> int:
     without one plays once; APNG and WebP give the plays themselves."""
     loop = image.info.get("loop")
     if image.format == "GIF":
-        return 1 if loop is None else 0 if loop == 0 else loop + 1
-    return 0 if loop is None else int(loop)
+        plays = 1 if loop is None else 0 if loop == 0 else loop + 1
+    else:
+        plays = 0 if loop is None else int(loop)
+    return 0 if plays > MAX_PLAYS else plays
 
 
-def check_output(path: str | os.PathLike[str]) -> str:
+def output_format(path: str | os.PathLike[str]) -> str:
     """The Pillow format ``path`` is written in, or an error naming the suffixes that hold an animation."""
     suffix = Path(path).suffix.lower()
     for fmt, suffixes in ANIMATED_FORMATS.items():
         if suffix in suffixes:
             return fmt
-    raise FaststyleError(f"cannot write an animation as {Path(path).name!r}; end the file name in .gif, .webp or .png")
+    raise FaststyleError(
+        f"cannot write an animation as {Path(path).name!r}; end the file name in .gif, .webp or .png (or write a "
+        "video with faststyle.stylize_video)"
+    )
 
 
 def stylize_animation(
@@ -95,37 +130,40 @@ def stylize_animation(
 ) -> AnimationResult:
     """Stylize every frame of the animated GIF, PNG or WebP ``source`` into ``target`` (written atomically, in the
     format its suffix names: .gif, .png/.apng or .webp), ``batch`` frames a pass, with a ``Stylizer`` (or a model
-    NAME or file, loaded with the defaults). ``size`` scales the long side first. Each frame keeps its duration and
-    the animation its number of plays."""
+    NAME or file, loaded with the defaults). ``size`` scales the long side first. Each frame keeps its duration
+    (in a GIF, to the hundredth of a second it can hold) and the animation its number of plays."""
     from tqdm import tqdm
 
     from faststyle.stylize import Stylizer
+    from faststyle.video import is_video
 
     source, target = Path(source), Path(target)
-    fmt = check_output(target)
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise FaststyleError(f"batch must be a whole number of at least 1, not {batch!r}")
-    check_long_side(size)
-    if target.is_dir():
-        raise FaststyleError(f"{target} is a folder; name the file to write")
-    if target.exists() and target.resolve() == source.resolve():
-        raise FaststyleError(f"{target} is the animation being stylized; name another file so that it is kept")
+    if is_video(source):
+        raise FaststyleError(f"{source.name} is a video; stylize it with faststyle.stylize_video")
+    fmt = output_format(target)
+    check_frames_job(source, target, batch, size, "animation")
     if not isinstance(stylizer, Stylizer):
         stylizer = Stylizer(stylizer)
     started = time.perf_counter()
     stylized: list[Image.Image] = []
     durations: list[float] = []
-    with _open(source, stylizer.max_pixels) as image:
+    with opened(source, stylizer.max_pixels) as image:
+        if image.format not in ANIMATED_FORMATS:
+            raise FaststyleError(f"{source} is a {image.format} file; animations are read from GIF, PNG and WebP")
         plays = plays_of(image)
-        count = getattr(image, "n_frames", 1)
-        _check_memory(source, count, _output_size(image.width, image.height, size))
+        first = 1 if _has_hidden_default_image(image) else 0
+        count = getattr(image, "n_frames", 1) - first
+        _check_memory(source, count, (image.height, image.width) if size is None else long_side_size(
+            image.height, image.width, size))  # fmt: skip
         with tqdm(total=count, unit="frame", disable=not progress, desc=source.name) as bar:
-            for frames, times in _batches(_frames(source, image), batch):
+            for frames, times in _batches(_frames(source, image, first), batch):
                 pixels = torch.cat([pil_to_tensor(frame) for frame in frames])
                 result = stylizer(pixels, size=size, strength=strength, preserve_color=preserve_color)
                 stylized += [tensor_to_pil(frame) for frame in result]
                 durations += times
                 bar.update(len(frames))
+    if fmt == "GIF":
+        durations = gif_delays(durations, source)
     atomic_write_bytes(target, encode(stylized, durations, plays, fmt))
     return AnimationResult(
         target,
@@ -139,11 +177,11 @@ def stylize_animation(
 
 
 def encode(frames: list[Image.Image], durations: list[float], plays: int, fmt: str) -> bytes:
-    """RGB frames as an animation file's bytes; ``plays`` 0 loops forever."""
-    options: dict[str, object] = {"save_all": True, "append_images": frames[1:]}
+    """RGB frames as an animation file's bytes; ``plays`` 0 loops forever. GIF durations are taken as they are:
+    see ``gif_delays``."""
+    options: dict[str, object] = {"save_all": True}
     if fmt == "GIF":
         frames = _with_one_palette(frames)
-        options["append_images"] = frames[1:]
         options["duration"] = [round(d) for d in durations]
         if plays != 1:  # a GIF without a loop count plays once
             options["loop"] = max(plays - 1, 0)
@@ -152,72 +190,100 @@ def encode(frames: list[Image.Image], durations: list[float], plays: int, fmt: s
     else:
         options.update(duration=durations, loop=plays)
     buffer = io.BytesIO()
-    frames[0].save(buffer, format=fmt, **options)
+    frames[0].save(buffer, format=fmt, append_images=frames[1:], **options)
     return buffer.getvalue()
 
 
-def _with_one_palette(frames: list[Image.Image]) -> list[Image.Image]:
-    """The frames in 256 colours chosen from a sample of them all, with Floyd–Steinberg dithering."""
-    picks = np.linspace(0, len(frames) - 1, min(len(frames), _GIF_PALETTE_SAMPLES)).round().astype(int)
-    width, height = frames[0].size
-    scale = min(1.0, (_GIF_PALETTE_PIXELS / (len(picks) * width * height)) ** 0.5)
-    cell = (max(1, round(width * scale)), max(1, round(height * scale)))
-    sheet = Image.new("RGB", (cell[0], cell[1] * len(picks)))
-    for row, index in enumerate(picks):
-        sheet.paste(frames[index].resize(cell, Image.BOX), (0, row * cell[1]))
-    palette = sheet.quantize(256, method=Image.Quantize.FASTOCTREE)
-    return [frame.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG) for frame in frames]
-
-
-def _open(source: Path, max_pixels: int) -> Image.Image:
-    if not source.is_file():
-        reason = "is a folder, not an image file" if source.is_dir() else "does not exist"
-        raise FaststyleError(f"animation {source} {reason}")
-    try:
-        image = open_within(source, max_pixels)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise FaststyleError(
-            f"{source} is larger than the pixel limit of {max_pixels:,} (decompression bomb?)"
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise FaststyleError(f"cannot read {source} as an image ({exc})") from None
-    if image.format not in ANIMATED_FORMATS:
-        image.close()
-        raise FaststyleError(f"{source} is a {image.format} file; animations are read from GIF, PNG and WebP")
-    if image.width * image.height > max_pixels:
-        image.close()
-        raise FaststyleError(
-            f"{source} has {image.width}x{image.height} pixels a frame, over the limit of {max_pixels:,}; "
-            "raise the limit (max_pixels / --max-pixels)"
+def gif_delays(durations: list[float], source: str | os.PathLike[str] = "") -> list[float]:
+    """Frame times a GIF can hold: whole hundredths of a second, 20 ms or more, each rounded so that the frames
+    still start on time as nearly as they can. A GIF's own times (whole hundredths already) are kept as they are;
+    a change is logged."""
+    if all(d == round(d, -1) for d in durations):
+        return list(durations)
+    delays: list[float] = []
+    wanted = shown = 0.0
+    for duration in durations:
+        wanted += duration
+        delay = max(GIF_SHORTEST_MS, round((wanted - shown) / GIF_TICK_MS) * GIF_TICK_MS)
+        delays.append(float(delay))
+        shown += delay
+    if sum(durations) and abs(shown - sum(durations)) > GIF_TICK_MS:
+        log.warning(
+            "%s: a GIF holds frame times in hundredths of a second, 20 ms or more; one play takes %.0f ms instead "
+            "of %.0f (write .webp or .png to keep the times)",
+            Path(source).name or "the animation",
+            shown,
+            sum(durations),
         )
-    return image
+    return delays
 
 
-def _output_size(width: int, height: int, size: int | None) -> tuple[int, int]:
-    if not size:
-        return width, height
-    scale = size / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
+def _with_one_palette(frames: list[Image.Image]) -> list[Image.Image]:
+    """The frames in 256 colours chosen from all of them (each scaled down for the choice), with Floyd–Steinberg
+    dithering. A frame the shared palette serves far worse than the others (a scene cut, a flash, a title card)
+    gets a palette of its own."""
+    width, height = frames[0].size
+    scale = min(1.0, (_GIF_PALETTE_PIXELS / (len(frames) * width * height)) ** 0.5)
+    cell = (max(1, round(width * scale)), max(1, round(height * scale)))
+    sheet = Image.new("RGB", (cell[0], cell[1] * len(frames)))
+    for row, frame in enumerate(frames):
+        sheet.paste(frame.resize(cell, Image.BOX), (0, row * cell[1]))
+    palette = sheet.quantize(256, method=Image.Quantize.FASTOCTREE)
+    shared = [frame.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG) for frame in frames]
+    errors = [_squared_error(frame, quantized) for frame, quantized in zip(frames, shared, strict=True)]
+    typical = float(np.median(errors))
+    for index, (frame, error) in enumerate(zip(frames, errors, strict=True)):
+        if error > _OWN_PALETTE_ERROR * typical:
+            own = frame.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.FLOYDSTEINBERG)
+            if _squared_error(frame, own) < error:
+                shared[index] = own
+    return shared
+
+
+def _squared_error(frame: Image.Image, quantized: Image.Image) -> float:
+    difference = np.asarray(frame, dtype=np.float32) - np.asarray(quantized.convert("RGB"), dtype=np.float32)
+    return float(np.square(difference).mean())
+
+
+def _has_hidden_default_image(image: Image.Image) -> bool:
+    """Whether an APNG's first image is its still default, shown by viewers without APNG, and not a frame."""
+    if image.format != "PNG":
+        return False
+    image.seek(0)
+    return bool(image.info.get("default_image")) and getattr(image, "n_frames", 1) > 1
 
 
 def _check_memory(source: Path, frames: int, size: tuple[int, int]) -> None:
     held = frames * size[0] * size[1] * 3
     if held > MAX_HELD_BYTES:
         raise FaststyleError(
-            f"{source} has {frames} frames of {size[0]}x{size[1]}: {held / 2**30:.1f} GiB to hold, over "
-            f"{MAX_HELD_BYTES / 2**30:.0f} GiB; give a smaller --size, or convert it to a video (.mp4), which is "
-            "stylized a frame at a time"
+            f"{source} has {frames} frames of {size[1]}x{size[0]}: {held / 2**30:.1f} GiB to hold, over "
+            f"{MAX_HELD_BYTES / 2**30:.0f} GiB; give a smaller --size, or write it as a video (--out NAME.mp4; "
+            "faststyle.stylize_video), which is stylized a frame at a time"
         )
 
 
-def _frames(source: Path, image: Image.Image) -> Iterator[tuple[Image.Image, float]]:
-    """Each frame as shown (RGB) with its duration in milliseconds."""
-    for index in range(getattr(image, "n_frames", 1)):
+def _frames(source: Path, image: Image.Image, first: int) -> Iterator[tuple[Image.Image, float]]:
+    """Each frame from ``first`` on as shown (RGB), with its duration in milliseconds, on the first frame's canvas
+    (a frame drawn past the canvas is cut at its edge, as FFmpeg does; Pillow would grow the canvas). A file cut
+    short gives the frames before the cut, with a warning."""
+    canvas: tuple[int, int] | None = None
+    for index in range(first, getattr(image, "n_frames", 1)):
         try:
             image.seek(index)
             frame = to_rgb(image)
-        except (OSError, ValueError, EOFError, SyntaxError) as exc:
-            raise FaststyleError(f"cannot read frame {index + 1} of {source} ({exc})") from None
+        except (OSError, EOFError, ValueError, SyntaxError) as exc:
+            if canvas is None:
+                raise
+            kept = index - first
+            log.warning("%s: frame %d cannot be read (%s); keeping the %d before it", source, index + 1, exc, kept)
+            return
+        if canvas is None:
+            canvas = frame.size
+        elif frame.size != canvas:
+            whole = Image.new("RGB", canvas, (255, 255, 255))
+            whole.paste(frame, (0, 0))
+            frame = whole
         duration = image.info.get("duration")
         yield frame, float(duration) if duration is not None else float(DEFAULT_DURATION_MS)
 

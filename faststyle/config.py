@@ -96,8 +96,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *base``: its keys may be overridden here
+            continue
         key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
+        try:
+            repeated = key in seen
+        except TypeError:
+            raise yaml.constructor.ConstructorError(None, None, "a key must be a name", key_node.start_mark) from None
+        if repeated:
             raise yaml.constructor.ConstructorError(
                 None, None, f"{key!r} is given twice in one mapping; keep one", key_node.start_mark
             )

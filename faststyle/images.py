@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import io
@@ -13,7 +14,7 @@ import os
 import struct
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,9 @@ from faststyle.errors import FaststyleError
 log = logging.getLogger(__name__)
 
 MAX_PIXELS = 180_000_000
-RANGE_SLACK = 0.01  # how far outside [0,1] an image tensor may stray (rounding, a resampling's overshoot)
+# How far outside [0,1] an image tensor may stray and be clamped: a bicubic resize overshoots by up to ~0.25 on
+# line art; the mistakes are far outside ([-1,1], ImageNet's normalisation at about [-2.1,2.6], or 0–255).
+RANGE_SLACK = 0.5
 # Bumped when the pixels read from a file change, so that what was computed from the old ones is not reused
 # (2: embedded colour profiles are converted to sRGB; 3: greyscale and CMYK profiles too).
 READER_VERSION = 3
@@ -153,6 +156,18 @@ def _to_8bit(image: Image.Image) -> np.ndarray:
 
 def open_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, convert_profile: bool = True) -> Image.Image:
     """Read an image file as RGB (see ``to_rgb``), or raise FaststyleError saying what is wrong with it."""
+    with opened(path, max_pixels) as image:
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1 and image.format != "MPO":  # a camera's MPO holds its photo and a preview
+            log.warning("%s has %d frames or pages; using the first", path, frames)
+        image.load()
+        return to_rgb(image, convert_profile)
+
+
+@contextlib.contextmanager
+def opened(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
+    """An image file opened by Pillow (its header read) within the pixel limit. What goes wrong, here or while the
+    caller reads it, is a FaststyleError saying what is wrong with the file."""
     path = Path(path)
     if not path.is_file():
         reason = "is a folder, not an image file" if path.is_dir() else "does not exist"
@@ -164,15 +179,11 @@ def open_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, conve
                     f"{path} has {image.width}x{image.height} pixels, over the limit of {max_pixels:,}; "
                     "downscale it first or raise the limit (max_pixels)"
                 )
-            frames = getattr(image, "n_frames", 1)
-            if frames > 1 and image.format != "MPO":  # a camera's MPO holds its photo and a preview
-                log.warning("%s has %d frames or pages; using the first", path, frames)
-            image.load()
-            return to_rgb(image, convert_profile)
+            yield image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise FaststyleError(f"{path} is larger than the pixel limit of {max_pixels:,} (decompression bomb?)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise FaststyleError(f"cannot read {path} as an image ({exc}); pass a JPEG, PNG, WebP, … file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise FaststyleError(f"cannot read {path} as an image ({exc}); is it a whole JPEG, PNG, WebP … file?") from None
 
 
 def open_within(path: Path, max_pixels: int) -> Image.Image:
@@ -189,9 +200,9 @@ def open_within(path: Path, max_pixels: int) -> Image.Image:
 
 
 def unit_range(images: Tensor, what: str = "image") -> Tensor:
-    """``images`` as float in [0,1]: uint8 is divided by 255, and a float tensor is checked. Values outside [0,1]
-    by more than ``RANGE_SLACK``, NaN or infinities are refused, naming the likely cause (0–255, or a
-    normalisation left on), instead of giving white, black or NaN pictures."""
+    """``images`` as float in [0,1]: uint8 is divided by 255, and a float tensor is checked and clamped. Values
+    outside [0,1] by more than ``RANGE_SLACK``, NaN or infinities are refused, naming the likely cause (a
+    normalisation left on, or 0–255), instead of giving white, black or NaN pictures."""
     if images.dtype == torch.uint8:
         return images.float().div_(255.0)
     if not images.is_floating_point():
@@ -201,13 +212,13 @@ def unit_range(images: Tensor, what: str = "image") -> Tensor:
     low, high = (float(v) for v in torch.aminmax(images.detach()))
     if not (math.isfinite(low) and math.isfinite(high)):
         raise FaststyleError(f"{what}: the tensor holds NaN or infinite values")
-    if low < -RANGE_SLACK or high > 1 + RANGE_SLACK:
-        if high > 2:
-            hint = "it looks like 0–255: divide it by 255 (or pass a uint8 tensor)"
-        else:
-            hint = "it looks normalised: undo that first ((x + 1) / 2 for [-1,1], x · std + mean for ImageNet's)"
-        raise FaststyleError(f"{what}: pixel values run from {low:.4g} to {high:.4g}, not within [0,1]; {hint}")
-    return images
+    if low < -RANGE_SLACK:
+        hint = "it looks normalised: undo that first ((x + 1) / 2 for [-1,1], x · std + mean for ImageNet's)"
+    elif high > 1 + RANGE_SLACK:
+        hint = "it looks like 0–255: divide it by 255 (or pass a uint8 tensor)"
+    else:
+        return images.clamp(0, 1) if low < 0 or high > 1 else images
+    raise FaststyleError(f"{what}: pixel values run from {low:.4g} to {high:.4g}, not within [0,1]; {hint}")
 
 
 def pil_to_tensor(image: Image.Image) -> Tensor:
@@ -239,14 +250,34 @@ def check_long_side(size: int | None) -> None:
         raise FaststyleError(f"size must be a positive whole number of pixels, not {size!r}")
 
 
-def resize_long_side(images: Tensor, size: int) -> Tensor:
+def long_side_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) scaled so that the longer side is ``size`` pixels."""
     check_long_side(size)
+    scale = size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def check_frames_job(source: Path, target: Path, batch: object, size: object, what: str) -> None:
+    """The checks before stylizing the frames of ``source`` (a video or an animation) into ``target``."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise FaststyleError(f"batch must be a whole number of at least 1, not {batch!r}")
+    check_long_side(size)  # type: ignore[arg-type]
+    if target.is_dir():
+        raise FaststyleError(f"{target} is a folder; name the {what} file to write")
+    if target.exists() and target.resolve() == source.resolve():
+        raise FaststyleError(f"{target} is the {what} being stylized; name another file so that it is kept")
+    blocking = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise FaststyleError(f"cannot write {target}: {blocking} is a file, not a folder")
+
+
+def resize_long_side(images: Tensor, size: int) -> Tensor:
     h, w = images.shape[-2:]
-    scale = size / max(h, w)
-    new = (max(1, round(h * scale)), max(1, round(w * scale)))
+    new = long_side_size(h, w, size)
     if new == (h, w):
         return images
-    return F.interpolate(images, size=new, mode="bilinear", antialias=scale < 1, align_corners=False).clamp(0, 1)
+    shrink = new[0] < h or new[1] < w
+    return F.interpolate(images, size=new, mode="bilinear", antialias=shrink, align_corners=False).clamp(0, 1)
 
 
 @functools.cache

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from faststyle.config import ConfigSpec, LayerConfig, layer_config
 from faststyle.errors import FaststyleError
+from faststyle.images import unit_range
 from faststyle.lossnets.base import LossNet
 
 Normalization = Literal["caffe", "mean"]
@@ -142,6 +143,7 @@ class PerceptualLoss(nn.Module):
             config = layer_config(lossnet.name, config)
         if isinstance(style_images, Tensor):
             style_images = list(style_images.split(1)) if style_images.ndim == 4 else [style_images[None]]
+        style_images = [unit_range(image, "style image") for image in style_images]
         if config.backbone != lossnet.name:
             raise FaststyleError(
                 f"config {config.name!r} is for {config.backbone}, but the loss network is {lossnet.name}"

@@ -13,6 +13,7 @@ import hashlib
 import io
 import logging
 import math
+import numbers
 import os
 import time
 import warnings
@@ -97,21 +98,23 @@ class TrainSettings:
         if not self.styles:
             raise FaststyleError("give at least one style image (styles, --style)")
         if self.style_weight == "auto":
-            self.style_weight, self.style_balance = TRAINING_WEIGHTS["style_weight"], STYLE_BALANCE
+            auto = style_weight_settings("auto")
+            self.style_weight = auto["style_weight"]
+            self.style_balance = self.style_balance if self.style_balance is not None else auto["style_balance"]
         for name in ("steps", "batch"):
-            _whole(getattr(self, name), name, 1)
-        _whole(self.size, "size", 16, "too small a crop to train on; give 16 or more (256 is usual)")
+            setattr(self, name, _whole(getattr(self, name), name, 1))
+        self.size = _whole(self.size, "size", 16, "too small a crop to train on; give 16 or more (256 is usual)")
         for name in ("style_size", "short_side"):
             if getattr(self, name) is not None:
-                _whole(getattr(self, name), name, 1)
-        _whole(self.num_residual, "num_residual", 0)
-        _whole(self.seed, "seed", None)
+                setattr(self, name, _whole(getattr(self, name), name, 1))
+        self.num_residual = _whole(self.num_residual, "num_residual", 0)
+        self.seed = _whole(self.seed, "seed", 0)
         for name in ("content_weight", "style_weight", "tv_weight"):
-            _number(getattr(self, name), name, allow_zero=True)
+            setattr(self, name, _number(getattr(self, name), name, allow_zero=True))
         for name in ("lr", "width"):
-            _number(getattr(self, name), name, allow_zero=False)
+            setattr(self, name, _number(getattr(self, name), name, allow_zero=False))
         if self.style_balance is not None:
-            _number(self.style_balance, "style_balance", allow_zero=False)
+            self.style_balance = _number(self.style_balance, "style_balance", allow_zero=False)
             if not self.content_weight > 0:
                 raise FaststyleError(
                     "--style-weight auto balances style against content: give --content-weight above 0"
@@ -135,21 +138,25 @@ def _flag(name: str) -> str:
     return name if name in ("style_balance", "num_residual") else f"{name} (--{name.replace('_', '-')})"
 
 
-def _whole(value: object, name: str, least: int | None, advice: str | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
+def _whole(value: object, name: str, least: int, advice: str | None = None) -> int:
+    """``value`` as an int (numpy's too), or an error naming the setting."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise FaststyleError(f"{_flag(name)} must be a whole number, not {value!r}")
-    if least is not None and value < least:
+    if value < least:
         raise FaststyleError(
             f"{_flag(name)} {value} is {advice}" if advice else f"{_flag(name)} must be {least} or more, not {value}"
         )
+    return int(value)
 
 
-def _number(value: object, name: str, allow_zero: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+def _number(value: object, name: str, allow_zero: bool) -> float:
+    """``value`` as a float (numpy's too), or an error naming the setting."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise FaststyleError(f"{_flag(name)} must be a finite number, not {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         least = "0 or more" if allow_zero else "above 0"
         raise FaststyleError(f"{_flag(name)} must be {least}, not {value}")
+    return float(value)
 
 
 def style_weight_settings(weight: float | str) -> dict[str, float | None]:
@@ -560,7 +567,7 @@ RESUMABLE = frozenset({"steps", "styles", "cache", "lossnet_weights", "compile",
 
 
 class _Pace(Callback):
-    """Training steps per second after the first (which includes the loader's start and any compilation)."""
+    """Training images per second after the first step (which includes the loader's start and any compilation)."""
 
     def __init__(self) -> None:
         self.first_end: float | None = None

@@ -24,8 +24,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from faststyle.animation import is_animation
 from faststyle.errors import FaststyleError
-from faststyle.images import check_long_side, new_file_mode
+from faststyle.images import check_frames_job, new_file_mode
 
 if TYPE_CHECKING:
     from faststyle.stylize import Stylizer
@@ -189,22 +190,10 @@ def stylize_video(
 
     av = require_av()
     source, target = Path(source), Path(target)
-    if not is_video(source) and source.suffix.lower() in _image_suffixes():
-        raise FaststyleError(
-            f"{source.name} is an image file; stylize it with a Stylizer, or an animated GIF, PNG or WebP with "
-            "faststyle.stylize_animation"
-        )
+    if not is_video(source) and source.suffix.lower() in _image_suffixes() and not is_animation(source):
+        raise FaststyleError(f"{source.name} is a still image; stylize it with a Stylizer")
     check_output(target)
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise FaststyleError(f"batch must be a whole number of at least 1, not {batch!r}")
-    check_long_side(size)
-    if target.is_dir():
-        raise FaststyleError(f"{target} is a folder; name the video file to write")
-    if target.exists() and target.resolve() == source.resolve():
-        raise FaststyleError(f"{target} is the video being stylized; name another file so that it is kept")
-    blocking = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise FaststyleError(f"cannot write {target}: {blocking} is a file, not a folder")
+    check_frames_job(source, target, batch, size, "video")
     if not isinstance(stylizer, Stylizer):
         stylizer = Stylizer(stylizer)
     started = time.perf_counter()

@@ -6,6 +6,7 @@ width-0.5 one, whose output is far from the photo, which is what the checks need
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,28 @@ def read(path: Path) -> tuple[list[np.ndarray], list[float], str, int]:
         return frames, durations, image.format, animation.plays_of(image)
 
 
+def moved_frame(gif: bytes, number: int, left: int, top: int) -> bytes:
+    """The GIF with its ``number``-th image drawn at (left, top) on the canvas."""
+    data = bytearray(gif)
+    flags = data[10]
+    at = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # past the header and the global colour table
+    images = 0
+    while data[at] != 0x3B:
+        if data[at] == 0x21:  # an extension: its label, then data sub-blocks
+            at += 2
+        else:  # an image: its descriptor, local colour table, LZW code size, then data sub-blocks
+            if images == number:
+                data[at + 1 : at + 5] = struct.pack("<HH", left, top)
+                return bytes(data)
+            images += 1
+            packed = data[at + 9]
+            at += 10 + (3 << ((packed & 7) + 1) if packed & 0x80 else 0) + 1
+        while data[at]:
+            at += data[at] + 1
+        at += 1
+    raise ValueError(f"the GIF has no image {number}")
+
+
 def differs(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(float) - b.astype(float)).mean())
 
@@ -104,6 +127,92 @@ def test_the_number_of_plays_is_kept_across_formats(
     frames, durations, fmt, written_plays = read(tmp_path / f"out.{target}")
     assert result.plays == plays and written_plays == plays and fmt == Image.registered_extensions()[f".{target}"]
     assert len(frames) == 3 and frames[0].shape == (32, 48, 3) and durations == DURATIONS[:3]
+
+
+def test_gif_frame_times_are_whole_hundredths_that_keep_the_frames_on_time(
+    stylizer: Stylizer, pan: list[Image.Image], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = tmp_path / "fast.png"
+    pan[0].save(source, save_all=True, append_images=pan[1:6], duration=[1000 / 60] * 6, loop=0)  # 60 fps
+    result = stylize_animation(stylizer, source, tmp_path / "fast.gif", size=32, progress=False)
+    _, durations, _, _ = read(tmp_path / "fast.gif")
+    assert durations == [20.0] * 6 and result.duration_ms == 120  # a GIF's fastest: 50 fps
+    assert "a GIF holds frame times in hundredths of a second, 20 ms or more; one play takes 120 ms instead of 100" in (
+        caplog.text
+    )
+    assert animation.gif_delays([25.0, 25.0, 25.0, 25.0]) == [20.0, 30.0, 20.0, 30.0]  # on time every other frame
+    assert animation.gif_delays([0.0, 100.0, 10.0]) == [0.0, 100.0, 10.0]  # a GIF's own times are kept
+
+
+def test_an_apng_default_image_is_not_taken_for_a_frame(
+    stylizer: Stylizer, pan: list[Image.Image], tmp_path: Path
+) -> None:
+    source = tmp_path / "with_default.png"
+    pan[0].save(source, save_all=True, append_images=pan[1:4], default_image=True, duration=[0, 50, 70, 90], loop=0)
+    with Image.open(source) as image:
+        assert image.n_frames == 4 and image.info["default_image"]
+    result = stylize_animation(stylizer, source, tmp_path / "out.png", size=32, strength=0.0, progress=False)
+    frames, _, _, _ = read(tmp_path / "out.png")
+    assert result.frames == 3 and len(frames) == 3
+    shown = [np.asarray(frame.resize((32, 21), Image.BILINEAR)) for frame in pan[1:4]]
+    assert all(differs(a, b) < 2 for a, b in zip(frames, shown, strict=True))  # the animation's frames, in order
+
+
+def test_loop_counts_beyond_what_a_format_holds_loop_forever(
+    stylizer: Stylizer, pan: list[Image.Image], tmp_path: Path
+) -> None:
+    source = write(tmp_path / "many.gif", pan[:2], loop=65535)  # plays 65536 times: more than WebP can say
+    result = stylize_animation(stylizer, source, tmp_path / "out.webp", size=32, progress=False)
+    assert result.plays == 0 and read(tmp_path / "out.webp")[3] == 0
+
+
+def test_an_animation_may_be_written_as_a_video(
+    stylizer: Stylizer, pan: list[Image.Image], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    av = pytest.importorskip("av")
+    source = write(tmp_path / "pan.gif", pan, loop=0)
+    assert main(["stylize", "--model", str(stylizer.path), str(source), "--out", str(tmp_path / "pan.mp4")]) == 0
+    assert "stylized 1 of 1 video" in capsys.readouterr().out
+    with av.open(str(tmp_path / "pan.mp4")) as container:
+        times = [float(frame.time) for frame in container.decode(video=0)]
+    assert times == pytest.approx(np.cumsum([0, *DURATIONS[:-1]]) / 1000, abs=0.011)  # each frame on its time
+
+
+def test_a_frame_unlike_the_others_gets_a_palette_of_its_own(
+    stylizer: Stylizer, pan: list[Image.Image], shared: Path, tmp_path: Path
+) -> None:
+    painting = Image.open(shared / "data/styles/matisse_woman_with_a_hat_1905.jpg").convert("RGB").resize(pan[0].size)
+    frames = [*pan * 3, painting, *pan * 3]  # a cut to a painting and back: 1 frame in 49
+    source = tmp_path / "cut.png"
+    frames[0].save(source, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    stylize_animation(stylizer, source, tmp_path / "cut.gif", strength=0.0, progress=False)
+    shown, _, _, _ = read(tmp_path / "cut.gif")
+    errors = [differs(a, np.asarray(b)) for a, b in zip(shown, frames, strict=True)]
+    # 256 colours, dithered: the painting as close as its own palette brings it (6.0; 12.6 with a palette
+    # chosen from 16 frames of the 49, which missed it), the pans closer
+    assert errors[24] < 7.0 and max(errors[:24] + errors[25:]) < 4.0, errors
+
+
+def test_frames_past_the_canvas_are_cut_and_a_file_cut_short_keeps_its_frames(
+    stylizer: Stylizer, pan: list[Image.Image], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    whole = write(tmp_path / "pan.gif", pan, loop=0)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.gif"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    result = stylize_animation(stylizer, cut, tmp_path / "cut_out.gif", progress=False)
+    assert 2 <= result.frames < 8 and f"keeping the {result.frames} before it" in caplog.text
+    assert len(read(tmp_path / "cut_out.gif")[0]) == result.frames
+
+    grown = tmp_path / "grown.gif"  # the last frame drawn 8 px past the canvas, which Pillow grows to show it
+    pan[0].save(grown, save_all=True, append_images=pan[1:3], duration=100, loop=0, optimize=False)
+    grown.write_bytes(moved_frame(grown.read_bytes(), 2, 8, 8))
+    with Image.open(grown) as image:
+        image.seek(2)
+        assert image.size == (WIDTH + 8, HEIGHT + 8)
+    result = stylize_animation(stylizer, grown, tmp_path / "grown_out.webp", progress=False)
+    frames, _, _, _ = read(tmp_path / "grown_out.webp")
+    assert (result.width, result.height) == (WIDTH, HEIGHT) and {f.shape for f in frames} == {(HEIGHT, WIDTH, 3)}
 
 
 def test_a_gif_has_one_palette_for_all_its_frames(stylizer: Stylizer, pan: list[Image.Image], tmp_path: Path) -> None:
@@ -158,6 +267,11 @@ def test_cli_keeps_animations_beside_images(
     with Image.open(tmp_path / "first.jpg") as still:
         assert still.format == "JPEG" and still.size == (WIDTH, HEIGHT)
 
+    misnamed = tmp_path / "misnamed.jpg"  # a GIF by its content
+    misnamed.write_bytes((inputs / "pan.gif").read_bytes())
+    assert main(["stylize", "--model", model, str(misnamed), "--out", str(tmp_path / "named")]) == 0
+    assert len(read(tmp_path / "named" / "misnamed_starry.gif")[0]) == 8
+
     folder = tmp_path / "as_jpg"
     assert main(["stylize", "--model", model, str(inputs), "--out", str(folder), "--format", "jpg"]) == 0
     assert sorted(p.name for p in folder.iterdir()) == ["pan_starry.jpg", "still_starry.jpg", "wave_starry.jpg"]
@@ -173,12 +287,18 @@ def test_errors_say_what_to_do(
         stylize_animation(stylizer, source, source)
     with pytest.raises(FaststyleError, match="does not exist"):
         stylize_animation(stylizer, tmp_path / "missing.gif", tmp_path / "out.gif")
+    with pytest.raises(FaststyleError, match=r"cannot write an animation as 'out.mp4'.*faststyle.stylize_video"):
+        stylize_animation(stylizer, source, tmp_path / "out.mp4")
+    with pytest.raises(FaststyleError, match="clip.mp4 is a video; stylize it with faststyle.stylize_video"):
+        stylize_animation(stylizer, tmp_path / "clip.mp4", tmp_path / "out.gif")
     tiff = tmp_path / "pages.tif"
     pan[0].save(tiff, save_all=True, append_images=pan[1:3])
     with pytest.raises(FaststyleError, match="is a TIFF file; animations are read from GIF, PNG and WebP"):
         stylize_animation(stylizer, tiff, tmp_path / "out.gif")
     monkeypatch.setattr(animation, "MAX_HELD_BYTES", 8 * WIDTH * HEIGHT * 3 - 1)
-    with pytest.raises(FaststyleError, match=r"8 frames of 96x64.*give a smaller --size, or convert it to a video"):
+    with pytest.raises(
+        FaststyleError, match=r"8 frames of 96x64.*give a smaller --size, or write it as a video \(--out NAME.mp4"
+    ):
         stylize_animation(stylizer, source, tmp_path / "out.gif")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pages.tif", "pan.gif"]  # nothing written
     assert stylize_animation(stylizer, source, tmp_path / "out.gif", size=48, progress=False).width == 48

@@ -134,6 +134,14 @@ def test_configs_made_in_python_and_duplicate_keys_are_checked(tmp_path: Path) -
     mine.write_text("backbone: vgg16\ncontent_layers: {conv4_2: 1}\nstyle_layers:\n  conv1_1: 0.2\n  conv1_1: 5\n")
     with pytest.raises(FaststyleError, match=r"(?s)'conv1_1' is given twice in one mapping; keep one.*line 5"):
         load_config(mine)
+    mine.write_text(  # YAML's merge keys, as a config may share weights: the keys given beside them win
+        "backbone: vgg16\ndescription: &shared {conv1_1: 1, conv2_1: 1}\ncontent_layers: {conv4_2: 1}\n"
+        "style_layers: {<<: *shared, conv1_1: 2}\n"
+    )
+    assert load_config(mine).style_layers == {"conv1_1": 2.0, "conv2_1": 1.0}
+    mine.write_text("backbone: vgg16\ncontent_layers: {conv4_2: 1}\nstyle_layers: {? [conv1_1, conv2_1] : 1}\n")
+    with pytest.raises(FaststyleError, match="a key must be a name"):
+        load_config(mine)
 
 
 def test_perceptual_loss_arguments_are_checked_or_taken_as_meant(alexnet: torch.nn.Module, shared: Path) -> None:

@@ -71,7 +71,7 @@ def test_a_short_run_lowers_the_style_loss_and_writes_a_usable_model(
     assert result.model_path == out and result.steps == 30
     assert result.skipped_photos == 1
     wall_rate = 30 * settings.batch / result.seconds  # set-up and the first step included
-    assert wall_rate < result.images_per_second < 3 * wall_rate
+    assert math.isfinite(result.images_per_second) and result.images_per_second > wall_rate
     style = _style_losses(result.run_dir)
     assert len(style) == 30
     assert sum(style[-5:]) / 5 < 0.7 * style[0], style
@@ -379,8 +379,14 @@ def test_settings_are_checked_when_made(shared: Path) -> None:
     ]:
         with pytest.raises(FaststyleError, match=message):
             TrainSettings(**{"styles": [style], **changes})
+    with pytest.raises(FaststyleError, match=r"seed \(--seed\) must be 0 or more, not -1"):
+        TrainSettings(styles=[style], seed=-1)
     one = TrainSettings(styles=style, style_weight="auto")  # type: ignore[arg-type]
     assert one.styles == [style] and one.style_balance is not None and one.style_weight > 0
+    mine = TrainSettings(styles=[style], style_weight="auto", style_balance=0.3)  # type: ignore[arg-type]
+    assert mine.style_balance == 0.3  # "auto" measures the weight; a balance given is kept
+    from_numpy = TrainSettings(styles=[style], steps=np.int64(100), lr=np.float32(0.002))
+    assert type(from_numpy.steps) is int and type(from_numpy.lr) is float and from_numpy.steps == 100
 
 
 def test_compile_settings(capsys: pytest.CaptureFixture[str]) -> None:

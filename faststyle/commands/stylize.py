@@ -115,8 +115,11 @@ def output_paths(
     model: str,
     fmt: str | None,
     folder: bool,
-    animated: frozenset[Path] | set[Path] = frozenset(),
+    animated: dict[Path, str] | None = None,
 ) -> list[Path]:
+    """Where each file goes; ``animated`` maps the animations to their format (an animation keeps its format in a
+    folder unless ``fmt`` is given)."""
+    from faststyle.animation import kept_suffix
     from faststyle.video import is_video, output_suffix
 
     if not folder:
@@ -126,8 +129,8 @@ def output_paths(
     for file in files:
         if is_video(file):
             suffix = output_suffix(file)
-        elif file in animated and not fmt:
-            suffix = file.suffix.lower()
+        elif animated and file in animated and not fmt:
+            suffix = kept_suffix(file, animated[file])
         else:
             suffix = "." + (fmt or "png")
         candidate = out / f"{file.stem}_{model}{suffix}"
@@ -184,12 +187,13 @@ def _stylize(args: argparse.Namespace) -> int:
             f"--out {args.out} names one file, but {len(files) + len(failures)} inputs are given; "
             "pass a folder (--out DIR), or one input"
         )
+    animated = {f: fmt for f in files if not is_video(f) and (fmt := animation.animated_format(f))}
     folder = several or out.is_dir() or args.out.endswith(("/", "\\")) or not out.suffix
     if not folder and args.format:
         raise FaststyleError("--format applies to folder output; name the output file with the suffix you want")
     if folder or not files:
         pass  # nothing is written to --out itself, or nothing at all (the summary names the inputs)
-    elif is_video(files[0]):
+    elif is_video(files[0]) or (files[0] in animated and out_suffix in WRITE_SUFFIXES):
         check_output(out)
     elif out_suffix in WRITE_SUFFIXES:
         raise FaststyleError(f"--out {args.out} is a video file, but the input is an image; end it in .png or .jpg")
@@ -212,7 +216,6 @@ def _stylize(args: argparse.Namespace) -> int:
         backend=args.backend,
         compile=args.compile,
     )
-    animated = {f for f in files if f.suffix.lower() in animation.WRITE_SUFFIXES and animation.is_animation(f)}
     targets = output_paths(files, out, stylizer.name, args.format, folder, animated)
     if folder and out.exists() and not out.is_dir():
         raise FaststyleError(f"--out {out} is a file; name a folder for several inputs")
@@ -223,7 +226,7 @@ def _stylize(args: argparse.Namespace) -> int:
     jobs = list(zip(files, targets, strict=True))
     kinds: dict[str, list[tuple[Path, Path]]] = {"image": [], "animation": [], "video": []}
     for file, target in jobs:
-        if is_video(file):
+        if is_video(file) or target.suffix.lower() in WRITE_SUFFIXES:  # an animation may be written as a video
             kinds["video"].append((file, target))
         elif file in animated and target.suffix.lower() in animation.WRITE_SUFFIXES:
             kinds["animation"].append((file, target))
@@ -318,10 +321,10 @@ def _stylize_animations(
         except Exception as exc:  # the next file may still work; the summary names this one
             failed.append((str(file), _reason(exc)))
             continue
-        plays = {0: "loops forever", 1: "plays once"}.get(result.plays, f"plays {result.plays} times")
         print(
             f"{file.name}: {result.frames} frames, {result.width}x{result.height}, {result.duration_ms / 1000:.3g} s "
-            f"a play, {plays}; stylized in {result.seconds:.1f} s ({result.throughput:.3g} frames/s) -> {target}",
+            f"a play, {result.playing}; stylized in {result.seconds:.1f} s ({result.throughput:.3g} frames/s) "
+            f"-> {target}",
             file=sys.stderr,
         )
         written += 1

@@ -144,9 +144,10 @@ def run(args: argparse.Namespace) -> int:
     if result.rank != 0:
         return 0
     steps = f"steps {result.start_step + 1}-{result.steps}" if result.start_step else f"{result.steps} steps"
+    pace = " after the first step" if result.steps - result.start_step > 1 else ""
     print(
         f"wrote {result.model_path}: {steps} in {result.seconds:.0f} s "
-        f"({result.images_per_second:.2f} img/s after the first step); "
+        f"({result.images_per_second:.2f} img/s{pace}); "
         f"final loss: {describe_terms(result.final_losses)}; "
         f"skipped photos: {result.skipped_photos}; logs and validation grids in {result.run_dir}"
     )

@@ -23,6 +23,10 @@ def swap_max_for_avg_pooling(body: nn.Sequential) -> None:
             setattr(body, name, average)
 
 
+# What torch says when an input is too small for a layer (pooling; convolution; reflection padding)
+_TOO_SMALL = ("Output size is too small", "Kernel size can't be greater than", "should be less than the corresponding")
+
+
 class LossNet(nn.Module):
     """A feed-forward stack ``body`` whose outputs at given positions have Caffe-style names.
 
@@ -131,8 +135,9 @@ class LossNet(nn.Module):
         for index, module in enumerate(self.body):
             try:
                 x = module(x)
-            except RuntimeError:
-                self.check_size(*images.shape[-2:], layers, "the image", "give larger images")
+            except RuntimeError as exc:
+                if any(words in str(exc) for words in _TOO_SMALL):
+                    self.check_size(*images.shape[-2:], layers, "the image", "give larger images")
                 raise
             for name in wanted.get(index, ()):
                 out[name] = x

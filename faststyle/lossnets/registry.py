@@ -98,4 +98,8 @@ def get_lossnet(
         swap_max_for_avg_pooling(net.body)
     net.pooling = pooling
     net.freeze()
-    return net.to(resolve_device(device)) if device is not None else net
+    if device is None:
+        return net
+    if torch.device(device).type == "cuda":
+        resolve_device(device)  # a machine without CUDA gets a message, not torch's error
+    return net.to(device)
