@@ -370,13 +370,13 @@ class Stylizer:
     def __call__(
         self, image: ImageLike, size: int | None = None, strength: float = 1.0, preserve_color: bool = False
     ) -> ImageLike:
-        """Stylize a PIL image (-> PIL RGB) or a float tensor in [0,1] shaped (3,H,W) or (N,3,H,W) (-> same shape,
-        float32, on the input's device). ``size`` resizes the longer side first."""
+        """Stylize a PIL image (-> PIL RGB) or a tensor shaped (3,H,W) or (N,3,H,W), float in [0,1] or uint8
+        (-> same shape, float32 in [0,1], on the input's device). ``size`` resizes the longer side first."""
         if isinstance(image, Image.Image):
             self._check_pixels(image.width, image.height)
             return tensor_to_pil(self._run(pil_to_tensor(image), size, strength, preserve_color))
         if isinstance(image, Tensor):
-            batch = self._as_batch(image)
+            batch = self._as_batch(image, keep_uint8=True)  # converted on the device: a quarter of the transfer
             out = self._run(batch, size, strength, preserve_color).to(image.device)
             return out[0] if image.ndim == 3 else out
         raise FaststyleError(f"Stylizer takes a PIL image or a tensor, not {type(image).__name__}")
@@ -427,19 +427,23 @@ class Stylizer:
                 "or raise the limit (max_pixels / --max-pixels)"
             )
 
-    def _as_batch(self, image: Tensor) -> Tensor:
+    def _as_batch(self, image: Tensor, keep_uint8: bool = False) -> Tensor:
+        """(N,3,H,W), checked: float in [0,1], or uint8 as it is with ``keep_uint8`` (``_run`` converts it)."""
         if image.ndim == 3:
             image = image.unsqueeze(0)
         if image.ndim != 4 or image.shape[1] != 3 or image.shape[0] == 0:
             raise FaststyleError(f"expected an RGB image tensor shaped (3,H,W) or (N,3,H,W), got {tuple(image.shape)}")
         self._check_pixels(image.shape[-1], image.shape[-2])
+        if keep_uint8 and image.dtype == torch.uint8:
+            return image
         return unit_range(image, "Stylizer").float()
 
     def _run(self, content: Tensor, size: int | None, strength: float, preserve_color: bool) -> Tensor:
         if not 0.0 <= strength <= 1.0:
             raise FaststyleError(f"strength must be between 0 and 1, not {strength}")
         with torch.no_grad():  # not inference_mode: callers may edit the result in place or take gradients later
-            content = content.to(self.device, torch.float32)
+            content = content.to(self.device)
+            content = content.float().div_(255.0) if content.dtype == torch.uint8 else content.float()
             if size is not None:
                 content = resize_long_side(content, size)
             stylized = self.stylize(content) if strength > 0 else content

@@ -441,7 +441,7 @@ def _stylized(stylizer: Stylizer, frames: list[_Frame], writer: _Writer, strengt
     """The frames' stylized pixels (float (N,3,H,W) in [0,1]) at the output size; frames of another size than the
     first (a stream that changes size) are scaled to it."""
     height, width = writer.frame_size(*frames[0].pixels.shape[-2:], frames[0].sideways)
-    batch = torch.stack([_fit(f.pixels, height, width) for f in frames]).float().div_(255)
+    batch = torch.stack([_fit(f.pixels, height, width) for f in frames])  # uint8: the Stylizer converts on its device
     return stylizer(batch, strength=strength, preserve_color=keep)
 
 
