@@ -158,7 +158,14 @@ def open_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, conve
     """Read an image file as RGB (see ``to_rgb``), or raise FaststyleError saying what is wrong with it."""
     with opened(path, max_pixels) as image:
         frames = getattr(image, "n_frames", 1)
-        if frames > 1 and image.format != "MPO":  # a camera's MPO holds its photo and a preview
+        if frames > 1 and image.format in ("GIF", "PNG", "WEBP"):
+            log.warning(
+                "%s is an animation of %d frames; using the first (stylize_animation, or faststyle stylize into "
+                ".gif, .webp or .png, keeps them all)",
+                path,
+                frames,
+            )
+        elif frames > 1 and image.format != "MPO":  # a camera's MPO holds its photo and a preview
             log.warning("%s has %d frames or pages; using the first", path, frames)
         image.load()
         return to_rgb(image, convert_profile)

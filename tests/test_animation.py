@@ -244,7 +244,11 @@ def test_frames_are_read_as_shown_with_disposal_and_transparency(stylizer: Styli
 
 
 def test_cli_keeps_animations_beside_images(
-    stylizer: Stylizer, pan: list[Image.Image], shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    stylizer: Stylizer,
+    pan: list[Image.Image],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -262,8 +266,9 @@ def test_cli_keeps_animations_beside_images(
     assert len(read(out / "wave_starry.webp")[0]) == 4
 
     assert main(["stylize", "--model", model, str(inputs / "pan.gif"), "--out", str(tmp_path / "first.jpg")]) == 0
-    captured = capsys.readouterr()
-    assert "pan.gif is animated; first.jpg gets its first frame (a .gif, .webp or .png output keeps" in captured.err
+    assert "pan.gif is an animation of 8 frames; using the first (stylize_animation, or faststyle stylize" in (
+        caplog.text
+    )
     with Image.open(tmp_path / "first.jpg") as still:
         assert still.format == "JPEG" and still.size == (WIDTH, HEIGHT)
 

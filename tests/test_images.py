@@ -204,7 +204,7 @@ def test_a_folder_named_like_an_image_and_an_animation(tmp_path: Path, caplog: p
     frames[0].save(tmp_path / "blink.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
     with caplog.at_level(logging.WARNING, logger="faststyle.images"):
         first = np.asarray(open_image(tmp_path / "blink.gif"))
-    assert "blink.gif has 2 frames or pages; using the first" in caplog.text
+    assert "blink.gif is an animation of 2 frames; using the first (stylize_animation, or faststyle" in caplog.text
     assert first[..., 0].min() > 200 and first[..., 1].max() < 50
 
 

@@ -233,13 +233,6 @@ def _stylize(args: argparse.Namespace) -> int:
         else:
             kinds["image"].append((file, target))
     images, animations, videos = kinds["image"], kinds["animation"], kinds["video"]
-    for file, target in images:
-        if file in animated:
-            print(
-                f"{file.name} is animated; {target.name} gets its first frame (a .gif, .webp or .png output keeps "
-                "the animation)",
-                file=sys.stderr,
-            )
     failed: list[tuple[str, str]] = []
     written = {
         "image": _stylize_images(stylizer, images, args.batch or 1, max_pixels, options, failed),
