@@ -22,15 +22,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "stylize",
         help="stylize images and videos with a trained model",
         description=(
-            "Stylize image and video files, folders and globs with a style model. With one input, --out may name "
+            "Stylize image, animation and video files, folders and globs with a style model. With one input, --out "
+            "may name "
             "the output file; otherwise --out is a folder (created) that receives <stem>_<model>.<format> "
             "(videos keep their container where it can be written, else .mp4; animated GIF, PNG and WebP files keep "
             "theirs). Videos keep their frame timing and sound and need PyAV (pip install 'faststyle[video]'); "
-            "animations keep each frame's duration and their loop count. Outputs are written atomically; a file "
-            "that fails does not stop the others (exit code 1 if any failed)."
+            "animations keep each frame's duration and their loop count, and may be written as videos too (--out "
+            "NAME.mp4). Outputs are written atomically; a file that fails does not stop the others (exit code 1 if "
+            "any failed)."
         ),
     )
-    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image or video files, folders or globs")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image, animation or video files, folders or globs")
     parser.add_argument("--model", help="model NAME (see --list) or model file (.safetensors)")
     parser.add_argument("--out", help="output file (one input) or folder")
     parser.add_argument("--list", action="store_true", help="list the available models and exit")
