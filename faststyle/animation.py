@@ -153,8 +153,8 @@ def stylize_animation(
         plays = plays_of(image)
         first = 1 if _has_hidden_default_image(image) else 0
         count = getattr(image, "n_frames", 1) - first
-        _check_memory(source, count, (image.height, image.width) if size is None else long_side_size(
-            image.height, image.width, size))  # fmt: skip
+        side = (image.height, image.width)
+        _check_memory(source, count, side if size is None else long_side_size(*side, size))
         with tqdm(total=count, unit="frame", disable=not progress, desc=source.name) as bar:
             for frames, times in _batches(_frames(source, image, first), batch):
                 pixels = torch.cat([pil_to_tensor(frame) for frame in frames])
