@@ -1,10 +1,11 @@
 """Animated GIF, PNG (APNG) and WebP files: every frame stylized and shown for as long as in the original, the
 number of plays kept (looping forever, or a set number of times).
 
-Pillow reads the frames composed as a viewer shows them (disposal and blending applied; transparency over white,
-as for still images). A GIF is written with one palette for all its frames, so that colours do not shift between
-frames, and its frame times in whole hundredths of a second; WebP is written lossy at quality 95, as still images
-are, and APNG losslessly.
+Pillow reads the frames composed as a viewer shows them (disposal and blending applied). The network sees
+transparent frames over white, as for still images; APNG output keeps their transparency, GIF and WebP are written
+over white. A GIF is written with one palette for all its frames, so that colours do not shift between frames, and
+its frame times in whole hundredths of a second; WebP is written lossy at quality 95, as still images are, and APNG
+losslessly.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from PIL import Image
 
 from faststyle.errors import FaststyleError
 from faststyle.images import (
+    alpha_channel,
     atomic_write_bytes,
     check_frames_job,
     long_side_size,
@@ -31,12 +33,14 @@ from faststyle.images import (
     pil_to_tensor,
     tensor_to_pil,
     to_rgb,
+    with_alpha,
 )
 
 if TYPE_CHECKING:
     from faststyle.stylize import Stylizer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Pillow's format name of each animated format -> the suffixes written in it
 ANIMATED_FORMATS = {"GIF": (".gif",), "PNG": (".png", ".apng"), "WEBP": (".webp",)}
@@ -156,12 +160,13 @@ def stylize_animation(
         side = (image.height, image.width)
         _check_memory(source, count, side if size is None else long_side_size(*side, size))
         with tqdm(total=count, unit="frame", disable=not progress, desc=source.name) as bar:
-            for frames, times in _batches(_frames(source, image, first), batch):
-                pixels = torch.cat([pil_to_tensor(frame) for frame in frames])
+            for chunk in _batches(_frames(source, image, first), batch):
+                pixels = torch.cat([pil_to_tensor(frame) for frame, _, _ in chunk])
                 result = stylizer(pixels, size=size, strength=strength, preserve_color=preserve_color)
-                stylized += [tensor_to_pil(frame) for frame in result]
-                durations += times
-                bar.update(len(frames))
+                for out, (_, alpha, duration) in zip(result, chunk, strict=True):
+                    stylized.append(with_alpha(tensor_to_pil(out), alpha))
+                    durations.append(duration)
+                bar.update(len(chunk))
     if fmt == "GIF":
         durations = gif_delays(durations, source)
     atomic_write_bytes(target, encode(stylized, durations, plays, fmt))
@@ -177,9 +182,11 @@ def stylize_animation(
 
 
 def encode(frames: list[Image.Image], durations: list[float], plays: int, fmt: str) -> bytes:
-    """RGB frames as an animation file's bytes; ``plays`` 0 loops forever. GIF durations are taken as they are:
-    see ``gif_delays``."""
+    """RGB or RGBA frames as an animation file's bytes, RGBA kept in APNG only (the colours are over white already,
+    see ``_frames``); ``plays`` 0 loops forever. GIF durations are taken as they are: see ``gif_delays``."""
     options: dict[str, object] = {"save_all": True}
+    if fmt != "PNG":  # only APNG keeps transparency here (Pillow's animated WebP reads back without it)
+        frames = [frame.convert("RGB") for frame in frames]
     if fmt == "GIF":
         frames = _with_one_palette(frames)
         options["duration"] = [round(d) for d in durations]
@@ -263,15 +270,16 @@ def _check_memory(source: Path, frames: int, size: tuple[int, int]) -> None:
         )
 
 
-def _frames(source: Path, image: Image.Image, first: int) -> Iterator[tuple[Image.Image, float]]:
-    """Each frame from ``first`` on as shown (RGB), with its duration in milliseconds, on the first frame's canvas
-    (a frame drawn past the canvas is cut at its edge, as FFmpeg does; Pillow would grow the canvas). A file cut
-    short gives the frames before the cut, with a warning."""
+def _frames(source: Path, image: Image.Image, first: int) -> Iterator[tuple[Image.Image, Image.Image | None, float]]:
+    """Each frame from ``first`` on as shown (RGB, over white where transparent), its transparency (None where
+    opaque) and its duration in milliseconds, on the first frame's canvas (a frame drawn past the canvas is cut at
+    its edge, as FFmpeg does; Pillow would grow the canvas). A file cut short gives the frames before the cut, with
+    a warning."""
     canvas: tuple[int, int] | None = None
     for index in range(first, getattr(image, "n_frames", 1)):
         try:
             image.seek(index)
-            frame = to_rgb(image)
+            frame, alpha = to_rgb(image), alpha_channel(image)
         except (OSError, EOFError, ValueError, SyntaxError) as exc:
             if canvas is None:
                 raise
@@ -284,16 +292,20 @@ def _frames(source: Path, image: Image.Image, first: int) -> Iterator[tuple[Imag
             whole = Image.new("RGB", canvas, (255, 255, 255))
             whole.paste(frame, (0, 0))
             frame = whole
+            if alpha is not None:
+                opaque = Image.new("L", canvas, 0)
+                opaque.paste(alpha, (0, 0))
+                alpha = opaque
         duration = image.info.get("duration")
-        yield frame, float(duration) if duration is not None else float(DEFAULT_DURATION_MS)
+        yield frame, alpha, float(duration) if duration is not None else float(DEFAULT_DURATION_MS)
 
 
-def _batches(frames: Iterator[tuple[Image.Image, float]], size: int) -> Iterator[tuple[list[Image.Image], list[float]]]:
-    pending: list[tuple[Image.Image, float]] = []
-    for frame in frames:
-        pending.append(frame)
+def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
+    pending: list[T] = []
+    for item in items:
+        pending.append(item)
         if len(pending) == size:
-            yield [f for f, _ in pending], [d for _, d in pending]
+            yield pending
             pending = []
     if pending:
-        yield [f for f, _ in pending], [d for _, d in pending]
+        yield pending

@@ -124,15 +124,45 @@ _ORIENTATIONS = {
 }
 
 
-def _upright(image: Image.Image) -> Image.Image:
-    """The image turned as its EXIF orientation says. Unlike ``ImageOps.exif_transpose`` this does not write the
-    EXIF block back, which fails on values cameras do write (a zero denominator); unreadable EXIF is ignored."""
+def _orientation(image: Image.Image, warn: bool = True) -> Image.Transpose | None:
+    """The turn the image's EXIF orientation asks for; unreadable EXIF is ignored."""
     try:
         orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     except (OSError, ValueError, SyntaxError, TypeError, struct.error) as exc:
-        log.warning("ignoring unreadable EXIF data (%s)", exc)
+        if warn:
+            log.warning("ignoring unreadable EXIF data (%s)", exc)
+        return None
+    return _ORIENTATIONS.get(orientation) if isinstance(orientation, int) else None
+
+
+def alpha_channel(image: Image.Image) -> Image.Image | None:
+    """The image's transparency as an L image, turned as its EXIF orientation says (as ``to_rgb`` turns the
+    pixels); None where the image is opaque."""
+    if image.mode in ("RGBA", "LA", "PA"):
+        alpha = image.getchannel("A")
+    elif image.mode == "P" and "transparency" in image.info:
+        alpha = image.convert("RGBA").getchannel("A")
+    else:
+        return None
+    if alpha.getextrema()[0] == 255:
+        return None
+    method = _orientation(image, warn=False)
+    return alpha.transpose(method) if method is not None else alpha
+
+
+def with_alpha(image: Image.Image, alpha: Image.Image | None) -> Image.Image:
+    """``image`` (RGB) with ``alpha`` as its transparency, scaled to its size; as it is without one."""
+    if alpha is None:
         return image
-    method = _ORIENTATIONS.get(orientation) if isinstance(orientation, int) else None
+    image = image.copy()
+    image.putalpha(alpha if alpha.size == image.size else alpha.resize(image.size, Image.BILINEAR))
+    return image
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says. Unlike ``ImageOps.exif_transpose`` this does not write the
+    EXIF block back, which fails on values cameras do write (a zero denominator)."""
+    method = _orientation(image)
     if method is None:
         return image
     upright = image.transpose(method)
@@ -156,6 +186,20 @@ def _to_8bit(image: Image.Image) -> np.ndarray:
 
 def open_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, convert_profile: bool = True) -> Image.Image:
     """Read an image file as RGB (see ``to_rgb``), or raise FaststyleError saying what is wrong with it."""
+    return _read(path, max_pixels, convert_profile, alpha=False)[0]
+
+
+def open_with_alpha(
+    path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS
+) -> tuple[Image.Image, Image.Image | None]:
+    """``open_image``'s RGB (over white where transparent), and the file's transparency (see ``alpha_channel``)
+    to put back on a result with ``with_alpha``."""
+    return _read(path, max_pixels, True, alpha=True)
+
+
+def _read(
+    path: str | os.PathLike[str], max_pixels: int, convert_profile: bool, alpha: bool
+) -> tuple[Image.Image, Image.Image | None]:
     with opened(path, max_pixels) as image:
         frames = getattr(image, "n_frames", 1)
         if frames > 1 and image.format in ("GIF", "PNG", "WEBP"):
@@ -168,7 +212,7 @@ def open_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, conve
         elif frames > 1 and image.format != "MPO":  # a camera's MPO holds its photo and a preview
             log.warning("%s has %d frames or pages; using the first", path, frames)
         image.load()
-        return to_rgb(image, convert_profile)
+        return to_rgb(image, convert_profile), alpha_channel(image) if alpha else None
 
 
 @contextlib.contextmanager
@@ -352,6 +396,8 @@ def save_image(image: Tensor | Image.Image, path: str | os.PathLike[str], qualit
     path = Path(path)
     fmt = image_format(path)
     pil = image if isinstance(image, Image.Image) else tensor_to_pil(image)
+    if pil.mode == "RGBA" and fmt not in ("PNG", "WEBP", "TIFF", "GIF"):  # a format without transparency
+        pil = Image.alpha_composite(Image.new("RGBA", pil.size, (255, 255, 255, 255)), pil).convert("RGB")
     buffer = io.BytesIO()
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     pil.save(buffer, format=fmt, **options)

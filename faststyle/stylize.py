@@ -40,7 +40,16 @@ from torch.nn import functional as F
 from faststyle.compiling import compiler
 from faststyle.device import resolve_device
 from faststyle.errors import FaststyleError
-from faststyle.images import MAX_PIXELS, pil_to_tensor, resize_long_side, tensor_to_pil, to_rgb, unit_range
+from faststyle.images import (
+    MAX_PIXELS,
+    alpha_channel,
+    pil_to_tensor,
+    resize_long_side,
+    tensor_to_pil,
+    to_rgb,
+    unit_range,
+    with_alpha,
+)
 
 log = logging.getLogger(__name__)
 
@@ -370,11 +379,13 @@ class Stylizer:
     def __call__(
         self, image: ImageLike, size: int | None = None, strength: float = 1.0, preserve_color: bool = False
     ) -> ImageLike:
-        """Stylize a PIL image (-> PIL RGB) or a tensor shaped (3,H,W) or (N,3,H,W), float in [0,1] or uint8
-        (-> same shape, float32 in [0,1], on the input's device). ``size`` resizes the longer side first."""
+        """Stylize a PIL image (-> PIL RGB; RGBA where it is transparent: its transparency is kept, and the network
+        sees it over white) or a tensor shaped (3,H,W) or (N,3,H,W), float in [0,1] or uint8 (-> same shape, float32
+        in [0,1], on the input's device). ``size`` resizes the longer side first."""
         if isinstance(image, Image.Image):
             self._check_pixels(image.width, image.height)
-            return tensor_to_pil(self._run(pil_to_tensor(image), size, strength, preserve_color))
+            result = tensor_to_pil(self._run(pil_to_tensor(image), size, strength, preserve_color))
+            return with_alpha(result, alpha_channel(image))
         if isinstance(image, Tensor):
             batch = self._as_batch(image, keep_uint8=True)  # converted on the device: a quarter of the transfer
             out = self._run(batch, size, strength, preserve_color).to(image.device)
@@ -413,7 +424,7 @@ class Stylizer:
         for image, result in zip(images, results, strict=True):
             assert result is not None
             if isinstance(image, Image.Image):
-                converted.append(tensor_to_pil(result))
+                converted.append(with_alpha(tensor_to_pil(result), alpha_channel(image)))
             else:
                 converted.append(result.to(image.device)[0] if image.ndim == 3 else result.to(image.device))
         return converted

@@ -240,6 +240,25 @@ def test_frames_are_read_as_shown_with_disposal_and_transparency(stylizer: Styli
     assert durations == DURATIONS[:4]
 
 
+def test_transparency_is_kept_in_apng_and_white_elsewhere(stylizer: Stylizer, tmp_path: Path) -> None:
+    frames = []
+    for step in range(3):
+        frame = Image.new("RGBA", (40, 30), (0, 0, 0, 0))
+        frame.paste((200, 30, 30, 255), (step * 8, 10, step * 8 + 10, 20))
+        frames.append(frame)
+    source = write(tmp_path / "sprite.gif", frames, loop=0, disposal=2)
+    stylize_animation(stylizer, source, tmp_path / "out.png", progress=False)
+    with Image.open(tmp_path / "out.png") as image:
+        for step in range(3):
+            image.seek(step)
+            alpha = np.asarray(image.convert("RGBA").getchannel("A"))
+            assert (alpha[10:20, step * 8 : step * 8 + 10] == 255).all() and (alpha[:10] == 0).all()
+    for suffix in (".gif", ".webp"):
+        stylize_animation(stylizer, source, tmp_path / f"out{suffix}", progress=False)
+        with Image.open(tmp_path / f"out{suffix}") as image:
+            assert np.asarray(image.convert("RGBA").getchannel("A")).min() == 255  # over white
+
+
 def test_cli_keeps_animations_beside_images(
     stylizer: Stylizer,
     pan: list[Image.Image],

@@ -138,7 +138,28 @@ def test_odd_inputs_give_rgb_of_the_right_size(stylizer: Stylizer, tmp_path: Pat
         direct = stylizer(raw)
     opened = stylizer(open_image(path))
     for out in (direct, opened):
-        assert out.mode == "RGB" and out.size == size
+        assert out.size == size
+    assert opened.mode == "RGB" and direct.mode == ("RGBA" if kind == "RGBA" else "RGB")  # transparency is kept
+
+
+def test_transparency_is_kept_where_the_format_holds_it(
+    stylizer: Stylizer, model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = _save_odd("RGBA", tmp_path / "logo")
+    with Image.open(path) as rgba:
+        rgba.load()
+    alpha = np.asarray(rgba.getchannel("A"))
+    styled = stylizer(rgba)
+    assert styled.mode == "RGBA" and np.array_equal(np.asarray(styled.getchannel("A")), alpha)
+    over_white = stylizer(open_image(path))  # the network sees the picture over white, once
+    assert np.array_equal(np.asarray(styled.convert("RGB")), np.asarray(over_white))
+    out = tmp_path / "out"
+    assert main(["stylize", "--model", str(model_path), str(path), "--out", str(out), "--size", "30"]) == 0
+    assert main(["stylize", "--model", str(model_path), str(path), "--out", str(out), "--format", "jpg"]) == 0
+    with Image.open(out / "logo_starry.png") as png, Image.open(out / "logo_starry.jpg") as jpg:
+        assert png.mode == "RGBA" and png.size == (30, 20) and jpg.mode == "RGB"
+        ramp = np.asarray(png.getchannel("A"), dtype=float).mean(axis=1)  # a top-to-bottom ramp
+        assert ramp[0] < 40 and ramp[-1] > 215 and (np.diff(ramp) >= -1).all()  # the ramp, scaled
 
 
 def test_exif_rotation_is_applied(stylizer: Stylizer, tmp_path: Path) -> None:

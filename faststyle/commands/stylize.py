@@ -273,7 +273,7 @@ def _stylize_images(
     from tqdm import tqdm
 
     from faststyle.errors import FaststyleError
-    from faststyle.images import open_image, save_image
+    from faststyle.images import open_with_alpha, save_image, with_alpha
 
     written = 0
     with tqdm(total=len(jobs), unit="image", disable=len(jobs) < 2, file=sys.stderr) as progress:
@@ -281,18 +281,18 @@ def _stylize_images(
             loaded = []
             for file, target in jobs[start : start + batch]:
                 try:
-                    loaded.append((file, target, open_image(file, max_pixels=max_pixels)))
+                    loaded.append((file, target, *open_with_alpha(file, max_pixels=max_pixels)))
                 except FaststyleError as exc:
                     failed.append((str(file), str(exc)))
                     progress.update(1)
             try:
-                results = stylizer.batch([image for _, _, image in loaded], **options) if len(loaded) > 1 else None
+                results = stylizer.batch([job[2] for job in loaded], **options) if len(loaded) > 1 else None
             except Exception:
                 results = None  # retried one by one below, so that one bad image does not fail the rest
-            for i, (file, target, image) in enumerate(loaded):
+            for i, (file, target, image, alpha) in enumerate(loaded):
                 try:
                     result = results[i] if results is not None else stylizer(image, **options)
-                    save_image(result, target)
+                    save_image(with_alpha(result, alpha), target)  # transparency kept where the format holds it
                     written += 1
                 except Exception as exc:  # one failed image must not stop the batch; the summary names it
                     failed.append((str(file), _reason(exc)))
