@@ -196,8 +196,7 @@ class StyleApp:
                 preserve_color=bool(preserve_color),
             )
         except FaststyleError as exc:
-            message = str(exc).replace(upload, name)
-            raise gr.Error(f"Cannot stylize {name}: {message}", print_exception=False) from None
+            raise _cannot(name, upload, exc) from None
         report = (
             f"{result.frames} frames · {result.width}×{result.height} px · {result.seconds:.1f} s "
             f"({result.throughput:.3g} frames/s) · {result.playing} · {model} "
@@ -236,9 +235,8 @@ class StyleApp:
                 preserve_color=bool(preserve_color),
                 max_frames=VIDEO_MAX_FRAMES,
             )
-        except FaststyleError as exc:  # the message names the upload by its name, not by the server's path to it
-            message = str(exc).replace(str(clip), Path(clip).name)
-            raise gr.Error(f"Cannot stylize {Path(clip).name}: {message}", print_exception=False) from None
+        except FaststyleError as exc:
+            raise _cannot(Path(clip).name, str(clip), exc) from None
         sound = {"copied": "sound kept", "none": "no sound"}.get(result.audio, f"sound {result.audio}")
         return str(result.path), (
             f"{result.frames} frames · {result.width}×{result.height} px · {result.seconds:.1f} s "
@@ -281,6 +279,12 @@ class StyleApp:
         if not results:
             raise gr.Error("Pick a style to compare.", print_exception=False)
         return results
+
+
+def _cannot(name: str, path: str, exc: FaststyleError) -> gr.Error:
+    """The message in the page for an upload that cannot be stylized, naming it by its name, not by the server's
+    path to it."""
+    return gr.Error(f"Cannot stylize {name}: {str(exc).replace(path, name)}", print_exception=False)
 
 
 def _captioned(image: Image.Image, text: str) -> Image.Image:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import glob
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -300,56 +301,56 @@ def _stylize_images(
     return written
 
 
-def _stylize_animations(
-    stylizer: Stylizer,
-    jobs: list[tuple[Path, Path]],
-    batch: int,
-    options: dict[str, Any],
+def _stylize_each(
+    jobs: list[tuple[Path, Path]], stylize: Callable[[Path, Path], Any], describe: Callable[[Any], str],
     failed: list[tuple[str, str]],
-) -> int:
-    from faststyle.animation import stylize_animation
-
+) -> int:  # fmt: skip
+    """Videos or animations, one file at a time; a line each on stderr, and the failures named in ``failed``."""
     written = 0
     for file, target in jobs:
         try:
-            result = stylize_animation(stylizer, file, target, batch=batch, **options)
+            result = stylize(file, target)
         except Exception as exc:  # the next file may still work; the summary names this one
             failed.append((str(file), _reason(exc)))
             continue
-        print(
-            f"{file.name}: {result.frames} frames, {result.width}x{result.height}, {result.duration_ms / 1000:.3g} s "
-            f"a play, {result.playing}; stylized in {result.seconds:.1f} s ({result.throughput:.3g} frames/s) "
-            f"-> {target}",
-            file=sys.stderr,
-        )
+        print(f"{file.name}: {describe(result)} -> {target}", file=sys.stderr)
         written += 1
     return written
+
+
+def _stylize_animations(
+    stylizer: Stylizer, jobs: list[tuple[Path, Path]], batch: int, options: dict[str, Any],
+    failed: list[tuple[str, str]],
+) -> int:  # fmt: skip
+    from faststyle.animation import AnimationResult, stylize_animation
+
+    def describe(result: AnimationResult) -> str:
+        return (
+            f"{result.frames} frames, {result.width}x{result.height}, {result.duration_ms / 1000:.3g} s a play, "
+            f"{result.playing}; stylized in {result.seconds:.1f} s ({result.throughput:.3g} frames/s)"
+        )
+
+    return _stylize_each(
+        jobs, lambda file, target: stylize_animation(stylizer, file, target, batch=batch, **options), describe, failed
+    )
 
 
 def _stylize_videos(
-    stylizer: Stylizer,
-    jobs: list[tuple[Path, Path]],
-    batch: int,
-    options: dict[str, Any],
+    stylizer: Stylizer, jobs: list[tuple[Path, Path]], batch: int, options: dict[str, Any],
     failed: list[tuple[str, str]],
-) -> int:
-    from faststyle.video import stylize_video
+) -> int:  # fmt: skip
+    from faststyle.video import VideoResult, stylize_video
 
-    written = 0
-    for file, target in jobs:
-        try:
-            result = stylize_video(stylizer, file, target, batch=batch, **options)
-        except Exception as exc:  # the next video may still work; the summary names this one
-            failed.append((str(file), _reason(exc)))
-            continue
+    def describe(result: VideoResult) -> str:
         sound = {"copied": "sound copied", "none": "no sound"}.get(result.audio, f"sound {result.audio}")
-        print(
-            f"{file.name}: {result.frames} frames, {result.width}x{result.height} at {result.frame_rate:.3g} fps, "
-            f"stylized in {result.seconds:.1f} s ({result.throughput:.3g} frames/s), {sound} -> {target}",
-            file=sys.stderr,
+        return (
+            f"{result.frames} frames, {result.width}x{result.height} at {result.frame_rate:.3g} fps, "
+            f"stylized in {result.seconds:.1f} s ({result.throughput:.3g} frames/s), {sound}"
         )
-        written += 1
-    return written
+
+    return _stylize_each(
+        jobs, lambda file, target: stylize_video(stylizer, file, target, batch=batch, **options), describe, failed
+    )
 
 
 def _reason(exc: Exception) -> str:
