@@ -107,8 +107,11 @@ class _Objective:
         amp: Callable[[], AbstractContextManager[object]],
         memory_format: torch.memory_format = torch.contiguous_format,
         compile: bool | str = False,
+        scaled: bool = False,
     ) -> None:
+        """``scaled``: backpropagate a scaled loss, for fp16, whose range the Gatys loss's gradients overflow."""
         self.loss = compiler(compile)(loss)
+        self.headroom: float | None = 2.0**16 if scaled else None
         self.amp = amp
         self.memory_format = memory_format
         self.variable = variable
@@ -125,11 +128,23 @@ class _Objective:
                 self.variable.grad = grad.clone()
                 self.terms = terms
                 return terms["total"]
-        self.variable.grad = None
-        image = self.render(self.variable).contiguous(memory_format=self.memory_format)
-        with self.amp():
-            terms = self.loss(image, content_features=self.content_features)
-        terms.total.backward()
+        while True:
+            self.variable.grad = None
+            image = self.render(self.variable).contiguous(memory_format=self.memory_format)
+            with self.amp():
+                terms = self.loss(image, content_features=self.content_features)
+            if self.headroom is None:
+                terms.total.backward()
+                break
+            # fp16 gradients overflow at this loss's magnitude (~1e8): backpropagate the loss scaled to the headroom,
+            # unscale the gradient in fp32, and lower the headroom for as long as the gradient overflows.
+            factor = self.headroom / terms.total.detach().clamp_min(1e-30)
+            (terms.total * factor).backward()
+            assert self.variable.grad is not None
+            self.variable.grad /= factor
+            if self.headroom < 1 or bool(torch.isfinite(self.variable.grad).all()):
+                break
+            self.headroom /= 16
         assert self.variable.grad is not None
         self.terms = terms.as_tensors()
         self.recent.append((self.variable.detach().clone(), self.variable.grad.detach().clone(), self.terms))
@@ -316,6 +331,7 @@ def stylize(
                 memory_format,
                 compile,
                 grey=preserve_color,
+                scaled=precision == "fp16",
             )
     finally:
         bar.close()
@@ -341,15 +357,16 @@ def _optimise(
     memory_format: torch.memory_format,
     compile: bool | str,
     grey: bool = False,
+    scaled: bool = False,
 ) -> Tensor:
-    """``grey``: optimise one channel, shown to the loss network in all three."""
+    """``grey``: optimise one channel, shown to the loss network in all three. ``scaled``: see ``_Objective``."""
     with amp():
         content_features = loss.content_features(content)
     if grey:
         start = start[:, :1]
     render: Callable[[Tensor], Tensor] = _three_channels if grey else _identity
     variable = start.detach().clamp(0, 1).contiguous().requires_grad_(True)
-    objective = _Objective(loss, variable, render, content_features, amp, memory_format, compile)
+    objective = _Objective(loss, variable, render, content_features, amp, memory_format, compile, scaled)
     opt = _optimizer(optimizer, variable, lr, line_search)
     counted = 0
     for _ in range(iters):

@@ -220,6 +220,36 @@ def test_bf16_runs_the_loss_network_only_in_reduced_precision(nets: dict, images
     assert history[-1]["total"] < history[0]["total"]
 
 
+def test_fp16_gradients_are_scaled_into_range(nets: dict, images: tuple) -> None:
+    """Seen on an H200: in fp16 the loss never moved (every line search failed), its gradient overflowing."""
+    import contextlib
+    import functools
+
+    from faststyle.config import load_config
+    from faststyle.gatys import _identity, _Objective, caffe_pixel_scale
+    from faststyle.images import resize_long_side
+    from faststyle.losses import PerceptualLoss
+
+    content, style = resize_long_side(images[0], 96), resize_long_side(images[1], 115)
+    net = nets["vgg16"]
+    loss = PerceptualLoss(net, load_config("vgg16"), [style], style_weight=1e4 * caffe_pixel_scale(net) ** 2,
+                          normalization="caffe")  # fmt: skip
+    noisy = (content + 0.1 * torch.randn(content.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    fp16 = functools.partial(torch.autocast, "cpu", dtype=torch.float16)
+    grads = {}
+    for name, amp, scaled in (("fp32", contextlib.nullcontext, False), ("fp16", fp16, False),
+                              ("fp16 scaled", fp16, True)):  # fmt: skip
+        variable = noisy.clone().requires_grad_(True)
+        objective = _Objective(loss, variable, _identity, loss.content_features(content), amp, scaled=scaled)
+        objective()
+        grads[name] = variable.grad.flatten()
+    assert not torch.isfinite(grads["fp16"]).all()
+    assert torch.isfinite(grads["fp16 scaled"]).all()
+    cosine = torch.nn.functional.cosine_similarity(grads["fp16 scaled"], grads["fp32"], dim=0)
+    assert float(cosine) > 0.99
+    assert float(grads["fp16 scaled"].norm() / grads["fp32"].norm()) == pytest.approx(1, abs=0.05)
+
+
 def test_channels_last_is_the_same_optimisation(nets: dict, images: tuple) -> None:
     content, style = images
     runs = {
