@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="random", help="model file or name; 'random': an untrained network")
     parser.add_argument("--size", default="512", help=f"{', '.join(SIZES)} or HxW (e.g. 600x800)")
     parser.add_argument(
-        "--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="auto: fp16 on CUDA"
+        "--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="auto: fp16 when compiled on CUDA"
     )
     parser.add_argument("--backend", default="all", choices=[*BACKENDS, "all"], help="inference path to time")
     parser.add_argument("--batch", type=positive_int, default=1, help="images per call")
@@ -56,18 +56,19 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         net = str(find_model(args.model))  # a missing model is an error, not every backend "skipped"
     h, w = parse_size(args.size)
     images = torch.rand(args.batch, 3, h, w, device=device)
-    precision = args.precision if args.precision != "auto" else default_precision(device)
-    runs: list[tuple[str, dict[str, object]]] = [("eager_fp32", {"precision": "fp32", "backend": "eager"})]
+    runs: dict[str, dict[str, object]] = {"eager_fp32": {"precision": "fp32", "backend": "eager"}}
     for backend in BACKENDS if args.backend == "all" else (args.backend,):
+        compiled = backend in ("compile", "cudagraphs")
+        precision = args.precision if args.precision != "auto" else default_precision(device, compiled)
         options: dict[str, object] = {"precision": precision, "backend": backend}
-        if backend in ("compile", "cudagraphs"):
+        if compiled:
             mode = "reduce-overhead" if backend == "cudagraphs" else "default"
             options = {"precision": precision, "backend": "channels_last", "compile": mode}
         if backend == "onnxruntime" and (device.type != "cpu" or precision != "fp32"):
             continue
         if backend == "cudagraphs" and device.type != "cuda":
             continue
-        runs.append((f"{backend}_{precision}", options))
+        runs.setdefault(f"{backend}_{precision}", options)
 
     result: dict[str, object] = {
         "bench": "infer",
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     }
     calls: dict[str, Callable[[], object]] = {}
     skipped: dict[str, str] = {}
-    for name, options in runs:
+    for name, options in runs.items():
         try:
             stylizer = Stylizer(net, device=device, tile=0, **options)  # type: ignore[arg-type]
             stylizer(images)  # builds, exports or compiles the backend

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=positive_int, default=48, help="frames of the made-up clip")
     parser.add_argument("--batch", type=positive_int, default=4, help="frames per forward pass")
     parser.add_argument(
-        "--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="auto: fp16 on CUDA"
+        "--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="auto: fp32, as Stylizer"
     )
     parser.add_argument(
         "--backend", default="auto", choices=["auto", "eager", "channels_last", "onnxruntime"],

@@ -46,7 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--preserve-color", action="store_true", help="keep the photo's colours (stylize luminance)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument(
-        "--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="auto: fp16 on CUDA, fp32 on CPU"
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        help="auto: fp32, fp16 if compiled on CUDA",
     )
     add_compile_argument(parser, "the network: pays off for many images of one size (video frames)")
     parser.add_argument(
