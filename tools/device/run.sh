@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Everything the GPU machine does, after tools/device/prepare.sh has filled .devdata/, in two calls back to back
 # (the second finds the machine warm, its cache and trained model still there; a bare machine also works):
-#   device run: command="PHASES='setup trainbench train' BUDGET=400 bash tools/device/run.sh", carry=[".devdata"]
-#   device run: command="PHASES='setup gatys infer tests extras' BUDGET=<what is left> bash tools/device/run.sh", ...
+#   device run: command="PHASES='setup trainbench train' BUDGET=450 TRAIN_MINUTES=3 bash tools/device/run.sh", carry=[".devdata"]
+#   device run: command="PHASES='setup gatys infer profile tests extras' BUDGET=<what is left> bash tools/device/run.sh"
+# (2026-11-28 on an H200: the first took 363 s with TRAIN_MINUTES=3, the machine's start about 30 s; the second
+# found the machine given back, started another and used its BUDGET=350.)
 # Phases run in the order given, most important first; every step's time limit is cut to what is left of BUDGET
 # seconds, and a step with under 20 s left is skipped, so the results are always packed before the call's limit.
 # Writes, and rewrites after every phase: $OUT/summary.txt (versions, every benchmark's JSON line, the training
 # result, test results) and $OUT/results.tar.gz (logs, validation grids, the trained model, the photos it
 # stylized).
 #
-#   PHASES         any of: setup trainbench train gatys infer tests extras video (default: all but video);
+#   PHASES         any of: setup trainbench train gatys infer profile tests extras video (default: all but video);
+#                  profile: tools/device/gpu_profile.py, where Gatys' and inference's time goes (profile.txt);
 #                  extras: the loss networks' forward times, the other backbones' training steps, Gatys compiled,
 #                  inference with the trained model. video needs .devdata-video from `VIDEO=1 prepare.sh`.
 #   BUDGET         seconds this call may take in all (default 560)
@@ -24,7 +27,7 @@ ROOT=$PWD
 OUT=${OUT:-$ROOT/out/device}
 WORK=${WORK:-/tmp/faststyle-device}
 DEVICE=${DEVICE:-cuda}
-PHASES=${PHASES:-setup trainbench train gatys infer tests extras}
+PHASES=${PHASES:-setup trainbench train gatys infer profile tests extras}
 BUDGET=${BUDGET:-560}
 TRAIN_MINUTES=${TRAIN_MINUTES:-2}
 TRAIN_BATCH=${TRAIN_BATCH:-8}
@@ -145,6 +148,12 @@ if has infer; then
     bench infer --model random --size "$infer_size" --backend all --repeats "$(pick 20 2)" --warmup 3
   done
   pack
+fi
+
+if has profile; then
+  say "profile: Gatys and inference under torch.profiler (tables in profile.txt)"
+  limited 150 python3 tools/device/gpu_profile.py --device "$DEVICE" --out "$OUT" \
+    $([[ $QUICK == 1 ]] && echo --size 64 --infer-size 64x64 --iters 2) 2>>"$WORK/logs/profile.err" | tee -a "$SUMMARY"
 fi
 
 if has tests; then
