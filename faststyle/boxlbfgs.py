@@ -1,11 +1,16 @@
 """L-BFGS on a box: the Gatys reference mode keeps its pixels in [0,1], as the reference code did with L-BFGS-B.
 
 Each iteration holds the coordinates that sit on a bound with the gradient pushing them out, takes the L-BFGS
-direction within the others (the two-loop recursion over the last ``history`` steps, restricted to the free
-coordinates and scaled by the newest step's curvature), and searches along the projected path
-``clip(x + t·d, low, high)``, halving t until the Armijo condition holds. It is a simpler relative of L-BFGS-B
-(Byrd, Lu, Nocedal and Zhu, 1995), which also finds a generalised Cauchy point. Unlike optimising a sigmoid of the
-pixels, it does not slow down the pixels near black or white.
+direction within the others (the newest ``history`` steps, restricted to the free coordinates and scaled by the
+newest step's curvature), and searches along the projected path ``clip(x + t·d, low, high)``, halving t until the
+Armijo condition holds. It is a simpler relative of L-BFGS-B (Byrd, Lu, Nocedal and Zhu, 1995), which also finds a
+generalised Cauchy point. Unlike optimising a sigmoid of the pixels, it does not slow down the pixels near black or
+white.
+
+The direction comes from the compact form of the L-BFGS matrix (Byrd, Nocedal and Schnabel, 1994): two matrix
+products over the remembered steps and some algebra on matrices of at most 2·history rows, where the two-loop
+recursion takes about ten vector operations per remembered step. On a GPU each operation costs a kernel launch, and
+the Gatys loop is bound by launches, not arithmetic.
 """
 
 from __future__ import annotations
@@ -25,11 +30,39 @@ STALL, STALLS = 10, 3
 FIRST_STEP = 0.01
 
 
+def lbfgs_direction(pairs: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
+    """−H·``grad`` (flat) for the L-BFGS inverse-Hessian approximation H from ``pairs``: the remembered steps s, then
+    their changes of gradient y, (2m, n), oldest first in each half; and whether any pair took part. A pair without
+    positive curvature (sᵀy ≤ CURVATURE·|s|·|y|, whatever the loss's scale) is left out; H₀ = γI with γ = sᵀy/yᵀy of
+    the newest pair (1 when it is left out). The two-loop recursion's vector, with no host synchronisation.
+    """
+    m = pairs.shape[0] // 2
+    # float64 for the inner products: their differences decide the curvature, and TF32 matmuls would round them
+    wide, grad_wide = pairs.double(), grad.double()
+    gram = wide @ wide.T
+    projections = wide @ grad_wide
+    ss, sy, yy = gram[:m, :m], gram[:m, m:], gram[m:, m:]
+    curvature = sy.diagonal()
+    usable = curvature > CURVATURE * torch.sqrt(ss.diagonal() * yy.diagonal())
+    kept = usable.double()
+    both = kept[:, None] * kept[None, :]
+    # a left-out pair becomes a unit row and column of R, which leaves the others' algebra as if it were absent
+    r = torch.triu(sy * both) + torch.diag(1 - kept)
+    yy = yy * both
+    p, q = projections[:m] * kept, projections[m:] * kept
+    gamma = torch.where(usable[-1], curvature[-1] / yy[-1, -1], 1.0)
+    r_inv_p = torch.linalg.solve_triangular(r, p[:, None], upper=True)
+    middle = (torch.diag(curvature * kept) + gamma * yy) @ r_inv_p - gamma * q[:, None]
+    top = torch.linalg.solve_triangular(r.T, middle, upper=False)
+    coefficients = torch.cat([top, -gamma * r_inv_p]).squeeze(1)
+    return torch.addmv(grad_wide * gamma, wide.T, coefficients).neg_().to(grad.dtype), usable.any()
+
+
 class BoxLBFGS:
     """Minimises ``closure()`` over one tensor ``variable`` kept within [``low``, ``high``]. ``closure`` evaluates the
     loss at ``variable``'s current value and leaves its gradient in ``variable.grad``. ``step`` runs one iteration;
     with ``line_search=False`` it takes the step ``lr`` (along the gradient, ``lr · FIRST_STEP`` of the box at most)
-    without checking it."""
+    without checking it. An iteration synchronises with the device once per loss evaluation."""
 
     def __init__(
         self,
@@ -44,7 +77,7 @@ class BoxLBFGS:
     ) -> None:
         self.variable, self.low, self.high = variable, low, high
         self.lr, self.line_search, self.max_evaluations, self.armijo = lr, line_search, max_evaluations, armijo
-        self.memory: deque[tuple[Tensor, Tensor]] = deque(maxlen=history)  # (step, change of gradient)
+        self.memory: deque[tuple[Tensor, Tensor]] = deque(maxlen=history)  # (step, change of gradient), flat
         self.loss: Tensor | None = None
         self.grad: Tensor | None = None
         self.converged = False  # the loss no longer falls beyond its rounding, even along the gradient
@@ -57,26 +90,11 @@ class BoxLBFGS:
         return loss.detach(), self.variable.grad.detach().clone()
 
     def _direction(self, grad: Tensor, free: Tensor) -> tuple[Tensor, Tensor]:
-        """The two-loop recursion (over a non-empty memory) within the free coordinates, and whether any remembered
-        step took part. Each step (s, y) is restricted to the free coordinates, which for steps that left the held
-        ones where they were gives the curvature of the free ones alone; a step without positive curvature there
-        (the angle between s and y, whatever the loss's scale) counts for nothing. No host synchronisation."""
-        q = grad * free
-        pairs = []
-        for s, y in reversed(self.memory):
-            s, y = s * free, y * free
-            curvature, norm = torch.sum(s * y), torch.sum(y * y)
-            usable = curvature > CURVATURE * torch.sqrt(torch.sum(s * s) * norm)
-            inverse = torch.where(usable, 1 / curvature, 0.0)
-            alpha = inverse * torch.sum(s * q)
-            q.sub_(y * alpha)
-            pairs.append((s, y, inverse, alpha, norm))
-        if pairs:
-            _, _, inverse, _, norm = pairs[0]  # the newest step's curvature sets the scale
-            q.mul_(torch.where(inverse > 0, 1 / (inverse * norm), 1.0))
-        for s, y, inverse, alpha, _ in reversed(pairs):
-            q.add_(s * (alpha - inverse * torch.sum(y * q)))
-        return q.neg_(), torch.stack([inverse > 0 for _, _, inverse, _, _ in pairs]).any()
+        """The L-BFGS direction within the free coordinates (``lbfgs_direction`` over the remembered steps restricted
+        to them: for steps that left the held coordinates where they were, the curvature of the free ones alone)."""
+        pairs = torch.stack([s for s, _ in self.memory] + [y for _, y in self.memory]).mul_(free.reshape(-1))
+        direction, used = lbfgs_direction(pairs, (grad * free).reshape(-1))
+        return direction.view_as(grad), used
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor]) -> Tensor:
@@ -85,15 +103,17 @@ class BoxLBFGS:
         if self.converged:
             return self.loss
         start, loss, grad = self.variable.detach().clone(), self.loss, self.grad
-        free = ~(((start <= self.low) & (grad > 0)) | ((start >= self.high) & (grad < 0)))
+        at_low, at_high = start <= self.low, start >= self.high
+        held = (at_low & (grad > 0)).logical_or_(at_high & (grad < 0))
+        free = held.logical_not_()
         step = self.lr
         steepest = not self.memory
         if not steepest:
             direction, used = self._direction(grad, free)
             # a free coordinate on a bound may not be pushed out of the box: clipping would undo that part of the step
-            outward = ((start <= self.low) & (direction < 0)) | ((start >= self.high) & (direction > 0))
+            outward = (at_low & (direction < 0)).logical_or_(at_high & (direction > 0))
             direction.masked_fill_(outward, 0)
-            steepest = not bool(used & (torch.sum(grad * direction) < 0))
+            steepest = not bool(used & (torch.vdot(grad.reshape(-1), direction.reshape(-1)) < 0))
         if steepest:
             self.memory.clear()
             direction = -grad * free
@@ -103,22 +123,25 @@ class BoxLBFGS:
                 return loss
             step = self.lr * FIRST_STEP * (self.high - self.low) / largest
         for _ in range(self.max_evaluations if self.line_search else 1):
-            self.variable.copy_((start + step * direction).clamp_(self.low, self.high))
+            torch.add(start, direction, alpha=step, out=self.variable).clamp_(self.low, self.high)
             new_loss, new_grad = self._evaluate(closure)
-            decrease = self.armijo * torch.sum(grad * (self.variable - start))
-            if not self.line_search or float(new_loss) <= float(loss + torch.clamp(decrease, max=0)):
+            moved = self.variable - start
+            # one transfer for every decision below: the new loss, the old one, and the Armijo bound on the new
+            decrease = torch.vdot(grad.reshape(-1), moved.reshape(-1)).clamp_(max=0).mul_(self.armijo).add_(loss)
+            new, old, bound = torch.stack([new_loss, loss, decrease.to(loss.dtype)]).tolist()
+            if not self.line_search or new <= bound:
                 break
             step /= 2
         else:
-            if not float(new_loss) < float(loss):  # no progress along this direction: start again from the gradient
+            if not new < old:  # no progress along this direction: start again from the gradient
                 self.variable.copy_(start)
                 self.memory.clear()
                 self.converged = steepest
                 return loss
         # a fall within the loss's rounding: at a minimum, the line search would go on halving through the noise
-        rounding = STALL * torch.finfo(new_loss.dtype).eps * abs(float(loss))
-        self._stalls = self._stalls + 1 if float(loss) - float(new_loss) <= rounding else 0
+        rounding = STALL * torch.finfo(new_loss.dtype).eps * abs(old)
+        self._stalls = self._stalls + 1 if old - new <= rounding else 0
         self.converged = self._stalls >= STALLS
-        self.memory.append((self.variable - start, new_grad - grad))
+        self.memory.append((moved.reshape(-1), (new_grad - grad).reshape(-1)))
         self.loss, self.grad = new_loss, new_grad
         return new_loss

@@ -16,7 +16,6 @@ import contextlib
 import functools
 import math
 import os
-from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
@@ -92,8 +91,10 @@ class _Objective:
     """The loss at the current variable, evaluated once per distinct value of it.
 
     ``render`` maps the optimised variable to the image. The iteration loop asks for the loss terms of the point an
-    L-BFGS step ended on, which its line search has already evaluated: the few latest evaluations (point, gradient,
-    loss terms) are remembered and given back instead of running the network again.
+    L-BFGS step ended on, which its line search has already evaluated: the latest evaluations (gradient and loss
+    terms) are remembered by the variable's version counter, which every in-place change of it advances, and given
+    back instead of running the network again. Unlike comparing the values, that costs no kernel and no
+    synchronisation with the device.
     """
 
     REMEMBERED = 4
@@ -117,17 +118,16 @@ class _Objective:
         self.variable = variable
         self.render = render
         self.content_features = content_features
-        # (point, gradient, loss terms); the terms are copies, safe from CUDA-graph replays
-        self.recent: deque[tuple[Tensor, Tensor, dict[str, Tensor]]] = deque(maxlen=self.REMEMBERED)
-        self.terms: dict[str, Tensor] | None = None
+        # version of the variable -> (gradient, names and values of the loss terms); the values are a copy, safe
+        # from CUDA-graph replays
+        self.recent: dict[int, tuple[Tensor, list[str], Tensor]] = {}
         self.evaluations = 0
 
     def __call__(self) -> Tensor:
-        for point, grad, terms in reversed(self.recent):
-            if torch.equal(point, self.variable):
-                self.variable.grad = grad.clone()
-                self.terms = terms
-                return terms["total"]
+        known = self.recent.get(self.variable._version)
+        if known is not None:
+            self.variable.grad = known[0].clone()
+            return known[2][0]
         while True:
             self.variable.grad = None
             image = self.render(self.variable).contiguous(memory_format=self.memory_format)
@@ -146,15 +146,21 @@ class _Objective:
                 break
             self.headroom /= 16
         assert self.variable.grad is not None
-        self.terms = terms.as_tensors()
-        self.recent.append((self.variable.detach().clone(), self.variable.grad.detach().clone(), self.terms))
+        names, values = terms.stacked()
+        if len(self.recent) >= self.REMEMBERED:
+            del self.recent[next(iter(self.recent))]
+        # a copy: a CUDA-graphed backward's next replay overwrites the memory of its output
+        self.recent[self.variable._version] = (self.variable.grad.detach().clone(), names, values)
         self.evaluations += 1
-        return self.terms["total"]
+        return values[0]
 
     def current(self) -> dict[str, float]:
-        self()
-        assert self.terms is not None
-        return dict(zip(self.terms, torch.stack(list(self.terms.values())).tolist(), strict=True))
+        """The loss terms at the variable's current value: one transfer from the device."""
+        known = self.recent.get(self.variable._version)
+        if known is None:
+            self()
+            known = self.recent[self.variable._version]
+        return dict(zip(known[1], known[2].tolist(), strict=True))
 
 
 def _optimizer(name: str, pixels: Tensor, lr: float | None, line_search: str | None) -> torch.optim.Adam | BoxLBFGS:

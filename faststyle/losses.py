@@ -26,6 +26,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from faststyle.config import ConfigSpec, LayerConfig, layer_config
 from faststyle.errors import FaststyleError
@@ -59,15 +60,17 @@ def style_layer_loss(
     gram: Tensor, target: Tensor, channels: int, positions: int, normalization: Normalization
 ) -> Tensor:
     """Per-image style loss for one layer, averaged over the batch. ``target`` is (N,N) or (B,N,N)."""
-    diff = (gram - target).pow(2).flatten(1)
+    target = target.expand_as(gram)
     if normalization == "mean":
-        return diff.mean(1).mean()
-    return diff.sum(1).mean() / (4.0 * channels**2 * positions**2)
+        return F.mse_loss(gram, target)
+    return F.mse_loss(gram, target, reduction="sum") / (4.0 * channels**2 * positions**2 * gram.shape[0])
 
 
 def content_layer_loss(features: Tensor, target: Tensor, normalization: Normalization = "caffe") -> Tensor:
-    diff = (features.float() - target.float()).pow(2).flatten(1)
-    return diff.mean(1).mean() if normalization == "mean" else 0.5 * diff.sum(1).mean()
+    features, target = features.float(), target.float().expand_as(features)
+    if normalization == "mean":
+        return F.mse_loss(features, target)
+    return F.mse_loss(features, target, reduction="sum") * (0.5 / features.shape[0])
 
 
 def tv_loss(images: Tensor, normalization: Normalization = "caffe") -> Tensor:
@@ -100,11 +103,15 @@ class LossTerms:
     def as_tensors(self) -> dict[str, Tensor]:
         """Every term as a float32 scalar still on its device (no host synchronisation). They are copies: the
         terms of a CUDA-graphed loss live in memory that the graph's next replay overwrites."""
+        names, values = self.stacked()
+        return dict(zip(names, values.unbind(), strict=True))
+
+    def stacked(self) -> tuple[list[str], Tensor]:
+        """The names of ``as_tensors`` and their values in one detached float32 vector (one copy, one kernel)."""
         out = {"total": self.total, "content": self.content, "style": self.style, "tv": self.tv}
         out |= {f"content/{k}": v for k, v in self.content_layers.items()}
         out |= {f"style/{k}": v for k, v in self.style_layers.items()}
-        stacked = torch.stack([v.detach().float().reshape(()) for v in out.values()])
-        return dict(zip(out, stacked.unbind(), strict=True))
+        return list(out), torch.stack(list(out.values())).detach().float()
 
 
 def blend_weights(count: int, blend: Sequence[float] | None) -> list[float]:
@@ -211,14 +218,25 @@ class PerceptualLoss(nn.Module):
         style_layers = {}
         for layer in self.config.style_layers:
             f = feats[layer]
-            positions = f.shape[2] * f.shape[3]
-            target = self.target_gram(layer) * (positions if norm == "caffe" else 1)
-            style_layers[layer] = style_layer_loss(gram_matrix(f, norm), target, f.shape[1], positions, norm)
-        content_loss = sum(self.config.content_layers[k] * v for k, v in content_layers.items())
-        style_loss = sum(self.config.style_layers[k] * v for k, v in style_layers.items())
-        tv = tv_loss(output, norm) if self.tv_weight else output.new_zeros(())
-        total = self.content_weight * content_loss + self.style_weight * style_loss + self.tv_weight * tv
+            # Per position, (G − M·A) / M = G/M − A: the caffe loss Σ(G − M·A)²/(4N²M²) is Σ(G/M − A)²/(4N²)
+            gram = gram_matrix(f, "mean")
+            style_layers[layer] = style_layer_loss(gram, self.target_gram(layer), f.shape[1], 1, norm)
+        content_loss = _weighted_sum(content_layers, self.config.content_layers)
+        style_loss = _weighted_sum(style_layers, self.config.style_layers)
+        total = torch.add(content_loss * self.content_weight, style_loss, alpha=self.style_weight)
+        tv = output.new_zeros(())
+        if self.tv_weight:
+            tv = tv_loss(output, norm)
+            total = torch.add(total, tv, alpha=self.tv_weight)
         return LossTerms(total, content_loss, style_loss, tv, content_layers, style_layers)
+
+
+def _weighted_sum(terms: dict[str, Tensor], weights: Mapping[str, float]) -> Tensor:
+    total = None
+    for layer, value in terms.items():
+        total = value * weights[layer] if total is None else torch.add(total, value, alpha=weights[layer])
+    assert total is not None
+    return total
 
 
 def _buffer(layer: str) -> str:

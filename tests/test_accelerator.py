@@ -165,3 +165,34 @@ def test_compiled_gatys_follows_the_eager_run(shared: Path, lossnet_cache: Path)
         assert first == pytest.approx(start, rel=1e-3), mode
         assert final == pytest.approx(eager_final, rel=0.05), (mode, final, eager_final)
         assert float((image - eager_image).abs().mean()) < 0.01, mode
+
+
+@pytest.mark.skipif(not CUDA, reason="counts CUDA synchronisations")
+def test_a_gatys_iteration_waits_for_the_device_once_per_evaluation_and_twice_more(
+    shared: Path, lossnet_cache: Path
+) -> None:
+    """Each wait for the device leaves it idle while Python queues the next kernels: an L-BFGS iteration may wait
+    for the direction's descent check, once per loss evaluation (the line search's decision) and for the loss terms
+    of its history entry, and nowhere else."""
+    import warnings
+
+    from faststyle.lossnets import get_lossnet
+
+    net = get_lossnet("vgg16", cache=lossnet_cache, download=False, device=DEVICE)
+    content = load_image(shared / "data/content/tubingen.jpg", 128).to(DEVICE)
+    style = load_image(shared / "data/styles/vangogh_starry_night_crop.jpg", 128).to(DEVICE)
+    counts = {}
+    for iters in (10, 30):
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                _, history = stylize(content, style, lossnet=net, size=128, iters=iters, device=DEVICE, progress=False)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        waits = sum("synchronizing" in str(w.message) for w in caught)
+        counts[iters] = (waits, history[-1]["evaluations"])
+    waits = counts[30][0] - counts[10][0]
+    evaluations = counts[30][1] - counts[10][1]
+    assert waits <= evaluations + 2 * 20, counts

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from faststyle.boxlbfgs import BoxLBFGS
+from faststyle.boxlbfgs import BoxLBFGS, lbfgs_direction
 
 
 def _quadratic(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,3 +81,45 @@ def test_unchecked_steps_take_the_step_size() -> None:
     optimizer = BoxLBFGS(x, lr=0.5, line_search=False)
     optimizer.step(closure)  # along -g = (0.4, 0.8, 1.2), the largest change lr · FIRST_STEP = 0.005
     torch.testing.assert_close(x.detach(), torch.tensor([0.4, 0.8, 1.2]) * 0.005 / 1.2)
+
+
+def _two_loop(steps: list[torch.Tensor], changes: list[torch.Tensor], grad: torch.Tensor) -> torch.Tensor:
+    """The textbook two-loop recursion (Nocedal and Wright, algorithm 7.4), pairs without positive curvature
+    skipped, H₀ scaled by the newest pair."""
+    usable = [float(s @ y) > 1e-10 * float(s.norm() * y.norm()) for s, y in zip(steps, changes, strict=True)]
+    q, alphas = grad.clone(), []
+    for s, y, ok in reversed(list(zip(steps, changes, usable, strict=True))):
+        alpha = float(s @ q) / float(s @ y) if ok else 0.0
+        q -= alpha * y
+        alphas.append(alpha)
+    s, y = steps[-1], changes[-1]
+    q *= float(s @ y) / float(y @ y) if usable[-1] else 1.0
+    for (s, y, ok), alpha in zip(zip(steps, changes, usable, strict=True), reversed(alphas), strict=True):
+        if ok:
+            q += s * (alpha - float(y @ q) / float(s @ y))
+    return -q
+
+
+@pytest.mark.parametrize("left_out", [(), (3,), (0, 5), (7,)])
+def test_the_compact_direction_is_the_two_loop_recursion(left_out: tuple[int, ...]) -> None:
+    """The direction from two matrix products equals the two-loop recursion's, pairs without curvature (made here by
+    turning y against s) left out alike, the newest among them."""
+    generator = torch.Generator().manual_seed(1)
+    a, _ = _quadratic(50, 2)
+    steps = [torch.randn(50, generator=generator, dtype=torch.float64) for _ in range(8)]
+    changes = [a @ s + 0.1 * torch.randn(50, generator=generator, dtype=torch.float64) for s in steps]
+    for i in left_out:
+        changes[i] = -changes[i]
+    grad = torch.randn(50, generator=generator, dtype=torch.float64)
+    direction, used = lbfgs_direction(torch.stack(steps + changes).float(), grad.float())
+    expected = _two_loop(steps, changes, grad)
+    torch.testing.assert_close(direction.double(), expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+    assert direction.dtype == torch.float32 and bool(used)
+    assert float(grad @ expected) < 0  # a descent direction
+
+
+def test_no_usable_pair_leaves_the_gradient() -> None:
+    s = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    direction, used = lbfgs_direction(torch.cat([s, -s]), torch.tensor([0.5, -2.0]))
+    assert not bool(used)
+    torch.testing.assert_close(direction, torch.tensor([-0.5, 2.0]))
