@@ -260,7 +260,7 @@ def unit_range(images: Tensor, what: str = "image") -> Tensor:
         raise FaststyleError(f"{what}: image tensors are float in [0,1] or uint8, not {images.dtype}")
     if images.numel() == 0:
         return images
-    low, high = (float(v) for v in torch.aminmax(images.detach()))
+    low, high = torch.stack(torch.aminmax(images.detach())).tolist()  # one transfer from the device
     if not (math.isfinite(low) and math.isfinite(high)):
         raise FaststyleError(f"{what}: the tensor holds NaN or infinite values")
     if low < -RANGE_SLACK:

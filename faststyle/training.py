@@ -50,6 +50,10 @@ from faststyle.transformer import TransformerNet
 log = logging.getLogger("faststyle.training")
 # Our checkpoints hold the post-step state on purpose (a bad step is never taken, see StyleModule).
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+# Where Adam's fused kernel runs (and can leave a non-finite step out on the device); a CPU step waits anyway.
+FUSED_ADAM_DEVICES = ("cuda",)
+# Steps between the host's reads of whether a step was not finite, where the optimizer leaves such steps out.
+FINITE_CHECK_EVERY = 25
 warnings.filterwarnings("ignore", message=".*litlogger.*")
 warnings.filterwarnings("ignore", message=r".*\.fit\(ckpt_path=")
 # A resumed run may checkpoint at another interval; the checkpoint callback's old state does not matter.
@@ -203,6 +207,8 @@ class StyleModule(pl.LightningModule):
         self.__dict__["perceptual"] = perceptual
         self.style_sha256 = [sha256_file(path) for path in settings.styles]
         self.stopped_reason: str | None = None
+        self.check_every = 500  # steps between checkpoints, set by train()
+        self._non_finite: Tensor | None = None
         self.images_seen = 0
         self.last_terms: dict[str, Tensor] = {}  # the latest step's loss terms, for the final-loss line
 
@@ -242,8 +248,35 @@ class StyleModule(pl.LightningModule):
         self.__dict__["targets_fn"] = compiled(self.perceptual.content_features)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        # Called once the module is on its device; the fused kernel is CUDA's.
-        return torch.optim.Adam(self.net.parameters(), lr=self.settings.lr, fused=self.device.type == "cuda")
+        # Called once the module is on its device.
+        fused = self.device.type in FUSED_ADAM_DEVICES
+        return torch.optim.Adam(self.net.parameters(), lr=self.settings.lr, fused=fused)
+
+    def _skips_on_device(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Whether a non-finite step is left out by the optimizer on the device (fused Adam's ``found_inf``), so
+        that the host need not wait for every step's verdict. Not under a gradient scaler, which sets it itself."""
+        return bool(optimizer.defaults.get("fused")) and self._scaler() is None
+
+    def _scaler(self) -> object | None:
+        return getattr(self.trainer.precision_plugin, "scaler", None)
+
+    def _finite_check_due(self) -> bool:
+        """The steps after which a checkpoint is written, the last step, and every FINITE_CHECK_EVERY steps."""
+        upcoming = self.global_step + 1
+        every = (self.check_every, FINITE_CHECK_EVERY)
+        return upcoming >= self.trainer.max_steps or self.trainer.should_stop or any(upcoming % n == 0 for n in every)
+
+    def _first_non_finite(self, finite: Tensor, total: Tensor, grad_norm: Tensor) -> None:
+        """Keeps (step, loss, gradient norm) of the first step that was not finite, on the device."""
+        if self._non_finite is None:
+            self._non_finite = torch.full((3,), -1.0, dtype=torch.float64, device=total.device)
+        first = ~finite & (self._non_finite[0] < 0)
+        now = torch.stack([total.detach().double(), grad_norm.detach().double()])
+        self._non_finite = torch.where(first, torch.cat([now.new_full((1,), self.global_step), now]), self._non_finite)
+
+    def _stop_non_finite(self, step: int, total: float, grad_norm: float) -> None:
+        what, value = ("the loss", total) if not math.isfinite(total) else ("a gradient", grad_norm)
+        self._stop(f"{what} became {value} at step {step}")
 
     def losses(self, content: Tensor):
         if self._use_channels_last():
@@ -260,13 +293,23 @@ class StyleModule(pl.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(terms.total)
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.net.parameters() if p.grad is not None])
-        # The one host synchronisation of a step: nothing non-finite may reach the weights.
-        if not bool(torch.isfinite(terms.total) & torch.isfinite(grad_norm)):
-            what = "the loss" if not torch.isfinite(terms.total) else "a gradient"
-            self._stop(
-                f"{what} became {float((terms.total if what == 'the loss' else grad_norm).detach())} "
-                f"at step {self.global_step}"
-            )
+        # Nothing non-finite may reach the weights. Fused Adam leaves such a step out on the device, and the host
+        # reads the verdict only before checkpoints (and every FINITE_CHECK_EVERY steps), instead of waiting for
+        # every step's, which leaves the GPU idle while Python prepares the next step.
+        finite = torch.isfinite(terms.total) & torch.isfinite(grad_norm)
+        if self._scaler() is not None:  # 16-mixed: overflowing scaled gradients are the scaler's to skip
+            finite = torch.isfinite(terms.total)
+        if self._skips_on_device(optimizer.optimizer):
+            self._first_non_finite(finite, terms.total, grad_norm)
+            optimizer.optimizer.found_inf = (~finite).float()
+            if self._finite_check_due():
+                assert self._non_finite is not None
+                step, total, norm = self._non_finite.tolist()
+                if step >= 0:
+                    self._stop_non_finite(int(step), total, norm)
+                    return
+        elif not bool(finite):
+            self._stop_non_finite(self.global_step, float(terms.total.detach()), float(grad_norm))
             return
         optimizer.step()
         self.images_seen += batch.shape[0] * self.trainer.world_size
@@ -284,6 +327,10 @@ class StyleModule(pl.LightningModule):
         log.error("stopping: %s; the weights were not updated with it", reason)
 
     def on_train_end(self) -> None:
+        if self._non_finite is not None and self.stopped_reason is None:  # a run ended between two checks
+            step, total, norm = self._non_finite.tolist()
+            if step >= 0:
+                self._stop_non_finite(int(step), total, norm)
         if self.trainer.world_size > 1:  # every process must end with the same weights
             digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in self.net.parameters()))
             log.debug("process %d ends with weights %s", self.trainer.global_rank, digest.hexdigest()[:16])
@@ -485,6 +532,7 @@ def train(
         chosen = datamodule.val_photos(BALANCE_PHOTOS, 2 * settings.size)  # not upscaled for crops over 256 px
         module.balance_style([fit_to(p, settings.size, settings.size) for p in chosen])
         settings = module.settings
+    module.check_every = checkpoint_every
     checkpoint = ModelCheckpoint(
         dirpath=run / "checkpoints",
         every_n_train_steps=checkpoint_every,

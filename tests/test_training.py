@@ -239,11 +239,17 @@ def test_an_unreadable_style_image_fails_before_training(tmp_path: Path, photos:
     assert not (tmp_path / "m_run").exists()
 
 
+@pytest.mark.parametrize("on_device", [False, True], ids=["checked-every-step", "left-out-on-the-device"])
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
-    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_device: bool
 ) -> None:
+    """Checked every step (the CPU default), or left out by fused Adam on the device and read before each checkpoint
+    (CUDA's; fused Adam runs on the CPU too, so the same path is exercised here)."""
+    import faststyle.training
     from faststyle.training import NonFiniteLoss, StyleModule
 
+    if on_device:
+        monkeypatch.setattr(faststyle.training, "FUSED_ADAM_DEVICES", ("cuda", "cpu"))
     original = StyleModule.losses
 
     def poisoned(self: StyleModule, content: torch.Tensor):  # noqa: ANN202
@@ -261,6 +267,39 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
     # The step-2 checkpoint; Lightning before 2.6 also saves when the run stops, after 3 good (finite) updates.
     assert state["global_step"] in (2, 3) and f"(step {state['global_step']})" in str(stopped.value)
+
+
+def test_steps_left_out_on_the_device_do_not_reach_the_weights(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loss that turns infinite at step 5 is found only before the step-8 checkpoint: steps 5–7 ran, but fused
+    Adam applied none of them (its step count says 5 updates), and the stop names step 5."""
+    import faststyle.training
+    from faststyle.training import NonFiniteLoss, StyleModule
+
+    monkeypatch.setattr(faststyle.training, "FUSED_ADAM_DEVICES", ("cuda", "cpu"))
+    original = StyleModule.losses
+    modules: list[StyleModule] = []
+    weights: dict[int, list[torch.Tensor]] = {}
+
+    def poisoned(self: StyleModule, content: torch.Tensor):  # noqa: ANN202
+        modules[:] = [self]
+        weights[self.global_step] = [p.detach().clone() for p in self.net.parameters()]
+        terms = original(self, content)
+        if self.global_step >= 5:
+            terms.total = terms.total * float("inf")  # a finite loss's gradients, made infinite
+        return terms
+
+    monkeypatch.setattr(StyleModule, "losses", poisoned)
+    with pytest.raises(NonFiniteLoss, match=r"(?s)loss became inf at step 5.*last good checkpoint.*step 4"):
+        _train(_settings(shared, lossnet_cache, 12), photos, tmp_path / "m.safetensors", checkpoint_every=4)
+    assert sorted(weights) == list(range(8))  # steps 5, 6 and 7 ran before the check at step 7
+    optimizer = modules[0].optimizers().optimizer
+    assert all(float(optimizer.state[p]["step"]) == 5 for p in modules[0].net.parameters())
+    for step in (6, 7):
+        assert all(torch.equal(a, b) for a, b in zip(weights[5], weights[step], strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(weights[4], weights[5], strict=True))
+    assert all(torch.isfinite(p).all() for p in modules[0].net.parameters())
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
