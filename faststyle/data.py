@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import glob
 import hashlib
 import io
@@ -56,6 +57,20 @@ def _name_datasets_reads(path: Path) -> bool:
     except UnicodeEncodeError:
         return False
     return "::" not in name
+
+
+def _refuse_misspelt_folder(source: str) -> None:
+    """A name that is not a folder here but is one letter or two away from one is a misspelt folder, not a hub
+    dataset: refused at once, where asking the hub would take half a minute of retries offline."""
+    if "/" in source or os.sep in source:
+        return
+    folders = [entry.name for entry in Path.cwd().iterdir() if entry.is_dir() and not entry.name.startswith(".")]
+    close = difflib.get_close_matches(source, folders, n=1, cutoff=0.8)
+    if close:
+        raise FaststyleError(
+            f"--data {source}: no such folder here; did you mean {close[0]}/? (A hub dataset is named OWNER/NAME, "
+            "e.g. detection-datasets/coco.)"
+        )
 
 
 def data_source(source: str | os.PathLike[str]) -> str:
@@ -321,6 +336,8 @@ class PhotoDataModule(pl.LightningDataModule):
         if not self.local and (path.exists() or str(source).startswith(("/", ".", "~"))):
             what = "is a file, not a folder" if path.exists() else "does not exist"
             raise FaststyleError(f"photo folder {source} {what}; pass a folder of images or a hub dataset name")
+        if not self.local:
+            _refuse_misspelt_folder(str(source))
         self.streamed = stream or not self.local
         if gpu_cache and self.streamed:
             raise FaststyleError("gpu_cache needs an indexed local photo folder; stream without it")

@@ -380,6 +380,17 @@ def test_a_name_that_is_neither_a_folder_nor_on_the_hub_is_a_clear_error(
         PhotoDataModule("photos_typo", cache_dir=tmp_path / "hf").setup()
 
 
+def test_a_misspelt_folder_is_not_asked_of_the_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asking the hub for "photo" when the folder is "photos" took 27 s of retries offline before the error."""
+    (tmp_path / "photos").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("datasets.load_dataset", lambda *a, **k: pytest.fail("the hub was asked"))
+    with pytest.raises(FaststyleError, match=r"--data photo: no such folder here; did you mean photos/\?"):
+        PhotoDataModule("photo", cache_dir=tmp_path / "hf").setup()
+    with pytest.raises(FaststyleError, match="did you mean photos/"):
+        PhotoDataModule("Photos", cache_dir=tmp_path / "hf").setup()
+
+
 def test_lightning_fit_crops_the_cache_before_transfer(messy_folder: Path, tmp_path: Path) -> None:
     import pytorch_lightning as pl
 
