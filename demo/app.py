@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 from faststyle.animation import is_animation, kept_suffix, stylize_animation
 from faststyle.commands.demo import add_arguments, parse_dirs
 from faststyle.errors import FaststyleError
-from faststyle.images import open_image, save_image
+from faststyle.images import open_with_alpha, save_image, with_alpha
 from faststyle.stylize import (
     ModelInfo,
     Stylizer,
@@ -124,11 +124,12 @@ class StyleApp:
             raise gr.Error("Upload a photo first (JPEG, PNG, WebP …).", print_exception=False)
         return str(path), name
 
-    def _open_upload(self, payload: Any) -> tuple[Image.Image, str]:
-        """The uploaded file as an RGB image, and its name; or a message in the page."""
+    def _open_upload(self, payload: Any) -> tuple[Image.Image, Image.Image | None, str]:
+        """The uploaded file as an RGB image (over white where transparent), its transparency (None where opaque),
+        and its name; or a message in the page."""
         path, name = self._upload(payload)
         try:
-            return open_image(path, max_pixels=UPLOAD_MAX_PIXELS), name
+            return (*open_with_alpha(path, max_pixels=UPLOAD_MAX_PIXELS), name)
         except FaststyleError as exc:
             name = name or "the upload"
             if "limit" in str(exc):
@@ -154,11 +155,12 @@ class StyleApp:
         upload, name = self._upload(photo)
         if is_animation(upload):
             return self._stylize_animation(self.stylizer(model), model, upload, name, strength, preserve_color, size)
-        image, name = self._open_upload(photo)
+        image, alpha, name = self._open_upload(photo)
         stylizer = self.stylizer(model)
         start = time.perf_counter()
         result = self._run(stylizer, image, _clamp(size, PHOTO_SIZES), strength, preserve_color)
         ms = (time.perf_counter() - start) * 1000
+        result = with_alpha(result, alpha)  # a transparent upload comes back transparent, as from the CLI
         path = save_image(result, self._output_path(name, "photo", f"-{model}.png"))
         latency = (
             f"{ms:.0f} ms · {result.width}×{result.height} px · {model} ({stylizer.backend}, {stylizer.precision})"
@@ -267,7 +269,7 @@ class StyleApp:
         return np.asarray(result), f"{ms:.0f} ms per frame · {result.width}×{result.height} px"
 
     def compare(self, photo: Any, style: str, strength: float, preserve_color: bool, size: float) -> list[Any]:
-        image, _ = self._open_upload(photo)
+        image, _, _ = self._open_upload(photo)
         results = []
         for info in self.groups().get(style, []):
             stylizer = self.stylizer(info.name)

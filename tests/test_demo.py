@@ -396,6 +396,28 @@ def test_old_results_are_pruned_and_all_removed_when_the_server_stops(models_dir
     assert not list(temp.glob("faststyle-demo-*")), (tmp_path / "demo.log").read_text()[-2000:]
 
 
+def test_a_transparent_upload_comes_back_transparent(models_dir: Path, tmp_path: Path) -> None:
+    """As from `faststyle stylize`: the Photo tab's PNG keeps the upload's alpha (a ramp), and its colours are the
+    stylized picture over white."""
+    from faststyle.commands.demo import load_app
+
+    photo = open_image(PHOTO).resize((192, 128))
+    ramp = Image.linear_gradient("L").resize(photo.size)
+    upload = tmp_path / "sticker.png"
+    with_alpha = photo.copy()
+    with_alpha.putalpha(ramp)
+    with_alpha.save(upload)
+    app = load_app().StyleApp([models_dir], device="cpu")
+    path, _, _ = app.stylize_photo({"path": str(upload)}, "starry_vgg16", 1.0, False, 128)
+    with Image.open(path) as result:
+        assert result.mode == "RGBA" and result.size == (128, 85)  # the long side at the size asked for
+        alpha = np.asarray(result.getchannel("A"), dtype=np.int16)
+    expected = np.asarray(ramp.resize((128, 85), Image.BILINEAR), dtype=np.int16)
+    assert np.abs(alpha - expected).max() <= 2 and alpha[0].max() < 10 and alpha[-1].min() > 245
+    opaque, _, _ = app.stylize_photo({"path": str(PHOTO)}, "starry_vgg16", 1.0, False, 128)
+    assert Image.open(opaque).mode == "RGB"
+
+
 def test_a_demo_that_does_not_block_leaves_sigterm_alone(models_dir: Path) -> None:
     from faststyle.commands.demo import load_app
 
