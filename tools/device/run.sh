@@ -13,8 +13,11 @@
 #
 #   PHASES         any of: setup trainbench train gatys infer profile tests extras video (default: all but video);
 #                  profile: tools/device/gpu_profile.py, where Gatys' and inference's time goes (profile.txt);
-#                  extras: the loss networks' forward times, the other backbones' training steps, Gatys compiled,
-#                  inference with the trained model. video needs .devdata-video from `VIDEO=1 prepare.sh`.
+#                  trainbench: batch 4 beside the plain loop, batch 32 eager, compiled, and with CUDA graphs;
+#                  gatys: fp32 beside torch's L-BFGS, bf16, and fp32 with CUDA graphs (compile reduce-overhead);
+#                  extras: the loss networks' forward times, the other backbones' training steps, inference with
+#                  the trained model, a compiled training step at batch 64.
+#                  video needs .devdata-video from `VIDEO=1 prepare.sh`.
 #   BUDGET         seconds this call may take in all (default 560)
 #   TRAIN_MINUTES  the training run's time limit (default 2); TRAIN_BATCH its batch (default 8);
 #   TRAIN_COMPILE  its torch.compile mode on CUDA (default: default)
@@ -119,6 +122,7 @@ if has trainbench; then
   bench train --size "$size" --batch 4 --steps "$steps" --repeats 3
   bench train --size "$size" --batch "$batch" --steps "$steps" --repeats 3 --no-baseline
   bench train --size "$size" --batch "$batch" --steps "$steps" --repeats 3 --no-baseline --compile
+  bench train --size "$size" --batch "$batch" --steps "$steps" --repeats 3 --no-baseline --compile reduce-overhead
 fi
 
 if has train; then
@@ -140,6 +144,7 @@ fi
 if has gatys; then
   bench gatys "${gatys[@]}" --precision fp32 --baseline
   bench gatys "${gatys[@]}" --precision bf16
+  bench gatys "${gatys[@]}" --precision fp32 --compile reduce-overhead
   pack
 fi
 
@@ -174,7 +179,7 @@ if has extras; then
   if [[ -f $WORK/starry.safetensors ]]; then
     bench infer --model "$WORK/starry.safetensors" --size "$(pick 1080p 64)" --backend all
   fi
-  bench gatys "${gatys[@]}" --precision bf16 --compile reduce-overhead
+  bench train --size "$size" --batch "$((2 * batch))" --steps "$steps" --repeats 3 --no-baseline --compile
   pack
 fi
 
