@@ -8,7 +8,7 @@ generalised Cauchy point. Unlike optimising a sigmoid of the pixels, it does not
 white.
 
 The direction comes from the compact form of the L-BFGS matrix (Byrd, Nocedal and Schnabel, 1994): two matrix
-products over the remembered steps and some algebra on matrices of at most 2·history rows, where the two-loop
+products over the remembered steps and some float64 algebra on matrices of at most 2·history rows, where the two-loop
 recursion takes about ten vector operations per remembered step. On a GPU each operation costs a kernel launch, and
 the Gatys loop is bound by launches, not arithmetic.
 """
@@ -16,7 +16,8 @@ the Gatys loop is bound by launches, not arithmetic.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -37,10 +38,9 @@ def lbfgs_direction(pairs: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
     the newest pair (1 when it is left out). The two-loop recursion's vector, with no host synchronisation.
     """
     m = pairs.shape[0] // 2
-    # float64 for the inner products: their differences decide the curvature, and TF32 matmuls would round them
-    wide, grad_wide = pairs.double(), grad.double()
-    gram = wide @ wide.T
-    projections = wide @ grad_wide
+    with _exact_float32_matmul(pairs.device):  # TF32 would round the inner products whose differences matter here
+        gram = (pairs @ pairs.T).double()
+        projections = (pairs @ grad).double()
     ss, sy, yy = gram[:m, :m], gram[:m, m:], gram[m:, m:]
     curvature = sy.diagonal()
     usable = curvature > CURVATURE * torch.sqrt(ss.diagonal() * yy.diagonal())
@@ -54,8 +54,24 @@ def lbfgs_direction(pairs: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
     r_inv_p = torch.linalg.solve_triangular(r, p[:, None], upper=True)
     middle = (torch.diag(curvature * kept) + gamma * yy) @ r_inv_p - gamma * q[:, None]
     top = torch.linalg.solve_triangular(r.T, middle, upper=False)
-    coefficients = torch.cat([top, -gamma * r_inv_p]).squeeze(1)
-    return torch.addmv(grad_wide * gamma, wide.T, coefficients).neg_().to(grad.dtype), usable.any()
+    coefficients = torch.cat([top, -gamma * r_inv_p]).squeeze(1).to(grad.dtype)
+    with _exact_float32_matmul(pairs.device):
+        return torch.addmv(grad * gamma.to(grad.dtype), pairs.T, coefficients).neg_(), usable.any()
+
+
+@contextmanager
+def _exact_float32_matmul(device: torch.device) -> Iterator[None]:
+    """float32 matrix products in full precision on CUDA, whatever the caller set for its own (TF32)."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.allow_tf32
+    matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        matmul.allow_tf32 = saved
 
 
 class BoxLBFGS:
@@ -87,7 +103,7 @@ class BoxLBFGS:
         with torch.enable_grad():
             loss = closure()
         assert self.variable.grad is not None, "the closure must leave the gradient in variable.grad"
-        return loss.detach(), self.variable.grad.detach().clone()
+        return loss.detach().reshape(()), self.variable.grad.detach().clone()
 
     def _direction(self, grad: Tensor, free: Tensor) -> tuple[Tensor, Tensor]:
         """The L-BFGS direction within the free coordinates (``lbfgs_direction`` over the remembered steps restricted
@@ -127,8 +143,9 @@ class BoxLBFGS:
             new_loss, new_grad = self._evaluate(closure)
             moved = self.variable - start
             # one transfer for every decision below: the new loss, the old one, and the Armijo bound on the new
-            decrease = torch.vdot(grad.reshape(-1), moved.reshape(-1)).clamp_(max=0).mul_(self.armijo).add_(loss)
-            new, old, bound = torch.stack([new_loss, loss, decrease.to(loss.dtype)]).tolist()
+            slope = torch.vdot(grad.reshape(-1), moved.reshape(-1)).to(loss.dtype)
+            bound = slope.clamp_(max=0).mul_(self.armijo).add_(loss)
+            new, old, bound = torch.stack([new_loss.to(loss.dtype), loss, bound]).tolist()
             if not self.line_search or new <= bound:
                 break
             step /= 2

@@ -68,8 +68,8 @@ def _refuse_misspelt_folder(source: str) -> None:
     close = difflib.get_close_matches(source, folders, n=1, cutoff=0.8)
     if close:
         raise FaststyleError(
-            f"--data {source}: no such folder here; did you mean {close[0]}/? (A hub dataset is named OWNER/NAME, "
-            "e.g. detection-datasets/coco.)"
+            f"--data {source}: no such folder here; did you mean {close[0]}/? For a dataset on the Hugging Face hub, "
+            "give its full name OWNER/NAME (e.g. detection-datasets/coco, uoft-cs/cifar10)."
         )
 
 

@@ -94,7 +94,8 @@ class _Objective:
     L-BFGS step ended on, which its line search has already evaluated: the latest evaluations (gradient and loss
     terms) are remembered by the variable's version counter, which every in-place change of it advances, and given
     back instead of running the network again. Unlike comparing the values, that costs no kernel and no
-    synchronisation with the device.
+    synchronisation with the device. (Fused Adam does not advance the counter: the Adam path uses the plain one and
+    clamps the pixels in place after each step.)
     """
 
     REMEMBERED = 4
