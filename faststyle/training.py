@@ -48,12 +48,12 @@ from faststyle.lossnets import get_lossnet, spec
 from faststyle.transformer import TransformerNet
 
 log = logging.getLogger("faststyle.training")
-# Our checkpoints hold the post-step state on purpose (a bad step is never taken, see StyleModule).
-warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 # Where Adam's fused kernel runs (and can leave a non-finite step out on the device); a CPU step waits anyway.
 FUSED_ADAM_DEVICES = ("cuda",)
 # Steps between the host's reads of whether a step was not finite, where the optimizer leaves such steps out.
 FINITE_CHECK_EVERY = 25
+# Our checkpoints hold the post-step state on purpose (a bad step is never taken, see StyleModule).
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 warnings.filterwarnings("ignore", message=".*litlogger.*")
 warnings.filterwarnings("ignore", message=r".*\.fit\(ckpt_path=")
 # A resumed run may checkpoint at another interval; the checkpoint callback's old state does not matter.
@@ -274,6 +274,13 @@ class StyleModule(pl.LightningModule):
         now = torch.stack([total.detach().double(), grad_norm.detach().double()])
         self._non_finite = torch.where(first, torch.cat([now.new_full((1,), self.global_step), now]), self._non_finite)
 
+    def non_finite_step(self) -> tuple[int, float, float] | None:
+        """(step, loss, gradient norm) of the first non-finite step the device recorded (one read), else None."""
+        if self._non_finite is None:
+            return None
+        step, total, grad_norm = self._non_finite.tolist()
+        return (int(step), total, grad_norm) if step >= 0 else None
+
     def _stop_non_finite(self, step: int, total: float, grad_norm: float) -> None:
         what, value = ("the loss", total) if not math.isfinite(total) else ("a gradient", grad_norm)
         self._stop(f"{what} became {value} at step {step}")
@@ -296,9 +303,9 @@ class StyleModule(pl.LightningModule):
         # Nothing non-finite may reach the weights. Fused Adam leaves such a step out on the device, and the host
         # reads the verdict only before checkpoints (and every FINITE_CHECK_EVERY steps), instead of waiting for
         # every step's, which leaves the GPU idle while Python prepares the next step.
-        finite = torch.isfinite(terms.total) & torch.isfinite(grad_norm)
-        if self._scaler() is not None:  # 16-mixed: overflowing scaled gradients are the scaler's to skip
-            finite = torch.isfinite(terms.total)
+        finite = torch.isfinite(terms.total)
+        if self._scaler() is None:  # under 16-mixed, overflowing scaled gradients are the scaler's to skip
+            finite &= torch.isfinite(grad_norm)
         if self.trainer.world_size > 1 and torch.distributed.is_initialized():
             # the losses differ between processes: all skip, or stop, together (a collective, not a host wait)
             flag = finite.float()
@@ -307,12 +314,9 @@ class StyleModule(pl.LightningModule):
         if self._skips_on_device(optimizer.optimizer):
             self._first_non_finite(finite, terms.total, grad_norm)
             optimizer.optimizer.found_inf = (~finite).float()
-            if self._finite_check_due():
-                assert self._non_finite is not None
-                step, total, norm = self._non_finite.tolist()
-                if step >= 0:
-                    self._stop_non_finite(int(step), total, norm)
-                    return
+            if self._finite_check_due() and (found := self.non_finite_step()) is not None:
+                self._stop_non_finite(*found)
+                return
         elif not bool(finite):
             self._stop_non_finite(self.global_step, float(terms.total.detach()), float(grad_norm))
             return
@@ -333,10 +337,8 @@ class StyleModule(pl.LightningModule):
         log.error("stopping: %s; the weights were not updated with it", reason)
 
     def on_train_end(self) -> None:
-        if self._non_finite is not None and self.stopped_reason is None:  # a run ended between two checks
-            step, total, norm = self._non_finite.tolist()
-            if step >= 0:
-                self._stop_non_finite(int(step), total, norm)
+        if self.stopped_reason is None and (found := self.non_finite_step()) is not None:  # ended between checks
+            self._stop_non_finite(*found)
         if self.trainer.world_size > 1:  # every process must end with the same weights
             digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in self.net.parameters()))
             log.debug("process %d ends with weights %s", self.trainer.global_rank, digest.hexdigest()[:16])
@@ -660,12 +662,12 @@ class _InterruptCheckpoint(OnExceptionCheckpoint):
 
     def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, *_: Any, **__: Any) -> None:
         trainer.save_checkpoint(self.ckpt_path, weights_only=False)
-        bad = getattr(module, "_non_finite", None)
-        if bad is not None and (found := bad.tolist())[0] >= 0:  # found on the device, not yet read by the host
+        found = module.non_finite_step() if isinstance(module, StyleModule) else None
+        if found is not None:  # recorded on the device, not yet read by the host
             log.warning(
                 "step %d was not finite (loss %s, gradient norm %s); fused Adam left it and any later such steps out",
-                int(found[0]), found[1], found[2],
-            )  # fmt: skip
+                *found,
+            )
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
