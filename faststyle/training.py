@@ -282,6 +282,9 @@ class StyleModule(pl.LightningModule):
         return (int(step), total, grad_norm) if step >= 0 else None
 
     def _stop_non_finite(self, step: int, total: float, grad_norm: float) -> None:
+        if math.isfinite(total) and math.isfinite(grad_norm):  # this process's were finite; the verdict is shared
+            self._stop(f"the loss or gradients of another process were not finite at step {step}")
+            return
         what, value = ("the loss", total) if not math.isfinite(total) else ("a gradient", grad_norm)
         self._stop(f"{what} became {value} at step {step}")
 

@@ -375,6 +375,75 @@ def test_two_process_ddp_through_the_cli(shared: Path, lossnet_cache: Path, phot
     ]  # fmt: skip
 
 
+_RANK_ONE_GOES_NON_FINITE = """
+import sys
+import torch
+import faststyle.training
+from faststyle.cli import main
+
+if {on_device}:
+    faststyle.training.FUSED_ADAM_DEVICES = ("cuda", "cpu")
+original = faststyle.training.StyleModule.losses
+
+
+def poisoned(self, content):
+    terms = original(self, content)
+    if self.trainer.global_rank == 1 and self.global_step >= {step}:
+        terms.total = terms.total + torch.tensor(float("nan"))  # the loss alone: the gradients stay finite
+    return terms
+
+
+faststyle.training.StyleModule.losses = poisoned
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("on_device", "bad_step", "checkpoint_every"), [(False, 3, 2), (True, 5, 4)],
+    ids=["checked-every-step", "left-out-on-the-device"],
+)  # fmt: skip
+def test_ddp_stops_every_process_when_one_alone_goes_non_finite(
+    shared: Path,
+    lossnet_cache: Path,
+    photos: Path,
+    tmp_path: Path,
+    on_device: bool,
+    bad_step: int,
+    checkpoint_every: int,
+) -> None:
+    """Process 1's loss turns NaN while process 0's, and both processes' averaged gradients, stay finite: the
+    shared verdict stops both at the same step, with the same weights and the same last good checkpoint. Left out
+    on the device, the bad step is found only before the next checkpoint, and none of the steps since reached the
+    weights."""
+    script = tmp_path / "rank_one_goes_non_finite.py"
+    script.write_text(_RANK_ONE_GOES_NON_FINITE.format(on_device=on_device, step=bad_step))
+    out = tmp_path / "ddp.safetensors"
+    command = [sys.executable, str(script), "-v", "train", "--style",
+               str(shared / "data/styles/vangogh_starry_night_crop.jpg"), "--data", str(photos), "--stream",
+               "--out", str(out), "--size", "48", "--style-size", "96", "--batch", "2", "--width", "0.5",
+               "--steps", "12", "--workers", "0", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
+               "--val-every", "100", "--checkpoint-every", str(checkpoint_every), "--no-progress",
+               "--cache", str(lossnet_cache)]  # fmt: skip
+    env = os.environ | {"HF_HOME": str(tmp_path / "hf")}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0, done.stderr[-3000:]
+    stops = re.findall(r"stopping: (.*); the weights were not updated with it", done.stderr)
+    assert sorted(stops) == [
+        f"the loss became nan at step {bad_step}",
+        f"the loss or gradients of another process were not finite at step {bad_step}",
+    ], stops
+    digests = dict(re.findall(r"process (\d) ends with weights (\w+)", done.stderr))
+    assert digests.keys() == {"0", "1"} and digests["0"] == digests["1"], digests
+    assert not out.exists()
+    state = torch.load(tmp_path / "ddp_run/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    # Lightning 2.6 keeps the checkpoint before the bad step; before 2.6 it also saves when the run stops
+    assert done.stderr.count(f"last.ckpt (step {state['global_step']})") == 2, done.stderr[-3000:]  # both name it
+    adam = state["optimizer_states"][0]["state"]
+    updates = min(state["global_step"], bad_step)  # steps 0 to bad_step - 1, and none after
+    assert all(float(s["step"]) == updates for s in adam.values())
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+
+
 def test_a_time_limit_ends_the_run_and_still_writes_the_model(
     shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path
 ) -> None:
