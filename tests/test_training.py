@@ -302,6 +302,69 @@ def test_steps_left_out_on_the_device_do_not_reach_the_weights(
     assert all(torch.isfinite(p).all() for p in modules[0].net.parameters())
 
 
+class _InfiniteGradient(torch.autograd.Function):
+    """The identity, whose gradient is infinite: a finite loss whose gradients overflow, as fp16's do."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        return grad * float("inf")
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["adam", "fused-adam"])
+def test_under_a_gradient_scaler_overflowing_gradients_are_skipped_and_a_non_finite_loss_stops(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fused: bool
+) -> None:
+    """16-mixed, as on CUDA, with torch's CPU gradient scaler: a step whose gradients overflow is the scaler's to
+    skip (it halves the scale and the run goes on); a loss that is itself not finite stops the run."""
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    import faststyle.training
+    from faststyle.training import NonFiniteLoss, StyleModule
+
+    if fused:
+        monkeypatch.setattr(faststyle.training, "FUSED_ADAM_DEVICES", ("cuda", "cpu"))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    make_trainer = faststyle.training._trainer
+
+    def with_scaler(**options: object):  # noqa: ANN202
+        options.pop("precision")
+        return make_trainer(plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)], **options)
+
+    monkeypatch.setattr(faststyle.training, "_trainer", with_scaler)
+    original = StyleModule.losses
+    modules: list[StyleModule] = []
+    weights: dict[int, list[torch.Tensor]] = {}
+    nan_from = [10**9]
+
+    def overflowing(self: StyleModule, content: torch.Tensor):  # noqa: ANN202
+        modules[:] = [self]
+        weights[self.global_step] = [p.detach().clone() for p in self.net.parameters()]
+        terms = original(self, content)
+        if self.global_step == 3:
+            terms.total = _InfiniteGradient.apply(terms.total)
+        if self.global_step >= nan_from[0]:
+            terms.total = terms.total * float("nan")
+        return terms
+
+    monkeypatch.setattr(StyleModule, "losses", overflowing)
+    result = _train(_settings(shared, lossnet_cache, 6), photos, tmp_path / "m.safetensors")
+    assert result.steps == 6 and result.model_path is not None
+    assert scaler.get_scale() == 2.0**9  # halved once, for step 3
+    assert all(torch.equal(a, b) for a, b in zip(weights[3], weights[4], strict=True))  # step 3 left out
+    assert not all(torch.equal(a, b) for a, b in zip(weights[2], weights[3], strict=True))
+    optimizer = modules[0].optimizers().optimizer
+    assert all(float(optimizer.state[p]["step"]) == 5 for p in modules[0].net.parameters())
+    assert all(torch.isfinite(p).all() for p in modules[0].net.parameters())
+
+    nan_from[0] = 2
+    with pytest.raises(NonFiniteLoss, match="loss became nan at step 2"):
+        _train(_settings(shared, lossnet_cache, 6), photos, tmp_path / "n.safetensors")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_cli_run_resumes_at_the_same_step(
     shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, signum: int
