@@ -2,9 +2,10 @@
 number of plays kept (looping forever, or a set number of times).
 
 Pillow reads the frames composed as a viewer shows them (disposal and blending applied). The network sees
-transparent frames over white, as for still images; APNG output keeps their transparency, GIF and WebP are written
-over white. A GIF is written with one palette for all its frames, so that colours do not shift between frames, and
-its frame times in whole hundredths of a second; WebP is written lossy at quality 95, as still images are, and APNG
+transparent frames over white, as for still images, and the output keeps their transparency: APNG and WebP as it
+is, GIF as on or off (a pixel is transparent where it was less than half opaque). A GIF is written with one palette
+for all its frames, so that colours do not shift between frames, and its frame times in whole hundredths of a
+second; WebP is written lossy at quality 95, as still images are (its transparency losslessly), and APNG
 losslessly.
 """
 
@@ -52,6 +53,7 @@ MAX_PLAYS = 65_535  # GIF's and WebP's loop counts are 16-bit; more plays than t
 GIF_TICK_MS, GIF_SHORTEST_MS = 10, 20  # browsers show a GIF frame of 0 or 10 ms for 100 ms
 _GIF_PALETTE_PIXELS = 4_000_000  # the frames are scaled down to this many pixels in all to choose the palette
 _OWN_PALETTE_ERROR = 2.0  # a frame whose error is this many times the median (3 dB) gets its own palette
+_GIF_TRANSPARENT = 255  # the palette index of transparent pixels, where a GIF has them
 
 
 @dataclass(frozen=True)
@@ -182,16 +184,19 @@ def stylize_animation(
 
 
 def encode(frames: list[Image.Image], durations: list[float], plays: int, fmt: str) -> bytes:
-    """RGB or RGBA frames as an animation file's bytes, RGBA kept in APNG only (the colours are over white already,
-    see ``_frames``); ``plays`` 0 loops forever. GIF durations are taken as they are: see ``gif_delays``."""
+    """RGB or RGBA frames as an animation file's bytes (all RGBA where one is; a GIF's pixels transparent where
+    they are less than half opaque); ``plays`` 0 loops forever. GIF durations are taken as they are: see
+    ``gif_delays``."""
     options: dict[str, object] = {"save_all": True}
-    if fmt != "PNG":  # only APNG keeps transparency here (Pillow's animated WebP reads back without it)
-        frames = [frame.convert("RGB") for frame in frames]
+    if any(frame.mode == "RGBA" for frame in frames):
+        frames = [frame.convert("RGBA") for frame in frames]
     if fmt == "GIF":
         frames = _with_one_palette(frames)
         options["duration"] = [round(d) for d in durations]
         if plays != 1:  # a GIF without a loop count plays once
             options["loop"] = max(plays - 1, 0)
+        if "transparency" in frames[0].info:  # each frame clears the canvas, so that no earlier frame shows through
+            options.update(transparency=_GIF_TRANSPARENT, disposal=2, optimize=False)
     elif fmt == "WEBP":
         options.update(duration=[round(d) for d in durations], loop=plays, quality=95, method=4)
     else:
@@ -228,20 +233,39 @@ def gif_delays(durations: list[float], source: str | os.PathLike[str] = "") -> l
 def _with_one_palette(frames: list[Image.Image]) -> list[Image.Image]:
     """The frames in 256 colours chosen from all of them (each scaled down for the choice), with Floyd–Steinberg
     dithering. A frame the shared palette serves far worse than the others (a scene cut, a flash, a title card)
-    gets a palette of its own."""
+    gets a palette of its own. RGBA frames get 255 colours and the last index where they are less than half
+    opaque (``info["transparency"]``)."""
+    if frames[0].mode == "RGBA":
+        opaque = [np.asarray(frame.getchannel("A")) >= 128 for frame in frames]
+        quantized = _quantized([frame.convert("RGB") for frame in frames], colours=_GIF_TRANSPARENT)
+        return [_transparent_where(frame, ~keep) for frame, keep in zip(quantized, opaque, strict=True)]
+    return _quantized(frames, colours=256)
+
+
+def _transparent_where(frame: Image.Image, clear: np.ndarray) -> Image.Image:
+    indices = np.asarray(frame).copy()
+    indices[clear] = _GIF_TRANSPARENT
+    out = Image.fromarray(indices, "P")
+    palette = (frame.getpalette() or [])[: 3 * _GIF_TRANSPARENT]
+    out.putpalette(palette + [255] * (3 * 256 - len(palette)))  # white, where a viewer ignores the transparency
+    out.info["transparency"] = _GIF_TRANSPARENT
+    return out
+
+
+def _quantized(frames: list[Image.Image], colours: int) -> list[Image.Image]:
     width, height = frames[0].size
     scale = min(1.0, (_GIF_PALETTE_PIXELS / (len(frames) * width * height)) ** 0.5)
     cell = (max(1, round(width * scale)), max(1, round(height * scale)))
     sheet = Image.new("RGB", (cell[0], cell[1] * len(frames)))
     for row, frame in enumerate(frames):
         sheet.paste(frame.resize(cell, Image.BOX), (0, row * cell[1]))
-    palette = sheet.quantize(256, method=Image.Quantize.FASTOCTREE)
+    palette = sheet.quantize(colours, method=Image.Quantize.FASTOCTREE)
     shared = [frame.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG) for frame in frames]
     errors = [_squared_error(frame, quantized) for frame, quantized in zip(frames, shared, strict=True)]
     typical = float(np.median(errors))
     for index, (frame, error) in enumerate(zip(frames, errors, strict=True)):
         if error > _OWN_PALETTE_ERROR * typical:
-            own = frame.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.FLOYDSTEINBERG)
+            own = frame.quantize(colours, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.FLOYDSTEINBERG)
             if _squared_error(frame, own) < error:
                 shared[index] = own
     return shared
