@@ -99,6 +99,7 @@ class LossTerms:
     tv: Tensor
     content_layers: dict[str, Tensor] = field(default_factory=dict)
     style_layers: dict[str, Tensor] = field(default_factory=dict)
+    others: dict[str, Tensor] = field(default_factory=dict)  # unweighted terms added to the total by the caller
 
     def as_tensors(self) -> dict[str, Tensor]:
         """Every term as a float32 scalar still on its device (no host synchronisation). They are copies: the
@@ -111,6 +112,7 @@ class LossTerms:
         out = {"total": self.total, "content": self.content, "style": self.style, "tv": self.tv}
         out |= {f"content/{k}": v for k, v in self.content_layers.items()}
         out |= {f"style/{k}": v for k, v in self.style_layers.items()}
+        out |= self.others
         return list(out), torch.stack(list(out.values())).detach().float()
 
 

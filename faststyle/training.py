@@ -45,6 +45,7 @@ from faststyle.images import (
 )
 from faststyle.losses import STYLE_BALANCE, TRAINING_WEIGHTS, PerceptualLoss, blend_weights
 from faststyle.lossnets import get_lossnet, spec
+from faststyle.stability import stability_loss, step_shift
 from faststyle.transformer import TransformerNet
 
 log = logging.getLogger("faststyle.training")
@@ -79,6 +80,7 @@ class TrainSettings:
     # set: style_weight is measured so that style pulls this hard against content (faststyle.balance), not given
     style_balance: float | None = None
     tv_weight: float = TRAINING_WEIGHTS["tv_weight"]
+    stability_weight: float = 0.0  # faststyle.stability's term; 0: left out
     lr: float = 1e-3
     steps: int = 40_000
     batch: int = 4
@@ -113,7 +115,7 @@ class TrainSettings:
                 setattr(self, name, _whole(getattr(self, name), name, 1))
         self.num_residual = _whole(self.num_residual, "num_residual", 0)
         self.seed = _whole(self.seed, "seed", 0)
-        for name in ("content_weight", "style_weight", "tv_weight"):
+        for name in ("content_weight", "style_weight", "tv_weight", "stability_weight"):
             setattr(self, name, _number(getattr(self, name), name, allow_zero=True))
         for name in ("lr", "width"):
             setattr(self, name, _number(getattr(self, name), name, allow_zero=False))
@@ -294,7 +296,14 @@ class StyleModule(pl.LightningModule):
         fns = self.__dict__
         net_fn, loss_fn = fns.get("net_fn", self.net), fns.get("loss_fn", self.perceptual)
         targets = fns.get("targets_fn", self.perceptual.content_features)(content)
-        return loss_fn(net_fn(content), content_features=targets)
+        styled = net_fn(content)
+        terms = loss_fn(styled, content_features=targets)
+        if weight := self.settings.stability_weight:
+            # one photo of the batch is enough: with two at batch 2, the model was as steady and as painterly
+            shift = step_shift(self.settings.seed, self.global_step)
+            terms.others["stability"] = steadiness = stability_loss(net_fn, content[:1], styled[:1], shift)
+            terms.total = terms.total + weight * steadiness
+        return terms
 
     def training_step(self, batch: Tensor, batch_idx: int) -> None:
         optimizer = self.optimizers()
@@ -785,6 +794,7 @@ def model_metadata(
             "style_weight": settings.style_weight,
             **({"style_balance": settings.style_balance} if settings.style_balance is not None else {}),
             "tv_weight": settings.tv_weight,
+            "stability_weight": settings.stability_weight,
             "final": result.final_losses,
         },
         "training": {

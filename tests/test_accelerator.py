@@ -49,9 +49,11 @@ def photos(tmp_path: Path) -> Path:
         pytest.param("reduce-overhead", marks=pytest.mark.skipif(not (CUDA and COMPILE), reason="CUDA graphs")),
     ],
 )
+@pytest.mark.parametrize("stability", [0.0, 300.0], ids=["", "stability"])
 def test_mixed_precision_training_on_the_device(
-    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, compiled: bool | str
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, compiled: bool | str, stability: float
 ) -> None:
+    """With the stability term, the network runs twice a step on inputs of two sizes (compiled: two graphs)."""
     size, steps = (128, 60) if CUDA else (64, 30)
     settings = TrainSettings(
         styles=[str(shared / "data/styles/vangogh_starry_night_crop.jpg")],
@@ -61,6 +63,7 @@ def test_mixed_precision_training_on_the_device(
         cache=str(lossnet_cache),
         compile=compiled,
         channels_last=True,
+        stability_weight=stability,
     )
     out = tmp_path / "m.safetensors"
     # inductor's CPU code gives NaN gradients under bf16 (faststyle.training refuses that combination)
@@ -75,6 +78,10 @@ def test_mixed_precision_training_on_the_device(
         style = [float(row["loss/style"]) for row in csv.DictReader(handle) if row.get("loss/style")]
     assert len(style) >= 10
     assert sum(style[-5:]) / 5 < 0.75 * style[0], style
+    if stability:
+        with open(result.run_dir / "metrics.csv") as handle:
+            steadiness = [float(row["loss/stability"]) for row in csv.DictReader(handle) if row.get("loss/stability")]
+        assert len(steadiness) == len(style) and all(0 < value < 0.1 for value in steadiness), steadiness
     meta = read_metadata(out)
     assert meta["training"]["steps"] == steps and meta["data"]["skipped"] == 0
     net, _ = load_model(out, device=DEVICE)

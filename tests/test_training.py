@@ -231,6 +231,29 @@ def test_max_minutes_keeps_a_checkpoint_of_the_last_step_and_starts_afresh_on_re
     assert second.steps > first.steps and second.seconds >= 5  # a new 6-second budget, not the first one's leftover
 
 
+def test_the_stability_term_is_weighted_logged_and_recorded(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path
+) -> None:
+    """--stability-weight: the term (faststyle.stability) is added to the total with its weight, logged every step
+    beside the others, and recorded in the model file; a resumed run may not change it."""
+    settings = _settings(shared, lossnet_cache, steps=4)
+    settings.stability_weight = 300.0
+    out = tmp_path / "steady.safetensors"
+    result = _train(settings, photos, out)  # 4 steps: logged every step
+    with open(result.run_dir / "metrics.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("loss/stability")]
+    assert len(rows) == 4
+    for row in rows:
+        terms = {name: float(row[f"loss/{name}"]) for name in ("total", "content", "style", "tv", "stability")}
+        assert 0 < terms["stability"] < 0.1
+        weighted = terms["content"] + 2 * terms["style"] + terms["tv"] + 300 * terms["stability"]
+        assert terms["total"] == pytest.approx(weighted, rel=1e-5)
+    assert read_metadata(out)["loss"]["stability_weight"] == 300.0
+    settings.steps, settings.stability_weight = 6, 100.0
+    with pytest.raises(FaststyleError, match=r"--stability-weight 300.0 then, 100.0 now"):
+        _train(settings, photos, out, resume=True)
+
+
 def test_an_unreadable_style_image_fails_before_training(tmp_path: Path, photos: Path) -> None:
     bad = tmp_path / "style.jpg"
     bad.write_text("not an image")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from faststyle.argtypes import positive_int
+from faststyle.argtypes import non_negative_float, positive_int
 from faststyle.benchmarks._common import WEIGHTS_HELP, add_device_arguments, environment, summary, timed_together
 from faststyle.compiling import add_compile_argument, compiler
 from faststyle.device import resolve_device
@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_compile_argument(parser, "the step's networks")
     parser.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain reference loop")
+    parser.add_argument("--stability-weight", type=non_negative_float, default=0.0, metavar="W",
+                        help="also time the step with train's stability term at this weight")  # fmt: skip
     add_device_arguments(parser)
 
 
@@ -37,14 +39,23 @@ def _faststyle_step(
     optimizer: torch.optim.Optimizer,
     batch: Tensor,
     dtype: torch.dtype | None,
+    stability_weight: float = 0.0,
 ) -> Callable[[], None]:
-    """faststyle's step: content targets once under no_grad, optional bf16 autocast, no bad steps skipped here."""
+    """faststyle's step: content targets once under no_grad, optional bf16 autocast, no bad steps skipped here;
+    with ``stability_weight``, train's stability term too (on the first photo, a new move each step)."""
+    from faststyle.stability import stability_loss, step_shift
+
     device_type = batch.device.type
+    count = iter(range(1 << 62))
 
     def step() -> None:
         with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
             targets = targets_fn(batch)
-            terms = loss_fn(net_fn(batch), content_features=targets)
+            styled = net_fn(batch)
+            terms = loss_fn(styled, content_features=targets)
+            if stability_weight:
+                steadiness = stability_loss(net_fn, batch[:1], styled[:1], step_shift(0, next(count)))
+                terms.total = terms.total + stability_weight * steadiness  # type: ignore[attr-defined]
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()  # type: ignore[attr-defined]
         optimizer.step()
@@ -112,6 +123,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         compile_(net), compile_(loss), compile_(loss.content_features), optimizer,
         batch.contiguous(memory_format=memory_format), dtype,
     )  # fmt: skip
+    if args.stability_weight:
+        steady = TransformerNet().to(device, memory_format=memory_format)
+        steady_optimizer = torch.optim.Adam(steady.parameters(), lr=1e-3)
+        steps["faststyle_stability_img_per_s"] = _faststyle_step(
+            compile_(steady), compile_(loss), compile_(loss.content_features), steady_optimizer,
+            batch.contiguous(memory_format=memory_format), dtype, args.stability_weight,
+        )  # fmt: skip
     runs = {name: (lambda step=step: [step() for _ in range(args.steps)]) for name, step in steps.items()}
     for name, timing in timed_together(runs, device, args.repeats, args.warmup).items():
         stats: dict[str, float] = summary([args.steps * args.batch / t for t in timing.seconds])
@@ -123,6 +141,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "channels_last": channels_last,
         "compile": args.compile,
         "steps_per_run": args.steps,
+        **({"stability_weight": args.stability_weight} if args.stability_weight else {}),
     }
     if "baseline_img_per_s" in result:
         base = result["baseline_img_per_s"]["median"]  # type: ignore[index]

@@ -180,6 +180,7 @@ if has extras; then
     bench infer --model "$WORK/starry.safetensors" --size "$(pick 1080p 64)" --backend all
   fi
   bench train --size "$size" --batch "$((2 * batch))" --steps "$steps" --repeats 3 --no-baseline --compile
+  bench train --size "$size" --batch "$batch" --steps "$steps" --repeats 3 --no-baseline --compile --stability-weight 300
   pack
 fi
 
