@@ -36,6 +36,11 @@ def test_bench_train_times_faststyle_beside_the_plain_loop(capsys: pytest.Captur
     ours, plain = result["faststyle_img_per_s"]["median"], result["baseline_img_per_s"]["median"]
     assert result["speedup"] == pytest.approx(ours / plain)
     assert result["settings"] == {"precision": "fp32", "channels_last": False, "compile": False, "steps_per_run": 1}
+    assert "faststyle_stability_img_per_s" not in result
+    steady = bench(capsys, "train", "--size", "32", "--batch", "2", "--steps", "1", "--weights", "random",
+                   "--no-baseline", "--stability-weight", "300")  # fmt: skip
+    assert {"faststyle_img_per_s", "faststyle_stability_img_per_s"} <= steady.keys()
+    assert steady["faststyle_stability_img_per_s"]["runs"] == 2 and steady["settings"]["stability_weight"] == 300
 
 
 def test_bench_gatys_counts_evaluations_for_both_loops(capsys: pytest.CaptureFixture[str], lossnet_cache) -> None:
