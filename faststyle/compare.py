@@ -44,6 +44,8 @@ MODES = ("feedforward", "gatys", "both")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 # Bump when a metric's definition changes, so cached values are recomputed.
 METRICS_VERSION = 2
+STEADINESS_VERSION = 1
+STEADINESS_FRAMES = 4  # noisy frames of each photo
 LPIPS_NETWORK = "vgg16"
 IDENTITY = "content"
 HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -447,6 +449,23 @@ class Study:
             entries.append(entry)
         return entries
 
+    def steadiness(self, model: Path, contents: list[dict[str, Any]]) -> dict[str, float]:
+        """How much a model's painting of the study's photos changes when the scene moves by 1 or 2 pixels, or
+        under camera noise (faststyle.stability.instability, in 8-bit levels)."""
+        from faststyle.stability import instability
+        from faststyle.stylize import Stylizer
+
+        key = _hash(
+            {"model": sha256_file(model), "contents": [e["sha256"] for e in contents], "version": STEADINESS_VERSION}
+        )
+        value = self.cache.get("steadiness", key)
+        if value is None:
+            stylizer = Stylizer(model, device=self.device, precision="fp32")
+            photos = [load_image(self.out / entry["path"]).to(self.device) for entry in contents]
+            figures = instability(stylizer, photos, frames=STEADINESS_FRAMES, seed=self.s.seed)
+            value = self.cache.put("steadiness", key, {k: figures[k] for k in ("pan_1px", "pan_2px", "noise")})
+        return value
+
     def gatys(self, style_index: int, column: Column, contents: list[dict[str, Any]]) -> list[dict]:
         """Gatys runs with snapshots at each of ``--gatys-iters``. The trajectory does not depend on where a run stops,
         so the cache keeps one run per photo and column: it serves any subset of the counts snapshotted so far, and a
@@ -561,7 +580,9 @@ class Study:
 
     def metric_definitions(self) -> dict[str, str]:
         both = self.s.feedforward and self.s.gatys
-        return {k: v for k, v in METRIC_DEFINITIONS.items() if both or k != "gatys_gap"}
+        left_out = set() if both else {"gatys_gap"}
+        left_out |= set() if self.s.feedforward else {"steadiness"}
+        return {k: v for k, v in METRIC_DEFINITIONS.items() if k not in left_out}
 
     def check_sizes(self, contents: list[dict[str, Any]], styles: list[dict[str, Any]]) -> None:
         """Every photo and painting, at the sizes used, reaches the deepest layer of every network measuring it:
@@ -602,6 +623,7 @@ class Study:
             # outputs[method] = one image entry per content photo
             outputs: dict[str, list[dict[str, Any]]] = {IDENTITY: contents}
             gatys_entries: dict[str, list[dict[str, Any]]] = {}
+            steadiness: dict[str, dict[str, float]] = {}
             for column in self.columns:
                 if self.s.feedforward:
                     model, meta, status = self.model(si, column)
@@ -638,6 +660,7 @@ class Study:
                     )
                     images = self.stylize(si, column, model, contents)
                     outputs[f"feedforward:{column.name}"] = images
+                    steadiness[f"feedforward:{column.name}"] = self.steadiness(model, contents)
                     timings["inference_ms"].setdefault(style_name, {})[column.name] = _mean([e["ms"] for e in images])
                 if self.s.gatys:
                     entries = self.gatys(si, column, contents)
@@ -660,6 +683,8 @@ class Study:
                         }  # fmt: skip
                     )
             per_style[style_name] = self.measure(si, outputs, gatys_entries, contents)
+            for method, figures in steadiness.items():
+                per_style[style_name]["summary"][method]["steadiness"] = figures
         timings["wall_seconds"] = time.perf_counter() - started
         timings["counts"] = self.cache.counts
         results = {
@@ -764,6 +789,9 @@ METRIC_DEFINITIONS = {
     ),
     f"lpips_{LPIPS_NETWORK}": "LPIPS v0.1 (VGG16) distance between output and content photo (0 = identical)",
     "color_hist": "mean over R,G,B of the earth mover's distance between 64-bin histograms of output and style",
+    "steadiness": "how much a feed-forward model's output changes between two video frames of a still scene, in "
+    "8-bit levels (mean absolute change where both frames show it, 8 px edges left out; lower is steadier): the "
+    "scene moved by 1 and by 2 pixels, and under camera noise of 2 levels (faststyle.stability.instability)",
     "gatys_gap": "a feed-forward output's style distance over that of the Gatys result after N iterations "
     "(same photo, style and loss network); 1 = as close to the style as Gatys, above 1 = farther",
 }

@@ -65,11 +65,9 @@ def instability(stylize: Callable[[Tensor], Tensor], images: Sequence[Tensor], f
             before, after = stylize(image[..., : width - move]), stylize(image[..., move:])
             change = after[..., :, : width - 2 * move] - before[..., :, move:]
             sums[f"pan_{move}px"] += float(change[inner].abs().mean())
-        noisy = [
-            ((image + torch.randn(image.shape, generator=generator) * noise) * 255).round().clamp(0, 255) / 255
-            for _ in range(frames)
-        ]
-        styled = [stylize(frame.to(image.device)) for frame in noisy]
+        noises = [torch.randn(image.shape, generator=generator).to(image.device) * noise for _ in range(frames)]
+        noisy = [((image + n) * 255).round().clamp(0, 255) / 255 for n in noises]  # as a camera's 8 bits
+        styled = [stylize(frame) for frame in noisy]
         sums["noise"] += _mean_change(styled)
         sums["noise_in"] += _mean_change(noisy)
     return {name: 255 * total / len(images) for name, total in sums.items()}

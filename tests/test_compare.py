@@ -123,12 +123,18 @@ def test_the_report_files_and_the_results_schema(study: dict[str, Any]) -> None:
         assert set(row["style_distance"]) == {"vgg16", "googlenet"}
         assert {"ssim_y", "lpips_vgg16", "color_hist"} <= set(row)
         assert (out / row["image"]).is_file()
+    assert "steadiness" not in style["summary"]["content"]
+    for method in methods[1:]:  # 10-step models repaint a scene moved by a pixel: several levels, not 0
+        steadiness = style["summary"][method]["steadiness"]
+        assert steadiness.keys() == {"pan_1px", "pan_2px", "noise"} and min(steadiness.values()) > 0.5, steadiness
+    assert "| shimmer 1-px move ↓ | shimmer 2-px move ↓ | camera noise ↓ |" in (out / "report.md").read_text()
 
     timings = results["timings"]
     assert [t["column"] for t in timings["training"]] == ["vgg16", "googlenet"]
     assert all(t["seconds"] > 0 and t["images_per_second"] > 0 for t in timings["training"])
     assert set(next(iter(timings["inference_ms"].values()))) == {"vgg16", "googlenet"}
     assert timings["counts"]["models"] == {"computed": 2, "reused": 0}
+    assert timings["counts"]["steadiness"] == {"computed": 2, "reused": 0}
     assert results["environment"]["device"] == "cpu"
 
 
