@@ -247,7 +247,9 @@ def _transparent_where(frame: Image.Image, clear: np.ndarray) -> Image.Image:
     indices[clear] = _GIF_TRANSPARENT
     out = Image.fromarray(indices, "P")
     palette = (frame.getpalette() or [])[: 3 * _GIF_TRANSPARENT]
-    out.putpalette(palette + [255] * (3 * 256 - len(palette)))  # white, where a viewer ignores the transparency
+    # Near-white, where a viewer ignores the transparency; not white itself, which Pillow's writer would take for the
+    # cleared background and leave out of a frame with its own palette (showing the frame's white as transparent).
+    out.putpalette(palette + [254, 255, 253] * ((3 * 256 - len(palette)) // 3))
     out.info["transparency"] = _GIF_TRANSPARENT
     return out
 

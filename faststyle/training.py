@@ -18,7 +18,7 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -735,6 +735,9 @@ def _check_resumable(checkpoint: dict[str, Any], settings: TrainSettings, run: P
     now = asdict(settings)
     balance_then = saved.get("style_balance")  # absent: a run from before --style-weight auto
     weighed = {"style_weight", "style_balance"} if balance_then != settings.style_balance else set()
+    # a setting a run from an older version did not record had its default then
+    defaults = {f.name: f.default for f in fields(TrainSettings) if f.default is not MISSING}
+    saved = {key: value for key, value in defaults.items() if key not in saved} | saved
     changed = [
         f"--{key.replace('_', '-')} {saved[key]!r} then, {now[key]!r} now"
         for key in now

@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="weight of the total-variation loss",
     )
     p("--stability-weight", type=non_negative_float, default=0.0, metavar="W",
-      help="weight of a term that keeps the output steady from one video frame to the next: a photo moved by 1-3 px, "
+      help="weight of a term that keeps the output steady from one video frame to the next: a photo moved by 0-3 px, "
       "with camera noise, must be painted as the photo was, moved (without it the painting follows the network's "
       "4-px grid and shimmers when the camera pans; 300 makes that 2.5-3 times steadier, 1000 3.5-6 times, at "
       "some cost in style, see README); costs one more pass of the transformer network on one photo a step. "
