@@ -20,6 +20,7 @@ from torch.nn import functional as F
 MAX_SHIFT = 3  # a move of 4 px is one the network's stride-4 grid already follows
 MARGIN = 8  # pixels at the edges left out of the comparison: there the content itself differs
 NOISE = 2 / 255  # camera noise of the moved copy (standard deviation, in [0,1] units): about a webcam's
+_INNER = (..., slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
 
 
 def step_shift(seed: int, step: int) -> tuple[int, int]:
@@ -41,8 +42,7 @@ def stability_loss(net: Callable[[Tensor], Tensor], content: Tensor, styled: Ten
     moved = moved_window(content, shift)
     if noise:
         moved = (moved + torch.randn_like(moved) * noise).clamp(0, 1)
-    inner = (..., slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
-    return F.mse_loss(net(moved)[inner].float(), moved_window(styled, shift)[inner].float())
+    return F.mse_loss(net(moved)[_INNER].float(), moved_window(styled, shift)[_INNER].float())
 
 
 @torch.no_grad()
@@ -58,13 +58,12 @@ def instability(stylize: Callable[[Tensor], Tensor], images: Sequence[Tensor], f
     """
     generator = torch.Generator().manual_seed(seed)
     sums: dict[str, float] = {"pan_1px": 0.0, "pan_2px": 0.0, "pan_4px": 0.0, "noise": 0.0, "noise_in": 0.0}
-    inner = (..., slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
     for image in images:
         width = image.shape[-1]
         for move in (1, 2, 4):
             before, after = stylize(image[..., : width - move]), stylize(image[..., move:])
             change = after[..., :, : width - 2 * move] - before[..., :, move:]
-            sums[f"pan_{move}px"] += float(change[inner].abs().mean())
+            sums[f"pan_{move}px"] += float(change[_INNER].abs().mean())
         noises = [torch.randn(image.shape, generator=generator).to(image.device) * noise for _ in range(frames)]
         noisy = [((image + n) * 255).round().clamp(0, 255) / 255 for n in noises]  # as a camera's 8 bits
         styled = [stylize(frame) for frame in noisy]
@@ -74,6 +73,5 @@ def instability(stylize: Callable[[Tensor], Tensor], images: Sequence[Tensor], f
 
 
 def _mean_change(frames: Sequence[Tensor]) -> float:
-    inner = (..., slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
-    changes = [float((b - a)[inner].abs().mean()) for a, b in zip(frames, frames[1:], strict=False)]
+    changes = [float((b - a)[_INNER].abs().mean()) for a, b in zip(frames, frames[1:], strict=False)]
     return sum(changes) / len(changes)

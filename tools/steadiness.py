@@ -4,10 +4,10 @@ one JSON line per model, as the README's table.
     python tools/steadiness.py MODEL.safetensors … --photos ../shared/data/content --size 256 \
         --style ../shared/data/styles/vangogh_starry_night_crop.jpg
 
-The photos are the images directly in --photos (Chicago and Tübingen in ../shared/data/content) and in its kodak/
-folder. With --style, each model's outputs are also measured under training's loss (the model's loss network with its
-default layer weights, training's normalisation), against that painting at 1.5 × --size: the content and style
-terms, unweighted, averaged over the photos.
+The photos are the images directly in --photos (Amber, Chicago and Tübingen in ../shared/data/content) and in its
+kodak/ folder. With --style, each model's outputs are also measured under training's loss (the model's loss network
+with its default layer weights, training's normalisation), against that painting at 1.5 × --size: the content and
+style terms, unweighted, averaged over the photos.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ from pathlib import Path
 
 import torch
 
+from faststyle.compare import IMAGE_SUFFIXES
 from faststyle.images import load_image
 from faststyle.losses import PerceptualLoss
 from faststyle.lossnets import get_lossnet
 from faststyle.modelfile import read_metadata
 from faststyle.stability import instability
 from faststyle.stylize import Stylizer
-
-SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
 def main() -> None:
@@ -37,7 +36,7 @@ def main() -> None:
     parser.add_argument("--cache", default=None, help="loss-network weights cache (default: as `faststyle weights`)")
     args = parser.parse_args()
     files = [p for folder in (args.photos, args.photos / "kodak") for p in sorted(folder.glob("*"))]
-    photos = [load_image(p, args.size) for p in files if p.suffix.lower() in SUFFIXES]
+    photos = [load_image(p, args.size) for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     for model in args.models:
         stylizer = Stylizer(model, device="cpu", backend="eager")
         line: dict[str, object] = {"model": model.name, "photos": len(photos)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -46,7 +47,7 @@ def _faststyle_step(
     from faststyle.stability import stability_loss, step_shift
 
     device_type = batch.device.type
-    count = iter(range(1 << 62))
+    count = itertools.count()
 
     def step() -> None:
         with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
