@@ -268,27 +268,35 @@ class StyleModule(pl.LightningModule):
         every = (self.check_every, FINITE_CHECK_EVERY)
         return upcoming >= self.trainer.max_steps or self.trainer.should_stop or any(upcoming % n == 0 for n in every)
 
-    def _first_non_finite(self, finite: Tensor, total: Tensor, grad_norm: Tensor) -> None:
-        """Keeps (step, loss, gradient norm) of the first step that was not finite, on the device."""
+    def _first_non_finite(self, finite: Tensor, total: Tensor, grad_norm: Tensor, losses_finite: Tensor) -> None:
+        """Keeps (step, loss, gradient norm, whether every process's loss was finite) of the first step that was not
+        finite, on the device."""
         if self._non_finite is None:
-            self._non_finite = torch.full((3,), -1.0, dtype=torch.float64, device=total.device)
+            self._non_finite = torch.full((4,), -1.0, dtype=torch.float64, device=total.device)
         first = ~finite & (self._non_finite[0] < 0)
-        now = torch.stack([total.detach().double(), grad_norm.detach().double()])
+        now = torch.stack([total.detach().double(), grad_norm.detach().double(), losses_finite.double()])
         self._non_finite = torch.where(first, torch.cat([now.new_full((1,), self.global_step), now]), self._non_finite)
 
-    def non_finite_step(self) -> tuple[int, float, float] | None:
-        """(step, loss, gradient norm) of the first non-finite step the device recorded (one read), else None."""
+    def non_finite_step(self) -> tuple[int, float, float, bool] | None:
+        """(step, loss, gradient norm, whether every process's loss was finite) of the first non-finite step the
+        device recorded (one read), else None."""
         if self._non_finite is None:
             return None
-        step, total, grad_norm = self._non_finite.tolist()
-        return (int(step), total, grad_norm) if step >= 0 else None
+        step, total, grad_norm, losses_finite = self._non_finite.tolist()
+        return (int(step), total, grad_norm, losses_finite > 0) if step >= 0 else None
 
-    def _stop_non_finite(self, step: int, total: float, grad_norm: float) -> None:
-        if math.isfinite(total) and math.isfinite(grad_norm):  # this process's were finite; the verdict is shared
-            self._stop(f"the loss or gradients of another process were not finite at step {step}")
-            return
-        what, value = ("the loss", total) if not math.isfinite(total) else ("a gradient", grad_norm)
-        self._stop(f"{what} became {value} at step {step}")
+    def _stop_non_finite(self, step: int, total: float, grad_norm: float, losses_finite: bool = True) -> None:
+        # Under DDP the gradients are averaged in the backward pass: one process's NaN loss makes every process's
+        # gradients NaN, so a process whose own loss was finite says whose loss it was rather than blame a gradient.
+        if not math.isfinite(total):
+            reason = f"the loss became {total}"
+        elif not losses_finite:
+            reason = "the loss of another process was not finite"
+        elif not math.isfinite(grad_norm):
+            reason = f"a gradient became {grad_norm}"
+        else:
+            reason = "the gradients of another process were not finite"
+        self._stop(f"{reason} at step {step}")
 
     def losses(self, content: Tensor):
         if self._use_channels_last():
@@ -315,22 +323,23 @@ class StyleModule(pl.LightningModule):
         # Nothing non-finite may reach the weights. Fused Adam leaves such a step out on the device, and the host
         # reads the verdict only before checkpoints (and every FINITE_CHECK_EVERY steps), instead of waiting for
         # every step's, which leaves the GPU idle while Python prepares the next step.
-        finite = torch.isfinite(terms.total)
-        if self._scaler() is None:  # under 16-mixed, overflowing scaled gradients are the scaler's to skip
-            finite &= torch.isfinite(grad_norm)
+        verdict = torch.stack([torch.isfinite(terms.total), torch.isfinite(grad_norm)])
+        if self._scaler() is not None:  # under 16-mixed, overflowing scaled gradients are the scaler's to skip
+            verdict[1] = True
         if self.trainer.world_size > 1 and torch.distributed.is_initialized():
             # the losses differ between processes: all skip, or stop, together (a collective, not a host wait)
-            flag = finite.float()
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-            finite = flag > 0
+            flags = verdict.float()
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
+            verdict = flags > 0
+        losses_finite, finite = verdict[0], verdict.all()
         if self._skips_on_device(optimizer.optimizer):
-            self._first_non_finite(finite, terms.total, grad_norm)
+            self._first_non_finite(finite, terms.total, grad_norm, losses_finite)
             optimizer.optimizer.found_inf = (~finite).float()
             if self._finite_check_due() and (found := self.non_finite_step()) is not None:
                 self._stop_non_finite(*found)
                 return
         elif not bool(finite):
-            self._stop_non_finite(self.global_step, float(terms.total.detach()), float(grad_norm))
+            self._stop_non_finite(self.global_step, float(terms.total.detach()), float(grad_norm), bool(losses_finite))
             return
         optimizer.step()
         optimizer.optimizer.found_inf = None  # as GradScaler leaves it: an unfused step would refuse one
@@ -678,7 +687,7 @@ class _InterruptCheckpoint(OnExceptionCheckpoint):
         if found is not None:  # recorded on the device, not yet read by the host
             log.warning(
                 "step %d was not finite (loss %s, gradient norm %s); fused Adam left it and any later such steps out",
-                *found,
+                *found[:3],
             )
 
 

@@ -475,7 +475,10 @@ original = faststyle.training.StyleModule.losses
 def poisoned(self, content):
     terms = original(self, content)
     if self.trainer.global_rank == 1 and self.global_step >= {step}:
-        terms.total = terms.total + torch.tensor(float("nan"))  # the loss alone: the gradients stay finite
+        if {gradients_too}:  # every gradient of process 1 NaN, and so, averaged, every process's
+            terms.total = terms.total * torch.tensor(float("nan"))
+        else:  # the loss alone: the gradients stay finite
+            terms.total = terms.total + torch.tensor(float("nan"))
     return terms
 
 
@@ -485,8 +488,9 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.parametrize(
-    ("on_device", "bad_step", "checkpoint_every"), [(False, 3, 2), (True, 5, 4)],
-    ids=["checked-every-step", "left-out-on-the-device"],
+    ("on_device", "gradients_too", "bad_step", "checkpoint_every"),
+    [(False, False, 3, 2), (True, False, 5, 4), (False, True, 3, 2), (True, True, 5, 4)],
+    ids=["loss-checked-every-step", "loss-left-out-on-the-device", "gradients-too", "gradients-too-on-the-device"],
 )  # fmt: skip
 def test_ddp_stops_every_process_when_one_alone_goes_non_finite(
     shared: Path,
@@ -494,15 +498,17 @@ def test_ddp_stops_every_process_when_one_alone_goes_non_finite(
     photos: Path,
     tmp_path: Path,
     on_device: bool,
+    gradients_too: bool,
     bad_step: int,
     checkpoint_every: int,
 ) -> None:
-    """Process 1's loss turns NaN while process 0's, and both processes' averaged gradients, stay finite: the
-    shared verdict stops both at the same step, with the same weights and the same last good checkpoint. Left out
-    on the device, the bad step is found only before the next checkpoint, and none of the steps since reached the
-    weights."""
+    """Process 1's loss turns NaN while process 0's stays finite, either alone (both processes' averaged gradients
+    stay finite) or with process 1's gradients (which DDP's averaging makes NaN on both): the shared verdict stops
+    both at the same step, with the same weights and the same last good checkpoint, and process 0 says it was the
+    other's loss, not blame a gradient. Left out on the device, the bad step is found only before the next
+    checkpoint, and none of the steps since reached the weights."""
     script = tmp_path / "rank_one_goes_non_finite.py"
-    script.write_text(_RANK_ONE_GOES_NON_FINITE.format(on_device=on_device, step=bad_step))
+    script.write_text(_RANK_ONE_GOES_NON_FINITE.format(on_device=on_device, gradients_too=gradients_too, step=bad_step))
     out = tmp_path / "ddp.safetensors"
     command = [sys.executable, str(script), "-v", "train", "--style",
                str(shared / "data/styles/vangogh_starry_night_crop.jpg"), "--data", str(photos), "--stream",
@@ -516,7 +522,7 @@ def test_ddp_stops_every_process_when_one_alone_goes_non_finite(
     stops = re.findall(r"stopping: (.*); the weights were not updated with it", done.stderr)
     assert sorted(stops) == [
         f"the loss became nan at step {bad_step}",
-        f"the loss or gradients of another process were not finite at step {bad_step}",
+        f"the loss of another process was not finite at step {bad_step}",
     ], stops
     digests = dict(re.findall(r"process (\d) ends with weights (\w+)", done.stderr))
     assert digests.keys() == {"0", "1"} and digests["0"] == digests["1"], digests
