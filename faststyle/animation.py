@@ -233,11 +233,11 @@ def gif_delays(durations: list[float], source: str | os.PathLike[str] = "") -> l
 def _with_one_palette(frames: list[Image.Image]) -> list[Image.Image]:
     """The frames in 256 colours chosen from all of them (each scaled down for the choice), with Floyd–Steinberg
     dithering. A frame the shared palette serves far worse than the others (a scene cut, a flash, a title card)
-    gets a palette of its own. RGBA frames get 255 colours and the last index where they are less than half
-    opaque (``info["transparency"]``)."""
+    gets a palette of its own. RGBA frames get 255 colours, chosen from and measured on the pixels that stay
+    visible, and the last index where they are less than half opaque (``info["transparency"]``)."""
     if frames[0].mode == "RGBA":
         opaque = [np.asarray(frame.getchannel("A")) >= 128 for frame in frames]
-        quantized = _quantized([frame.convert("RGB") for frame in frames], colours=_GIF_TRANSPARENT)
+        quantized = _quantized(frames, colours=_GIF_TRANSPARENT, shown=opaque)
         return [_transparent_where(frame, ~keep) for frame, keep in zip(quantized, opaque, strict=True)]
     return _quantized(frames, colours=256)
 
@@ -254,27 +254,40 @@ def _transparent_where(frame: Image.Image, clear: np.ndarray) -> Image.Image:
     return out
 
 
-def _quantized(frames: list[Image.Image], colours: int) -> list[Image.Image]:
+def _quantized(frames: list[Image.Image], colours: int, shown: list[np.ndarray] | None = None) -> list[Image.Image]:
+    """RGB or RGBA frames in ``colours`` colours; with ``shown`` masks, only the pixels they keep count."""
+    shown = shown or [None] * len(frames)
     width, height = frames[0].size
     scale = min(1.0, (_GIF_PALETTE_PIXELS / (len(frames) * width * height)) ** 0.5)
     cell = (max(1, round(width * scale)), max(1, round(height * scale)))
-    sheet = Image.new("RGB", (cell[0], cell[1] * len(frames)))
-    for row, frame in enumerate(frames):
-        sheet.paste(frame.resize(cell, Image.BOX), (0, row * cell[1]))
-    palette = sheet.quantize(colours, method=Image.Quantize.FASTOCTREE)
-    shared = [frame.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG) for frame in frames]
-    errors = [_squared_error(frame, quantized) for frame, quantized in zip(frames, shared, strict=True)]
+    palette = _palette([frame.resize(cell, Image.BOX) for frame in frames], colours)
+    rgb = [frame.convert("RGB") for frame in frames]
+    shared = [frame.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG) for frame in rgb]
+    errors = [_squared_error(*args) for args in zip(rgb, shared, shown, strict=True)]
     typical = float(np.median(errors))
-    for index, (frame, error) in enumerate(zip(frames, errors, strict=True)):
+    for index, (frame, error, keep) in enumerate(zip(rgb, errors, shown, strict=True)):
         if error > _OWN_PALETTE_ERROR * typical:
-            own = frame.quantize(colours, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.FLOYDSTEINBERG)
-            if _squared_error(frame, own) < error:
+            own = frame.quantize(palette=_palette([frames[index]], colours), dither=Image.Dither.FLOYDSTEINBERG)
+            if _squared_error(frame, own, keep) < error:
                 shared[index] = own
     return shared
 
 
-def _squared_error(frame: Image.Image, quantized: Image.Image) -> float:
+def _palette(frames: list[Image.Image], colours: int) -> Image.Image:
+    """A palette of ``colours`` chosen from the frames' pixels, an RGBA frame's (premultiplied when scaled down)
+    where it is at least half opaque; fully transparent frames give one from all their pixels."""
+    pixels = np.concatenate([np.asarray(frame).reshape(-1, len(frame.getbands())) for frame in frames])
+    if pixels.shape[1] == 4 and (pixels[:, 3] >= 128).any():
+        pixels = pixels[pixels[:, 3] >= 128]
+    return Image.fromarray(np.ascontiguousarray(pixels[None, :, :3])).quantize(
+        colours, method=Image.Quantize.FASTOCTREE
+    )
+
+
+def _squared_error(frame: Image.Image, quantized: Image.Image, shown: np.ndarray | None = None) -> float:
     difference = np.asarray(frame, dtype=np.float32) - np.asarray(quantized.convert("RGB"), dtype=np.float32)
+    if shown is not None and shown.any():
+        difference = difference[shown]
     return float(np.square(difference).mean())
 
 
