@@ -434,15 +434,19 @@ def test_an_interrupted_cli_run_resumes_at_the_same_step(
     assert "💡 Tip" not in resumed.stderr and "weights_only" not in resumed.stderr  # Lightning's noise left out
 
 
-def test_two_process_ddp_through_the_cli(shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path) -> None:
-    """Lightning's own DDP strategy, two CPU processes over gloo, each streaming its half of the folder."""
+@pytest.mark.parametrize("stability_weight", [0, 300])
+def test_two_process_ddp_through_the_cli(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, stability_weight: int
+) -> None:
+    """Lightning's own DDP strategy, two CPU processes over gloo, each streaming its half of the folder; with the
+    stability term, each process runs the network twice a step before its gradients are averaged."""
     out = tmp_path / "ddp.safetensors"
     command = [sys.executable, "-m", "faststyle.cli", "-v", "train", "--style",
                str(shared / "data/styles/vangogh_starry_night_crop.jpg"), "--data", str(photos), "--stream",
                "--out", str(out), "--size", "48", "--style-size", "96", "--batch", "2", "--width", "0.5",
                "--steps", "4", "--workers", "0", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
                "--val-every", "2", "--checkpoint-every", "2", "--no-progress",
-               "--cache", str(lossnet_cache)]  # fmt: skip
+               "--stability-weight", str(stability_weight), "--cache", str(lossnet_cache)]  # fmt: skip
     env = os.environ | {"HF_HOME": str(tmp_path / "hf")}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -450,6 +454,7 @@ def test_two_process_ddp_through_the_cli(shared: Path, lossnet_cache: Path, phot
     assert done.stdout.count("wrote ") == 1, done.stdout  # only rank 0 reports and writes
     digests = dict(re.findall(r"process (\d) ends with weights (\w+)", done.stderr))
     assert digests.keys() == {"0", "1"} and digests["0"] == digests["1"], digests  # gradients were averaged
+    assert read_metadata(out)["loss"]["stability_weight"] == stability_weight
     meta = read_metadata(out)["training"]
     assert meta["steps"] == 4 and meta["processes"] == 2
     assert meta["images_seen"] == 4 * 2 * 2
