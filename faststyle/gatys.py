@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -34,6 +35,8 @@ from faststyle.images import resize_long_side, unit_range
 from faststyle.losses import PerceptualLoss
 from faststyle.lossnets.base import LossNet
 from faststyle.lossnets.registry import get_lossnet
+
+log = logging.getLogger(__name__)
 
 # Bumped when the same arguments give another image, so that caches (faststyle compare) do not serve the old one
 # (2: the painting's Gram matrix per position, L-BFGS on the box instead of on a sigmoid of the pixels).
@@ -80,7 +83,11 @@ def _positive(value: float, what: str, integer: bool = False) -> None:
         raise FaststyleError(f"{what} must be a positive {'whole ' if integer else ''}number, not {value!r}")
 
 
-def _initial(content: Tensor, init: str, generator: torch.Generator) -> Tensor:
+def _initial(content: Tensor, init: str | Tensor, generator: torch.Generator) -> Tensor:
+    if isinstance(init, Tensor):
+        return torch.nn.functional.interpolate(
+            init.to(content.device), size=content.shape[-2:], mode="bilinear", antialias=True, align_corners=False
+        ).clamp(0, 1)
     if init == "content":
         return content.clone()
     noise = torch.rand(content.shape, generator=generator).to(content.device)
@@ -187,7 +194,7 @@ def stylize(
     size: int = 512,
     iters: int = 500,
     optimizer: str = "lbfgs",
-    init: str = "content",
+    init: str | Tensor = "content",
     ratio: float = 1e4,
     tv_weight: float = 0.0,
     style_scale: float = 1.2,
@@ -214,8 +221,9 @@ def stylize(
     upsampled, ``iters`` iterations each). ``ratio``: style weight against content weight 1 (see
     ``caffe_units``). ``optimizer``: ``"lbfgs"`` (on the box [0,1]; ``lr`` is its step size, default 1;
     ``line_search`` ``"backtracking"``, or None to take every step unchecked) or ``"adam"`` (``lr`` default 0.02
-    per [0,1] pixel). ``init``: ``"content"``, ``"noise"`` (uniform) or ``"mixed"`` (content with 10 % noise);
-    ``seed`` seeds the noise.
+    per [0,1] pixel). ``init``: ``"content"``, ``"noise"`` (uniform), ``"mixed"`` (content with 10 % noise), or an
+    image (1,3,H,W) in [0,1] scaled to the (first) scale's size, such as a trained model's painting of the content,
+    which the optimisation then refines; ``seed`` seeds the noise.
     ``caffe_units``: ``ratio`` is meant for the reference's 0–255 input, as for the Caffe networks; features of a
     network fed smaller numbers are smaller by a factor k (k ≈ 57 for torchvision's VGG and AlexNet), which
     scales content by k² and style by k⁴, so the style weight becomes ``ratio · k²`` (see ``caffe_pixel_scale``).
@@ -241,7 +249,10 @@ def stylize(
     _positive(iters, "iters", integer=True)
     _positive(size, "size", integer=True)
     _choice(optimizer, OPTIMIZERS, "optimizer")
-    _choice(init, INITS, "init")
+    if isinstance(init, Tensor):
+        init = _one_image(init, "init")
+    else:
+        _choice(init, INITS, "init")
     _choice(precision, PRECISIONS, "precision")
     _choice(pooling, ("max", "avg"), "pooling")
     _positive(style_scale, "style_scale")
@@ -259,6 +270,10 @@ def stylize(
             _positive(s, "every multiscale size", integer=True)
     scales = sorted(set(multiscale)) if multiscale else [size]  # coarse to fine, each size once
     content = _one_image(content, "content")
+    if isinstance(init, Tensor):
+        (ih, iw), (ch, cw) = init.shape[-2:], content.shape[-2:]
+        if abs(math.log((iw / ih) / (cw / ch))) > 0.02:
+            log.warning("the initial image (%dx%d) is stretched to the content's shape (%dx%d)", iw, ih, cw, ch)
     styles = [_one_image(s, "style") for s in ([style] if isinstance(style, Tensor) else style)]
     if not styles:
         raise FaststyleError("give at least one style image")
@@ -284,6 +299,8 @@ def stylize(
         # luminance-only transfer: optimise a grey image against the luminances, then add the content's chroma
         styles = [match_luminance(s, content) for s in styles]
         content = grey(content)
+        if isinstance(init, Tensor):
+            init = grey(init)
         if callback is not None:
             callback = functools.partial(_in_content_colours, callback, original)
     history: list[dict[str, float]] = []

@@ -64,7 +64,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iters", type=int, default=500, help="optimiser iterations (per scale; default 500)")
     p.add_argument("--optimizer", default="lbfgs", choices=OPTIMIZERS, help="lbfgs (reference) or adam")
     p.add_argument("--lr", type=float, default=None, help="step size (default: 1 for lbfgs, 0.02 for adam)")
-    p.add_argument("--init", default="content", choices=INITS, help="start from the content, noise or a mix")
+    init = p.add_mutually_exclusive_group()
+    init.add_argument(
+        "--init", default="content", metavar="{" + ",".join(INITS) + "} or IMG",
+        help="start from the content (default), noise, a mix, or an image file such as a trained model's painting "
+        "of the content, which the optimisation then refines",
+    )  # fmt: skip
+    init.add_argument(
+        "--init-model", default=None, metavar="NAME|FILE",
+        help="start from this trained model's painting of the content (a model in checkpoints/ or a file): a fast "
+        "result refined toward the loss network's optimum, keeping much of the model's look",
+    )  # fmt: skip
     p.add_argument("--ratio", type=float, default=1e4, help="style weight : content weight (default 1e4)")
     p.add_argument("--tv-weight", type=float, default=0.0, help="total-variation weight for smoothness (default 0)")
     p.add_argument(
@@ -99,6 +109,25 @@ def _snapshot_path(out: Path, iteration: int) -> Path:
     return out.with_name(f"{out.stem}_iter{iteration:04d}{out.suffix}")
 
 
+def _initial_image(args: argparse.Namespace, content: Tensor) -> str | Tensor:
+    """``--init``'s name, or the image it names, or ``--init-model``'s painting of the content at the first scale."""
+    from faststyle.errors import FaststyleError
+    from faststyle.gatys import INITS
+    from faststyle.images import load_image
+
+    if args.init_model is not None:
+        from faststyle.stylize import Stylizer
+
+        first = min(args.multiscale) if args.multiscale else args.size
+        stylizer = Stylizer(args.init_model, device=args.device)
+        return stylizer(content, size=first)
+    if args.init in INITS:
+        return args.init
+    if not Path(args.init).is_file():
+        raise FaststyleError(f"--init must be {', '.join(INITS)} or an image file; {args.init!r} is neither")
+    return load_image(args.init)
+
+
 def run(args: argparse.Namespace) -> int:
 
     from faststyle.device import resolve_device
@@ -121,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable(out.parent, "the result")
     content = load_image(args.content)
     styles = [load_image(path) for path in args.style]
+    init = _initial_image(args, content)
 
     def snapshot(iteration: int, image: Tensor, terms: dict[str, float]) -> None:
         if args.save_every and iteration % args.save_every == 0:
@@ -136,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         size=args.size,
         iters=args.iters,
         optimizer=args.optimizer,
-        init=args.init,
+        init=init,
         ratio=args.ratio,
         tv_weight=args.tv_weight,
         style_scale=args.style_scale,
