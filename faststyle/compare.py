@@ -380,7 +380,9 @@ class Study:
 
     def model(self, style_index: int, column: Column) -> tuple[Path, dict[str, Any], str]:
         from faststyle.modelfile import read_metadata
-        from faststyle.training import TrainSettings, checkpoint_step, latest_checkpoint, style_weight_settings, train
+        from faststyle.resuming import checkpoint_step, latest_checkpoint
+        from faststyle.settings import TrainSettings, style_weight_settings
+        from faststyle.training import train
 
         wanted = self.model_wanted(style_index, column)
         found = self.find_model(wanted)

@@ -8,17 +8,14 @@ stops, and the last checkpoint (written every ``checkpoint_every`` steps) stays 
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import logging
 import math
-import numbers
 import os
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,19 +29,27 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 
 from faststyle.compiling import compiler
-from faststyle.config import LayerConfig, backbone_for, layer_config
 from faststyle.errors import FaststyleError
 from faststyle.images import (
     READER_VERSION,
-    atomic_write_bytes,
     check_writable,
     load_image,
     save_image,
     sha256_file,
     thumbnail_data_uri,
 )
-from faststyle.losses import STYLE_BALANCE, TRAINING_WEIGHTS, PerceptualLoss, blend_weights
-from faststyle.lossnets import get_lossnet, spec
+from faststyle.losses import PerceptualLoss
+from faststyle.lossnets import get_lossnet
+from faststyle.resuming import (
+    INTERRUPTED,
+    check_resumable,
+    checkpoint_step,
+    join_metrics,
+    latest_checkpoint,
+    read_checkpoint,
+    set_metrics_aside,
+)
+from faststyle.settings import TrainSettings
 from faststyle.stability import stability_loss, step_shift
 from faststyle.transformer import TransformerNet
 
@@ -62,114 +67,6 @@ warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`,
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
 # The run folder already holds the validation photos; the loggers only ever append their own files to it.
 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
-
-
-@dataclass
-class TrainSettings:
-    """Everything that defines a training run; recorded in the model file. Checked when made, with the errors the
-    command line gives. ``styles``: paths (one may be given alone); ``style_weight``: a number, or ``"auto"`` to
-    measure it from ``style_balance`` (see ``style_weight_settings``)."""
-
-    styles: list[str]
-    backbone: str | None = None  # None: the one ``config`` is for, else vgg16
-    config: str | None = None
-    style_blend: list[float] | None = None
-    style_size: int | None = None
-    content_weight: float = TRAINING_WEIGHTS["content_weight"]
-    style_weight: float = TRAINING_WEIGHTS["style_weight"]
-    # set: style_weight is measured so that style pulls this hard against content (faststyle.balance), not given
-    style_balance: float | None = None
-    tv_weight: float = TRAINING_WEIGHTS["tv_weight"]
-    stability_weight: float = 0.0  # faststyle.stability's term; 0: left out
-    lr: float = 1e-3
-    steps: int = 40_000
-    batch: int = 4
-    size: int = 256
-    short_side: int | None = None  # photos scaled to this short side before cropping; None: only small ones, up
-    width: float = 1.0
-    num_residual: int = 5
-    pooling: str = "max"
-    lossnet_weights: str | None = None
-    cache: str | None = None
-    seed: int = 0
-    channels_last: bool | None = None
-    compile: bool | str = False  # True or a mode of faststyle.compiling.COMPILE_MODES
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        """Check every setting, naming it as the command line does, before any work."""
-        if isinstance(self.styles, (str, os.PathLike)):
-            self.styles = [self.styles]
-        self.styles = [str(path) for path in self.styles]
-        if not self.styles:
-            raise FaststyleError("give at least one style image (styles, --style)")
-        if self.style_weight == "auto":
-            auto = style_weight_settings("auto")
-            self.style_weight = auto["style_weight"]
-            self.style_balance = self.style_balance if self.style_balance is not None else auto["style_balance"]
-        for name in ("steps", "batch"):
-            setattr(self, name, _whole(getattr(self, name), name, 1))
-        self.size = _whole(self.size, "size", 16, "too small a crop to train on; give 16 or more (256 is usual)")
-        for name in ("style_size", "short_side"):
-            if getattr(self, name) is not None:
-                setattr(self, name, _whole(getattr(self, name), name, 1))
-        self.num_residual = _whole(self.num_residual, "num_residual", 0)
-        self.seed = _whole(self.seed, "seed", 0)
-        for name in ("content_weight", "style_weight", "tv_weight", "stability_weight"):
-            setattr(self, name, _number(getattr(self, name), name, allow_zero=True))
-        for name in ("lr", "width"):
-            setattr(self, name, _number(getattr(self, name), name, allow_zero=False))
-        if self.style_balance is not None:
-            self.style_balance = _number(self.style_balance, "style_balance", allow_zero=False)
-            if not self.content_weight > 0:
-                raise FaststyleError(
-                    "--style-weight auto balances style against content: give --content-weight above 0"
-                )
-        if self.pooling not in ("max", "avg"):
-            raise FaststyleError(f"pooling (--pooling) must be max or avg, not {self.pooling!r}")
-        if self.style_blend is not None:
-            blend_weights(len(self.styles), self.style_blend)
-        self.backbone = backbone_for(self.backbone, self.config)
-
-    def layer_config(self) -> LayerConfig:
-        spec(self.backbone)  # an unknown backbone: the error lists the known ones
-        return layer_config(self.backbone, self.config)
-
-    def resolved_style_size(self) -> int:
-        return self.style_size or round(1.5 * self.size)
-
-
-def _flag(name: str) -> str:
-    """A setting's name, and the command line's option for it where there is one."""
-    return name if name in ("style_balance", "num_residual") else f"{name} (--{name.replace('_', '-')})"
-
-
-def _whole(value: object, name: str, least: int, advice: str | None = None) -> int:
-    """``value`` as an int (numpy's too), or an error naming the setting."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise FaststyleError(f"{_flag(name)} must be a whole number, not {value!r}")
-    if value < least:
-        raise FaststyleError(
-            f"{_flag(name)} {value} is {advice}" if advice else f"{_flag(name)} must be {least} or more, not {value}"
-        )
-    return int(value)
-
-
-def _number(value: object, name: str, allow_zero: bool) -> float:
-    """``value`` as a float (numpy's too), or an error naming the setting."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise FaststyleError(f"{_flag(name)} must be a finite number, not {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        least = "0 or more" if allow_zero else "above 0"
-        raise FaststyleError(f"{_flag(name)} must be {least}, not {value}")
-    return float(value)
-
-
-def style_weight_settings(weight: float | str) -> dict[str, float | None]:
-    """TrainSettings' ``style_weight`` and ``style_balance`` for a --style-weight value: a number, or ``"auto"``."""
-    if weight == "auto":
-        return {"style_weight": TRAINING_WEIGHTS["style_weight"], "style_balance": STYLE_BALANCE}
-    return {"style_weight": float(weight), "style_balance": None}
 
 
 class NonFiniteLoss(FaststyleError):
@@ -515,7 +412,7 @@ def train(
     check_writable(run, "the checkpoints and logs (--run-dir)")
     last = run / "checkpoints" / "last.ckpt"
     resume_from = latest_checkpoint(run / "checkpoints")
-    saved = _read_checkpoint(resume_from) if resume_from is not None else {}
+    saved = read_checkpoint(resume_from) if resume_from is not None else {}
     start_step = int(saved.get("global_step", 0))
     if not resume and resume_from is not None and start_step == 0:
         # left by a run that failed before its first step: nothing to continue
@@ -534,7 +431,7 @@ def train(
         then = saved.get("hyper_parameters", {}).get("settings", {})
         if settings.style_balance is not None and then.get("style_balance") == settings.style_balance:
             settings = replace(settings, style_weight=then["style_weight"])  # measured when the run began
-        _check_resumable(saved, settings, run, data_source(data))
+        check_resumable(saved, settings, run, data_source(data))
         if start_step >= settings.steps:
             raise FaststyleError(
                 f"the run in {run} already reached step {start_step} of --steps {settings.steps}; "
@@ -600,7 +497,7 @@ def train(
     if resume and resume_from is not None:
         log.info("resuming %s from %s at step %d", run, resume_from.name, start_step)
     if resume and rank_zero_only.rank == 0:
-        _set_metrics_aside(run, start_step)
+        set_metrics_aside(run, start_step)
     started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume else None)
@@ -611,7 +508,7 @@ def train(
         ) from None
     finally:
         if rank_zero_only.rank == 0:
-            _join_metrics(run)
+            join_metrics(run)
     seconds = time.perf_counter() - started
     steps_done = trainer.global_step - start_step
     rate = pace.images_per_second(settings.batch * trainer.world_size)
@@ -638,14 +535,6 @@ def train(
         result.model_path = out
         log.info("wrote %s", out)
     return result
-
-
-INTERRUPTED = "interrupted"
-METRICS_ASIDE = "metrics.previous.csv"
-
-
-# Settings a resumed run may change; any other change would make one model of two different trainings.
-RESUMABLE = frozenset({"steps", "styles", "cache", "lossnet_weights", "compile", "channels_last", "extra"})
 
 
 class _Pace(Callback):
@@ -691,91 +580,12 @@ class _InterruptCheckpoint(OnExceptionCheckpoint):
             )
 
 
-def _csv_rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
-    keys = sorted(set().union(*rows)) if rows else ["step"]
-    buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(path, buffer.getvalue().encode())
-
-
-def _set_metrics_aside(run: Path, start_step: int) -> None:
-    """Lightning's CSV logger deletes ``metrics.csv`` when it starts: keep the rows of the steps before a resumed run's
-    first in ``metrics.previous.csv`` (joined again by ``_join_metrics``, also after a run killed before it could)."""
-    rows = _csv_rows(run / METRICS_ASIDE) + _csv_rows(run / "metrics.csv")
-    kept = [row for row in rows if row.get("step", "").isdigit() and int(row["step"]) < start_step]
-    _write_csv(run / METRICS_ASIDE, kept)
-
-
-def _join_metrics(run: Path) -> None:
-    aside = run / METRICS_ASIDE
-    if aside.is_file():
-        _write_csv(run / "metrics.csv", _csv_rows(aside) + _csv_rows(run / "metrics.csv"))
-        aside.unlink()
-
-
 def _trainer(**options: Any) -> pl.Trainer:
     try:
         return pl.Trainer(**options)
     except (MisconfigurationException, ValueError, TypeError, ImportError) as exc:
         settings = ", ".join(f"{k}={options[k]!r}" for k in ("accelerator", "devices", "strategy", "precision"))
         raise FaststyleError(f"Lightning refuses these settings ({settings}): {exc}") from None
-
-
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    # Our own checkpoint (optimizer state included), not an untrusted file.
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def checkpoint_step(path: Path) -> int:
-    return int(_read_checkpoint(path).get("global_step", 0))
-
-
-def _check_resumable(checkpoint: dict[str, Any], settings: TrainSettings, run: Path, data: str) -> None:
-    saved = checkpoint.get("hyper_parameters", {}).get("settings", {})
-    now = asdict(settings)
-    balance_then = saved.get("style_balance")  # absent: a run from before --style-weight auto
-    weighed = {"style_weight", "style_balance"} if balance_then != settings.style_balance else set()
-    # a setting a run from an older version did not record had its default then
-    defaults = {f.name: f.default for f in fields(TrainSettings) if f.default is not MISSING}
-    saved = {key: value for key, value in defaults.items() if key not in saved} | saved
-    changed = [
-        f"--{key.replace('_', '-')} {saved[key]!r} then, {now[key]!r} now"
-        for key in now
-        if key not in RESUMABLE | weighed and key in saved and saved[key] != now[key]
-    ]
-    if weighed:
-        then_weight = f"auto ({balance_then})" if balance_then else saved.get("style_weight")
-        now_weight = f"auto ({settings.style_balance})" if settings.style_balance else settings.style_weight
-        changed.append(f"--style-weight {then_weight} then, {now_weight} now")
-    hashes = checkpoint.get("style_sha256")
-    if hashes is not None and hashes != [sha256_file(path) for path in settings.styles]:
-        changed.append("other style images")
-    from faststyle.data import PhotoDataModule
-
-    photos = checkpoint.get(PhotoDataModule.__qualname__, {}).get("source")  # Lightning's key for its state_dict
-    if photos is not None and photos != data:
-        changed.append(f"--data {photos} then, {data} now")
-    if changed:
-        raise FaststyleError(
-            f"the run in {run} was trained with other settings ({'; '.join(changed)}); resume it with the same "
-            "settings (only --steps may grow), or start a new run with another --out/--run-dir"
-        )
-
-
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint with the most steps: ``last.ckpt`` (also ``last-v1.ckpt`` … from versions that numbered them)
-    or the one saved on an interruption."""
-    existing = sorted(folder.glob("last*.ckpt")) + sorted(folder.glob(f"{INTERRUPTED}.ckpt"))
-    return max(existing, key=checkpoint_step) if existing else None
 
 
 def model_metadata(

@@ -22,8 +22,9 @@ from faststyle.gatys import caffe_pixel_scale, stylize
 from faststyle.images import load_image, resize_long_side
 from faststyle.losses import PerceptualLoss
 from faststyle.modelfile import load_model, read_metadata
+from faststyle.settings import TrainSettings
 from faststyle.stylize import Stylizer
-from faststyle.training import TrainSettings, train
+from faststyle.training import train
 from faststyle.transformer import TransformerNet
 
 DEVICE = torch.device(os.environ.get("FASTSTYLE_TEST_DEVICE", "cuda"))

@@ -366,7 +366,7 @@ def test_cli_config_alone_picks_its_backbone(tmp_path: Path, lossnet_cache: Path
 
 
 def test_the_api_takes_the_backbone_from_the_config(lossnet_cache: Path) -> None:
-    from faststyle.training import TrainSettings
+    from faststyle.settings import TrainSettings
 
     assert TrainSettings(styles=["s.jpg"], config="googlenet_pool").backbone == "googlenet"
     assert TrainSettings(styles=["s.jpg"]).backbone == "vgg16"

@@ -26,8 +26,9 @@ from faststyle.images import load_image, sha256_file
 from faststyle.losses import PerceptualLoss
 from faststyle.lossnets import get_lossnet
 from faststyle.modelfile import load_model, read_metadata
+from faststyle.settings import TrainSettings
 from faststyle.stylize import ModelInfo, style_thumbnail
-from faststyle.training import TrainSettings, dither_flat, train
+from faststyle.training import dither_flat, train
 from faststyle.transformer import TransformerNet
 
 

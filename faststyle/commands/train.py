@@ -103,7 +103,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from faststyle.training import TrainSettings, style_weight_settings, train
+    from faststyle.settings import TrainSettings, style_weight_settings
+    from faststyle.training import train
 
     settings = TrainSettings(
         styles=args.style,

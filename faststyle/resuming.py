@@ -1,0 +1,101 @@
+"""Resuming a training run: its latest checkpoint, whether the settings still match, and its metrics kept whole."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import MISSING, asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from faststyle.errors import FaststyleError
+from faststyle.images import atomic_write_bytes, sha256_file
+from faststyle.settings import TrainSettings
+
+INTERRUPTED = "interrupted"
+METRICS_ASIDE = "metrics.previous.csv"
+
+
+# Settings a resumed run may change; any other change would make one model of two different trainings.
+RESUMABLE = frozenset({"steps", "styles", "cache", "lossnet_weights", "compile", "channels_last", "extra"})
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    keys = sorted(set().union(*rows)) if rows else ["step"]
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+def set_metrics_aside(run: Path, start_step: int) -> None:
+    """Lightning's CSV logger deletes ``metrics.csv`` when it starts: keep the rows of the steps before a resumed run's
+    first in ``metrics.previous.csv`` (joined again by ``join_metrics``, also after a run killed before it could)."""
+    rows = _csv_rows(run / METRICS_ASIDE) + _csv_rows(run / "metrics.csv")
+    kept = [row for row in rows if row.get("step", "").isdigit() and int(row["step"]) < start_step]
+    _write_csv(run / METRICS_ASIDE, kept)
+
+
+def join_metrics(run: Path) -> None:
+    aside = run / METRICS_ASIDE
+    if aside.is_file():
+        _write_csv(run / "metrics.csv", _csv_rows(aside) + _csv_rows(run / "metrics.csv"))
+        aside.unlink()
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    # Our own checkpoint (optimizer state included), not an untrusted file.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(read_checkpoint(path).get("global_step", 0))
+
+
+def check_resumable(checkpoint: dict[str, Any], settings: TrainSettings, run: Path, data: str) -> None:
+    saved = checkpoint.get("hyper_parameters", {}).get("settings", {})
+    now = asdict(settings)
+    balance_then = saved.get("style_balance")  # absent: a run from before --style-weight auto
+    weighed = {"style_weight", "style_balance"} if balance_then != settings.style_balance else set()
+    # a setting a run from an older version did not record had its default then
+    defaults = {f.name: f.default for f in fields(TrainSettings) if f.default is not MISSING}
+    saved = {key: value for key, value in defaults.items() if key not in saved} | saved
+    changed = [
+        f"--{key.replace('_', '-')} {saved[key]!r} then, {now[key]!r} now"
+        for key in now
+        if key not in RESUMABLE | weighed and key in saved and saved[key] != now[key]
+    ]
+    if weighed:
+        then_weight = f"auto ({balance_then})" if balance_then else saved.get("style_weight")
+        now_weight = f"auto ({settings.style_balance})" if settings.style_balance else settings.style_weight
+        changed.append(f"--style-weight {then_weight} then, {now_weight} now")
+    hashes = checkpoint.get("style_sha256")
+    if hashes is not None and hashes != [sha256_file(path) for path in settings.styles]:
+        changed.append("other style images")
+    from faststyle.data import PhotoDataModule
+
+    photos = checkpoint.get(PhotoDataModule.__qualname__, {}).get("source")  # Lightning's key for its state_dict
+    if photos is not None and photos != data:
+        changed.append(f"--data {photos} then, {data} now")
+    if changed:
+        raise FaststyleError(
+            f"the run in {run} was trained with other settings ({'; '.join(changed)}); resume it with the same "
+            "settings (only --steps may grow), or start a new run with another --out/--run-dir"
+        )
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint with the most steps: ``last.ckpt`` (also ``last-v1.ckpt`` … from versions that numbered them)
+    or the one saved on an interruption."""
+    existing = sorted(folder.glob("last*.ckpt")) + sorted(folder.glob(f"{INTERRUPTED}.ckpt"))
+    return max(existing, key=checkpoint_step) if existing else None
