@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,36 @@ def test_every_command_and_target_has_help_that_ends_cleanly(capsys: pytest.Capt
                 for child in action.choices:
                     child_text = _help(capsys, name, child)
                     assert "``" not in child_text and "-v, --verbose" in child_text
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(found[0].choices) if found else {}
+
+
+def test_every_option_the_readme_gives_a_command_exists() -> None:
+    """Each ``faststyle COMMAND [TARGET] … --option`` in README.md (inline code and shell blocks) names an option that
+    command has: the documentation cannot drift from the parser unnoticed."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = [block.replace("\\\n", " ") for block in re.findall(r"```bash\n(.*?)```", readme, re.S)]
+    snippets = re.findall(r"`(faststyle [^`]+)`", readme) + [
+        line for block in blocks for line in re.split(r"&&|\n", block) if "faststyle " in line
+    ]
+    commands = _subparsers(build_parser())
+    checked = 0
+    for snippet in snippets:
+        words = snippet[snippet.index("faststyle ") :].split()[1:]
+        if not words or words[0] not in commands:
+            assert not words or words[0].startswith(("…", "-")), f"README: unknown command in {snippet!r}"
+            continue
+        parser, rest = commands[words[0]], words[1:]
+        if rest and rest[0] in _subparsers(parser):
+            parser, rest = _subparsers(parser)[rest[0]], rest[1:]
+        for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", " ".join(rest)):
+            if option not in parser._option_string_actions:
+                pytest.fail(f"README: {option} is no option of {snippet!r}")
+            checked += 1
+    assert checked >= 40, checked  # the README's commands were found
 
 
 def test_defaults_are_shown_as_typed(capsys: pytest.CaptureFixture[str]) -> None:
