@@ -35,6 +35,7 @@ from faststyle.images import resize_long_side, unit_range
 from faststyle.losses import PerceptualLoss
 from faststyle.lossnets.base import LossNet
 from faststyle.lossnets.registry import get_lossnet
+from faststyle.regions import RegionStyleLoss, as_mask
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +84,21 @@ def _positive(value: float, what: str, integer: bool = False) -> None:
         raise FaststyleError(f"{what} must be a positive {'whole ' if integer else ''}number, not {value!r}")
 
 
+def _warn_if_stretched(image: Tensor, content: Tensor, what: str) -> None:
+    (ih, iw), (ch, cw) = image.shape[-2:], content.shape[-2:]
+    if abs(math.log((iw / ih) / (cw / ch))) > 0.02:
+        log.warning("%s (%dx%d) is stretched to the content's shape (%dx%d)", what, iw, ih, cw, ch)
+
+
+def _resized(image: Tensor, size: Sequence[int]) -> Tensor:
+    return torch.nn.functional.interpolate(
+        image, size=tuple(size), mode="bilinear", antialias=True, align_corners=False
+    ).clamp(0, 1)
+
+
 def _initial(content: Tensor, init: str | Tensor, generator: torch.Generator) -> Tensor:
     if isinstance(init, Tensor):
-        return torch.nn.functional.interpolate(
-            init.to(content.device), size=content.shape[-2:], mode="bilinear", antialias=True, align_corners=False
-        ).clamp(0, 1)
+        return _resized(init.to(content.device), content.shape[-2:])
     if init == "content":
         return content.clone()
     noise = torch.rand(content.shape, generator=generator).to(content.device)
@@ -191,6 +202,7 @@ def stylize(
     config: LayerConfig | str | os.PathLike[str] | None = None,
     lossnet: LossNet | None = None,
     style_blend: Sequence[float] | None = None,
+    masks: Sequence[Tensor] | None = None,
     size: int = 512,
     iters: int = 500,
     optimizer: str = "lbfgs",
@@ -232,6 +244,9 @@ def stylize(
     fastest convolutions use; the optimised pixels stay NCHW, as L-BFGS flattens them. ``compile``: True or a
     ``faststyle.compiling.COMPILE_MODES`` mode compiles the loss (once per scale; "reduce-overhead" adds CUDA
     graphs, which remove the launch cost of the loss network's many small kernels).
+    ``masks``: one per style image, (1,1,H,W) in [0,1] in the content's frame (an RGB image is taken by its mean):
+    each style paints only where its mask is (Gatys et al.'s spatial control, 2017; ``faststyle.regions``), in place
+    of ``style_blend``; where no mask is, only the content loss acts.
     ``lossnet`` reuses a loaded network (``backbone``, ``pooling``, ``weights`` and ``cache`` are then unused);
     otherwise ``get_lossnet(backbone, weights, pooling, cache)`` loads one, ``backbone`` defaulting to the one
     ``config`` is for, else VGG16.
@@ -271,12 +286,18 @@ def stylize(
     scales = sorted(set(multiscale)) if multiscale else [size]  # coarse to fine, each size once
     content = _one_image(content, "content")
     if isinstance(init, Tensor):
-        (ih, iw), (ch, cw) = init.shape[-2:], content.shape[-2:]
-        if abs(math.log((iw / ih) / (cw / ch))) > 0.02:
-            log.warning("the initial image (%dx%d) is stretched to the content's shape (%dx%d)", iw, ih, cw, ch)
+        _warn_if_stretched(init, content, "the initial image")
     styles = [_one_image(s, "style") for s in ([style] if isinstance(style, Tensor) else style)]
     if not styles:
         raise FaststyleError("give at least one style image")
+    if masks is not None:
+        if style_blend is not None:
+            raise FaststyleError("masks say where each style paints; give them or a style blend, not both")
+        if len(masks) != len(styles):
+            raise FaststyleError(f"give one mask per style image: {len(styles)} styles, {len(masks)} masks")
+        masks = [as_mask(m, f"mask {i + 1}") for i, m in enumerate(masks)]
+        for mask in masks:
+            _warn_if_stretched(mask, content, "a mask")
 
     device = resolve_device(device)
     if precision == "fp16" and device.type == "cpu":
@@ -322,17 +343,15 @@ def stylize(
             lossnet.check_size(*target.shape[-2:], config.layers, "the content at this scale", too_small)
             for s in scaled_styles:
                 lossnet.check_size(*s.shape[-2:], config.style_layers, "the scaled style image", "raise --style-scale")
+            weights = {"content_weight": 1.0, "style_weight": style_weight, "tv_weight": tv_weight}
             with amp():
-                loss = PerceptualLoss(
-                    lossnet,
-                    config,
-                    scaled_styles,
-                    style_blend=style_blend,
-                    content_weight=1.0,
-                    style_weight=style_weight,
-                    tv_weight=tv_weight,
-                    normalization="caffe",
-                )
+                if masks is None:
+                    loss = PerceptualLoss(
+                        lossnet, config, scaled_styles, style_blend=style_blend, normalization="caffe", **weights
+                    )
+                else:
+                    at_scale = [_resized(mask, target.shape[-2:]) for mask in masks]
+                    loss = RegionStyleLoss(lossnet, config, scaled_styles, at_scale, normalization="caffe", **weights)
             if image is None:
                 start = _initial(target, init, generator)
             else:

@@ -217,12 +217,7 @@ class PerceptualLoss(nn.Module):
             layer: content_layer_loss(feats[layer], content_features[layer], norm)
             for layer in self.config.content_layers
         }
-        style_layers = {}
-        for layer in self.config.style_layers:
-            f = feats[layer]
-            # Per position, (G − M·A) / M = G/M − A: the caffe loss Σ(G − M·A)²/(4N²M²) is Σ(G/M − A)²/(4N²)
-            gram = gram_matrix(f, "mean")
-            style_layers[layer] = style_layer_loss(gram, self.target_gram(layer), f.shape[1], 1, norm)
+        style_layers = {layer: self.style_layer(layer, feats[layer]) for layer in self.config.style_layers}
         content_loss = _weighted_sum(content_layers, self.config.content_layers)
         style_loss = _weighted_sum(style_layers, self.config.style_layers)
         total = torch.add(content_loss * self.content_weight, style_loss, alpha=self.style_weight)
@@ -231,6 +226,12 @@ class PerceptualLoss(nn.Module):
             tv = tv_loss(output, norm)
             total = torch.add(total, tv, alpha=self.tv_weight)
         return LossTerms(total, content_loss, style_loss, tv, content_layers, style_layers)
+
+    def style_layer(self, layer: str, features: Tensor) -> Tensor:
+        """One style layer's loss for the output's ``features`` at it."""
+        # Per position, (G − M·A) / M = G/M − A: the caffe loss Σ(G − M·A)²/(4N²M²) is Σ(G/M − A)²/(4N²)
+        gram = gram_matrix(features, "mean")
+        return style_layer_loss(gram, self.target_gram(layer), features.shape[1], 1, self.normalization)
 
 
 def _weighted_sum(terms: dict[str, Tensor], weights: Mapping[str, float]) -> Tensor:

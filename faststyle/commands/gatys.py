@@ -53,6 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--style-blend", type=_floats, default=None, metavar="W1,W2", help="weight per --style (default equal)"
     )
+    p.add_argument(
+        "--mask", action="append", default=None, metavar="IMG",
+        help="where the --style of the same place paints: an image in the content's frame, white where it paints, "
+        "black where it does not; one per --style, in place of --style-blend (Gatys et al.'s spatial control)",
+    )  # fmt: skip
     names = ", ".join(available_lossnets())
     p.add_argument(
         "--backbone", default=None, help=f"loss network: {names} (default: the one --config is for, else vgg16)"
@@ -151,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     content = load_image(args.content)
     styles = [load_image(path) for path in args.style]
     init = _initial_image(args, content)
+    masks = [load_image(path) for path in args.mask] if args.mask else None
 
     def snapshot(iteration: int, image: Tensor, terms: dict[str, float]) -> None:
         if args.save_every and iteration % args.save_every == 0:
@@ -163,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         backbone=args.backbone,
         config=args.config,
         style_blend=args.style_blend,
+        masks=masks,
         size=args.size,
         iters=args.iters,
         optimizer=args.optimizer,

@@ -1,0 +1,101 @@
+"""Spatial control of style (Gatys et al., "Controlling Perceptual Factors in Neural Style Transfer", CVPR 2017):
+each style image paints only where its mask, in the content's frame, says.
+
+Each region's Gram matrix is taken of the features weighted by its mask (scaled down to each layer's size by area
+averaging) and divided by the mask's weight, so it is a Gram matrix per covered position, matched against its style
+image's own. A region's loss counts by the share of the image it covers: one style with a mask of ones is exactly the
+unguided loss, and regions that split the image split its style loss. Pixels no mask covers keep only the content
+loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from faststyle.config import ConfigSpec
+from faststyle.errors import FaststyleError
+from faststyle.images import unit_range
+from faststyle.losses import Normalization, PerceptualLoss, gram_matrix, style_layer_loss
+from faststyle.lossnets.base import LossNet
+
+
+def as_mask(mask: Tensor, what: str = "mask") -> Tensor:
+    """A mask as (1,1,H,W) float in [0,1]: (H,W), (1,H,W) and (1,1,H,W) are taken as they are, an RGB image
+    (1,3,H,W) or (3,H,W) by its mean over the channels."""
+    if not isinstance(mask, Tensor):
+        raise FaststyleError(f"{what} must be a tensor (1,1,H,W) in [0,1]; load files with load_image")
+    while mask.ndim < 4:
+        mask = mask.unsqueeze(0)
+    if mask.ndim != 4 or mask.shape[0] != 1 or mask.shape[1] not in (1, 3):
+        raise FaststyleError(f"{what}: expected one mask of shape (1,1,H,W) or an RGB image, got {tuple(mask.shape)}")
+    return unit_range(mask.detach().float(), what).mean(1, keepdim=True)
+
+
+class RegionStyleLoss(PerceptualLoss):
+    """``PerceptualLoss`` with one region per style image: ``masks[i]`` (1,1,H,W) in [0,1], in the frame of the
+    images the loss will see (scaled to it when they differ), says where ``style_images[i]`` paints."""
+
+    def __init__(
+        self,
+        lossnet: LossNet,
+        config: ConfigSpec,
+        style_images: Sequence[Tensor],
+        masks: Sequence[Tensor],
+        content_weight: float = 1.0,
+        style_weight: float = 1e4,
+        tv_weight: float = 0.0,
+        normalization: Normalization = "caffe",
+    ) -> None:
+        if len(masks) != len(style_images):
+            raise FaststyleError(f"give one mask per style image: {len(style_images)} styles, {len(masks)} masks")
+        super().__init__(
+            lossnet,
+            config,
+            list(style_images),
+            content_weight=content_weight,
+            style_weight=style_weight,
+            tv_weight=tv_weight,
+            normalization=normalization,
+        )
+        self.masks = torch.cat([as_mask(m, f"mask {i + 1}") for i, m in enumerate(masks)]).to(self.device)
+        self._layer_masks: dict[tuple[int, int], list[tuple[int, Tensor, float, float]]] = {}
+
+    @torch.no_grad()
+    def style_targets(self, style_images: Sequence[Tensor], blend: Sequence[float]) -> dict[str, Tensor]:
+        """Each style image's own Gram matrix per position, stacked (S,N,N) per layer: not blended."""
+        layers = list(self.config.style_layers)
+        grams: dict[str, list[Tensor]] = {layer: [] for layer in layers}
+        for image in style_images:
+            feats = self.features(image.to(self.device), layers)
+            for layer in layers:
+                grams[layer].append(gram_matrix(feats[layer], "mean").mean(0))
+        return {layer: torch.stack(grams[layer]) for layer in layers}
+
+    def layer_masks(self, size: tuple[int, int]) -> list[tuple[int, Tensor, float, float]]:
+        """Per region that reaches a layer of this size: its index, its mask there (1,1,h,w; area-averaged), the
+        share of the layer it covers and the factor from a Gram per position to one per covered position. Read
+        once per size, so that an evaluation waits for no value of the device."""
+        if size not in self._layer_masks:
+            (h, w), (mh, mw) = size, self.masks.shape[-2:]
+            mode = "area" if h <= mh and w <= mw else "bilinear"
+            masks = F.interpolate(self.masks, size=size, mode=mode).clamp(0, 1)
+            weights = masks.square().sum((1, 2, 3)).tolist()
+            self._layer_masks[size] = [
+                (i, masks[i : i + 1], weight / (h * w), h * w / weight)
+                for i, weight in enumerate(weights)
+                if weight > 0
+            ]
+        return self._layer_masks[size]
+
+    def style_layer(self, layer: str, features: Tensor) -> Tensor:
+        targets = self.target_gram(layer)
+        loss = features.new_zeros((), dtype=torch.float32)
+        for region, mask, share, per_covered in self.layer_masks(tuple(features.shape[-2:])):
+            gram = gram_matrix(features * mask.to(features.dtype), "mean") * per_covered
+            channels = features.shape[1]
+            loss = loss + share * style_layer_loss(gram, targets[region], channels, 1, self.normalization)
+        return loss
