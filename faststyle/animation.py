@@ -38,7 +38,7 @@ from faststyle.images import (
 )
 
 if TYPE_CHECKING:
-    from faststyle.stylize import Stylizer
+    from faststyle.stylize import Strength, Stylizer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -129,7 +129,7 @@ def stylize_animation(
     target: str | os.PathLike[str],
     *,
     size: int | None = None,
-    strength: float = 1.0,
+    strength: Strength = 1.0,
     preserve_color: bool = False,
     batch: int = 4,
     progress: bool = True,

@@ -31,11 +31,11 @@ from faststyle.compiling import compiler
 from faststyle.config import LayerConfig, backbone_for, layer_config
 from faststyle.device import resolve_device
 from faststyle.errors import FaststyleError
-from faststyle.images import resize_long_side, unit_range
+from faststyle.images import as_mask, resize_long_side, unit_range
 from faststyle.losses import PerceptualLoss
 from faststyle.lossnets.base import LossNet
 from faststyle.lossnets.registry import get_lossnet
-from faststyle.regions import RegionStyleLoss, as_mask
+from faststyle.regions import RegionStyleLoss
 
 log = logging.getLogger(__name__)
 

@@ -272,6 +272,20 @@ def unit_range(images: Tensor, what: str = "image") -> Tensor:
     raise FaststyleError(f"{what}: pixel values run from {low:.4g} to {high:.4g}, not within [0,1]; {hint}")
 
 
+def as_mask(mask: Tensor | Image.Image, what: str = "mask") -> Tensor:
+    """A mask or per-pixel weight map as (1,1,H,W) float in [0,1]: a tensor (H,W), (1,H,W) or (1,1,H,W) as it is,
+    an RGB tensor (1,3,H,W) or (3,H,W), or a PIL image, by its mean over R, G and B."""
+    if isinstance(mask, Image.Image):
+        mask = pil_to_tensor(mask.convert("RGB"))
+    if not isinstance(mask, Tensor):
+        raise FaststyleError(f"{what} must be a tensor (1,1,H,W) in [0,1] or a PIL image, not {type(mask).__name__}")
+    while mask.ndim < 4:
+        mask = mask.unsqueeze(0)
+    if mask.ndim != 4 or mask.shape[0] != 1 or mask.shape[1] not in (1, 3):
+        raise FaststyleError(f"{what}: expected one mask of shape (1,1,H,W) or an RGB image, got {tuple(mask.shape)}")
+    return unit_range(mask.detach(), what).float().mean(1, keepdim=True)
+
+
 def pil_to_tensor(image: Image.Image) -> Tensor:
     """PIL image -> float tensor (1,3,H,W) in [0,1]."""
     array = np.asarray(to_rgb(image), dtype=np.uint8)

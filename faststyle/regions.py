@@ -18,21 +18,9 @@ from torch.nn import functional as F
 
 from faststyle.config import ConfigSpec
 from faststyle.errors import FaststyleError
-from faststyle.images import unit_range
+from faststyle.images import as_mask
 from faststyle.losses import Normalization, PerceptualLoss, gram_matrix, style_layer_loss
 from faststyle.lossnets.base import LossNet
-
-
-def as_mask(mask: Tensor, what: str = "mask") -> Tensor:
-    """A mask as (1,1,H,W) float in [0,1]: (H,W), (1,H,W) and (1,1,H,W) are taken as they are, an RGB image
-    (1,3,H,W) or (3,H,W) by its mean over the channels."""
-    if not isinstance(mask, Tensor):
-        raise FaststyleError(f"{what} must be a tensor (1,1,H,W) in [0,1]; load files with load_image")
-    while mask.ndim < 4:
-        mask = mask.unsqueeze(0)
-    if mask.ndim != 4 or mask.shape[0] != 1 or mask.shape[1] not in (1, 3):
-        raise FaststyleError(f"{what}: expected one mask of shape (1,1,H,W) or an RGB image, got {tuple(mask.shape)}")
-    return unit_range(mask.detach().float(), what).mean(1, keepdim=True)
 
 
 class RegionStyleLoss(PerceptualLoss):

@@ -43,6 +43,7 @@ from faststyle.errors import FaststyleError
 from faststyle.images import (
     MAX_PIXELS,
     alpha_channel,
+    as_mask,
     pil_to_tensor,
     resize_long_side,
     tensor_to_pil,
@@ -58,6 +59,8 @@ MODEL_SUFFIX = ".safetensors"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 BACKENDS = ("auto", "eager", "channels_last", "onnxruntime")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# How much of the painting to keep: one number for the whole image, or a map, one weight per pixel (a mask).
+Strength = float | Tensor | Image.Image
 # Pixels processed in one pass; larger images are tiled. One pass of a width-1 network takes about 1.1 kB of memory
 # per pixel on a CPU (3.3 GB at 1536×2048 in ONNX Runtime), and tiles run eagerly, 4.5× slower there (46 s against
 # 10 s): a demo photo (≤ 2048 px) is never tiled.
@@ -380,11 +383,13 @@ class Stylizer:
     # -- public API -----------------------------------------------------------------------------------------------
 
     def __call__(
-        self, image: ImageLike, size: int | None = None, strength: float = 1.0, preserve_color: bool = False
+        self, image: ImageLike, size: int | None = None, strength: Strength = 1.0, preserve_color: bool = False
     ) -> ImageLike:
         """Stylize a PIL image (-> PIL RGB; RGBA where it is transparent: its transparency is kept, and the network
         sees it over white) or a tensor shaped (3,H,W) or (N,3,H,W), float in [0,1] or uint8 (-> same shape, float32
-        in [0,1], on the input's device). ``size`` resizes the longer side first."""
+        in [0,1], on the input's device). ``size`` resizes the longer side first. ``strength``: 0 (the photo) to 1
+        (the painting), or a map of it per pixel, scaled to the image: a greyscale PIL image or a (1,1,H,W) tensor in
+        [0,1] (white: painted, black: the photo kept)."""
         if isinstance(image, Image.Image):
             self._check_pixels(image.width, image.height)
             result = tensor_to_pil(self._run(pil_to_tensor(image), size, strength, preserve_color))
@@ -399,7 +404,7 @@ class Stylizer:
         self,
         images: Sequence[ImageLike],
         size: int | None = None,
-        strength: float = 1.0,
+        strength: Strength = 1.0,
         preserve_color: bool = False,
     ) -> list[ImageLike]:
         """Stylize several images; those of equal size after resizing run as one batch."""
@@ -452,20 +457,28 @@ class Stylizer:
             return image
         return unit_range(image, "Stylizer").float()
 
-    def _run(self, content: Tensor, size: int | None, strength: float, preserve_color: bool) -> Tensor:
-        if not 0.0 <= strength <= 1.0:
-            raise FaststyleError(f"strength must be between 0 and 1, not {strength}")
+    def _run(self, content: Tensor, size: int | None, strength: Strength, preserve_color: bool) -> Tensor:
+        if isinstance(strength, (Tensor, Image.Image)):
+            strength = as_mask(strength, "the strength map")
+        elif isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+            raise FaststyleError(f"strength must be between 0 and 1 (or a map of it), not {strength!r}")
         with torch.no_grad():  # not inference_mode: callers may edit the result in place or take gradients later
             content = content.to(self.device)
             content = content.float().div_(255.0) if content.dtype == torch.uint8 else content.float()
             if size is not None:
                 content = resize_long_side(content, size)
-            stylized = self.stylize(content) if strength > 0 else content
-            if preserve_color and strength > 0:
+            painted = isinstance(strength, Tensor) or strength > 0
+            stylized = self.stylize(content) if painted else content
+            if preserve_color and painted:
                 from faststyle.color import preserve_color as keep_colors
 
                 stylized = keep_colors(stylized, content)
-            if strength < 1:
+            if isinstance(strength, Tensor):
+                weight = F.interpolate(
+                    strength.to(self.device), size=content.shape[-2:], mode="bilinear", antialias=True
+                )
+                stylized = torch.lerp(content, stylized, weight.clamp(0, 1))
+            elif strength < 1:
                 stylized = torch.lerp(content, stylized, strength)
             return stylized.clamp(0, 1)
 

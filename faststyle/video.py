@@ -29,7 +29,7 @@ from faststyle.errors import FaststyleError
 from faststyle.images import check_frames_job, new_file_mode
 
 if TYPE_CHECKING:
-    from faststyle.stylize import Stylizer
+    from faststyle.stylize import Strength, Stylizer
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def stylize_video(
     target: str | os.PathLike[str],
     *,
     size: int | None = None,
-    strength: float = 1.0,
+    strength: Strength = 1.0,
     preserve_color: bool = False,
     batch: int = 4,
     progress: bool = True,
@@ -437,7 +437,7 @@ def _from_time_zero(av: Any, frame: Any) -> Any:
     return kept
 
 
-def _stylized(stylizer: Stylizer, frames: list[_Frame], writer: _Writer, strength: float, keep: bool) -> Tensor:
+def _stylized(stylizer: Stylizer, frames: list[_Frame], writer: _Writer, strength: Strength, keep: bool) -> Tensor:
     """The frames' stylized pixels (float (N,3,H,W) in [0,1]) at the output size; frames of another size than the
     first (a stream that changes size) are scaled to it."""
     height, width = writer.frame_size(*frames[0].pixels.shape[-2:], frames[0].sideways)

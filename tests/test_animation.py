@@ -266,6 +266,18 @@ def test_transparency_is_kept(stylizer: Stylizer, tmp_path: Path, suffix: str) -
             assert np.abs(sprite - (200, 30, 30)).mean() > 20  # stylized, not the sprite's red
 
 
+def test_a_strength_map_applies_to_every_frame(stylizer: Stylizer, pan: list[Image.Image], tmp_path: Path) -> None:
+    source = write(tmp_path / "pan.png", pan)
+    mask = torch.zeros(1, 1, HEIGHT, WIDTH)
+    mask[..., : WIDTH // 2] = 1
+    stylize_animation(stylizer, source, tmp_path / "masked.png", strength=mask, progress=False)
+    frames, _, _, _ = read(tmp_path / "masked.png")
+    right = np.s_[:, WIDTH // 2 + 4 :]
+    for frame, original in zip(frames, pan, strict=True):
+        assert differs(frame[right], np.asarray(original)[right]) < 0.5  # the photo, to 8-bit rounding
+        assert differs(frame[:, : WIDTH // 2 - 4], np.asarray(original)[:, : WIDTH // 2 - 4]) > 10  # painted
+
+
 def test_a_gif_palette_is_chosen_from_the_pixels_that_stay_visible(shared: Path) -> None:
     """A photo on the left quarter of each frame, the rest transparent over either white or random colours (as a
     network paints a transparent canvas): the palette serves the photo alike, and the noise under the transparency

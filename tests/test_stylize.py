@@ -73,6 +73,52 @@ def test_strength_blends_with_the_content(stylizer: Stylizer, photo: torch.Tenso
         stylizer(photo, strength=1.5)
 
 
+def test_a_strength_map_paints_where_it_is_white(stylizer: Stylizer, photo: torch.Tensor) -> None:
+    """A mask half the photo's size, white on the left, black on the right, grey in a band between: scaled to the
+    photo, the left is the painting, the right the photo, as a tensor or a greyscale PIL image."""
+    full = stylizer(photo)
+    height, width = photo.shape[-2:]
+    mask = torch.zeros(1, 1, height // 2, width // 2)
+    mask[..., : width // 4] = 1.0
+    left, right = np.s_[..., : width // 2 - 4], np.s_[..., width // 2 + 4 :]
+    grey = Image.fromarray((mask[0, 0].numpy() * 255).astype(np.uint8), "L")
+    for given in (mask, grey):
+        out = stylizer(photo, strength=given)
+        torch.testing.assert_close(out[left], full[left], atol=1e-6, rtol=0)
+        torch.testing.assert_close(out[right], photo[right], atol=1e-6, rtol=0)
+    half = stylizer(photo, strength=mask * 0.5)
+    torch.testing.assert_close(half[left], 0.5 * (photo + full)[left], atol=1e-6, rtol=0)
+    pil = stylizer(Image.fromarray((photo[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)), strength=grey)
+    assert np.abs(np.asarray(pil, dtype=float)[:, width // 2 + 4 :] - photo[0].permute(1, 2, 0).numpy()[
+        :, width // 2 + 4 :
+    ] * 255).max() <= 1.0  # fmt: skip
+    with pytest.raises(FaststyleError, match="the strength map: pixel values run from 0 to 2"):
+        stylizer(photo, strength=mask * 2)
+    with pytest.raises(FaststyleError, match="the strength map: expected one mask"):
+        stylizer(photo, strength=torch.ones(2, 1, 4, 4))
+
+
+def test_cli_mask_keeps_the_photo_where_it_is_black(
+    model_path: Path, shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = Image.open(shared / "data/content/kodak/kodim05.png").convert("RGB").resize((96, 64))
+    photo.save(tmp_path / "photo.png")
+    mask = Image.new("L", (48, 32), 0)
+    mask.paste(255, (0, 0, 24, 32))
+    mask.save(tmp_path / "mask.png")
+    argv = ["stylize", "--model", str(model_path), str(tmp_path / "photo.png"), "--backend", "eager"]
+    assert main([*argv, "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "masked.png")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "full.png")]) == 0
+    masked, full, source = (
+        np.asarray(Image.open(tmp_path / n), dtype=float) for n in ("masked.png", "full.png", "photo.png")
+    )
+    assert np.abs(masked[:, 52:] - source[:, 52:]).max() <= 1.0  # the photo, to 8-bit rounding
+    assert np.abs(masked[:, :44] - full[:, :44]).max() <= 1.0  # the painting
+    assert np.abs(full[:, 52:] - source[:, 52:]).mean() > 10  # which differs from the photo
+    assert main([*argv, "--mask", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o.png")]) == 1
+    assert "missing.png" in capsys.readouterr().err
+
+
 def test_preserve_color_keeps_the_content_chroma(stylizer: Stylizer, photo: torch.Tensor) -> None:
     plain = rgb_to_ycbcr(stylizer(photo))
     kept = rgb_to_ycbcr(stylizer(photo, preserve_color=True))

@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--strength", type=unit_interval, default=1.0, help="0 to 1: 0 = the photo, 1 = fully stylized (default)"
     )
+    parser.add_argument(
+        "--mask", default=None, metavar="IMG",
+        help="paint only where this image is white (grey: partly; black keeps the photo), scaled to each input and "
+        "frame; --strength is the strength where it is white",
+    )  # fmt: skip
     parser.add_argument("--preserve-color", action="store_true", help="keep the photo's colours (stylize luminance)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument(
@@ -228,7 +233,12 @@ def _stylize(args: argparse.Namespace) -> int:
     if not folder and files and out.exists() and out.resolve() == files[0].resolve():
         raise FaststyleError(f"--out {args.out} is the input itself; name another file so that the input is kept")
     check_writable(out if folder else out.parent, "the stylized files")
-    options = {"size": args.size, "strength": args.strength, "preserve_color": args.preserve_color}
+    strength: Any = args.strength
+    if args.mask is not None:
+        from faststyle.images import as_mask, load_image
+
+        strength = as_mask(load_image(args.mask, max_pixels=max_pixels), f"--mask {args.mask}") * args.strength
+    options = {"size": args.size, "strength": strength, "preserve_color": args.preserve_color}
     jobs = list(zip(files, targets, strict=True))
     kinds: dict[str, list[tuple[Path, Path]]] = {"image": [], "animation": [], "video": []}
     for file, target in jobs:
