@@ -74,8 +74,8 @@ def test_strength_blends_with_the_content(stylizer: Stylizer, photo: torch.Tenso
 
 
 def test_a_strength_map_paints_where_it_is_white(stylizer: Stylizer, photo: torch.Tensor) -> None:
-    """A mask half the photo's size, white on the left, black on the right, grey in a band between: scaled to the
-    photo, the left is the painting, the right the photo, as a tensor or a greyscale PIL image."""
+    """A mask half the photo's size, white on the left, black on the right: scaled to the photo, the left is the
+    painting and the right the photo, whether the map is a tensor or a greyscale PIL image; 0.5 blends."""
     full = stylizer(photo)
     height, width = photo.shape[-2:]
     mask = torch.zeros(1, 1, height // 2, width // 2)
@@ -88,10 +88,9 @@ def test_a_strength_map_paints_where_it_is_white(stylizer: Stylizer, photo: torc
         torch.testing.assert_close(out[right], photo[right], atol=1e-6, rtol=0)
     half = stylizer(photo, strength=mask * 0.5)
     torch.testing.assert_close(half[left], 0.5 * (photo + full)[left], atol=1e-6, rtol=0)
-    pil = stylizer(Image.fromarray((photo[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)), strength=grey)
-    assert np.abs(np.asarray(pil, dtype=float)[:, width // 2 + 4 :] - photo[0].permute(1, 2, 0).numpy()[
-        :, width // 2 + 4 :
-    ] * 255).max() <= 1.0  # fmt: skip
+    pixels = (photo[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    kept = np.asarray(stylizer(Image.fromarray(pixels), strength=grey), dtype=float)  # PIL in, PIL out
+    assert np.abs(kept[:, width // 2 + 4 :] - pixels[:, width // 2 + 4 :]).max() <= 1.0
     with pytest.raises(FaststyleError, match="the strength map: pixel values run from 0 to 2"):
         stylizer(photo, strength=mask * 2)
     with pytest.raises(FaststyleError, match="the strength map: expected one mask"):
