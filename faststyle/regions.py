@@ -24,8 +24,9 @@ from faststyle.lossnets.base import LossNet
 
 
 class RegionStyleLoss(PerceptualLoss):
-    """``PerceptualLoss`` with one region per style image: ``masks[i]`` (1,1,H,W) in [0,1], in the frame of the
-    images the loss will see (scaled to it when they differ), says where ``style_images[i]`` paints."""
+    """``PerceptualLoss`` with one region per style image: ``masks[i]`` (1,1,H,W) in [0,1], at the size of the images
+    the loss will see, says where ``style_images[i]`` paints. The masks are scaled to each style layer once, here,
+    so that an evaluation waits for no value of the device and compiles as one graph."""
 
     def __init__(
         self,
@@ -49,8 +50,17 @@ class RegionStyleLoss(PerceptualLoss):
             tv_weight=tv_weight,
             normalization=normalization,
         )
-        self.masks = torch.cat([as_mask(m, f"mask {i + 1}") for i, m in enumerate(masks)]).to(self.device)
-        self._layer_masks: dict[tuple[int, int], list[tuple[int, Tensor, float, float]]] = {}
+        checked = [as_mask(m, f"mask {i + 1}") for i, m in enumerate(masks)]
+        if len({tuple(m.shape[-2:]) for m in checked}) > 1:
+            sizes = ", ".join("x".join(map(str, m.shape[:-3:-1])) for m in checked)
+            raise FaststyleError(f"the masks must have one size, that of the images the loss sees; got {sizes}")
+        self.masks = torch.cat(checked).to(self.device)
+        with torch.no_grad():
+            probe = torch.zeros(1, 3, *self.masks.shape[-2:], device=self.device)
+            sizes = {
+                layer: tuple(f.shape[-2:]) for layer, f in self.features(probe, list(self.config.style_layers)).items()
+            }
+        self.regions = {layer: self._regions_at(size) for layer, size in sizes.items()}
 
     @torch.no_grad()
     def style_targets(self, style_images: Sequence[Tensor], blend: Sequence[float]) -> dict[str, Tensor]:
@@ -63,27 +73,24 @@ class RegionStyleLoss(PerceptualLoss):
                 grams[layer].append(gram_matrix(feats[layer], "mean").mean(0))
         return {layer: torch.stack(grams[layer]) for layer in layers}
 
-    def layer_masks(self, size: tuple[int, int]) -> list[tuple[int, Tensor, float, float]]:
+    def _regions_at(self, size: tuple[int, int]) -> list[tuple[int, Tensor, float, float]]:
         """Per region that reaches a layer of this size: its index, its mask there (1,1,h,w; area-averaged), the
-        share of the layer it covers and the factor from a Gram per position to one per covered position. Read
-        once per size, so that an evaluation waits for no value of the device."""
-        if size not in self._layer_masks:
-            (h, w), (mh, mw) = size, self.masks.shape[-2:]
-            mode = "area" if h <= mh and w <= mw else "bilinear"
-            masks = F.interpolate(self.masks, size=size, mode=mode).clamp(0, 1)
-            weights = masks.square().sum((1, 2, 3)).tolist()
-            self._layer_masks[size] = [
-                (i, masks[i : i + 1], weight / (h * w), h * w / weight)
-                for i, weight in enumerate(weights)
-                if weight > 0
-            ]
-        return self._layer_masks[size]
+        share of the layer it covers and the factor from a Gram per position to one per covered position."""
+        (h, w), (mh, mw) = size, self.masks.shape[-2:]
+        masks = F.interpolate(self.masks, size=size, mode="area" if h <= mh and w <= mw else "bilinear").clamp(0, 1)
+        weights = masks.square().sum((1, 2, 3)).tolist()
+        return [
+            (i, masks[i : i + 1], weight / (h * w), h * w / weight) for i, weight in enumerate(weights) if weight > 0
+        ]
 
     def style_layer(self, layer: str, features: Tensor) -> Tensor:
+        regions = self.regions[layer]
+        if regions and regions[0][1].shape[-2:] != features.shape[-2:]:
+            h, w = self.masks.shape[-2:]
+            raise FaststyleError(f"the masks are for {w}x{h} images; scale them to the output's size")
         targets = self.target_gram(layer)
         loss = features.new_zeros((), dtype=torch.float32)
-        for region, mask, share, per_covered in self.layer_masks(tuple(features.shape[-2:])):
+        for region, mask, share, per_covered in regions:
             gram = gram_matrix(features * mask.to(features.dtype), "mean") * per_covered
-            channels = features.shape[1]
-            loss = loss + share * style_layer_loss(gram, targets[region], channels, 1, self.normalization)
+            loss = loss + share * style_layer_loss(gram, targets[region], features.shape[1], 1, self.normalization)
         return loss

@@ -71,6 +71,24 @@ def test_each_style_paints_its_own_region(vgg16, images: tuple) -> None:
     assert off(guided, starry_only, right) < 0.7 * off(guided, scream_only, right)
 
 
+def test_the_region_loss_traces_as_one_graph(vgg16, images: tuple) -> None:
+    """The masks are scaled to each layer when the loss is made, so that ``--compile`` makes one graph of an
+    evaluation (a read of the device inside it had split it per layer, past Dynamo's recompile limit)."""
+    _, starry, scream = images
+    mask = torch.zeros(1, 1, 48, 64)
+    mask[..., :32] = 1
+    loss = RegionStyleLoss(vgg16, "vgg16", [starry, scream], [mask, 1 - mask])
+    targets = loss.content_features(torch.rand(1, 3, 48, 64))
+    explained = torch._dynamo.explain(lambda image: loss(image, content_features=targets).total)(
+        torch.rand(1, 3, 48, 64, requires_grad=True)
+    )
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+    with pytest.raises(FaststyleError, match="the masks are for 64x48 images"):
+        loss(torch.rand(1, 3, 64, 64), content=torch.rand(1, 3, 64, 64))
+    with pytest.raises(FaststyleError, match="the masks must have one size"):
+        RegionStyleLoss(vgg16, "vgg16", [starry, scream], [mask, torch.ones(1, 1, 8, 8)])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
