@@ -25,6 +25,7 @@ import hashlib
 import io
 import logging
 import math
+import numbers
 import os
 import threading
 import time
@@ -460,7 +461,7 @@ class Stylizer:
     def _run(self, content: Tensor, size: int | None, strength: Strength, preserve_color: bool) -> Tensor:
         if isinstance(strength, (Tensor, Image.Image)):
             strength = as_mask(strength, "the strength map")
-        elif isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        elif isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not 0.0 <= strength <= 1.0:
             raise FaststyleError(f"strength must be between 0 and 1 (or a map of it), not {strength!r}")
         with torch.no_grad():  # not inference_mode: callers may edit the result in place or take gradients later
             content = content.to(self.device)
