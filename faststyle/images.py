@@ -286,6 +286,13 @@ def as_mask(mask: Tensor | Image.Image, what: str = "mask") -> Tensor:
     return unit_range(mask.detach(), what).float().mean(1, keepdim=True)
 
 
+def load_mask(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Tensor:
+    """A mask file as (1,1,H,W) in [0,1]: its transparency where it has some (a cut-out's subject is 1), else its
+    grey level (white is 1)."""
+    image, alpha = open_with_alpha(path, max_pixels=max_pixels)
+    return as_mask(alpha if alpha is not None else image, f"mask {Path(path).name}")
+
+
 def pil_to_tensor(image: Image.Image) -> Tensor:
     """PIL image -> float tensor (1,3,H,W) in [0,1]."""
     array = np.asarray(to_rgb(image), dtype=np.uint8)

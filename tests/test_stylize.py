@@ -114,6 +114,11 @@ def test_cli_mask_keeps_the_photo_where_it_is_black(
     assert np.abs(masked[:, 52:] - source[:, 52:]).max() <= 1.0  # the photo, to 8-bit rounding
     assert np.abs(masked[:, :44] - full[:, :44]).max() <= 1.0  # the painting
     assert np.abs(full[:, 52:] - source[:, 52:]).mean() > 10  # which differs from the photo
+    cutout = Image.new("RGBA", (48, 32), (0, 0, 0, 0))  # a cut-out: its opaque part is painted, whatever its colour
+    cutout.paste((0, 0, 0, 255), (0, 0, 24, 32))
+    cutout.save(tmp_path / "cutout.png")
+    assert main([*argv, "--mask", str(tmp_path / "cutout.png"), "--out", str(tmp_path / "cut.png")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "cut.png")), masked.astype(np.uint8))
     assert main([*argv, "--mask", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o.png")]) == 1
     assert "missing.png" in capsys.readouterr().err
 

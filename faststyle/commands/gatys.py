@@ -55,8 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--mask", action="append", default=None, metavar="IMG",
-        help="where the --style of the same place paints: an image in the content's frame, white where it paints, "
-        "black where it does not; one per --style, in place of --style-blend (Gatys et al.'s spatial control)",
+        help="where the --style of the same place paints: an image in the content's frame, white (or opaque, in "
+        "one with transparency) where it paints, black (or clear) where it does not; one per --style, in place of "
+        "--style-blend (Gatys et al.'s spatial control)",
     )  # fmt: skip
     names = ", ".join(available_lossnets())
     p.add_argument(
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from faststyle.device import resolve_device
     from faststyle.errors import FaststyleError
     from faststyle.gatys import stylize
-    from faststyle.images import check_writable, image_format, load_image, save_image
+    from faststyle.images import check_writable, image_format, load_image, load_mask, save_image
     from faststyle.losses import describe_terms
 
     out = Path(args.out)
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     content = load_image(args.content)
     styles = [load_image(path) for path in args.style]
     init = _initial_image(args, content)
-    masks = [load_image(path) for path in args.mask] if args.mask else None
+    masks = [load_mask(path) for path in args.mask] if args.mask else None
 
     def snapshot(iteration: int, image: Tensor, terms: dict[str, float]) -> None:
         if args.save_every and iteration % args.save_every == 0:

@@ -45,8 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--mask", default=None, metavar="IMG",
-        help="paint only where this image is white (grey: partly; black keeps the photo), scaled to each input and "
-        "frame; --strength is the strength where it is white",
+        help="paint only where this image is white (grey: partly; black keeps the photo), or opaque where it has "
+        "transparency (a cut-out), scaled to each input and frame; --strength is the strength where it is white",
     )  # fmt: skip
     parser.add_argument("--preserve-color", action="store_true", help="keep the photo's colours (stylize luminance)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -235,9 +235,9 @@ def _stylize(args: argparse.Namespace) -> int:
     check_writable(out if folder else out.parent, "the stylized files")
     strength: Any = args.strength
     if args.mask is not None:
-        from faststyle.images import as_mask, load_image
+        from faststyle.images import load_mask
 
-        strength = as_mask(load_image(args.mask, max_pixels=max_pixels), f"--mask {args.mask}") * args.strength
+        strength = load_mask(args.mask, max_pixels=max_pixels) * args.strength
     options = {"size": args.size, "strength": strength, "preserve_color": args.preserve_color}
     jobs = list(zip(files, targets, strict=True))
     kinds: dict[str, list[tuple[Path, Path]]] = {"image": [], "animation": [], "video": []}
