@@ -19,7 +19,8 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+import torch
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from faststyle.animation import is_animation, kept_suffix, stylize_animation
 from faststyle.commands.demo import add_arguments, parse_dirs
@@ -255,6 +256,40 @@ class StyleApp:
                     if old.parent != self._outputs:
                         old.parent.rmdir()
 
+    def stylize_brushed(
+        self, editor: dict[str, Any] | None, model: str, strength: float, preserve: bool, size: float
+    ) -> tuple[str, str]:
+        """The photo in the brush editor, painted only where it was brushed (all of it when nothing was)."""
+        photo = (editor or {}).get("background")
+        if photo is None:
+            raise gr.Error("Upload a photo first, then brush over what to paint.", print_exception=False)
+        if photo.width * photo.height > UPLOAD_MAX_PIXELS:
+            raise gr.Error(
+                f"The photo has over {UPLOAD_MAX_PIXELS:,} pixels; downscale it first.", print_exception=False
+            )
+        brushed = np.zeros((photo.height, photo.width), dtype=bool)
+        for layer in editor.get("layers") or []:
+            if layer is not None and layer.size == photo.size and layer.mode == "RGBA":
+                brushed |= np.asarray(layer.getchannel("A")) > 0
+        weight: Any = float(strength)
+        if brushed.any():  # feathered by about 1% of the photo's size, so that the painting fades into the photo
+            mask = Image.fromarray(brushed.astype(np.uint8) * 255).filter(
+                ImageFilter.GaussianBlur(max(1.0, 0.01 * max(photo.size)))
+            )
+            weight = torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255)[None, None] * float(strength)
+        stylizer = self.stylizer(model)
+        start = time.perf_counter()
+        try:
+            result = stylizer(
+                photo.convert("RGB"), size=_clamp(size, PHOTO_SIZES), strength=weight, preserve_color=bool(preserve)
+            )
+        except FaststyleError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        ms = (time.perf_counter() - start) * 1000
+        path = save_image(result, self._output_path("brushed.png", "photo", f"-{model}.png"))
+        where = f"{brushed.mean():.0%} of the photo brushed" if brushed.any() else "nothing brushed: all of it"
+        return str(path), f"{ms:.0f} ms · {result.width}×{result.height} px · {where}"
+
     def stylize_frame(
         self, frame: np.ndarray | None, name: str, strength: float, preserve: bool, size: float
     ) -> tuple[np.ndarray | None, str]:
@@ -380,6 +415,34 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
                 [output, latency, download],
                 preprocess=False,
                 api_name="stylize",
+            )
+        with gr.Tab("Brush"):
+            with gr.Row():
+                brush_photo = gr.ImageEditor(
+                    label="Photo: brush over what to paint (nothing brushed: all of it)",
+                    type="pil",
+                    sources=["upload", "clipboard"],
+                    transforms=(),
+                    layers=False,
+                    brush=gr.Brush(colors=[("#ff3399", 0.5)], color_mode="fixed"),
+                    elem_id="brush-photo",
+                )
+                brush_output = gr.Image(
+                    label="Stylized where brushed",
+                    format="png",
+                    interactive=False,
+                    buttons=["download", "fullscreen"],
+                    elem_id="brush-output",
+                )
+            with gr.Row():
+                brush_size = gr.Slider(*PHOTO_SIZES, value=512, step=32, label="Output size (long side, px)")
+                brush_run = gr.Button("Stylize where brushed", variant="primary", elem_id="brush-run")
+            brush_latency = gr.Textbox(label="Latency", interactive=False, elem_id="brush-latency")
+            brush_run.click(
+                app.stylize_brushed,
+                [brush_photo, model, strength, preserve, brush_size],
+                [brush_output, brush_latency],
+                api_visibility="private",
             )
         with gr.Tab("Webcam"):
             with gr.Row():
