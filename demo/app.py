@@ -335,6 +335,11 @@ def _captioned(image: Image.Image, text: str) -> Image.Image:
     return framed
 
 
+def _result_image(label: str, elem_id: str) -> gr.Image:
+    """A stylized picture: PNG, with its download and full-screen buttons."""
+    return gr.Image(label=label, format="png", interactive=False, buttons=["download", "fullscreen"], elem_id=elem_id)
+
+
 def _clamp(value: float, limits: tuple[int, int]) -> int:
     """A size from the page, or from an API call that skipped the slider's range check, kept within the slider's."""
     return int(min(max(float(value), limits[0]), limits[1]))
@@ -390,13 +395,7 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
                     sources=["upload", "clipboard"],
                     elem_id="photo",
                 )
-                output = gr.Image(
-                    label="Stylized",
-                    format="png",
-                    interactive=False,
-                    buttons=["download", "fullscreen"],
-                    elem_id="output",
-                )
+                output = _result_image("Stylized", "output")
             with gr.Row():
                 size = gr.Slider(*PHOTO_SIZES, value=512, step=32, label="Output size (long side, px)", elem_id="size")
                 run = gr.Button("Stylize", variant="primary", elem_id="run")
@@ -427,13 +426,7 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
                     brush=gr.Brush(colors=[("#ff3399", 0.5)], color_mode="fixed"),
                     elem_id="brush-photo",
                 )
-                brush_output = gr.Image(
-                    label="Stylized where brushed",
-                    format="png",
-                    interactive=False,
-                    buttons=["download", "fullscreen"],
-                    elem_id="brush-output",
-                )
+                brush_output = _result_image("Stylized where brushed", "brush-output")
             with gr.Row():
                 brush_size = gr.Slider(*PHOTO_SIZES, value=512, step=32, label="Output size (long side, px)")
                 brush_run = gr.Button("Stylize where brushed", variant="primary", elem_id="brush-run")
