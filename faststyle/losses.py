@@ -175,14 +175,21 @@ class PerceptualLoss(nn.Module):
     def style_targets(self, style_images: Sequence[Tensor], blend: Sequence[float]) -> dict[str, Tensor]:
         """The blended target Gram matrix per style layer, per position (Gram / M): a larger image does not weigh
         more in a blend, and under ``"caffe"`` the loss scales it to the output's number of positions."""
+        return {
+            layer: sum(gram * weight for gram, weight in zip(grams, blend, strict=True))
+            for layer, grams in self.style_grams(style_images).items()
+        }
+
+    @torch.no_grad()
+    def style_grams(self, style_images: Sequence[Tensor]) -> dict[str, list[Tensor]]:
+        """Each style image's own Gram matrix per position (Gram / M), per style layer."""
         layers = list(self.config.style_layers)
-        targets: dict[str, Tensor] = {}
-        for image, weight in zip(style_images, blend, strict=True):
+        grams: dict[str, list[Tensor]] = {layer: [] for layer in layers}
+        for image in style_images:
             feats = self.features(image.to(self.device), layers)
             for layer in layers:
-                gram = gram_matrix(feats[layer], "mean").mean(0) * weight
-                targets[layer] = targets[layer] + gram if layer in targets else gram
-        return targets
+                grams[layer].append(gram_matrix(feats[layer], "mean").mean(0))
+        return grams
 
     @property
     def device(self) -> torch.device:

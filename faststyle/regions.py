@@ -65,13 +65,7 @@ class RegionStyleLoss(PerceptualLoss):
     @torch.no_grad()
     def style_targets(self, style_images: Sequence[Tensor], blend: Sequence[float]) -> dict[str, Tensor]:
         """Each style image's own Gram matrix per position, stacked (S,N,N) per layer: not blended."""
-        layers = list(self.config.style_layers)
-        grams: dict[str, list[Tensor]] = {layer: [] for layer in layers}
-        for image in style_images:
-            feats = self.features(image.to(self.device), layers)
-            for layer in layers:
-                grams[layer].append(gram_matrix(feats[layer], "mean").mean(0))
-        return {layer: torch.stack(grams[layer]) for layer in layers}
+        return {layer: torch.stack(grams) for layer, grams in self.style_grams(style_images).items()}
 
     def _regions_at(self, size: tuple[int, int]) -> list[tuple[int, Tensor, float, float]]:
         """Per region that reaches a layer of this size: its index, its mask there (1,1,h,w; area-averaged), the
