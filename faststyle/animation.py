@@ -262,15 +262,26 @@ def _quantized(frames: list[Image.Image], colours: int, shown: list[np.ndarray] 
     cell = (max(1, round(width * scale)), max(1, round(height * scale)))
     palette = _palette([frame.resize(cell, Image.BOX) for frame in frames], colours)
     rgb = [frame.convert("RGB") for frame in frames]
-    shared = [frame.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG) for frame in rgb]
+    shared = [_dithered(frame, palette, keep) for frame, keep in zip(rgb, shown, strict=True)]
     errors = [_squared_error(*args) for args in zip(rgb, shared, shown, strict=True)]
     typical = float(np.median(errors))
     for index, (frame, error, keep) in enumerate(zip(rgb, errors, shown, strict=True)):
         if error > _OWN_PALETTE_ERROR * typical:
-            own = frame.quantize(palette=_palette([frames[index]], colours), dither=Image.Dither.FLOYDSTEINBERG)
+            own = _dithered(frame, _palette([frames[index]], colours), keep)
             if _squared_error(frame, own, keep) < error:
                 shared[index] = own
     return shared
+
+
+def _dithered(frame: Image.Image, palette: Image.Image, shown: np.ndarray | None) -> Image.Image:
+    """``frame`` in ``palette``'s colours with Floyd–Steinberg dithering. The pixels ``shown`` leaves out are given
+    the palette's first colour first: one it holds exactly leaves them no error of their own to pass on to their
+    visible neighbours."""
+    if shown is not None and not shown.all():
+        pixels = np.asarray(frame).copy()
+        pixels[~shown] = (palette.getpalette() or [0, 0, 0])[:3]
+        frame = Image.fromarray(pixels, "RGB")
+    return frame.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
 
 
 def _palette(frames: list[Image.Image], colours: int) -> Image.Image:

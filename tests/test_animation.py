@@ -280,8 +280,7 @@ def test_a_strength_map_applies_to_every_frame(stylizer: Stylizer, pan: list[Ima
 
 def test_a_gif_palette_is_chosen_from_the_pixels_that_stay_visible(shared: Path) -> None:
     """A photo on the left quarter of each frame, the rest transparent over either white or random colours (as a
-    network paints a transparent canvas): the palette serves the photo alike, and the noise under the transparency
-    does not take palette entries from it."""
+    network paints a transparent canvas): the photo comes out the same, its palette not spent on the noise."""
     photo = np.asarray(Image.open(shared / "data/content/chicago.jpg").convert("RGB").resize((192, 128)))
     visible = np.s_[:, : 192 // 4]
 
@@ -300,13 +299,13 @@ def test_a_gif_palette_is_chosen_from_the_pixels_that_stay_visible(shared: Path)
 
     frames, over_white = round_trip(255)
     _, over_noise = round_trip(np.random.default_rng(0).integers(0, 256, (128, 144, 3)))
-    for frame, white, noise in zip(frames, over_white, over_noise, strict=True):
+    _, over_black = round_trip(0)
+    for frame, white, noise, black in zip(frames, over_white, over_noise, over_black, strict=True):
         assert (noise[..., 3] == frame[..., 3]).all()
-        assert (
-            differs(noise[visible][..., :3], frame[visible][..., :3])
-            < differs(white[visible][..., :3], frame[visible][..., :3]) + 0.15
-        )  # 2.86 against 2.83 on frame 0 (3.22 when the noise counted for the palette)
-        assert differs(noise[visible][..., :3], white[visible][..., :3]) < 1.0  # dithering near the edge (was 2.8)
+        # what lies under the transparency changes neither the palette nor, through the dithering, a visible pixel
+        # (3.22 against 2.83 on frame 0 when the noise counted for the palette; then up to 0.6 levels apart)
+        assert (noise[visible] == white[visible]).all() and (black[visible] == white[visible]).all()
+        assert differs(white[visible][..., :3], frame[visible][..., :3]) < 3.0  # 2.66–2.83
 
 
 def test_cli_keeps_animations_beside_images(
