@@ -29,6 +29,10 @@ STALL, STALLS = 10, 3
 # A step along the gradient (the first, and after the memory is cleared) moves no coordinate by more than this
 # share of the box: the gradient's own scale says nothing of the step (a Caffe network's loss is in the billions).
 FIRST_STEP = 0.01
+# With the line search to shorten it, the step along the gradient starts at this share instead: from the content
+# (Tübingen or Chicago, Starry Night, VGG16), the loss after 5 and 20 passes is 0.72× and 0.90× what 0.01 leaves at
+# 128 px, 0.39× and 0.90× at 256 px, 0.55× and 0.95× at 512 px.
+SEARCHED_FIRST_STEP = 0.3
 
 
 def lbfgs_direction(pairs: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
@@ -137,7 +141,8 @@ class BoxLBFGS:
             if largest == 0:
                 self.converged = True
                 return loss
-            step = self.lr * FIRST_STEP * (self.high - self.low) / largest
+            share = SEARCHED_FIRST_STEP if self.line_search else FIRST_STEP
+            step = self.lr * share * (self.high - self.low) / largest
         for _ in range(self.max_evaluations if self.line_search else 1):
             torch.add(start, direction, alpha=step, out=self.variable).clamp_(self.low, self.high)
             new_loss, new_grad = self._evaluate(closure)

@@ -97,7 +97,7 @@ def test_lbfgs_keeps_pace_with_the_reference_codes_l_bfgs_b(
     )  # fmt: skip
     assert reference.nfev <= passes + 1
     figure(f"Gatys 128 px, {backbone}, {passes} passes: box L-BFGS {ours:.4g}, SciPy's L-BFGS-B {reference.fun:.4g}")
-    assert ours < 1.1 * reference.fun
+    assert ours < 1.05 * reference.fun  # 0.995× (VGG16), 0.985× (GoogLeNet); 1.16×, 1.14× with a history of 1
 
 
 def test_adam_lowers_the_loss(nets: dict, images: tuple) -> None:
