@@ -47,6 +47,9 @@ def test_bench_gatys_counts_evaluations_for_both_loops(capsys: pytest.CaptureFix
     result = bench(capsys, "gatys", "--size", "48", "--iters", "4", "--baseline", "--cache", str(lossnet_cache))
     assert result["weights"] != "random" and result["iters"] == 4
     assert result["evaluations"] >= 4 and result["baseline"]["evaluations"] >= 4
+    # the loss each ends at, on the same objective (the plain loop's pixels clamped to [0,1] as an image holds them)
+    ours, plain = result["loss"], result["baseline"]["loss"]
+    assert 0 < ours < 2 * plain and 0 < plain < 2 * ours, (ours, plain)
     assert result["s_per_iter"]["median"] == pytest.approx(result["seconds"]["median"] / 4)
     assert result["speedup"] == pytest.approx(result["baseline"]["seconds"]["median"] / result["seconds"]["median"])
 

@@ -87,6 +87,12 @@ def plain_lbfgs(loss: torch.nn.Module, content: Tensor, iters: int, line_search:
     return pixels.detach(), evaluations
 
 
+def _clamped_loss(loss: torch.nn.Module, target: Tensor, pixels: Tensor) -> float:
+    """The total loss of the plain loop's result as an image holds it: its unbounded pixels clamped to [0,1]."""
+    with torch.no_grad():
+        return float(loss(pixels.clamp(0, 1), content_features=loss.content_features(target)).total)
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     from faststyle.config import backbone_for, layer_config
     from faststyle.device import resolve_device
@@ -108,6 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     style = load_image(args.style) if args.style else synthetic[1]
 
     evaluations: list[float] = []
+    losses: list[float] = []
 
     def ours() -> None:
         _, history = stylize(
@@ -125,9 +132,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             compile=args.compile,
         )
         evaluations.append(history[-1]["evaluations"])
+        losses.append(history[-1]["total"])
 
     runs: dict[str, Callable[[], None]] = {"faststyle": ours}
     counts: list[int] = []
+    plain_results: list[tuple[PerceptualLoss, Tensor, Tensor]] = []
     if args.baseline:
         plain_net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)  # the plain loop as people write it
 
@@ -141,7 +150,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 [resize_long_side(style.to(device), style_size)],
                 style_weight=1e4 * caffe_pixel_scale(plain_net) ** 2,
             )
-            counts.append(plain_lbfgs(loss, target, args.iters, "strong_wolfe")[1])
+            pixels, count = plain_lbfgs(loss, target, args.iters, "strong_wolfe")
+            counts.append(count)
+            plain_results[:] = [(loss, target, pixels)]
 
         runs["baseline"] = plain
     timings = timed_together(runs, device, args.repeats, args.warmup)
@@ -160,6 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "seconds": summary(times),
         "s_per_iter": summary(times, 1.0 / args.iters),
         "evaluations": evaluations[-1],
+        "loss": losses[-1],
     }
     if timings["faststyle"].peak_memory_gb is not None:
         result["peak_memory_gb"] = timings["faststyle"].peak_memory_gb
@@ -171,6 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "seconds": summary(base),
             "s_per_iter": summary(base, 1.0 / args.iters),
             "evaluations": counts[-1],
+            "loss": _clamped_loss(*plain_results[0]),
         }
         result["speedup"] = summary(base)["median"] / summary(times)["median"]
     return result | environment(device)
