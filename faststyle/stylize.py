@@ -45,6 +45,7 @@ from faststyle.images import (
     MAX_PIXELS,
     alpha_channel,
     as_mask,
+    long_side_size,
     pil_to_tensor,
     resize_long_side,
     tensor_to_pil,
@@ -308,8 +309,10 @@ class Stylizer:
     fastest in ``faststyle bench infer`` (see ``default_precision`` and ``default_backend``). ``compile`` (default
     off: it costs a compilation per new image size) wraps the network in ``torch.compile``: True, or a mode of
     ``faststyle.compiling.COMPILE_MODES`` ("reduce-overhead" adds CUDA graphs). ``tile``: the tile side; ``None``
-    tiles images over the device's pixel budget (``tile_pixels``), ``0`` never tiles; tiles always run in PyTorch.
-    Images over ``max_pixels`` are refused.
+    tiles images over the pixel budget ``tile_pixels``, ``0`` never tiles; tiles always run in PyTorch. The pass that
+    gives all tiles their statistics runs on a copy scaled down to ``tile_pixels`` (default 2048², or with ``tile``
+    a tile's own pass, (tile + 2·CONTEXT)², so that no pass takes more memory than a tile). Images over
+    ``max_pixels`` are refused.
     """
 
     def __init__(
@@ -360,7 +363,8 @@ class Stylizer:
             raise FaststyleError("compile applies to the PyTorch backends; use backend eager or channels_last")
         self.backend = backend
         self.tile, self.overlap, self.max_pixels, self.tile_stats = tile, overlap, max_pixels, tile_stats
-        self.tile_pixels = tile_pixels or TILE_PIXELS
+        # with a tile side, no pass is larger than a tile's: the statistics' pass is scaled down to it too
+        self.tile_pixels = tile_pixels or ((tile + 2 * CONTEXT) ** 2 if tile else TILE_PIXELS)
         self.context = CONTEXT
         self.compiled: bool | str = compile or False
         self._session = None
@@ -525,8 +529,10 @@ class Stylizer:
         net = self._shared_stats_net()
         stats: dict[int, tuple[Tensor, Tensor]] = {}
         if self.tile_stats == "global":
-            scale = min(1.0, math.sqrt(self.tile_pixels / (h * w)))
-            preview = content if scale == 1.0 else resize_long_side(content, max(4, round(max(h, w) * scale)))
+            long = max(h, w)
+            while long > 4 and math.prod(long_side_size(h, w, long)) > self.tile_pixels:
+                long = min(long - 1, math.floor(math.sqrt(self.tile_pixels / (h * w)) * max(h, w)))
+            preview = resize_long_side(content, long)
             with _tile_stats_mode("record", stats):
                 on_min_side(net, preview.to(self.dtype).contiguous(memory_format=self.memory_format))
         ys, xs = tile_starts(h, side, self.overlap), tile_starts(w, side, self.overlap)

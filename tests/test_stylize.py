@@ -13,12 +13,21 @@ import pytest
 import torch
 from PIL import Image
 
+from faststyle import stylize as stylize_module
 from faststyle.cli import main
 from faststyle.color import rgb_to_ycbcr
 from faststyle.errors import FaststyleError
 from faststyle.images import load_image, open_image, to_rgb
 from faststyle.modelfile import save_model
-from faststyle.stylize import Stylizer, default_backend, default_precision, find_model, list_models, tile_starts
+from faststyle.stylize import (
+    Stylizer,
+    default_backend,
+    default_precision,
+    find_model,
+    list_models,
+    on_min_side,
+    tile_starts,
+)
 from faststyle.transformer import TransformerNet
 
 METADATA = {
@@ -326,13 +335,33 @@ def _seam_report(tiled: torch.Tensor, reference: torch.Tensor, tile: int, overla
     }
 
 
+def test_a_tile_side_bounds_every_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tile`` is how a user fits a small device: the pass that gives the tiles their statistics is no larger than
+    a tile's own pass either."""
+    passes: list[tuple[int, int]] = []
+
+    def recorded(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+        passes.append(tuple(images.shape[-2:]))
+        return on_min_side(forward, images)
+
+    monkeypatch.setattr(stylize_module, "on_min_side", recorded)
+    net = TransformerNet(width=0.25).eval()
+    image = torch.rand(1, 3, 300, 400, generator=torch.Generator().manual_seed(0))
+    out = Stylizer(net, device="cpu", backend="eager", tile=96, overlap=16)(image)
+    assert out.shape == image.shape and len(passes) > 1
+    largest = (96 + 2 * stylize_module.CONTEXT) ** 2  # a tile and the context it reads on both sides
+    assert max(h * w for h, w in passes) <= largest, passes  # the statistics' pass was 300x400 before
+    assert passes[0][0] / passes[0][1] == pytest.approx(300 / 400, rel=0.02)  # the whole picture, scaled down
+
+
 @pytest.mark.slow
 def test_tiling_matches_the_whole_image_without_seams(shared: Path, figure: Callable[[str], None]) -> None:
     torch.manual_seed(1)
     net = TransformerNet(width=1.0).eval()
     photo = load_image(shared / "data" / "content" / "chicago.jpg", size=512)  # 341×512
     whole = Stylizer(net, device="cpu", backend="eager", tile=0)(photo)
-    tiled = Stylizer(net, device="cpu", backend="eager", tile=192, overlap=32)(photo)
+    # statistics from a full-size pass (a budget of the whole picture), which tiling alone must not change
+    tiled = Stylizer(net, device="cpu", backend="eager", tile=192, overlap=32, tile_pixels=341 * 512)(photo)
     local = Stylizer(net, device="cpu", backend="eager", tile=192, overlap=32, tile_stats="local")(photo)
     report = _seam_report(tiled, whole, 192, 32)
     report_local = _seam_report(local, whole, 192, 32)
@@ -350,7 +379,8 @@ def test_auto_tiling_of_large_images_has_no_seams(shared: Path, figure: Callable
     torch.manual_seed(1)
     net = TransformerNet(width=0.5).eval()
     photo = load_image(shared / "data" / "content" / "chicago.jpg", size=600)
-    budget = photo.shape[-1] * photo.shape[-2] // 4  # the shared statistics come from a half-size pass
+    assert photo.shape[-2:] == (399, 600)
+    budget = 200 * 300  # the shared statistics come from a half-size pass
     stylizer = Stylizer(net, device="cpu", backend="eager", tile_pixels=budget)
     assert stylizer.needs_tiles(*photo.shape[-2:])
     tiled = stylizer(photo)

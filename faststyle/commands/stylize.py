@@ -69,7 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--tile", type=int, default=None,
-        help="tile side for large images; 0: never tile (default: images over 2048x2048 px are tiled)",
+        help="tile side for large images, which bounds the memory of every pass; 0: never tile (default: images "
+        "over 2048x2048 px are tiled)",
     )  # fmt: skip
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
     parser.add_argument(
