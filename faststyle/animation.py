@@ -12,6 +12,7 @@ losslessly.
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 import time
@@ -156,6 +157,7 @@ def stylize_animation(
     with opened(source, stylizer.max_pixels) as image:
         if image.format not in ANIMATED_FORMATS:
             raise FaststyleError(f"{source} is a {image.format} file; animations are read from GIF, PNG and WebP")
+        source_format = image.format
         plays = plays_of(image)
         first = 1 if _has_hidden_default_image(image) else 0
         count = getattr(image, "n_frames", 1) - first
@@ -170,7 +172,7 @@ def stylize_animation(
                     durations.append(duration)
                 bar.update(len(chunk))
     if fmt == "GIF":
-        durations = gif_delays(durations, source)
+        durations = gif_delays(durations, source, from_gif=source_format == "GIF")
     atomic_write_bytes(target, encode(stylized, durations, plays, fmt))
     return AnimationResult(
         target,
@@ -192,13 +194,13 @@ def encode(frames: list[Image.Image], durations: list[float], plays: int, fmt: s
         frames = [frame.convert("RGBA") for frame in frames]
     if fmt == "GIF":
         frames = _with_one_palette(frames)
-        options["duration"] = [round(d) for d in durations]
+        options["duration"] = _whole_milliseconds(durations)
         if plays != 1:  # a GIF without a loop count plays once
             options["loop"] = max(plays - 1, 0)
         if "transparency" in frames[0].info:  # each frame clears the canvas, so that no earlier frame shows through
             options.update(transparency=_GIF_TRANSPARENT, disposal=2, optimize=False)
     elif fmt == "WEBP":
-        options.update(duration=[round(d) for d in durations], loop=plays, quality=95, method=4)
+        options.update(duration=_whole_milliseconds(durations), loop=plays, quality=95, method=4)
     else:
         options.update(duration=durations, loop=plays)
     buffer = io.BytesIO()
@@ -206,11 +208,11 @@ def encode(frames: list[Image.Image], durations: list[float], plays: int, fmt: s
     return buffer.getvalue()
 
 
-def gif_delays(durations: list[float], source: str | os.PathLike[str] = "") -> list[float]:
+def gif_delays(durations: list[float], source: str | os.PathLike[str] = "", from_gif: bool = False) -> list[float]:
     """Frame times a GIF can hold: whole hundredths of a second, 20 ms or more, each rounded so that the frames
-    still start on time as nearly as they can. A GIF's own times (whole hundredths already) are kept as they are;
-    a change is logged."""
-    if all(d == round(d, -1) for d in durations):
+    still start on time as nearly as they can. A GIF's own times (``from_gif``) are kept as they are, even 0 and 10
+    ms, which viewers show alike in both files; a change is logged."""
+    if from_gif and all(d == round(d, -1) for d in durations):
         return list(durations)
     delays: list[float] = []
     wanted = shown = 0.0
@@ -228,6 +230,13 @@ def gif_delays(durations: list[float], source: str | os.PathLike[str] = "") -> l
             sum(durations),
         )
     return delays
+
+
+def _whole_milliseconds(durations: list[float]) -> list[int]:
+    """Frame times in the whole milliseconds WebP and GIF hold, each frame's start rounded rather than each time, so
+    that rounding does not add up over a play (30 fps: 33, 34, 33, …)."""
+    starts = [round(t) for t in itertools.accumulate(durations, initial=0.0)]
+    return [end - start for start, end in itertools.pairwise(starts)]
 
 
 def _with_one_palette(frames: list[Image.Image]) -> list[Image.Image]:

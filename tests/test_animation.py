@@ -142,7 +142,25 @@ def test_gif_frame_times_are_whole_hundredths_that_keep_the_frames_on_time(
     held = "a GIF holds frame times in hundredths of a second, 20 ms or more"
     assert f"{held}; one play takes 120 ms instead of {wanted:.0f}" in caplog.text
     assert animation.gif_delays([25.0, 25.0, 25.0, 25.0]) == [20.0, 30.0, 20.0, 30.0]  # on time every other frame
-    assert animation.gif_delays([0.0, 100.0, 10.0]) == [0.0, 100.0, 10.0]  # a GIF's own times are kept
+    # a GIF's own times are kept, even those viewers show at 100 ms, as they show the source's; others' are not
+    assert animation.gif_delays([0.0, 100.0, 10.0], from_gif=True) == [0.0, 100.0, 10.0]
+    assert animation.gif_delays([0.0, 100.0, 10.0]) == [20.0, 80.0, 20.0]
+    assert animation.gif_delays([10.0] * 4) == [20.0] * 4  # 100 fps: was kept at 10 ms, shown at 100
+
+
+def test_frame_times_in_whole_milliseconds_do_not_drift(
+    stylizer: Stylizer, pan: list[Image.Image], tmp_path: Path
+) -> None:
+    """WebP holds whole milliseconds: at 30 fps each frame's start is rounded, not each time (33 ms a frame would
+    play 30 frames in 990 ms)."""
+    source = tmp_path / "thirty.png"
+    frames = (pan * 4)[:30]
+    frames[0].save(source, save_all=True, append_images=frames[1:], duration=[1000 / 30] * 30, loop=0)
+    wanted = sum(read(source)[1])
+    result = stylize_animation(stylizer, source, tmp_path / "thirty.webp", size=32, progress=False)
+    _, durations, _, _ = read(tmp_path / "thirty.webp")
+    assert len(durations) == 30 and set(durations) <= {33.0, 34.0}
+    assert sum(durations) == round(wanted) == round(result.duration_ms)
 
 
 def test_an_apng_default_image_is_not_taken_for_a_frame(
