@@ -74,7 +74,12 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise FaststyleError(f"{path} is not a safetensors model file ({exc})") from None
     if raw is None:
         raise FaststyleError(f"{path} is a safetensors file but not a faststyle model (no 'faststyle' metadata)")
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise FaststyleError(f"{path}'s faststyle metadata is damaged ({exc}); train or copy the model again") from None
+    if not isinstance(meta, dict):
+        raise FaststyleError(f"{path}'s faststyle metadata is not a record but {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise FaststyleError(f"{path} has model format {meta.get('format')!r}; this faststyle reads {FORMAT}")
     return meta

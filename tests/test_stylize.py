@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import zlib
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from faststyle import stylize as stylize_module
 from faststyle.cli import main
@@ -396,7 +398,9 @@ def test_auto_tiling_of_large_images_has_no_seams(shared: Path, figure: Callable
     assert report["seam_ratio"] < 1.05 * report["untiled_ratio"] + 0.05
 
 
-def test_models_are_found_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_models_are_found_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
     make_model(first / "wave.safetensors")
     make_model(second / "wave.safetensors", seed=1)
@@ -409,6 +413,16 @@ def test_models_are_found_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert {"wave", "scream"} <= set(names)
     assert names["wave"].path == first / "wave.safetensors" and names["wave"].metadata["backbone"]["name"] == "vgg16"
     assert Stylizer("scream", device="cpu", backend="eager").name == "scream"
+    with pytest.raises(FaststyleError, match="faststyle train"):
+        find_model("no_such_style")
+    # a damaged model among them is skipped, named, and breaks neither the list nor the message of a missing name
+    state = {"weight": torch.zeros(1)}
+    save_file(state, str(second / "damaged.safetensors"), metadata={"faststyle": "{not json"})
+    save_file(state, str(second / "listed.safetensors"), metadata={"faststyle": "[1, 2]"})
+    with caplog.at_level(logging.WARNING):
+        assert {info.name for info in list_models()} == {"wave", "scream"}
+    assert "damaged.safetensors's faststyle metadata is damaged" in caplog.text
+    assert "listed.safetensors's faststyle metadata is not a record but list" in caplog.text
     with pytest.raises(FaststyleError, match="faststyle train"):
         find_model("no_such_style")
     with pytest.raises(FaststyleError, match="does not exist"):
