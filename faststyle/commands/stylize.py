@@ -59,8 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_compile_argument(parser, "the network: pays off for many images of one size (video frames)")
     parser.add_argument(
         "--backend", default="auto", choices=["auto", "eager", "channels_last", "onnxruntime"],
-        help="how the network runs; auto: ONNX Runtime for fp32 on a CPU (eager with --compile), channels_last on "
-        "CUDA",
+        help="how the network runs; auto: ONNX Runtime for fp32 on a CPU (eager with --compile); on CUDA eager, "
+        "channels_last with --compile",
     )  # fmt: skip
     parser.add_argument(
         "--batch", type=int, default=None,
