@@ -525,17 +525,22 @@ def launch(
     on_gpu = resolve_device(device).type == "cuda"  # a device this machine lacks fails here, not on every request
     demo = build_demo(dirs, device)
     demo.queue(default_concurrency_limit=2 if on_gpu else 1, max_size=64)
-    demo.launch(
-        server_name=host,
-        server_port=port,
-        share=share,
-        prevent_thread_lock=True,
-        max_file_size="50mb",
-        ssr_mode=False,
-        css=CSS,
-        footer_links=["api"],
-        quiet=True,  # Gradio's own lines advise `share=True` in Python; --share is the option here
-    )
+    try:
+        demo.launch(
+            server_name=host,
+            server_port=port,
+            share=share,
+            prevent_thread_lock=True,
+            max_file_size="50mb",
+            ssr_mode=False,
+            css=CSS,
+            footer_links=["api"],
+            quiet=True,  # Gradio's own lines advise `share=True` in Python; --share is the option here
+        )
+    except OSError as exc:
+        raise FaststyleError(
+            f"cannot serve on {host}:{port} ({exc}); pick another --port, or a --host of this machine"
+        ) from None
     print(f"faststyle demo at {demo.local_url}" + (f" and {demo.share_url}" if demo.share_url else ""), flush=True)
     interactive = bool(getattr(sys, "ps1", sys.flags.interactive))  # Gradio's own test: a session goes on
     if not prevent_thread_lock and not interactive:
@@ -565,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         launch(parse_dirs(args.models), args.host, args.port, args.share == "yes", args.device)
-    except (FaststyleError, OSError) as exc:
+    except FaststyleError as exc:
         parser.exit(1, f"{parser.prog}: error: {exc}\n")
 
 

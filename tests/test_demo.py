@@ -512,3 +512,15 @@ def test_demo_command_explains_a_missing_app(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setattr(demo, "APP", tmp_path / "demo" / "app.py")
     with pytest.raises(FaststyleError, match="source tree"):
         demo.load_app()
+
+
+def test_a_port_in_use_is_said_with_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from faststyle.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["demo", "--port", str(port), "--models", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot serve on 127.0.0.1:{port}" in err and "pick another --port" in err

@@ -66,11 +66,5 @@ def load_app() -> ModuleType:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    app = load_app()
-    try:
-        app.launch(parse_dirs(args.models), args.host, args.port, args.share == "yes", args.device)
-    except OSError as exc:
-        raise FaststyleError(
-            f"cannot serve on {args.host}:{args.port} ({exc}); pick another --port, or a --host of this machine"
-        ) from None
+    load_app().launch(parse_dirs(args.models), args.host, args.port, args.share == "yes", args.device)
     return 0
