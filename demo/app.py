@@ -78,6 +78,7 @@ class StyleApp:
         self.device = device
         self._stylizers: dict[str, Stylizer] = {}
         self._lock = threading.Lock()
+        self._pruning = threading.Lock()  # each event has its own queue: a photo and a video may prune at once
         self._outputs = Path(tempfile.mkdtemp(prefix="faststyle-demo-"))
         weakref.finalize(self, shutil.rmtree, self._outputs, ignore_errors=True)
 
@@ -248,13 +249,18 @@ class StyleApp:
 
     def _prune_outputs(self) -> None:
         """Forget results older than ``OUTPUT_MAX_AGE_S``: a demo left running does not fill the disk."""
-        cutoff = time.time() - OUTPUT_MAX_AGE_S
-        for old in (p for p in self._outputs.rglob("*") if p.is_file()):
-            with contextlib.suppress(OSError):
-                if old.stat().st_mtime < cutoff:
-                    old.unlink()
-                    if old.parent != self._outputs:
-                        old.parent.rmdir()
+        if not self._pruning.acquire(blocking=False):
+            return  # another request is at it
+        try:
+            cutoff = time.time() - OUTPUT_MAX_AGE_S
+            for old in (p for p in self._outputs.rglob("*") if p.is_file()):
+                with contextlib.suppress(OSError):
+                    if old.stat().st_mtime < cutoff:
+                        old.unlink()
+                        if old.parent != self._outputs:
+                            old.parent.rmdir()
+        finally:
+            self._pruning.release()
 
     def stylize_brushed(
         self, editor: dict[str, Any] | None, model: str, strength: float, preserve: bool, size: float
