@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from faststyle.animation import is_animation, kept_suffix, stylize_animation
+from faststyle.animation import frame_count, is_animation, kept_suffix, stylize_animation
 from faststyle.commands.demo import add_arguments, parse_dirs
 from faststyle.errors import FaststyleError
-from faststyle.images import open_with_alpha, save_image, with_alpha
+from faststyle.images import open_with_alpha, opened, save_image, with_alpha
 from faststyle.stylize import (
     ModelInfo,
     Stylizer,
@@ -133,17 +133,7 @@ class StyleApp:
         try:
             return (*open_with_alpha(path, max_pixels=UPLOAD_MAX_PIXELS), name)
         except FaststyleError as exc:
-            name = name or "the upload"
-            if "limit" in str(exc):
-                raise gr.Error(
-                    f"Cannot stylize {name}: it has more than {UPLOAD_MAX_PIXELS / 1e6:.0f} megapixels. Scale it down "
-                    "and upload it again (the output is at most 2048 px on its long side anyway).",
-                    print_exception=False,
-                ) from None
-            raise gr.Error(
-                f"Cannot stylize {name}: it is not an image file this demo can read. Upload a JPEG, PNG or WebP photo.",
-                print_exception=False,
-            ) from None
+            raise _unreadable(name, exc) from None
 
     def stylize_photo(
         self,
@@ -181,8 +171,11 @@ class StyleApp:
     ) -> tuple[str, str, Any]:
         """An animated GIF, PNG or WebP upload, stylized into an animation of its own format."""
         name = name or Path(upload).name
-        with Image.open(upload) as animation:
-            frames, suffix = animation.n_frames, kept_suffix(Path(name), animation.format)
+        try:
+            with opened(upload, UPLOAD_MAX_PIXELS) as animation:
+                frames, suffix = frame_count(animation), kept_suffix(Path(name), animation.format)
+        except FaststyleError as exc:
+            raise _unreadable(name, exc) from None
         if frames > ANIMATION_MAX_FRAMES:
             raise gr.Error(
                 f"Cannot stylize {name}: it has {frames} frames, and this demo takes animations of up to "
@@ -322,6 +315,21 @@ class StyleApp:
         if not results:
             raise gr.Error("Pick a style to compare.", print_exception=False)
         return results
+
+
+def _unreadable(name: str, exc: FaststyleError) -> gr.Error:
+    """The page's message for an upload that cannot be opened: too many pixels, or not an image."""
+    name = name or "the upload"
+    if "limit" in str(exc):
+        return gr.Error(
+            f"Cannot stylize {name}: it has more than {UPLOAD_MAX_PIXELS / 1e6:.0f} megapixels. Scale it down "
+            "and upload it again (the output is at most 2048 px on its long side anyway).",
+            print_exception=False,
+        )
+    return gr.Error(
+        f"Cannot stylize {name}: it is not an image file this demo can read. Upload a JPEG, PNG or WebP photo.",
+        print_exception=False,
+    )
 
 
 def _cannot(name: str, path: str, exc: FaststyleError) -> gr.Error:

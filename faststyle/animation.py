@@ -160,7 +160,7 @@ def stylize_animation(
         source_format = image.format
         plays = plays_of(image)
         first = 1 if _has_hidden_default_image(image) else 0
-        count = getattr(image, "n_frames", 1) - first
+        count = frame_count(image)
         side = (image.height, image.width)
         _check_memory(source, count, side if size is None else long_side_size(*side, size))
         with tqdm(total=count, unit="frame", disable=not progress, desc=source.name) as bar:
@@ -309,6 +309,11 @@ def _squared_error(frame: Image.Image, quantized: Image.Image, shown: np.ndarray
     if shown is not None and shown.any():
         difference = difference[shown]
     return float(np.square(difference).mean())
+
+
+def frame_count(image: Image.Image) -> int:
+    """The frames of an opened animation, an APNG's separate default image (which Pillow counts) left out."""
+    return getattr(image, "n_frames", 1) - (1 if _has_hidden_default_image(image) else 0)
 
 
 def _has_hidden_default_image(image: Image.Image) -> bool:

@@ -524,3 +524,32 @@ def test_a_port_in_use_is_said_with_the_fix(tmp_path: Path, capsys: pytest.Captu
         assert main(["demo", "--port", str(port), "--models", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert f"cannot serve on 127.0.0.1:{port}" in err and "pick another --port" in err
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, at the tiny limit set here
+def test_animation_uploads_are_held_to_the_upload_limits(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frame limit counts frames as shown (an APNG's separate default image is not one), and an animation's
+    canvas is held to the same pixel limit as a photo, with the same message."""
+    import gradio as gr
+
+    from faststyle.commands.demo import load_app
+
+    module = load_app()
+    app = module.StyleApp([models_dir], device="cpu")
+    frames = [Image.fromarray(f) for f in pan_frames(64, 48, 4)]
+    apng = tmp_path / "loop.png"
+    frames[0].save(apng, save_all=True, append_images=frames[1:], default_image=True, duration=50, loop=0)
+    monkeypatch.setattr(module, "ANIMATION_MAX_FRAMES", 3)
+    path, report, _ = app.stylize_photo({"path": str(apng)}, "starry_vgg16", 1.0, False, 128)
+    assert report.startswith("3 frames") and Path(path).suffix == ".png"  # refused as 4 frames before
+    monkeypatch.setattr(module, "ANIMATION_MAX_FRAMES", 2)
+    with pytest.raises(gr.Error, match="it has 3 frames"):
+        app.stylize_photo({"path": str(apng)}, "starry_vgg16", 1.0, False, 128)
+
+    gif = tmp_path / "loop.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=50, loop=0)
+    monkeypatch.setattr(module, "UPLOAD_MAX_PIXELS", 64 * 48 - 1)
+    with pytest.raises(gr.Error, match="Cannot stylize loop.gif: it has more than"):
+        app.stylize_photo({"path": str(gif), "orig_name": "loop.gif"}, "starry_vgg16", 1.0, False, 128)
