@@ -10,7 +10,7 @@ loss.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -61,6 +61,18 @@ class RegionStyleLoss(PerceptualLoss):
                 layer: tuple(f.shape[-2:]) for layer, f in self.features(probe, list(self.config.style_layers)).items()
             }
         self.regions = {layer: self._regions_at(size) for layer, size in sizes.items()}
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> RegionStyleLoss:
+        """``to``, ``cuda``, ``half`` …: the masks at every layer go where the network and the targets go."""
+        super()._apply(fn, recurse)
+        if "regions" not in self.__dict__:  # while PerceptualLoss is being made
+            return self
+        self.masks = fn(self.masks)
+        self.regions = {
+            layer: [(i, fn(mask), share, per_covered) for i, mask, share, per_covered in regions]
+            for layer, regions in self.regions.items()
+        }
+        return self
 
     @torch.no_grad()
     def style_targets(self, style_images: Sequence[Tensor], blend: Sequence[float]) -> dict[str, Tensor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,16 @@ def test_each_style_paints_its_own_region(vgg16, images: tuple) -> None:
     # measured: left 0.033 against 0.062, right 0.040 against 0.061
     assert off(guided, scream_only, left) < 0.7 * off(guided, starry_only, left)
     assert off(guided, starry_only, right) < 0.7 * off(guided, scream_only, right)
+
+
+def test_the_masks_move_with_the_loss(vgg16, images: tuple) -> None:
+    """``.to(device)`` takes the masks at every layer along, as it takes the network and the targets."""
+    content, starry, scream = images
+    content = resize_long_side(content, 64)
+    masks = [left_half(content), 1 - left_half(content)]
+    loss = RegionStyleLoss(copy.deepcopy(vgg16), "vgg16", [starry, scream], masks).to("meta")  # a device CI has
+    assert loss.masks.device.type == "meta" and loss.target_gram("conv1_1").device.type == "meta"
+    assert {mask.device.type for regions in loss.regions.values() for _, mask, _, _ in regions} == {"meta"}
 
 
 def test_the_region_loss_traces_as_one_graph(vgg16, images: tuple) -> None:
