@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from faststyle.animation import is_animation
 from faststyle.errors import FaststyleError
-from faststyle.images import check_frames_job, new_file_mode
+from faststyle.images import check_frames_job, durable_replace, new_file_mode
 
 if TYPE_CHECKING:
     from faststyle.stylize import Strength, Stylizer
@@ -245,7 +245,7 @@ def stylize_video(
                 raise FaststyleError(f"{source} has no frames that could be decoded")
             writer.close()
         os.chmod(tmp, new_file_mode())
-        os.replace(tmp, target)
+        durable_replace(tmp, target)
         tmp = None
     except av.FFmpegError as exc:
         raise FaststyleError(f"{source} could not be stylized into {target.name} ({_ffmpeg_reason(exc)})") from None

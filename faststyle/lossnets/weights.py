@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from faststyle.errors import FaststyleError
-from faststyle.images import new_file_mode, sha256_file
+from faststyle.images import durable_replace, new_file_mode, sha256_file
 
 StateDict = dict[str, Tensor]
 CACHE_ENV = "FASTSTYLE_CACHE"
@@ -87,7 +87,7 @@ def save_state_dict(state: StateDict, path: str | os.PathLike[str], metadata: di
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp, metadata=metadata)
         os.chmod(tmp, new_file_mode())
-        os.replace(tmp, path)
+        durable_replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
