@@ -453,6 +453,25 @@ def test_cli_folder_with_a_broken_file(
     assert "1 failed" in captured.err and "broken.jpg" in captured.err
 
 
+def test_cli_into_the_input_folder_never_writes_over_an_input(
+    model_path: Path, shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out`` the photos' own folder, where a photo is named as another's output would be: the photo is kept."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    open_image(shared / "data" / "content" / "chicago.jpg").resize((96, 64)).save(folder / "city.jpg")
+    open_image(shared / "data" / "content" / "tubingen.jpg").resize((64, 48)).save(folder / "city_starry.png")
+    before = (folder / "city_starry.png").read_bytes()
+    assert main(["stylize", "--model", str(model_path), str(folder), "--out", str(folder)]) == 0
+    assert (folder / "city_starry.png").read_bytes() == before  # was overwritten by city.jpg's painting
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "city-2_starry.png", "city.jpg", "city_starry.png", "city_starry_starry.png"
+    ]  # fmt: skip
+    with Image.open(folder / "city-2_starry.png") as image, Image.open(folder / "city_starry_starry.png") as other:
+        assert image.size == (96, 64) and other.size == (64, 48)
+    assert "stylized 2 of 2 images" in capsys.readouterr().out
+
+
 def test_cli_single_file_glob_and_format(
     model_path: Path, shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

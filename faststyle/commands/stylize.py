@@ -130,13 +130,15 @@ def output_paths(
     animated: dict[Path, str] | None = None,
 ) -> list[Path]:
     """Where each file goes; ``animated`` maps the animations to their format (an animation keeps its format in a
-    folder unless ``fmt`` is given)."""
+    folder unless ``fmt`` is given). In a folder no output takes another's name or an input's: ``-2``, ``-3`` … are
+    added to the stem instead."""
     from faststyle.animation import kept_suffix
     from faststyle.video import is_video, output_suffix
 
     if not folder:
         return [out] if files else []
     paths: list[Path] = []
+    inputs = {file.resolve() for file in files}
     taken: set[Path] = set()
     for file in files:
         if is_video(file):
@@ -147,7 +149,7 @@ def output_paths(
             suffix = "." + (fmt or "png")
         candidate = out / f"{file.stem}_{model}{suffix}"
         count = 2
-        while candidate in taken:
+        while candidate in taken or candidate.resolve() in inputs:
             candidate = out / f"{file.stem}-{count}_{model}{suffix}"
             count += 1
         taken.add(candidate)
