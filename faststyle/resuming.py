@@ -19,7 +19,13 @@ METRICS_ASIDE = "metrics.previous.csv"
 
 
 # Settings a resumed run may change; any other change would make one model of two different trainings.
-RESUMABLE = frozenset({"steps", "styles", "cache", "lossnet_weights", "compile", "channels_last", "extra"})
+# Paths among them are checked by what they hold: the style images, the config's layers and weights, and the loss
+# network's weights (``check_same_lossnet``).
+RESUMABLE = frozenset({"steps", "styles", "cache", "lossnet_weights", "compile", "channels_last", "extra", "config"})
+
+
+def _layers(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: config.get(key) for key in ("backbone", "content_layers", "style_layers")}
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -79,6 +85,12 @@ def check_resumable(checkpoint: dict[str, Any], settings: TrainSettings, run: Pa
         then_weight = f"auto ({balance_then})" if balance_then else saved.get("style_weight")
         now_weight = f"auto ({settings.style_balance})" if settings.style_balance else settings.style_weight
         changed.append(f"--style-weight {then_weight} then, {now_weight} now")
+    layers = checkpoint.get("layer_config")
+    if layers is None:  # a checkpoint from before the layers were kept: compare the --config given
+        if saved.get("config") != now["config"]:
+            changed.append(f"--config {saved.get('config')!r} then, {now['config']!r} now")
+    elif _layers(layers) != _layers(settings.layer_config().to_dict()):
+        changed.append(f"other layers or layer weights (--config {saved.get('config')!r} then, {now['config']!r} now)")
     hashes = checkpoint.get("style_sha256")
     if hashes is not None and hashes != [sha256_file(path) for path in settings.styles]:
         changed.append("other style images")
@@ -92,6 +104,20 @@ def check_resumable(checkpoint: dict[str, Any], settings: TrainSettings, run: Pa
             f"the run in {run} was trained with other settings ({'; '.join(changed)}); resume it with the same "
             "settings (only --steps may grow), or start a new run with another --out/--run-dir"
         )
+
+
+def check_same_lossnet(checkpoint: dict[str, Any], weights_sha256: str | None, run: Path) -> None:
+    """The loss network's weights may come from another file or cache, but must be the same weights (a checkpoint
+    from before they were recorded is taken as it is)."""
+    if "lossnet_sha256" not in checkpoint or checkpoint["lossnet_sha256"] == weights_sha256:
+        return
+    then, now = (
+        f"sha256 {h[:12]}…" if h and len(h) == 64 else str(h) for h in (checkpoint["lossnet_sha256"], weights_sha256)
+    )
+    raise FaststyleError(
+        f"the run in {run} was trained with other loss-network weights ({then} then, {now} now); resume it with the "
+        "same --lossnet-weights, or start a new run with another --out/--run-dir"
+    )
 
 
 def latest_checkpoint(folder: Path) -> Path | None:

@@ -43,6 +43,7 @@ from faststyle.lossnets import get_lossnet
 from faststyle.resuming import (
     INTERRUPTED,
     check_resumable,
+    check_same_lossnet,
     checkpoint_step,
     join_metrics,
     latest_checkpoint,
@@ -264,6 +265,8 @@ class StyleModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["images_seen"] = self.images_seen
         checkpoint["style_sha256"] = self.style_sha256
+        checkpoint["layer_config"] = self.layer_config.to_dict()
+        checkpoint["lossnet_sha256"] = self.perceptual.lossnet.weights_sha256
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.images_seen = int(checkpoint.get("images_seen", 0))
@@ -439,6 +442,8 @@ def train(
             )
     pl.seed_everything(settings.seed, workers=True, verbose=False)
     module = StyleModule(settings)
+    if resume:
+        check_same_lossnet(saved, module.perceptual.lossnet.weights_sha256, run)
     datamodule = PhotoDataModule(
         str(data),
         batch_size=settings.batch,

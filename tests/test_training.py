@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import copy_photos
+from conftest import REPO, copy_photos
 from PIL import Image
 
 from faststyle.cli import main
@@ -205,7 +205,20 @@ def test_resume_refuses_other_settings_and_a_finished_run(
         _train(_settings(shared, lossnet_cache, 4), other_photos, out, resume=True)
     with pytest.raises(FaststyleError, match="already reached step 2 of --steps 2; raise --steps"):
         _train(_settings(shared, lossnet_cache, 2), photos, out, resume=True)
+    # a config is checked by the layers and weights it holds, not by its path; so are the loss network's weights
+    documented = (REPO / "configs" / "vgg16.yaml").read_text()
+    edited = _settings(shared, lossnet_cache, 4)
+    edited.config = str(tmp_path / "vgg16.yaml")
+    Path(edited.config).write_text(documented.replace("conv5_1: 0.2", "conv5_1: 0.5"))
+    with pytest.raises(FaststyleError, match=r"other layers or layer weights \(--config None then, '.*vgg16.yaml' now"):
+        _train(edited, photos, out, resume=True)
+    random_net = _settings(shared, lossnet_cache, 4)
+    random_net.lossnet_weights = "random"
+    with pytest.raises(FaststyleError, match=r"other loss-network weights \(sha256 [0-9a-f]{12}… then, random now\)"):
+        _train(random_net, photos, out, resume=True)
     assert out.read_bytes() == written
+    Path(edited.config).write_text(documented)  # the documented layers from another path: the same training
+    assert _train(edited, photos, out, resume=True).steps == 4
 
 
 def test_a_run_that_failed_before_its_first_step_does_not_block_the_next(
