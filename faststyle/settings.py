@@ -12,6 +12,7 @@ from faststyle.config import LayerConfig, backbone_for, layer_config
 from faststyle.errors import FaststyleError
 from faststyle.losses import STYLE_BALANCE, TRAINING_WEIGHTS, blend_weights
 from faststyle.lossnets import spec
+from faststyle.stability import MARGIN, MAX_SHIFT, STABLE_SIZE
 
 
 @dataclass
@@ -69,6 +70,11 @@ class TrainSettings:
             setattr(self, name, _number(getattr(self, name), name, allow_zero=True))
         for name in ("lr", "width"):
             setattr(self, name, _number(getattr(self, name), name, allow_zero=False))
+        if self.stability_weight > 0 and self.size < STABLE_SIZE:
+            raise FaststyleError(
+                f"--stability-weight compares crops moved by up to {MAX_SHIFT} px, {MARGIN} px in from each edge: "
+                f"give --size {STABLE_SIZE} or more, not {self.size}"
+            )
         if self.style_balance is not None:
             self.style_balance = _number(self.style_balance, "style_balance", allow_zero=False)
             if not self.content_weight > 0:

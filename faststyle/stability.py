@@ -21,6 +21,7 @@ MAX_SHIFT = 3  # a move of 4 px is one the network's stride-4 grid already follo
 MARGIN = 8  # pixels at the edges left out of the comparison: there the content itself differs
 NOISE = 2 / 255  # camera noise of the moved copy (standard deviation, in [0,1] units): about a webcam's
 _INNER = (..., slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
+STABLE_SIZE = 2 * MARGIN + MAX_SHIFT + 1  # the smallest crop that leaves a pixel to compare
 
 
 def step_shift(seed: int, step: int) -> tuple[int, int]:

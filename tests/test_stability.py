@@ -8,8 +8,17 @@ import pytest
 import torch
 from torch import nn
 
+from faststyle.errors import FaststyleError
 from faststyle.images import load_image
-from faststyle.stability import MAX_SHIFT, instability, moved_window, stability_loss, step_shift
+from faststyle.settings import TrainSettings
+from faststyle.stability import (
+    MAX_SHIFT,
+    STABLE_SIZE,
+    instability,
+    moved_window,
+    stability_loss,
+    step_shift,
+)
 from faststyle.transformer import TransformerNet
 
 
@@ -77,3 +86,15 @@ def test_training_on_the_term_alone_steadies_the_network(shared: Path, photo: to
         assert after[move] < before[move] / 3, (before, after)
     with torch.no_grad():
         assert float(net(photo).std()) > 0.05
+
+
+def test_the_smallest_crop_it_takes_leaves_pixels_to_compare() -> None:
+    """Below STABLE_SIZE the comparison was of nothing: a NaN loss at the first step, nothing naming the size."""
+    torch.manual_seed(0)
+    net = TransformerNet(width=0.25, num_residual=1).eval()
+    crop = torch.rand(1, 3, STABLE_SIZE, STABLE_SIZE)
+    with torch.no_grad():
+        assert torch.isfinite(stability_loss(net, crop, net(crop), (MAX_SHIFT, MAX_SHIFT)))
+    with pytest.raises(FaststyleError, match=f"give --size {STABLE_SIZE} or more, not {STABLE_SIZE - 1}"):
+        TrainSettings(styles=["starry.jpg"], size=STABLE_SIZE - 1, stability_weight=300)
+    assert TrainSettings(styles=["starry.jpg"], size=16).size == 16  # without the term a 16-px crop still trains
