@@ -524,10 +524,10 @@ def train(
     result.rank, result.world_size, result.start_step = trainer.global_rank, trainer.world_size, start_step
     if module.stopped_reason:
         result.stopped_reason = module.stopped_reason
+        good = latest_checkpoint(run / "checkpoints")  # what --resume continues from: an interruption's may be newer
         raise NonFiniteLoss(
-            f"training stopped: {module.stopped_reason}. The last good checkpoint is {last} (step "
-            f"{checkpoint_step(last) if last.exists() else 'none'}); lower --lr or the loss weights and "
-            "resume with --resume"
+            f"training stopped: {module.stopped_reason}. The last good checkpoint is {good or last} (step "
+            f"{checkpoint_step(good) if good else 'none'}); lower --lr or the loss weights and resume with --resume"
         )
     if trainer.interrupted:
         raise FaststyleError(f"interrupted; continue with the same command and --resume (checkpoint {last})")
