@@ -632,6 +632,8 @@ def model_metadata(
             "lr": settings.lr,
             "seed": settings.seed,
             "images_seen": module.images_seen,
+            # the timing, hardware and precision are of the last session (--resume), which ran timed_steps
+            "timed_steps": steps - result.start_step,
             "seconds": round(result.seconds, 2),
             "images_per_second": round(result.images_per_second, 3),
             "hardware": hardware(module.device),

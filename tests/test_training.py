@@ -134,6 +134,7 @@ def test_resume_continues_the_step_count(shared: Path, lossnet_cache: Path, phot
     second = _train(_settings(shared, lossnet_cache, 8), photos, out, resume=True, checkpoint_every=3)
     assert second.steps == 8 and second.start_step == 4
     assert read_metadata(out)["training"]["images_seen"] == 16
+    assert read_metadata(out)["training"]["timed_steps"] == 4  # the seconds and speed are of the second part
     assert read_metadata(out)["data"]["skipped"] == 1  # the corrupt photo, found in either part, counted once
     # a third part finds the newest checkpoint, whatever --checkpoint-every was
     third = _train(_settings(shared, lossnet_cache, 9), photos, out, resume=True, checkpoint_every=5)
