@@ -8,6 +8,7 @@ Metrics are computed from the PNG files as written, so a reused run reports the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -331,6 +332,9 @@ class Study:
         return entries
 
     def model_wanted(self, style_index: int, column: Column) -> dict[str, Any]:
+        from faststyle.settings import TrainSettings
+
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
         return {
             "style_sha256": self.style_sha[style_index],
             "reader": READER_VERSION,
@@ -343,6 +347,14 @@ class Study:
             "seed": self.s.seed,
             "data": self.data_source,
             "loss": self.loss_weights(column),
+            # what train() is left to choose: a model dropped in models/ trained otherwise is not one of the study's
+            "trained_as": {
+                "transformer": {"width": defaults["width"], "num_residual": defaults["num_residual"]},
+                "lr": defaults["lr"],
+                "style_size": round(1.5 * self.s.size),
+                "short_side": defaults["short_side"],
+                "stability_weight": defaults["stability_weight"],
+            },
         }
 
     def loss_weights(self, column: Column) -> dict[str, float]:
@@ -365,6 +377,11 @@ class Study:
             and all(training.get(k) == wanted[k] for k in ("steps", "size", "batch", "seed"))
             and meta.get("data", {}).get("source") == wanted["data"]
             and all(meta.get("loss", {}).get(k) == v for k, v in wanted["loss"].items())
+            and meta.get("transformer") == wanted["trained_as"]["transformer"]
+            and training.get("lr") == wanted["trained_as"]["lr"]
+            and meta.get("style", {}).get("size") == wanted["trained_as"]["style_size"]
+            and meta.get("data", {}).get("short_side") == wanted["trained_as"]["short_side"]
+            and meta.get("loss", {}).get("stability_weight", 0.0) == wanted["trained_as"]["stability_weight"]
         )
 
     def find_model(self, wanted: dict[str, Any]) -> Path | None:

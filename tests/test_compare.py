@@ -186,6 +186,15 @@ def test_models_trained_on_other_photos_are_not_reused(study: dict[str, Any], tm
     assert same.find_model(same.model_wanted(0, column)) is not None
     moved = Study(CompareSettings(**(study["args"] | {"data": str(other)})))
     assert moved.find_model(moved.model_wanted(0, column)) is None
+    # nor one trained with settings the study leaves at train's defaults (a file dropped into models/ by hand)
+    wanted = same.model_wanted(0, column)
+    meta = read_metadata(same.find_model(wanted))
+    assert Study.model_matches(meta, wanted)
+    for part, key, value in [
+        ("loss", "stability_weight", 300.0), ("transformer", "width", 0.5), ("training", "lr", 0.01),
+        ("style", "size", 512), ("data", "short_side", 512),
+    ]:  # fmt: skip
+        assert not Study.model_matches(meta | {part: meta[part] | {key: value}}, wanted), (part, key)
 
 
 def test_an_output_folder_inside_the_content_folder_is_not_read_as_content(tmp_path: Path) -> None:
