@@ -126,7 +126,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         _what_ran(results),
         "",
-        f"Columns: {', '.join(c['name'] for c in results['columns'])}.",
+        f"Columns: {', '.join(_md(c['name']) for c in results['columns'])}.",
         "",
     ]
     out += [f"- **{k}**: {v}" for k, v in results["metrics"]["definitions"].items()] + [""]
@@ -180,10 +180,19 @@ dt { font-weight: bold; } dd { margin: 0 0 6px 16px; font-size: 13px; }
 """
 
 
+class _Html(str):
+    """A table cell of HTML the report builds itself (an image, a highlighted number), put in as it is."""
+
+
+def _cell(value: str) -> str:
+    """A table cell's HTML: names, labels and the hardware a model file names are escaped."""
+    return value if isinstance(value, _Html) else escape(str(value))
+
+
 def render_html(results: dict[str, Any], out: Path) -> str:
     def table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
         head = "".join(f"<th>{escape(h)}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+        body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
         return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
     parts = [
@@ -206,9 +215,9 @@ def render_html(results: dict[str, Any], out: Path) -> str:
         labels, grid = _grid(results, style)
         rows = [
             [
-                escape(name),
+                name,
                 *[
-                    f'<img src="{escape(quote(p))}" alt="{escape(name)}: {escape(label)}" loading="lazy">'
+                    _Html(f'<img src="{escape(quote(p))}" alt="{escape(name)}: {escape(label)}" loading="lazy">')
                     for p, label in zip(paths, labels, strict=True)
                 ],
             ]  # fmt: skip
@@ -220,8 +229,9 @@ def render_html(results: dict[str, Any], out: Path) -> str:
                      "(1 = the photo itself, lower = closer to the style; best per column in bold).</p>")  # fmt: skip
         best = [min(col) for col in zip(*match["matrix"], strict=True)]
         rows = [
-            [escape(_method_label(m)),
-             *[f'<span class="{"best" if v == b else ""}">{_fmt(v)}</span>' for v, b in zip(row, best, strict=True)]]
+            [_method_label(m),
+             *[_Html(f'<span class="{"best" if v == b else ""}">{_fmt(v)}</span>')
+               for v, b in zip(row, best, strict=True)]]
             for m, row in zip(match["rows"], match["matrix"], strict=True)
         ]  # fmt: skip
         parts.append(table(["output", *map(str, match["columns"])], rows))

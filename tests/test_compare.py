@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -148,6 +149,23 @@ def test_the_html_report_references_only_images_that_exist(study: dict[str, Any]
         assert (out / unquote(src)).is_file(), src
     assert "<svg" in html and "<polyline" in html  # the training loss curves
     assert "<script" not in html and "://" not in html.replace("http://www.w3.org/2000/svg", "")
+
+
+def test_names_and_hardware_cannot_put_markup_into_the_html_report(study: dict[str, Any]) -> None:
+    """Column names come from the command line and the hardware from model files: the report escapes them."""
+    from faststyle.report import render_html, render_markdown
+
+    results = copy.deepcopy(study["results"])
+    hostile = "<img src=x onerror=alert(1)>"
+    old = results["columns"][0]["name"]
+    text = json.dumps(results).replace(json.dumps(old), json.dumps(hostile))
+    text = re.sub(r'"hardware": "[^"]*"', '"hardware": "<b>gpu</b>"', text)
+    results = json.loads(text)
+    html = render_html(results, study["out"])
+    assert hostile not in html and "<b>gpu" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "&lt;b&gt;gpu&lt;/b&gt;" in html
+    assert html.count("<img ") == (study["out"] / "index.html").read_text().count("<img ")  # the report's own kept
+    assert hostile not in render_markdown(results)
 
 
 def test_the_markdown_report_links_images_that_exist_and_escapes_names(study: dict[str, Any]) -> None:
