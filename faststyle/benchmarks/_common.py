@@ -24,8 +24,13 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass
 class Timing:
+    """``peak_memory_gb``: the device's peak during the calls, all it held counted (the other variants' networks and
+    optimiser states too); ``call_memory_gb``: the most a call added to what the device held when it began (a
+    variant's own weights and optimiser state, held between calls, left out). Alone, a variant peaks between them."""
+
     seconds: list[float] = field(default_factory=list)
     peak_memory_gb: float | None = None
+    call_memory_gb: float | None = None
 
 
 def timed_together(
@@ -37,15 +42,18 @@ def timed_together(
     cuda = device.type == "cuda"
 
     def call(fn: Callable[[], object], timing: Timing) -> float:
+        held = 0
         if cuda:
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
+            held = torch.cuda.memory_allocated(device)
         start = time.perf_counter()
         fn()
         if cuda:
             torch.cuda.synchronize(device)
-            peak = torch.cuda.max_memory_allocated(device) / 1e9
-            timing.peak_memory_gb = max(timing.peak_memory_gb or 0.0, peak)
+            peak = torch.cuda.max_memory_allocated(device)
+            timing.peak_memory_gb = max(timing.peak_memory_gb or 0.0, peak / 1e9)
+            timing.call_memory_gb = max(timing.call_memory_gb or 0.0, (peak - held) / 1e9)
         return time.perf_counter() - start
 
     timings = {name: Timing() for name in fns}

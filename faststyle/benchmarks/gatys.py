@@ -175,6 +175,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     }
     if timings["faststyle"].peak_memory_gb is not None:
         result["peak_memory_gb"] = timings["faststyle"].peak_memory_gb
+        result["call_memory_gb"] = timings["faststyle"].call_memory_gb
     if args.baseline:
         base = timings["baseline"].seconds
         result["baseline"] = {

@@ -136,6 +136,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         stats: dict[str, float] = summary([args.steps * args.batch / t for t in timing.seconds])
         if timing.peak_memory_gb is not None:
             stats["peak_memory_gb"] = timing.peak_memory_gb
+            stats["call_memory_gb"] = timing.call_memory_gb
         result[name] = stats
     result["settings"] = {
         "precision": "bf16" if dtype else "fp32",
