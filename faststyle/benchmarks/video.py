@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         frames = _decode(clip)
         if not frames:
             raise FaststyleError(f"{clip} has no frames that could be decoded")
-        batches = [torch.stack(frames[i : i + args.batch]).float().div_(255) for i in range(0, len(frames), args.batch)]
+        # uint8, as the video path hands its frames to the Stylizer (the conversion on the device is the network's)
+        batches = [torch.stack(frames[i : i + args.batch]) for i in range(0, len(frames), args.batch)]
 
         def network() -> None:
             for batch in batches:
