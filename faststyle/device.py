@@ -20,4 +20,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise FaststyleError(f"device {device} is not supported; use auto, cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FaststyleError(f"device {device}: CUDA is not available on this machine; use the CPU (--device cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise FaststyleError(
+            f"device {device}: this machine has {count} GPU{'s' * (count != 1)}, cuda:0 to cuda:{count - 1}"
+        )
     return device

@@ -33,3 +33,12 @@ def test_cuda_without_a_gpu_says_to_use_the_cpu() -> None:
     message = r"device cuda:1: CUDA is not available on this machine; use the CPU \(--device cpu\)"
     with pytest.raises(FaststyleError, match=message):
         resolve_device("cuda:1")
+
+
+def test_a_gpu_number_past_the_machines_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rather than torch's "invalid device ordinal" at the first tensor moved there (two GPUs stood in here)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(FaststyleError, match=r"device cuda:2: this machine has 2 GPUs, cuda:0 to cuda:1"):
+        resolve_device("cuda:2")

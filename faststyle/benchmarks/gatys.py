@@ -1,7 +1,8 @@
 """Seconds for ITERS L-BFGS iterations of the Gatys reference mode (``faststyle.gatys.stylize``), median of
 --repeats runs, and seconds per iteration. Synthetic images unless --content/--style name real ones.
---baseline also times the plain loop (fp32, one ``LBFGS.step`` with the same history and line search,
-no clamping, no bookkeeping) on the same network and images, for side-by-side speedups; the runs of the two
+--baseline also times the plain loop (fp32, torch's ``LBFGS.step`` with the same history, its strong Wolfe line
+search where faststyle backtracks, no bounds, no bookkeeping) on the same network and images, for side-by-side
+speedups, with the evaluations and the final loss of each to say what the time bought; the runs of the two
 alternate, so that a shared machine's noise falls on both alike."""
 
 from __future__ import annotations
