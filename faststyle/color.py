@@ -64,8 +64,9 @@ def match_luminance(style: Tensor, content: Tensor) -> Tensor:
     """``grey(style)`` with its luminance shifted and scaled to the mean and standard deviation of the content's, as
     in Gatys et al.'s luminance-only transfer (2016), clamped to [0,1]."""
     style_y, content_y = _luma(style), _luma(content)
-    s_std, s_mean = torch.std_mean(style_y, dim=(1, 2, 3), keepdim=True)
-    c_std, c_mean = torch.std_mean(content_y, dim=(1, 2, 3), keepdim=True)
+    # the spread of the pixels themselves (not an estimate from a sample): a one-pixel image has none, not NaN
+    s_std, s_mean = torch.std_mean(style_y, dim=(1, 2, 3), keepdim=True, correction=0)
+    c_std, c_mean = torch.std_mean(content_y, dim=(1, 2, 3), keepdim=True, correction=0)
     matched = (style_y - s_mean) * (c_std / s_std.clamp_min(1e-6)) + c_mean
     return matched.clamp(0, 1).expand(-1, 3, -1, -1).contiguous()
 
@@ -82,11 +83,13 @@ def preserve_color(stylized: Tensor, content: Tensor) -> Tensor:
         raise FaststyleError(
             f"preserve_color: {content.shape[0]} content images for {stylized.shape[0]} stylized images"
         )
-    content = content.to(device=stylized.device, dtype=stylized.dtype)
+    content = content.to(device=stylized.device)
     size = tuple(stylized.shape[-2:])
     if tuple(content.shape[-2:]) != size:
         shrink = content.shape[-2] > size[0] or content.shape[-1] > size[1]
-        content = F.interpolate(content, size=size, mode="bilinear", antialias=shrink, align_corners=False)
+        # in float32 (antialiased resizing has no half-precision CPU kernel), then in the stylized image's type
+        content = F.interpolate(content.float(), size=size, mode="bilinear", antialias=shrink, align_corners=False)
+    content = content.to(stylized.dtype)
     luma = _luma(stylized)
     chroma = rgb_to_ycbcr(content)[:, 1:].expand(stylized.shape[0], -1, -1, -1)
     return ycbcr_to_rgb(torch.cat([luma, chroma], 1)).clamp(0, 1)

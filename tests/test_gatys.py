@@ -152,6 +152,21 @@ def test_match_luminance_gives_the_content_mean_and_spread(images: tuple) -> Non
     y_content = rgb_to_ycbcr(content)[:, 0]
     assert float(matched[:, 0].mean()) == pytest.approx(float(y_content.mean()), abs=0.01)
     assert float(matched[:, 0].std()) == pytest.approx(float(y_content.std()), rel=0.05)
+    # a one-pixel content has no spread: the style's luminance becomes flat at the pixel's, not NaN
+    pixel = content[..., :1, :1]
+    flat = match_luminance(style, pixel)
+    assert torch.allclose(flat, rgb_to_ycbcr(pixel)[:, :1].expand_as(flat), atol=1e-6)
+
+
+def test_colour_preservation_takes_a_half_precision_painting() -> None:
+    """fp16 output (a half-precision model on the CPU) with a larger photo: the photo is resized in float32."""
+    photo = load_image(CONTENT, 64)
+    painting = torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(0)).half()
+    kept = preserve_color(painting, photo)
+    assert kept.dtype == torch.float16 and kept.shape == painting.shape
+    small = torch.nn.functional.interpolate(photo, size=(24, 32), mode="bilinear", antialias=True)
+    # the photo's chroma, but where the painting's luminance with it falls outside the RGB cube and is clamped
+    assert float((rgb_to_ycbcr(kept.float())[:, 1:] - rgb_to_ycbcr(small)[:, 1:]).abs().mean()) < 0.005
 
 
 def test_images_too_small_for_the_deepest_layer_are_clear_errors(nets: dict, images: tuple) -> None:
