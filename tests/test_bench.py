@@ -59,6 +59,10 @@ def test_bench_infer_reports_each_backend_against_eager(capsys: pytest.CaptureFi
     assert result["size"] == [40, 56] and result["default"]["precision"] == "fp32"
     assert set(result["ms_per_image"]) == {"eager_fp32", "onnxruntime_fp32"} and "skipped" not in result
     assert result["speedup_vs_eager_fp32"]["eager_fp32"] == 1.0
+    # a backend that cannot run on this device is said, not left out silently
+    result = bench(capsys, "infer", "--model", "random", "--size", "40x56", "--backend", "cudagraphs", "--repeats", "1")
+    assert set(result["ms_per_image"]) == {"eager_fp32"}
+    assert result["skipped"] == {"cudagraphs_fp32": "CUDA graphs need CUDA"}
 
 
 def test_bench_video_times_the_whole_path_beside_its_parts(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     h, w = parse_size(args.size)
     images = torch.rand(args.batch, 3, h, w, device=device)
     runs: dict[str, dict[str, object]] = {"eager_fp32": {"precision": "fp32", "backend": "eager"}}
+    skipped: dict[str, str] = {}
     for backend in BACKENDS if args.backend == "all" else (args.backend,):
         compiled = backend in ("compile", "cudagraphs")
         precision = args.precision if args.precision != "auto" else default_precision(device, compiled)
@@ -65,8 +66,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             mode = "reduce-overhead" if backend == "cudagraphs" else "default"
             options = {"precision": precision, "backend": "channels_last", "compile": mode}
         if backend == "onnxruntime" and (device.type != "cpu" or precision != "fp32"):
+            skipped[f"{backend}_{precision}"] = "ONNX Runtime runs fp32 on the CPU here"
             continue
         if backend == "cudagraphs" and device.type != "cuda":
+            skipped[f"{backend}_{precision}"] = "CUDA graphs need CUDA"
             continue
         runs.setdefault(f"{backend}_{precision}", options)
 
@@ -81,7 +84,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         },
     }
     calls: dict[str, Callable[[], object]] = {}
-    skipped: dict[str, str] = {}
     for name, options in runs.items():
         try:
             stylizer = Stylizer(net, device=device, tile=0, **options)  # type: ignore[arg-type]
