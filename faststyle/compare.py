@@ -37,6 +37,7 @@ from faststyle.lossnets import LossNet, available_lossnets, get_lossnet, spec
 from faststyle.metrics import relative_style_loss
 from faststyle.modelfile import hardware
 from faststyle.report import render_html, render_markdown
+from faststyle.settings import TrainSettings, default_style_size
 
 log = logging.getLogger("faststyle.compare")
 
@@ -268,7 +269,7 @@ class Study:
         self.content_sha = [sha256_file(p) for p in self.contents]
         self.style_names = _slugs(self.styles, self.style_sha)
         self.content_names = _slugs(self.contents, self.content_sha)
-        self.style_size = round(1.5 * settings.size)
+        self.style_size = default_style_size(settings.size)  # as train() scales it
         self.hardware = hardware(self.device)
         self.cache = Cache(self.out / "cache.json")
         self._lossnets: dict[str, LossNet] = {}
@@ -332,8 +333,6 @@ class Study:
         return entries
 
     def model_wanted(self, style_index: int, column: Column) -> dict[str, Any]:
-        from faststyle.settings import TrainSettings
-
         defaults = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
         return {
             "style_sha256": self.style_sha[style_index],
@@ -351,7 +350,7 @@ class Study:
             "trained_as": {
                 "transformer": {"width": defaults["width"], "num_residual": defaults["num_residual"]},
                 "lr": defaults["lr"],
-                "style_size": round(1.5 * self.s.size),
+                "style_size": self.style_size,
                 "short_side": defaults["short_side"],
                 "stability_weight": defaults["stability_weight"],
             },
@@ -398,7 +397,7 @@ class Study:
     def model(self, style_index: int, column: Column) -> tuple[Path, dict[str, Any], str]:
         from faststyle.modelfile import read_metadata
         from faststyle.resuming import checkpoint_step, latest_checkpoint
-        from faststyle.settings import TrainSettings, style_weight_settings
+        from faststyle.settings import style_weight_settings
         from faststyle.training import train
 
         wanted = self.model_wanted(style_index, column)

@@ -15,6 +15,11 @@ from faststyle.lossnets import spec
 from faststyle.stability import MARGIN, MAX_SHIFT, STABLE_SIZE
 
 
+def default_style_size(size: int) -> int:
+    """The style image's long side when --style-size is not given: 1.5 times the crop's."""
+    return round(1.5 * size)
+
+
 @dataclass
 class TrainSettings:
     """Everything that defines a training run; recorded in the model file. Checked when made, with the errors the
@@ -92,7 +97,7 @@ class TrainSettings:
         return layer_config(self.backbone, self.config)
 
     def resolved_style_size(self) -> int:
-        return self.style_size or round(1.5 * self.size)
+        return self.style_size or default_style_size(self.size)
 
 
 def _flag(name: str) -> str:

@@ -529,9 +529,9 @@ class Stylizer:
         net = self._shared_stats_net()
         stats: dict[int, tuple[Tensor, Tensor]] = {}
         if self.tile_stats == "global":
-            long = max(h, w)
-            while long > 4 and math.prod(long_side_size(h, w, long)) > self.tile_pixels:
-                long = min(long - 1, math.floor(math.sqrt(self.tile_pixels / (h * w)) * max(h, w)))
+            long = min(max(h, w), max(4, math.floor(math.sqrt(self.tile_pixels / (h * w)) * max(h, w))))
+            while long > 4 and math.prod(long_side_size(h, w, long)) > self.tile_pixels:  # the short side rounded up
+                long -= 1
             preview = resize_long_side(content, long)
             with _tile_stats_mode("record", stats):
                 on_min_side(net, preview.to(self.dtype).contiguous(memory_format=self.memory_format))
