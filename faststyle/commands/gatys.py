@@ -81,7 +81,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="start from this trained model's painting of the content (a model in checkpoints/ or a file): a fast "
         "result refined toward the loss network's optimum, keeping much of the model's look",
     )  # fmt: skip
-    p.add_argument("--ratio", type=float, default=1e4, help="style weight : content weight (default 1e4)")
+    p.add_argument(
+        "--ratio",
+        type=float,
+        default=1e4,
+        help=(
+            "style weight : content weight (default 1e4), in the reference's 0-255 units: for the torchvision "
+            "networks (VGG, AlexNet), whose features are 57.6x smaller, the style weight is 57.6² times this"
+        ),
+    )
     p.add_argument("--tv-weight", type=float, default=0.0, help="total-variation weight for smoothness (default 0)")
     p.add_argument(
         "--style-scale", type=float, default=1.2, help="style long side relative to the content's (default 1.2)"
@@ -138,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
     from faststyle.device import resolve_device
     from faststyle.errors import FaststyleError
-    from faststyle.gatys import stylize
+    from faststyle.gatys import INITS, stylize
     from faststyle.images import check_writable, image_format, load_image, load_mask, save_image
     from faststyle.losses import describe_terms
 
@@ -147,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
     if args.save_every < 0:
         raise FaststyleError("--save-every must be 0 (off) or a positive number of iterations")
     inputs = {Path(args.content).resolve(): "--content"} | {Path(s).resolve(): "--style" for s in args.style}
+    inputs |= {Path(m).resolve(): "--mask" for m in args.mask or []}
+    if args.init not in INITS:
+        inputs[Path(args.init).resolve()] = "--init"
     if out.resolve() in inputs:
         raise FaststyleError(f"--out {out} is the {inputs[out.resolve()]} image; name another file for the result")
     if args.precision != "fp32" and resolve_device(args.device).type == "cpu":

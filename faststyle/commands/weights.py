@@ -52,13 +52,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from faststyle.errors import FaststyleError
     from faststyle.lossnets.registry import SPECS
     from faststyle.lossnets.weights import cache_dir, cached_info, sources_for
 
     print(f"cache: {cache_dir(args.cache)}")
     for name, spec in SPECS.items():
-        info = cached_info(name, args.cache)
-        state = f"cached from {info['source']}, sha256 {info['sha256']}" if info else "not cached"
+        try:
+            info = cached_info(name, args.cache)
+            state = f"cached from {info['source']}, sha256 {info['sha256']}" if info else "not cached"
+        except FaststyleError as exc:
+            state = f"damaged: {exc}"
         print(f"\n{name}: {spec.description}\n  {state}")
         for source in sources_for(name).values():
             print(f"  --from {source.name:<16} {source.describe}\n  {'':<23} {source.how}")
@@ -69,8 +73,9 @@ def _get(args: argparse.Namespace) -> int:
     from faststyle.lossnets.registry import get_lossnet
     from faststyle.lossnets.weights import cached_info, cached_path, fetch_weights
 
-    cached = cached_info(args.network, args.cache)
-    if cached and not (args.source or args.path or args.force):
+    again = args.source or args.path or args.force
+    cached = None if again else cached_info(args.network, args.cache)
+    if cached:
         get_lossnet(args.network, cache=args.cache, download=False)  # checks the file against its recorded sha256
         print(
             f"{args.network}: already cached, {cached_path(args.network, args.cache)} (from {cached['source']}, "

@@ -13,7 +13,7 @@ import torch
 from faststyle.device import resolve_device
 from faststyle.errors import FaststyleError
 from faststyle.lossnets.base import LossNet, swap_max_for_avg_pooling
-from faststyle.lossnets.weights import cached_path, fetch_weights, load_cached, read_state_dict
+from faststyle.lossnets.weights import StateDict, cached_path, fetch_weights, load_cached, read_state_dict
 
 log = logging.getLogger("faststyle.lossnets")
 
@@ -57,6 +57,33 @@ def spec(name: str) -> LossNetSpec:
     return SPECS[name]
 
 
+def fitted_state(net: LossNet, name: str, state: StateDict, where: object) -> StateDict:
+    """``state`` loaded into ``net.body`` and returned in its keys. Besides faststyle's own keys (``0.weight``, as
+    the cache holds them) it takes a whole torchvision model's (``features.0.weight``; the classifier is left out)
+    and, for the Caffe networks, Caffe's layer names (``conv1/7x7_s2.weight``, or with ``_`` for ``/``). Weights that
+    do not fit are a FaststyleError naming ``where``."""
+    from faststyle.lossnets.caffe import caffejs_convs
+
+    expected = set(net.body.state_dict())
+    features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+    caffe_names = {
+        f"{alias}.{blob}": f"{prefix}.0.{blob}"
+        for prefix, conv in caffejs_convs(net.body).items()
+        for alias in {conv.caffe_name, conv.caffe_name.replace("/", "_")}
+        for blob in ("weight", "bias")
+    }
+    by_caffe_name = {caffe_names[k]: v for k, v in state.items() if k in caffe_names}
+    chosen = next((c for c in (state, features, by_caffe_name) if set(c) == expected), state)
+    try:
+        net.body.load_state_dict(chosen, strict=True)
+    except RuntimeError as exc:
+        layouts = "faststyle's own (as `faststyle weights get` writes them), a torchvision model's (features.*)"
+        if caffe_names:
+            layouts += ", Caffe layer names (" + ", ".join(list(caffe_names)[:2]) + ", …)"
+        raise FaststyleError(f"the weights in {where} do not fit {name}: {exc}\nkeys taken: {layouts}") from None
+    return dict(chosen)
+
+
 def get_lossnet(
     name: str,
     weights: str | os.PathLike[str] | None = None,
@@ -83,16 +110,13 @@ def get_lossnet(
         if weights is not None:
             from faststyle.images import sha256_file
 
+            weights = os.path.expanduser(weights)
             state, digest = read_state_dict(weights), sha256_file(weights)
         else:
             if download and not cached_path(name, cache).exists():
                 fetch_weights(name, cache=cache)  # a file that is there but altered is refused, never replaced
             state, digest = load_cached(name, cache)
-        try:
-            net.body.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            where = weights or cached_path(name, cache)
-            raise FaststyleError(f"the weights in {where} do not fit {name}: {exc}") from None
+        fitted_state(net, name, state, weights or cached_path(name, cache))
         net.weights_sha256 = digest
     if pooling == "avg":
         swap_max_for_avg_pooling(net.body)

