@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from faststyle.errors import FaststyleError
-from faststyle.images import open_image, pil_to_tensor, resize_long_side, to_rgb
+from faststyle.images import opened, pil_to_tensor, resize_long_side, to_rgb
 
 log = logging.getLogger("faststyle.data")
 
@@ -49,14 +49,15 @@ def find_images(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 def _name_datasets_reads(path: Path) -> bool:
-    """Whether ``datasets`` can open a file by this name: fsspec takes ``::`` for a chain of file systems, and Arrow
-    strings must be UTF-8 (a name from an old archive may not be)."""
+    """Whether ``datasets`` can open a file by this name: fsspec takes ``::`` for a chain of file systems, ``datasets``
+    expands environment variables (``$HOME`` …) in paths, and Arrow strings must be UTF-8 (a name from an old archive
+    may not be)."""
     name = str(path)
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
         return False
-    return "::" not in name
+    return "::" not in name and os.path.expandvars(name) == name
 
 
 def _refuse_misspelt_folder(source: str) -> None:
@@ -93,16 +94,33 @@ def _shard_count(stream: datasets.IterableDataset) -> int:
 
 
 def _open(image: dict[str, Any], convert_profile: bool = True) -> Image.Image:
-    """An undecoded ``datasets.Image`` value (path and/or bytes) as an RGB PIL image; FaststyleError if unreadable.
-    ``convert_profile=False``: a colour profile is converted later, on the crop (see ``to_rgb``)."""
+    """An undecoded ``datasets.Image`` value (path and/or bytes) as an RGB PIL image, its first frame where it has
+    several; FaststyleError if unreadable. ``convert_profile=False``: a colour profile is converted later, on the crop
+    (see ``to_rgb``)."""
     if image.get("bytes") is None:
-        return open_image(image["path"], convert_profile=convert_profile)
+        with opened(image["path"]) as pil:
+            _note_frames(pil, image["path"])
+            pil.load()
+            return to_rgb(pil, convert_profile)
     try:
         with Image.open(io.BytesIO(image["bytes"])) as pil:
+            _note_frames(pil, image.get("path") or "a streamed photo")
             pil.load()
             return to_rgb(pil, convert_profile)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise FaststyleError(f"cannot read {image.get('path') or 'an image'} ({exc})") from None
+
+
+_NOTED_FRAMES: set[str] = set()
+
+
+def _note_frames(image: Image.Image, name: str) -> None:
+    """Says once per file (and loader process) that training crops the first frame of an animation or a document of
+    several pages, not at every crop."""
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1 and image.format != "MPO" and name not in _NOTED_FRAMES:  # a camera's MPO: its photo and a preview
+        _NOTED_FRAMES.add(name)
+        log.warning("%s has %d frames or pages; training crops the first", name, frames)
 
 
 def _short_side_size(wh: tuple[int, int], short: int) -> tuple[int, int]:
@@ -205,7 +223,8 @@ class _Crops(IterableDataset):
 
     @staticmethod
     def _key(image: dict[str, Any], index: int | None) -> int | str | bytes:
-        return index if index is not None else image.get("path") or image.get("bytes") or b""
+        # a hub dataset's paths are bare names (cat/1.jpg and dog/1.jpg are both 1.jpg): its bytes tell them apart
+        return index if index is not None else image.get("bytes") or image.get("path") or b""
 
     def _crop(self, image: dict[str, Any], index: int | None, gen: torch.Generator) -> Tensor | None:
         """A random crop of ``image``, or None (counted in ``skips``) when it cannot be read."""
@@ -420,7 +439,8 @@ class PhotoDataModule(pl.LightningDataModule):
             self._files = files
             if odd:
                 log.warning(
-                    "leaving out %d photo(s) whose names the datasets library cannot read (with '::', or not UTF-8), "
+                    "leaving out %d photo(s) whose names the datasets library cannot read (with '::' or a $VARIABLE, "
+                    "or not UTF-8), "
                     "e.g. %s; rename them to train on them", len(odd), ", ".join(ascii(str(p)) for p in odd[:3]),
                 )  # fmt: skip
             if not self._files:
@@ -441,7 +461,8 @@ class PhotoDataModule(pl.LightningDataModule):
                     "pass image_column"
                 )
             photos = photos.cast_column(self._column, datasets.Image(decode=False)).select_columns([self._column])
-            self.photos = photos.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
+            # a resumed run draws another order, or every session of a run in short sessions would see the same photos
+            self.photos = photos.shuffle(seed=self._crop_seed(), buffer_size=self.shuffle_buffer)
             self._skips = SkipCounter(None)
 
     def _hint_at_large_photos(self, sample: int = 64) -> None:

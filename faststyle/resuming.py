@@ -49,7 +49,9 @@ def set_metrics_aside(run: Path, start_step: int) -> None:
     first in ``metrics.previous.csv`` (joined again by ``join_metrics``, also after a run killed before it could)."""
     rows = _csv_rows(run / METRICS_ASIDE) + _csv_rows(run / "metrics.csv")
     kept = [row for row in rows if row.get("step", "").isdigit() and int(row["step"]) < start_step]
-    _write_csv(run / METRICS_ASIDE, kept)
+    # a resume killed before Lightning's logger replaced metrics.csv left the rows set aside in both files
+    unique = {tuple(sorted(row.items())): row for row in kept}
+    _write_csv(run / METRICS_ASIDE, list(unique.values()))
 
 
 def join_metrics(run: Path) -> None:
@@ -60,8 +62,16 @@ def join_metrics(run: Path) -> None:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    # Our own checkpoint (optimizer state included), not an untrusted file.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:  # our own checkpoint (optimizer state included), not an untrusted file
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        checkpoint = exc
+    if not isinstance(checkpoint, dict):
+        raise FaststyleError(
+            f"cannot read the checkpoint {path} ({checkpoint}); it is damaged: move it out of the way (--resume "
+            "then continues from the other checkpoints there, if any) or start a new run with another --out/--run-dir"
+        )
+    return checkpoint
 
 
 def checkpoint_step(path: Path) -> int:

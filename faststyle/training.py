@@ -331,7 +331,7 @@ class ValidationGrid(Callback):
             self.write(trainer, module)  # type: ignore[arg-type]
 
     def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if trainer.global_step % self.every:
+        if trainer.global_step % self.every and not getattr(module, "stopped_reason", None):
             self.write(trainer, module)  # type: ignore[arg-type]
 
 
@@ -435,11 +435,13 @@ def train(
         if settings.style_balance is not None and then.get("style_balance") == settings.style_balance:
             settings = replace(settings, style_weight=then["style_weight"])  # measured when the run began
         check_resumable(saved, settings, run, data_source(data))
-        if start_step >= settings.steps:
+        if start_step > settings.steps or (start_step == settings.steps and out.exists()):
             raise FaststyleError(
                 f"the run in {run} already reached step {start_step} of --steps {settings.steps}; "
                 "raise --steps to train it further"
             )
+        if start_step == settings.steps:
+            log.info("the run in %s reached step %d but has no %s yet: writing it", run, start_step, out.name)
     pl.seed_everything(settings.seed, workers=True, verbose=False)
     module = StyleModule(settings)
     if resume:
@@ -474,7 +476,7 @@ def train(
     callbacks: list[Callback] = [
         checkpoint,
         *([_SessionTimer(timedelta(minutes=max_minutes))] if max_minutes is not None else []),
-        _InterruptCheckpoint(run / "checkpoints", filename=INTERRUPTED),
+        _InterruptCheckpoint(run / "checkpoints", filename=INTERRUPTED, start_step=start_step),
         ValidationGrid(photos, run / "val", val_every),
         pace := _Pace(),
     ]
@@ -507,17 +509,24 @@ def train(
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume else None)
     except (KeyboardInterrupt, SystemExit):
-        # Lightning saves <run>/checkpoints/interrupted.ckpt, then exits on Ctrl-C.
+        # Lightning saves <run>/checkpoints/interrupted.ckpt (if a step was taken), then exits on Ctrl-C.
+        if trainer.global_step <= start_step:
+            again = "the same command" + (" (with --resume)" if resume else "")
+            raise FaststyleError(
+                f"interrupted before step {start_step + 1}; nothing was saved: run {again} again"
+            ) from None
         raise FaststyleError(
             f"interrupted at step {trainer.global_step}; continue with the same command and --resume"
         ) from None
+    except FaststyleError as exc:
+        raise _from_worker(exc) from None
     finally:
         if rank_zero_only.rank == 0:
             join_metrics(run)
     seconds = time.perf_counter() - started
     steps_done = trainer.global_step - start_step
     rate = pace.images_per_second(settings.batch * trainer.world_size)
-    if math.isnan(rate) and seconds > 0:  # one step: only the wall time, set-up included, says anything
+    if math.isnan(rate) and seconds > 0 and steps_done:  # one step: only the wall time, set-up included, says anything
         rate = steps_done * settings.batch * trainer.world_size / seconds
     final = {k: float(v) for k, v in module.last_terms.items()}
     result = TrainResult(None, run, trainer.global_step, seconds, rate, final, datamodule.skipped)
@@ -527,7 +536,9 @@ def train(
         good = latest_checkpoint(run / "checkpoints")  # what --resume continues from: an interruption's may be newer
         raise NonFiniteLoss(
             f"training stopped: {module.stopped_reason}. The last good checkpoint is {good or last} (step "
-            f"{checkpoint_step(good) if good else 'none'}); lower --lr or the loss weights and resume with --resume"
+            f"{checkpoint_step(good) if good else 'none'}). --resume continues from it with the same settings (a "
+            "rare overflow may not come back); if it does, start a new run (another --out or --run-dir) with a lower "
+            "--lr or loss weights"
         )
     if trainer.interrupted:
         raise FaststyleError(f"interrupted; continue with the same command and --resume (checkpoint {last})")
@@ -540,6 +551,15 @@ def train(
         result.model_path = out
         log.info("wrote %s", out)
     return result
+
+
+def _from_worker(error: FaststyleError) -> FaststyleError:
+    """A data loader worker's error with its own message: torch raises it again in the main process with the worker's
+    traceback as the message."""
+    text = str(error).rstrip()
+    if not text.startswith("Caught FaststyleError in DataLoader worker"):
+        return error
+    return FaststyleError(text.rsplit("FaststyleError: ", 1)[-1])
 
 
 class _Pace(Callback):
@@ -573,9 +593,17 @@ class _SessionTimer(Timer):
 
 class _InterruptCheckpoint(OnExceptionCheckpoint):
     """Lightning's checkpoint on Ctrl-C or kill, written whole (with the optimizer state, for --resume) as asked,
-    rather than by a default that Lightning then announces in the log."""
+    rather than by a default that Lightning then announces in the log. Only once this session has taken a step:
+    an interruption while a resumed run starts (before Lightning restores the checkpoint) would otherwise write the
+    fresh model of step 0 over the interrupted run's checkpoint."""
+
+    def __init__(self, dirpath: Path, filename: str, start_step: int) -> None:
+        super().__init__(dirpath, filename)
+        self.start_step = start_step
 
     def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, *_: Any, **__: Any) -> None:
+        if trainer.global_step <= self.start_step:
+            return
         trainer.save_checkpoint(self.ckpt_path, weights_only=False)
         found = module.non_finite_step() if isinstance(module, StyleModule) else None
         if found is not None:  # recorded on the device, not yet read by the host
@@ -596,14 +624,12 @@ def _trainer(**options: Any) -> pl.Trainer:
 def model_metadata(
     settings: TrainSettings, module: StyleModule, datamodule: Any, data: str, steps: int, result: TrainResult
 ) -> dict[str, Any]:
-    from PIL import Image
-
     from faststyle.modelfile import hardware
 
     styles = []
     for path in settings.styles:
-        with Image.open(path) as image:
-            styles.append({"file": Path(path).name, "sha256": sha256_file(path), "size": list(image.size)})
+        height, width = load_image(path).shape[-2:]  # upright, as trained on (EXIF orientation applied)
+        styles.append({"file": Path(path).name, "sha256": sha256_file(path), "size": [width, height]})
     lossnet = module.perceptual.lossnet
     return {
         "style": {
@@ -635,7 +661,7 @@ def model_metadata(
             # the timing, hardware and precision are of the last session (--resume), which ran timed_steps
             "timed_steps": steps - result.start_step,
             "seconds": round(result.seconds, 2),
-            "images_per_second": round(result.images_per_second, 3),
+            "images_per_second": round(rate, 3) if math.isfinite(rate := result.images_per_second) else None,
             "hardware": hardware(module.device),
             "precision": str(module.trainer.precision),
         },

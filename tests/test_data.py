@@ -1,3 +1,4 @@
+import itertools
 import logging
 import multiprocessing
 import os
@@ -250,6 +251,37 @@ def test_a_resumed_run_draws_new_crops(messy_folder: Path, tmp_path: Path) -> No
     )
 
 
+def test_a_resumed_stream_takes_its_photos_in_another_order(train_dir: Path, tmp_path: Path) -> None:
+    """A run trained in short sessions over a stream larger than a session would otherwise see the same first photos
+    in every session."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in sorted(train_dir.glob("urban100/*.jpg"))[:16]:
+        (folder / photo.name).symlink_to(photo)
+
+    def order(start_step: int) -> list[str]:
+        dm = module(folder, tmp_path, seed=3, stream=True, start_step=start_step)
+        dm.setup()
+        return [Path(example["image"]["path"]).name for example in itertools.islice(dm.photos, 16)]
+
+    first = order(0)
+    assert sorted(first) == sorted(p.name for p in folder.iterdir()) and first == order(0)
+    assert order(500) != first and order(500) == order(500)
+
+
+def test_an_animation_among_the_photos_is_noted_once(
+    train_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = Image.open(train_dir / PHOTOS[0]).convert("RGB")
+    photo.save(folder / "moving.gif", save_all=True, append_images=[photo.rotate(180)], duration=100)
+    with caplog.at_level(logging.WARNING, logger="faststyle"):
+        take(module(folder, tmp_path, batch_size=2), 4)  # eight crops of the one photo
+    assert caplog.text.count("moving.gif has 2 frames or pages; training crops the first") == 1
+    assert "stylize_animation" not in caplog.text
+
+
 def test_file_names_with_glob_characters_are_read(train_dir: Path, tmp_path: Path) -> None:
     folder = tmp_path / "brackets"
     folder.mkdir()
@@ -267,12 +299,13 @@ def test_names_the_datasets_library_cannot_read_are_left_out_with_a_warning(
     folder.mkdir()
     shutil.copy(train_dir / PHOTOS[0], folder / "IMG::1.jpg")  # fsspec reads '::' as a chain of file systems
     shutil.copy(train_dir / PHOTOS[1], os.fsencode(folder) + b"/caf\xe9.jpg")  # a Latin-1 name from an old zip
+    shutil.copy(train_dir / PHOTOS[2], folder / "$HOME-banner.jpg")  # datasets expands variables in paths
     shutil.copy(train_dir / PHOTOS[2], folder / "fine.jpg")
     with caplog.at_level(logging.WARNING, logger="faststyle.data"):
         dm = module(folder, tmp_path)
         assert take(dm, 1)[0].shape == (4, 3, 64, 64)
     assert dm.num_images == 1
-    assert "leaving out 2 photo(s)" in caplog.text and "IMG::1.jpg" in caplog.text
+    assert "leaving out 3 photo(s)" in caplog.text and "IMG::1.jpg" in caplog.text
 
 
 def test_a_stream_with_no_readable_photo_is_an_error(tmp_path: Path) -> None:

@@ -299,8 +299,11 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     monkeypatch.setattr(StyleModule, "losses", poisoned)
     out = tmp_path / "m.safetensors"
     with pytest.raises(NonFiniteLoss, match=r"(?s)loss became nan at step 3.*last good checkpoint") as stopped:
-        _train(_settings(shared, lossnet_cache, 10), photos, out, checkpoint_every=2)
+        _train(_settings(shared, lossnet_cache, 10), photos, out, checkpoint_every=2, val_photos=1, val_every=100)
     assert not out.exists()
+    assert "start a new run (another --out or --run-dir) with a lower --lr" in str(stopped.value)
+    # no validation grid of the stopped weights (one giving NaN pictures hid the stop behind an image error)
+    assert [p.name for p in (tmp_path / "m_run" / "val").glob("grid_*")] == ["grid_000000.png"]
     state = torch.load(tmp_path / "m_run/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
     # The step-2 checkpoint; Lightning before 2.6 also saves when the run stops, after 3 good (finite) updates.
@@ -719,3 +722,99 @@ def test_the_loss_terms_are_logged_only_on_the_steps_the_loggers_write(
         assert [int(row["step"]) for row in csv.DictReader(handle)] == [c - 1 for c in calls]
     assert set(result.final_losses) >= {"total", "content", "style", "tv", "style/conv1_1"}
     assert all(math.isfinite(v) for v in result.final_losses.values())
+
+
+def test_an_interruption_while_a_resumed_run_starts_keeps_the_interrupted_checkpoint(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lightning restores the checkpoint only after fit has started: a Ctrl-C before that wrote the fresh model of
+    step 0 over the interrupted run's only checkpoint."""
+    from faststyle.training import StyleModule
+
+    step = StyleModule.training_step
+
+    def ctrl_c_at_step_3(self: StyleModule, batch: torch.Tensor, index: int) -> torch.Tensor:
+        if self.global_step == 3:
+            raise KeyboardInterrupt
+        return step(self, batch, index)
+
+    out = tmp_path / "m.safetensors"
+    interrupted = tmp_path / "m_run" / "checkpoints" / "interrupted.ckpt"
+    with monkeypatch.context() as patch:
+        patch.setattr(StyleModule, "training_step", ctrl_c_at_step_3)
+        with pytest.raises(FaststyleError, match="interrupted at step 3; continue with the same command and --resume"):
+            _train(_settings(shared, lossnet_cache, 50), photos, out, checkpoint_every=100)
+    saved = interrupted.read_bytes()
+
+    def ctrl_c(self: StyleModule) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(StyleModule, "on_fit_start", ctrl_c)
+        with pytest.raises(FaststyleError, match=r"interrupted before step 4; nothing was saved: run .*--resume"):
+            _train(_settings(shared, lossnet_cache, 50), photos, out, resume=True)
+    assert interrupted.read_bytes() == saved
+    assert _train(_settings(shared, lossnet_cache, 5), photos, out, resume=True).start_step == 3
+
+
+def test_a_finished_run_whose_model_was_not_written_writes_it_on_resume(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import faststyle.modelfile
+
+    # a style photo stored on its side, upright by its EXIF orientation: the model records the size trained on
+    style = tmp_path / "style.jpg"
+    painting = Image.open(shared / "data/styles/vangogh_starry_night_crop.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to view
+    painting.transpose(Image.Transpose.ROTATE_90).save(style, exif=exif)
+    settings = _settings(shared, lossnet_cache, 2)
+    settings.styles = [str(style)]
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    out = tmp_path / "m.safetensors"
+    with monkeypatch.context() as patch:
+        patch.setattr(faststyle.modelfile, "save_model", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            _train(settings, photos, out)
+    assert not out.exists()
+    result = _train(settings, photos, out, resume=True)
+    assert result.steps == 2 and result.start_step == 2 and out.exists()
+    meta = read_metadata(out)
+    assert meta["training"]["steps"] == 2 and meta["training"]["timed_steps"] == 0
+    assert meta["training"]["images_per_second"] is None  # no step was timed in this session
+    assert meta["style"]["images"][0]["size"] == list(painting.size)
+    load_model(out)
+    with pytest.raises(FaststyleError, match="already reached step 2 of --steps 2; raise --steps"):
+        _train(settings, photos, out, resume=True)
+    last = tmp_path / "m_run" / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    for resume in (True, False):
+        with pytest.raises(FaststyleError, match=f"cannot read the checkpoint {last} .*damaged: move it"):
+            _train(_settings(shared, lossnet_cache, 4), photos, out, resume=resume)
+
+
+def test_an_error_in_a_loader_worker_reads_as_itself(shared: Path, lossnet_cache: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    for i in range(3):
+        (junk / f"junk{i}.jpg").write_bytes(b"not a jpeg" * 20)
+    with pytest.raises(FaststyleError) as error:
+        _train(_settings(shared, lossnet_cache, 2), junk, tmp_path / "m.safetensors", num_workers=1)
+    assert str(error.value) == "none of the training photos could be read; check the folder"
+
+
+def test_metrics_set_aside_twice_are_kept_once(tmp_path: Path) -> None:
+    from faststyle.resuming import join_metrics, set_metrics_aside
+
+    rows = "step,loss/style\n" + "".join(f"{step},{step / 10}\n" for step in range(6))
+    (tmp_path / "metrics.csv").write_text(rows)
+    set_metrics_aside(tmp_path, 4)
+    # killed before Lightning's logger replaced metrics.csv: the rows are in both files when the next resume starts
+    set_metrics_aside(tmp_path, 4)
+    (tmp_path / "metrics.csv").write_text("step,loss/style\n4,0.4\n5,0.5\n")
+    join_metrics(tmp_path)
+    with open(tmp_path / "metrics.csv") as handle:
+        assert [row["step"] for row in csv.DictReader(handle)] == ["0", "1", "2", "3", "4", "5"]
