@@ -41,7 +41,8 @@ from faststyle.settings import TrainSettings, default_style_size
 
 log = logging.getLogger("faststyle.compare")
 
-SCHEMA = "faststyle-compare/1"
+SCHEMA_NAME = "faststyle-compare"
+SCHEMA = f"{SCHEMA_NAME}/1"
 MODES = ("feedforward", "gatys", "both")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 # Bump when a metric's definition changes, so cached values are recomputed.
@@ -140,27 +141,67 @@ def resolve_columns(backbones: Sequence[str], configs: Sequence[str]) -> list[Co
 
 
 def collect_images(paths: Sequence[str], what: str, skip: Path | None = None) -> list[Path]:
-    """Image files and the images in folders (recursively), leaving out those under ``skip`` (the study's own
-    output, when it lies inside an input folder)."""
+    """Image files and the images in folders (recursively), each file once, leaving out those under ``skip`` (the
+    study's own output, when it lies inside an input folder) and in the output folders of other studies."""
     found: list[Path] = []
-    skipped = skip.resolve() if skip is not None else None
     for entry in paths:
         path = Path(entry)
         if path.is_dir():
-            found += sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() in IMAGE_SUFFIXES
-                and not (skipped is not None and p.resolve().is_relative_to(skipped))
-            )
+            found += _folder_images(path, skip)
         elif path.is_file():
             found.append(path)
         else:
             raise FaststyleError(f"{what} {path} does not exist; pass image files or folders of images")
     if not found:
         raise FaststyleError(f"no {what} images in {', '.join(paths)} (looked for {', '.join(IMAGE_SUFFIXES)})")
-    return found
+    return _once_each(found, what)
+
+
+def _folder_images(folder: Path, skip: Path | None) -> list[Path]:
+    skipped = skip.resolve() if skip is not None else None
+    found: list[Path] = []
+    for root, folders, files in os.walk(folder):
+        here = Path(root)
+        studies = [name for name in sorted(folders) if is_study_output(here / name)]
+        for name in studies:
+            log.info("leaving out %s: it is the output of a faststyle study", here / name)
+        folders[:] = [name for name in folders if name not in studies]
+        found += [
+            here / name
+            for name in files
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES
+            and (here / name).is_file()
+            and not (skipped is not None and (here / name).resolve().is_relative_to(skipped))
+        ]
+    return sorted(found)
+
+
+def is_study_output(folder: Path) -> bool:
+    """Whether ``folder`` is the output of a study: its results.json, or the cache.json it starts with (the
+    resized copies of its photos come first)."""
+    results, cache = _json_or_none(folder / "results.json"), _json_or_none(folder / "cache.json")
+    if isinstance(results, dict) and str(results.get("schema", "")).startswith(SCHEMA_NAME):
+        return True
+    return isinstance(cache, dict) and isinstance(cache.get("content"), dict)
+
+
+def _json_or_none(path: Path) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, OSError):
+        return None
+
+
+def _once_each(paths: list[Path], what: str) -> list[Path]:
+    """``paths`` with each file once (the first name it was given by), however often a file and its folder name it."""
+    first: dict[Path, Path] = {}
+    for path in paths:
+        kept = first.setdefault(path.resolve(), path)
+        if kept is not path:
+            log.warning("the %s %s was given before, as %s: taking it once", what, path, kept)
+    return list(first.values())
 
 
 def _slugs(paths: Sequence[Path], digests: Sequence[str]) -> list[str]:
@@ -174,6 +215,15 @@ def _hash(parts: Any) -> str:
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
+
+
+def _non_finite(value: Any, where: str = "") -> list[str]:
+    """Where ``value`` (nested dicts and lists) holds NaN or an infinity, e.g. ``["pan_1px"]``: results.json cannot."""
+    if isinstance(value, dict):
+        return [bad for k, v in value.items() for bad in _non_finite(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(value, list):
+        return [bad for i, v in enumerate(value) for bad in _non_finite(v, f"{where}[{i}]")]
+    return [where or "the value"] if isinstance(value, float) and not math.isfinite(value) else []
 
 
 class Cache:
@@ -196,7 +246,7 @@ class Cache:
 
     def get(self, kind: str, key: str, valid: Callable[[Any], bool] = lambda _: True) -> Any:
         value = self.data.get(kind, {}).get(key)
-        if value is not None and valid(value):
+        if value is not None and not _non_finite(value) and valid(value):
             if (kind, key) not in self.fresh and (kind, key) not in self.reused_keys:
                 self.reused_keys.add((kind, key))
                 self.count(kind, "reused")
@@ -204,6 +254,12 @@ class Cache:
         return None
 
     def put(self, kind: str, key: str, value: Any) -> Any:
+        bad = _non_finite(value)
+        if bad:
+            raise FaststyleError(
+                f"the {kind} figures {', '.join(bad[:5])} came out as NaN or infinite and were not cached: the "
+                "images may be too small or flat to measure; check them and the settings, or report it with them"
+            )
         self.data.setdefault(kind, {})[key] = value
         self.fresh.add((kind, key))
         self.count(kind, "computed")
@@ -275,6 +331,7 @@ class Study:
         self._lossnets: dict[str, LossNet] = {}
         self._lpips: Any = None
         self._meters: dict[tuple[int, str], Any] = {}
+        self._painting: tuple[int, Tensor] | None = None
 
     # -- shared pieces --------------------------------------------------------------------------------------------
 
@@ -295,9 +352,16 @@ class Study:
 
         key = (style_index, column.name)
         if key not in self._meters:
-            style = load_image(self.styles[style_index])
+            style = self.painting(style_index)
             self._meters[key] = StyleMeter(self.lossnet(column.backbone), style, column.config, self.style_size)
         return self._meters[key]
+
+    def painting(self, style_index: int) -> Tensor:
+        """The style image at full size, decoded once while the study works on it (one at a time: they may be
+        large)."""
+        if self._painting is None or self._painting[0] != style_index:
+            self._painting = (style_index, load_image(self.styles[style_index]))
+        return self._painting[1]
 
     def lpips(self) -> Any:
         from faststyle.metrics import LPIPS
@@ -511,7 +575,7 @@ class Study:
             entry = self.cache.get("gatys", key, covers)
             if entry is None:
                 photo = load_image(self.out / content_entry["path"])
-                entry = self._run_gatys(style_index, column, name, photo, iters)
+                entry = self._run_gatys(style_index, column, name, photo, self.painting(style_index), iters)
                 earlier = self.cache.data.get("gatys", {}).get(key)
                 if earlier is not None:
                     kept = {k: s for k, s in earlier["snapshots"].items() if self._image_valid(s)}
@@ -526,21 +590,28 @@ class Study:
             )
         return entries
 
-    def _run_gatys(self, style_index: int, column: Column, name: str, photo: Tensor, iters: list[int]) -> dict:
+    def _run_gatys(
+        self, style_index: int, column: Column, name: str, photo: Tensor, style: Tensor, iters: list[int]
+    ) -> dict:
+        """One Gatys run, snapshotted at ``iters``: each snapshot's seconds are the optimisation's, its writing left
+        out."""
         from faststyle import gatys
 
         snapshots: dict[str, dict[str, Any]] = {}
         folder = self.out / "images" / self.style_names[style_index]
+        saving = 0.0
         started = time.perf_counter()
 
         def snapshot(iteration: int, image: Tensor, terms: dict[str, float]) -> None:
+            nonlocal saving
             if iteration in iters:
-                seconds = time.perf_counter() - started
+                now = time.perf_counter()
                 path = folder / f"{name}__gatys-{column.slug}-{iteration}.png"
-                snapshots[str(iteration)] = self._save(image, path) | {"seconds": seconds}
+                snapshots[str(iteration)] = self._save(image, path) | {"seconds": now - started - saving}
+                saving += time.perf_counter() - now
 
         _, history = gatys.stylize(
-            photo, load_image(self.styles[style_index]), backbone=column.backbone, config=column.config,
+            photo, style, backbone=column.backbone, config=column.config,
             lossnet=self.lossnet(column.backbone), size=self.s.size, iters=max(iters), seed=self.s.seed,
             device=self.device, progress=False, callback=snapshot,
         )  # fmt: skip
@@ -608,6 +679,7 @@ class Study:
         from PIL import Image
 
         from faststyle.metrics import LPIPS_TAPS
+        from faststyle.stability import check_measurable
 
         def size_of(entry: dict[str, Any]) -> tuple[int, int]:
             with Image.open(self.out / entry["path"]) as image:
@@ -615,9 +687,11 @@ class Study:
 
         fix = "raise --size, or leave out very wide or tall images"
         crop = (f"a training crop of --size {self.s.size}", (self.s.size, self.s.size), "raise --size")
-        images = [crop] if self.s.feedforward else []
-        for name, entry in zip(self.content_names, contents, strict=True):
-            images.append((f"the photo {name} at --size {self.s.size}", size_of(entry), fix))
+        photos = [
+            (f"the photo {name} at --size {self.s.size}", size_of(entry), fix)
+            for name, entry in zip(self.content_names, contents, strict=True)
+        ]
+        images = [crop, *photos] if self.s.feedforward else photos
         for name, entry in zip(self.style_names, styles, strict=True):
             images.append((f"the painting {name} at {self.style_size} px", size_of(entry), fix))
         checks = [(LPIPS_NETWORK, list(LPIPS_TAPS[LPIPS_NETWORK]))]
@@ -625,6 +699,9 @@ class Study:
         for backbone, layers in checks:
             for what, (height, width), how in images:
                 self.lossnet(backbone).check_size(height, width, layers, what, how)
+        if self.s.feedforward:  # a feed-forward model's steadiness is measured on the photos
+            for what, (height, width), how in photos:
+                check_measurable(height, width, what, how)
 
     # -- the whole run --------------------------------------------------------------------------------------------
 
@@ -673,6 +750,8 @@ class Study:
                             "seconds": training["seconds"],
                             "images_per_second": training["images_per_second"],
                             "steps": training["steps"],
+                            # a resumed training's seconds are of its last session; older model files ran in one
+                            "timed_steps": training.get("timed_steps", training["steps"]),
                             "hardware": training.get("hardware", "unknown"),
                         }  # fmt: skip
                     )

@@ -21,6 +21,7 @@ from faststyle.errors import FaststyleError
 from faststyle.lossnets.weights import save_state_dict
 
 FORMAT = "faststyle-model/1"
+CPUINFO = Path("/proc/cpuinfo")
 
 
 def package_versions() -> dict[str, str]:
@@ -34,10 +35,35 @@ def package_versions() -> dict[str, str]:
 
 
 def hardware(device: torch.device) -> str:
-    """What a run's timings were measured on, e.g. ``NVIDIA H100 80GB HBM3`` or ``cpu x86_64, 2 threads``."""
+    """What a run's timings were measured on, e.g. ``NVIDIA H100 80GB HBM3`` or ``cpu AMD EPYC 7B13, 2 threads``."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"cpu {cpu_name()}, {torch.get_num_threads()} threads"
+
+
+def cpu_name() -> str:
+    """The CPU's model where the system says it, else its architecture (Linux's platform.processor() is empty)."""
+    system = platform.system()
+    named = _linux_cpu_name() if system == "Linux" else _mac_cpu_name() if system == "Darwin" else ""
+    return named or platform.processor() or platform.machine() or "unknown"
+
+
+def _linux_cpu_name() -> str:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in CPUINFO.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    return ""
+
+
+def _mac_cpu_name() -> str:
+    import subprocess
+
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5)
+        return done.stdout.strip() if done.returncode == 0 else ""
+    return ""
 
 
 def save_model(net: torch.nn.Module, path: str | os.PathLike[str], metadata: dict[str, Any], half: bool = True) -> Path:

@@ -12,7 +12,9 @@ from urllib.parse import quote
 from faststyle.plots import line_plot
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: float | None) -> str:
+    if value is None:  # e.g. the speed of a training session that only wrote the model file of a finished run
+        return "–"
     return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
 
 
@@ -63,7 +65,7 @@ def _timing_rows(results: dict[str, Any], style: str) -> tuple[list[str], list[l
             [
                 name,
                 f"{weight} (auto)" if weight and column.get("style_weight") == "auto" else weight,
-                _fmt(trained[0]["seconds"]) if trained else "",
+                _training_seconds(trained[0]) if trained else "",
                 _fmt(trained[0]["images_per_second"]) if trained else "",
                 trained[0].get("hardware", "unknown") if trained else "",
                 _fmt(inference) if inference is not None else "",
@@ -72,6 +74,14 @@ def _timing_rows(results: dict[str, Any], style: str) -> tuple[list[str], list[l
         )
     filled = [0] + [i for i in range(1, len(header)) if any(row[i] for row in rows)]
     return [header[i] for i in filled], [[row[i] for i in filled] for row in rows]
+
+
+def _training_seconds(timing: dict[str, Any]) -> str:
+    """A training's seconds, saying when they are of the last session of a resumed one only."""
+    steps = timing["steps"]
+    timed = timing.get("timed_steps", steps)
+    seconds = _fmt(timing["seconds"])
+    return seconds if timed == steps else f"{seconds} for the last {timed} of {steps} steps"
 
 
 def _what_ran(results: dict[str, Any]) -> str:

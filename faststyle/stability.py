@@ -17,11 +17,16 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from faststyle.errors import FaststyleError
+
 MAX_SHIFT = 3  # a move of 4 px is one the network's stride-4 grid already follows
 MARGIN = 8  # pixels at the edges left out of the comparison: there the content itself differs
 NOISE = 2 / 255  # camera noise of the moved copy (standard deviation, in [0,1] units): about a webcam's
 _INNER = (..., slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
 STABLE_SIZE = 2 * MARGIN + MAX_SHIFT + 1  # the smallest crop that leaves a pixel to compare
+PANS = (1, 2, 4)  # the moves ``instability`` measures, in pixels
+# the smallest (height, width) that ``instability`` measures: its widest pan still leaves a pixel inside the margins
+MEASURED_SIZE = (2 * MARGIN + 1, 2 * MARGIN + 2 * max(PANS) + 1)
 
 
 def step_shift(seed: int, step: int) -> tuple[int, int]:
@@ -34,6 +39,16 @@ def moved_window(images: Tensor, shift: tuple[int, int]) -> Tensor:
     """The window of ``images`` MAX_SHIFT pixels smaller on each axis, ``shift`` pixels in from the top left."""
     (dy, dx), (h, w) = shift, images.shape[-2:]
     return images[..., dy : h - MAX_SHIFT + dy, dx : w - MAX_SHIFT + dx]
+
+
+def check_measurable(height: int, width: int, what: str, fix: str) -> None:
+    """Raise a FaststyleError naming ``what`` and how to ``fix`` it when ``instability`` would compare no pixels."""
+    need_height, need_width = MEASURED_SIZE
+    if height < need_height or width < need_width:
+        raise FaststyleError(
+            f"{what} is {width}x{height} pixels: measuring how steady a painting is needs at least "
+            f"{need_width}x{need_height} ({MARGIN}-px edges left out, moves of up to {max(PANS)} px); {fix}"
+        )
 
 
 def stability_loss(net: Callable[[Tensor], Tensor], content: Tensor, styled: Tensor, shift: tuple[int, int],
@@ -56,12 +71,16 @@ def instability(stylize: Callable[[Tensor], Tensor], images: Sequence[Tensor], f
     - ``pan_4px``: moved by 4, which the network's grid follows (the floor the others are measured against);
     - ``noise``: camera noise (``noise``, rounded to 8 bits) on an unmoved scene, ``frames`` frames;
     - ``noise_in``: the same between the noisy input frames themselves.
+
+    An image smaller than MEASURED_SIZE is refused: it leaves no pixel to compare.
     """
+    for index, image in enumerate(images):
+        check_measurable(*image.shape[-2:], f"image {index}", "give larger images")
     generator = torch.Generator().manual_seed(seed)
     sums: dict[str, float] = {"pan_1px": 0.0, "pan_2px": 0.0, "pan_4px": 0.0, "noise": 0.0, "noise_in": 0.0}
     for image in images:
         width = image.shape[-1]
-        for move in (1, 2, 4):
+        for move in PANS:
             before, after = stylize(image[..., : width - move]), stylize(image[..., move:])
             change = after[..., :, : width - 2 * move] - before[..., :, move:]
             sums[f"pan_{move}px"] += float(change[_INNER].abs().mean())

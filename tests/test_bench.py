@@ -54,6 +54,18 @@ def test_bench_gatys_counts_evaluations_for_both_loops(capsys: pytest.CaptureFix
     assert result["speedup"] == pytest.approx(result["baseline"]["seconds"]["median"] / result["seconds"]["median"])
 
 
+def test_bench_gatys_says_which_images_were_given(
+    capsys: pytest.CaptureFixture[str], shared: Path, lossnet_cache: Path
+) -> None:
+    photo = str(shared / "data/content/kodak/kodim03.png")
+    argv = ["gatys", "--backbone", "alexnet", "--size", "48", "--iters", "1", "--cache", str(lossnet_cache)]
+    assert bench(capsys, *argv, "--repeats", "1", "--content", photo)["images"] == "content given, style synthetic"
+    from faststyle.benchmarks.gatys import _images_given
+
+    assert _images_given(None, photo) == "style given, content synthetic"
+    assert (_images_given(photo, photo), _images_given(None, None)) == ("given", "synthetic")
+
+
 def test_bench_infer_reports_each_backend_against_eager(capsys: pytest.CaptureFixture[str]) -> None:
     result = bench(capsys, "infer", "--model", "random", "--size", "40x56", "--backend", "onnxruntime")
     assert result["size"] == [40, 56] and result["default"]["precision"] == "fp32"
@@ -112,6 +124,8 @@ def test_bench_lossnet_names_the_weights_and_layers(capsys: pytest.CaptureFixtur
         (["train", "--backbone", "googlenet", "--size", "16", "--steps", "1", "--no-baseline", "--weights", "random"],
          "--size 16 is 16x16 pixels: googlenet needs at least 31 pixels"),
         (["infer", "--model", "random", "--size", "0x0"], "--size '0x0': use"),
+        (["video", "--size", "1x640"], "--size 1x640: the made-up clip needs at least 2 pixels a side"),
+        (["video", "--size", "1"], "--size 1: the made-up clip needs at least 2 pixels a side"),
     ],
 )  # fmt: skip
 def test_bench_refuses_sizes_too_small_for_the_network(

@@ -224,6 +224,48 @@ def test_an_output_folder_inside_the_content_folder_is_not_read_as_content(tmp_p
     assert collect_images([str(tmp_path)], "content", skip=tmp_path / "report") == [tmp_path / "photo.png"]
 
 
+def _study_output(folder: Path, files: dict[str, str]) -> Path:
+    (folder / "images" / "content").mkdir(parents=True)
+    Image.new("RGB", (40, 30)).save(folder / "images" / "content" / "photo.png")
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def test_the_outputs_of_other_studies_in_a_content_folder_are_not_read_as_content(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from faststyle.compare import collect_images
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "photo.png")
+    _study_output(tmp_path / "done", {"results.json": json.dumps({"schema": SCHEMA}), "cache.json": "{}"})
+    _study_output(tmp_path / "cut_short", {"cache.json": json.dumps({"content": {"ab12": {"path": "x"}}})})
+    kept = _study_output(tmp_path / "not_a_study", {"cache.json": json.dumps({"thumbnails": [1, 2]})})
+    with caplog.at_level(logging.INFO, logger="faststyle.compare"):
+        found = collect_images([str(tmp_path)], "content", skip=tmp_path / "new")
+    assert found == [tmp_path / "not_a_study/images/content/photo.png", tmp_path / "photo.png"]
+    assert [m for m in caplog.messages if "leaving out" in m] == [
+        f"leaving out {tmp_path / name}: it is the output of a faststyle study" for name in ("cut_short", "done")
+    ]
+    assert collect_images([str(kept)], "content") == [kept / "images/content/photo.png"]
+
+
+def test_a_file_given_twice_is_taken_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from faststyle.compare import collect_images
+
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (40, 30)).save(tmp_path / name)
+    with caplog.at_level(logging.WARNING, logger="faststyle.compare"):
+        found = collect_images(
+            [str(tmp_path), str(tmp_path / "b.png"), f"{tmp_path}/../{tmp_path.name}/a.png"], "style"
+        )
+    assert found == [tmp_path / "a.png", tmp_path / "b.png"]
+    assert caplog.messages == [
+        f"the style {tmp_path / 'b.png'} was given before, as {tmp_path / 'b.png'}: taking it once",
+        f"the style {tmp_path}/../{tmp_path.name}/a.png was given before, as {tmp_path / 'a.png'}: taking it once",
+    ]
+
+
 def test_the_metrics_tell_the_photo_from_a_stylization(study: dict[str, Any]) -> None:
     (style,) = study["results"]["metrics"]["styles"].values()
     for row in style["per_image"]:
@@ -341,6 +383,112 @@ def test_timed_results_from_other_hardware_are_measured_again(
     assert result.counts["stylized"] == {"computed": 4, "reused": 0}  # 2 photos x 2 models, timed here
 
 
+def test_a_resumed_training_reports_the_seconds_of_its_last_session(
+    study: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed training's model file times only its last session (timed_steps); an older file has no timed_steps
+    and ran in one."""
+    import faststyle.modelfile
+
+    read = faststyle.modelfile.read_metadata
+
+    def resumed(path: Any) -> dict[str, Any]:
+        meta = read(path)
+        if meta["backbone"]["name"] == "vgg16":
+            meta["training"]["timed_steps"] = 4
+        else:
+            del meta["training"]["timed_steps"]
+        return meta
+
+    monkeypatch.setattr(faststyle.modelfile, "read_metadata", resumed)
+    result = compare(CompareSettings(**study["args"]))
+    assert result.computed() == 0
+    timed = {t["column"]: (t["timed_steps"], t["steps"]) for t in result.results["timings"]["training"]}
+    assert timed == {"vgg16": (4, 10), "googlenet": (10, 10)}
+    seconds = {t["column"]: t["seconds"] for t in result.results["timings"]["training"]}
+    report = (result.out / "report.md").read_text()
+    assert f"| vgg16 | 2 | {seconds['vgg16']:.3g} for the last 4 of 10 steps |" in report
+    assert re.search(rf"\| googlenet \| [\d.]+ \(auto\) \| {seconds['googlenet']:.3g} \|", report)
+    assert "for the last 4 of 10 steps" in (result.out / "index.html").read_text()
+
+
+def test_the_cpu_model_is_part_of_the_hardware_timings_are_reused_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linux's platform.processor() is empty: two CPUs of one architecture must not share timings."""
+    import platform
+
+    import torch
+
+    import faststyle.modelfile
+    from faststyle.modelfile import hardware
+
+    cpu, threads = torch.device("cpu"), torch.get_num_threads()
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
+    machines = []
+    for name in ("AMD EPYC 7B13", "Intel(R) Xeon(R) CPU @ 2.20GHz"):
+        cpuinfo = tmp_path / name.replace(" ", "_")
+        cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: x\nmodel name\t: {name}\nflags\t\t: fpu\n")
+        monkeypatch.setattr(faststyle.modelfile, "CPUINFO", cpuinfo)
+        machines.append(hardware(cpu))
+    assert machines == [
+        f"cpu AMD EPYC 7B13, {threads} threads",
+        f"cpu Intel(R) Xeon(R) CPU @ 2.20GHz, {threads} threads",
+    ]
+    monkeypatch.setattr(faststyle.modelfile, "CPUINFO", tmp_path / "missing")
+    assert hardware(cpu) == f"cpu {platform.processor() or platform.machine()}, {threads} threads"
+
+
+def test_the_gatys_clock_leaves_out_decoding_the_painting_and_writing_snapshots(
+    shared: Path, lossnet_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoding the painting happens once, before the clock; writing a snapshot is not Gatys' time. Both are slowed
+    down here, around a stand-in for the optimisation that takes a known time an iteration."""
+    import time
+
+    import faststyle.compare
+    import faststyle.gatys
+    from faststyle.compare import Study
+
+    slow, step = 0.3, 0.05
+    settings = CompareSettings(
+        styles=[str(shared / STYLE)], content=[str(shared / c) for c in CONTENTS], out=str(tmp_path / "out"),
+        backbones=["alexnet"], mode="gatys", gatys_iters=[1, 2], size=48, cache=str(lossnet_cache), device="cpu",
+        progress=False,
+    )  # fmt: skip
+    study = Study(settings)
+    study.out.mkdir()
+    contents = study.resized_copies("content", study.content_names, study.contents, study.content_sha, 48)
+    decoded: list[Path] = []
+    load, save = faststyle.compare.load_image, Study._save
+
+    def slow_load(path: Path, *args: Any) -> Any:
+        if Path(path) == shared / STYLE:
+            decoded.append(Path(path))
+            time.sleep(slow)
+        return load(path, *args)
+
+    def slow_save(self: Study, image: Any, path: Path) -> dict[str, Any]:
+        time.sleep(slow)
+        return save(self, image, path)
+
+    def optimise(photo: Any, style: Any, *, iters: int, callback: Any, **_: Any) -> tuple[Any, list[dict]]:
+        assert style.shape[-1] > 48  # the painting as decoded, not the report's copy
+        for iteration in range(1, iters + 1):
+            time.sleep(step)
+            callback(iteration, photo, {})
+        return photo, [{"total": 1.0, "content": 0.5, "style": 0.5}] * iters
+
+    monkeypatch.setattr(faststyle.compare, "load_image", slow_load)
+    monkeypatch.setattr(Study, "_save", slow_save)
+    monkeypatch.setattr(faststyle.gatys, "stylize", optimise)
+    entries = study.gatys(0, study.columns[0], contents)
+    assert len(decoded) == 1  # not once a photo
+    for entry in entries:
+        seconds = [entry["snapshots"][k]["seconds"] for k in ("1", "2")]
+        assert step <= seconds[0] < slow and step <= seconds[1] - seconds[0] < slow, seconds
+
+
 def test_the_report_opens_in_headless_chromium(study: dict[str, Any], tmp_path: Path) -> None:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
@@ -384,6 +532,44 @@ def test_a_photo_too_small_for_a_network_is_refused_before_training(
     assert main(argv) == 1
     assert "the photo panorama at --size 48 is 48x5 pixels" in capsys.readouterr().err
     assert not (tmp_path / "out" / "models").exists()
+
+
+def test_a_photo_too_small_to_measure_steadiness_on_is_refused_before_training(
+    shared: Path, lossnet_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """64x16 reaches VGG16's layers, but leaves nothing inside the 8-px edges steadiness leaves out: the study
+    trained, then wrote a NaN into cache.json and failed on it at the end of every run."""
+    from faststyle.compare import Study
+
+    Image.new("RGB", (400, 100), (90, 120, 200)).save(tmp_path / "panorama.png")
+    settings = {"styles": [str(shared / STYLE)], "content": [str(tmp_path / "panorama.png")],
+                "out": str(tmp_path / "out"), "backbones": ["vgg16"], "size": 64, "cache": str(lossnet_cache),
+                "device": "cpu"}  # fmt: skip
+    argv = ["compare", "--styles", *settings["styles"], "--content", *settings["content"], "--out", settings["out"],
+            "--backbones", "vgg16", "--size", "64", "--steps", "2", "--data", str(shared / "data/train/unsplash"),
+            "--cache", settings["cache"], "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "the photo panorama at --size 64 is 64x16 pixels: measuring how steady a painting is needs" in err
+    assert "raise --size, or leave out very wide or tall images" in err
+    assert not (tmp_path / "out" / "models").exists()
+    # Gatys measures no steadiness: the photo is taken
+    gatys = Study(CompareSettings(**settings, mode="gatys"))
+    contents = gatys.resized_copies("content", gatys.content_names, gatys.contents, gatys.content_sha, 64)
+    styles = gatys.resized_copies("style", gatys.style_names, gatys.styles, gatys.style_sha, gatys.style_size)
+    gatys.check_sizes(contents, styles)
+
+
+def test_the_cache_keeps_no_nan(tmp_path: Path) -> None:
+    from faststyle.compare import Cache
+
+    path = tmp_path / "cache.json"
+    with pytest.raises(FaststyleError, match=r"the steadiness figures pan_1px, noise\[1\] came out as NaN or infin"):
+        Cache(path).put("steadiness", "k", {"pan_1px": math.nan, "pan_2px": 1.0, "noise": [0.5, math.inf]})
+    assert not path.exists()
+    path.write_text('{"steadiness": {"k": {"pan_1px": NaN}, "j": {"pan_1px": 2.0}}}')  # an older faststyle's
+    cache = Cache(path)
+    assert cache.get("steadiness", "k") is None and cache.get("steadiness", "j") == {"pan_1px": 2.0}
 
 
 def test_a_plot_keeps_its_legend_off_the_curves() -> None:

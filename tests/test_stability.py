@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from faststyle.images import load_image
 from faststyle.settings import TrainSettings
 from faststyle.stability import (
     MAX_SHIFT,
+    MEASURED_SIZE,
     STABLE_SIZE,
     instability,
     moved_window,
@@ -98,3 +100,14 @@ def test_the_smallest_crop_it_takes_leaves_pixels_to_compare() -> None:
     with pytest.raises(FaststyleError, match=f"give --size {STABLE_SIZE} or more, not {STABLE_SIZE - 1}"):
         TrainSettings(styles=["starry.jpg"], size=STABLE_SIZE - 1, stability_weight=300)
     assert TrainSettings(styles=["starry.jpg"], size=16).size == 16  # without the term a 16-px crop still trains
+
+
+def test_instability_refuses_an_image_it_would_compare_nothing_of() -> None:
+    """An image within the 8-px edges once its widest pan is taken gave NaN, which compare cached and choked on."""
+    height, width = MEASURED_SIZE
+    smallest = instability(lambda image: image * 0.5, [torch.rand(1, 3, height, width)], frames=2)
+    assert all(math.isfinite(v) for v in smallest.values()), smallest
+    for small in [(height - 1, width), (height, width - 1), (16, 64)]:
+        images = [torch.rand(1, 3, 32, 32), torch.rand(1, 3, *small)]
+        with pytest.raises(FaststyleError, match=f"image 1 is {small[1]}x{small[0]} pixels: measuring how steady"):
+            instability(lambda image: image, images, frames=2)

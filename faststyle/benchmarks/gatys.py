@@ -94,6 +94,14 @@ def _clamped_loss(loss: torch.nn.Module, target: Tensor, pixels: Tensor) -> floa
         return float(loss(pixels.clamp(0, 1), content_features=loss.content_features(target)).total)
 
 
+def _images_given(content: str | None, style: str | None) -> str:
+    """``given``, ``synthetic``, or which of the two was given, e.g. ``content given, style synthetic``."""
+    if bool(content) == bool(style):
+        return "given" if content else "synthetic"
+    given, made = ("content", "style") if content else ("style", "content")
+    return f"{given} given, {made} synthetic"
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     from faststyle.config import backbone_for, layer_config
     from faststyle.device import resolve_device
@@ -162,7 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "bench": "gatys",
         "backbone": args.backbone,
         "weights": "random" if args.weights == "random" else net.weights_sha256,
-        "images": "given" if args.content or args.style else "synthetic",
+        "images": _images_given(args.content, args.style),
         "size": args.size,
         "iters": args.iters,
         "precision": args.precision,

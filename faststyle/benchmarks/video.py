@@ -66,6 +66,16 @@ def make_clip(path: Path, height: int, width: int, frames: int) -> Path:
     return path
 
 
+def clip_size(text: str) -> tuple[int, int]:
+    """The made-up clip's (height, width) from ``--size``: H.264 in 4:2:0 takes whole 2x2 blocks of pixels."""
+    from faststyle.errors import FaststyleError
+
+    height, width = parse_size(text)
+    if min(height, width) < 2:
+        raise FaststyleError(f"--size {text}: the made-up clip needs at least 2 pixels a side, e.g. 360x640")
+    return height, width
+
+
 def _decode(path: Path) -> list[torch.Tensor]:
     import av
 
@@ -87,6 +97,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     from faststyle.video import even_size, require_av, stylize_video
 
     require_av()  # PyAV missing: the install hint, before any work
+    if not args.input:
+        clip_size(args.size)  # refused before the network is built
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     net: torch.nn.Module | str = TransformerNet().eval() if args.model == "random" else str(find_model(args.model))
@@ -98,7 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             if not clip.is_file():
                 raise FaststyleError(f"--input {args.input} does not exist")
         else:
-            clip = make_clip(work / "clip.mp4", *parse_size(args.size), args.frames)
+            clip = make_clip(work / "clip.mp4", *clip_size(args.size), args.frames)
         frames = _decode(clip)
         if not frames:
             raise FaststyleError(f"{clip} has no frames that could be decoded")
