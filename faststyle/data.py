@@ -140,12 +140,17 @@ def _crop_scale(image: Image.Image, size: int, short_side: int | None) -> Image.
 
 
 def _random_crop(image: Image.Image, size: int, short_side: int | None, flip: bool, gen: torch.Generator) -> Tensor:
-    """A random size×size crop (3,S,S) in [0,1] of the photo at ``_crop_scale``."""
-    image = _crop_scale(image, size, short_side)
-    w, h = image.size
+    """A random size×size crop (3,S,S) in [0,1] of the photo at ``_crop_scale``. Only the crop's part of the photo is
+    resampled (a 12-MP photo at --short-side 512: 244 ms a crop when resampled whole; a 6000×3 banner: 2.7 s)."""
+    w, h = _crop_size(image.size, size, short_side)
     top = int(torch.randint(h - size + 1, (), generator=gen))
     left = int(torch.randint(w - size + 1, (), generator=gen))
-    image = image.crop((left, top, left + size, top + size))
+    if (w, h) == image.size:
+        image = image.crop((left, top, left + size, top + size))
+    else:
+        sx, sy = image.width / w, image.height / h
+        box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+        image = image.resize((size, size), Image.Resampling.BICUBIC, box=box)
     if flip and bool(torch.rand((), generator=gen) < 0.5):
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return pil_to_tensor(image)[0]

@@ -14,7 +14,7 @@ from PIL import Image
 from faststyle import data
 from faststyle.data import PhotoDataModule, SkipCounter, _shard_count, count_images
 from faststyle.errors import FaststyleError
-from faststyle.images import open_image
+from faststyle.images import open_image, pil_to_tensor
 
 SMALL = "imagenet_sample/n01871265_tusker.jpg"  # 75×56
 GREY = "imagenet_sample/n04532670_viaduct.jpg"  # grey content stored as an RGB JPEG
@@ -160,6 +160,28 @@ def test_training_crops_are_in_srgb_converted_after_cropping() -> None:
         as_if_srgb = raw.convert("RGB")
     as_if_srgb.info.pop("icc_profile")
     assert (deferred - crop(as_if_srgb)).abs().max() > 0.1
+
+
+def test_a_crop_resamples_only_its_own_part_of_the_photo(train_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    photo = open_image(train_dir / PHOTOS[2])  # 455x256
+    size, short_side = 96, 200
+
+    def drawn(seed: int) -> torch.Tensor:
+        return data._random_crop(photo, size, short_side, False, torch.Generator().manual_seed(seed))
+
+    for seed in range(4):  # the same pixels as the whole photo scaled, then cropped where the same draw puts it
+        whole = data._crop_scale(photo, size, short_side)
+        gen = torch.Generator().manual_seed(seed)
+        top = int(torch.randint(whole.height - size + 1, (), generator=gen))
+        left = int(torch.randint(whole.width - size + 1, (), generator=gen))
+        expected = pil_to_tensor(whole.crop((left, top, left + size, top + size)))[0]
+        assert (drawn(seed) - expected).abs().max() <= 1.01 / 255
+    sizes: list[tuple[int, int]] = []
+    resize = Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize", lambda self, wh, *a, **k: sizes.append(wh) or resize(self, wh, *a, **k))
+    banner = photo.resize((6000, 3))  # scaled whole to 64 px high, it was 128000x64 for each crop
+    crop = data._random_crop(banner, 64, None, True, torch.Generator().manual_seed(0))
+    assert crop.shape == (3, 64, 64) and sizes == [(6000, 3), (64, 64)]
 
 
 def test_a_streamed_photo_skipped_by_several_worker_processes_counts_once(caplog: pytest.LogCaptureFixture) -> None:
