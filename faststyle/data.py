@@ -123,6 +123,11 @@ def _note_frames(image: Image.Image, name: str) -> None:
         log.warning("%s has %d frames or pages; training crops the first", name, frames)
 
 
+def _folder_examples(files: list[str]) -> Iterator[dict[str, Any]]:
+    for file in files:
+        yield {"image": {"path": file, "bytes": None}}
+
+
 def _short_side_size(wh: tuple[int, int], short: int) -> tuple[int, int]:
     w, h = wh
     scale = short / min(w, h)
@@ -225,6 +230,7 @@ class _Crops(IterableDataset):
     ) -> None:  # fmt: skip
         self.photos, self.column, self.size, self.short_side, self.flip = photos, column, size, short_side, flip
         self.seed, self.rank, self.skips, self.batch = seed, rank, skips, batch
+        self.total: int | None = None
 
     @staticmethod
     def _key(image: dict[str, Any], index: int | None) -> int | str | bytes:
@@ -290,11 +296,13 @@ class _StreamCrops(_Crops):
                 if crop is not None:
                     yielded = True
                     yield crop
+            epoch += 1
             if not yielded:
+                if self.total is not None and 0 < self.skips.count < self.total:
+                    continue  # this worker's shards held only unreadable photos this time; the next epoch deals anew
                 if self.skips.count:
                     raise FaststyleError("none of the streamed training photos could be read; check the data")
                 return
-            epoch += 1
 
 
 class _CacheDraws(IterableDataset):
@@ -488,6 +496,13 @@ class PhotoDataModule(pl.LightningDataModule):
             )  # fmt: skip
 
     def _load(self, streaming: bool) -> datasets.Dataset | datasets.IterableDataset:
+        if self.local and streaming:
+            # one shard a file, so that the loader workers share the decoding (imagefolder streams a folder as one)
+            return datasets.IterableDataset.from_generator(
+                _folder_examples,
+                gen_kwargs={"files": [os.path.abspath(f) for f in self._files or []]},  # as a resumed run names them
+                features=datasets.Features({"image": datasets.Image(decode=False)}),
+            )
         if self.local:
             if len(self._files or []) > 20_000:
                 log.info("indexing %d photos (once: datasets caches the index for later runs)", len(self._files or []))
@@ -578,6 +593,7 @@ class PhotoDataModule(pl.LightningDataModule):
         dataset = crops(
             photos, self._column, self.size, self.short_side, self.flip, seed, rank, self._skips, self.batch_size
         )
+        dataset.total = len(self._files) if self.local else None  # photos in all, where known
         workers = self.num_workers
         if self.streamed and workers > (shards := _shard_count(photos)):
             # A stream is split between workers by shards; extra workers would only idle.
