@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from faststyle.errors import FaststyleError
-from faststyle.images import durable_replace, new_file_mode, sha256_file
+from faststyle.images import atomic_write_bytes, durable_replace, new_file_mode, sha256_file
 
 StateDict = dict[str, Tensor]
 CACHE_ENV = "FASTSTYLE_CACHE"
@@ -200,7 +200,7 @@ def fetch_weights(
         path = cached_path(network, cache)
         digest = save_state_dict(state, path)
         manifest = {"network": network, "source": name, "location": location, "sha256": digest}
-        _write_atomically(_manifest_path(network, cache), json.dumps(manifest, indent=2))
+        atomic_write_bytes(_manifest_path(network, cache), json.dumps(manifest, indent=2).encode())
         return path
     tried = "\n  ".join(errors)
     try:
@@ -213,18 +213,6 @@ def fetch_weights(
             f"from {kept['source']}) are kept"
         )
     raise FaststyleError(f"could not get weights for {network}:\n  {tried}\n{missing_weights_message(network, cache)}")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, new_file_mode())
-        durable_replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_cached(network: str, cache: str | os.PathLike[str] | None = None) -> tuple[StateDict, str]:
