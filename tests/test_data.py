@@ -430,7 +430,14 @@ def test_missing_folder_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mon
 def test_a_name_that_is_neither_a_folder_nor_on_the_hub_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # the hub is unreachable here and has no such dataset elsewhere: the same message
+    """Offline (HF_HUB_OFFLINE, as set here: unset, an unreachable hub takes 23 s of retries to say the same), or
+    online with no such dataset: the same message."""
+    import datasets
+    import huggingface_hub
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # both read the variable when imported
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(FaststyleError, match="not a folder here, and the Hugging Face hub did not provide it"):
         PhotoDataModule("photos_typo", cache_dir=tmp_path / "hf").setup()
 

@@ -455,12 +455,11 @@ def test_an_interrupted_cli_run_resumes_at_the_same_step(
     assert "💡 Tip" not in resumed.stderr and "weights_only" not in resumed.stderr  # Lightning's noise left out
 
 
-@pytest.mark.parametrize("stability_weight", [0, 300])
-def test_two_process_ddp_through_the_cli(
-    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, stability_weight: int
-) -> None:
+def test_two_process_ddp_through_the_cli(shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path) -> None:
     """Lightning's own DDP strategy, two CPU processes over gloo, each streaming its half of the folder; with the
-    stability term, each process runs the network twice a step before its gradients are averaged."""
+    stability term, each process runs the network twice a step before its gradients are averaged. (Without it, the
+    non-finite-loss tests below check that both processes end with the same weights.)"""
+    stability_weight = 300
     out = tmp_path / "ddp.safetensors"
     command = [sys.executable, "-m", "faststyle.cli", "-v", "train", "--style",
                str(shared / "data/styles/vangogh_starry_night_crop.jpg"), "--data", str(photos), "--stream",
