@@ -91,6 +91,11 @@ def test_bench_video_times_the_whole_path_beside_its_parts(capsys: pytest.Captur
     clip = make_clip(tmp_path / "clip.mkv", 24, 40, 3)
     result = bench(capsys, "video", "--input", str(clip), "--backend", "eager")
     assert (result["frame_size"], result["frames"], result["input"]) == ([24, 40], 3, str(clip))
+    assert result["network_only_frames"] == 3
+    # a longer input: the video path takes it all, the network alone its first --frames (not every frame held)
+    clip = make_clip(tmp_path / "longer.mkv", 24, 40, 7)
+    result = bench(capsys, "video", "--input", str(clip), "--frames", "2", "--batch", "2", "--backend", "eager")
+    assert (result["frames"], result["network_only_frames"]) == (7, 2)
     assert main(["bench", "video", "--input", str(tmp_path / "none.mp4"), "--device", "cpu"]) == 1
     assert "--input" in capsys.readouterr().err
     (tmp_path / "notes.mp4").write_text("not a video")
