@@ -93,22 +93,27 @@ def _shard_count(stream: datasets.IterableDataset) -> int:
     return stream.num_shards if hasattr(stream, "num_shards") else stream.n_shards  # datasets 2.19 has only n_shards
 
 
-def _open(image: dict[str, Any], convert_profile: bool = True) -> Image.Image:
+def _open(image: dict[str, Any], convert_profile: bool = True, short_side: int | None = None) -> Image.Image:
     """An undecoded ``datasets.Image`` value (path and/or bytes) as an RGB PIL image, its first frame where it has
     several; FaststyleError if unreadable. ``convert_profile=False``: a colour profile is converted later, on the crop
-    (see ``to_rgb``)."""
+    (see ``to_rgb``). ``short_side``: the photo is to be scaled to that short side, so a JPEG is decoded at the
+    smallest of 1/2, 1/4 or 1/8 of its size that is still as large (a 12-MP photo for --short-side 512: 103 → 34 ms)."""
     if image.get("bytes") is None:
         with opened(image["path"]) as pil:
-            _note_frames(pil, image["path"])
-            pil.load()
-            return to_rgb(pil, convert_profile)
+            return _decoded(pil, image["path"], convert_profile, short_side)
     try:
         with Image.open(io.BytesIO(image["bytes"])) as pil:
-            _note_frames(pil, image.get("path") or "a streamed photo")
-            pil.load()
-            return to_rgb(pil, convert_profile)
+            return _decoded(pil, image.get("path") or "a streamed photo", convert_profile, short_side)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise FaststyleError(f"cannot read {image.get('path') or 'an image'} ({exc})") from None
+
+
+def _decoded(pil: Image.Image, name: str, convert_profile: bool, short_side: int | None) -> Image.Image:
+    _note_frames(pil, name)
+    if short_side is not None:
+        pil.draft(None, _short_side_size(pil.size, short_side))  # JPEG only; other formats decode whole
+    pil.load()
+    return to_rgb(pil, convert_profile)
 
 
 _NOTED_FRAMES: set[str] = set()
@@ -240,7 +245,7 @@ class _Crops(IterableDataset):
     def _crop(self, image: dict[str, Any], index: int | None, gen: torch.Generator) -> Tensor | None:
         """A random crop of ``image``, or None (counted in ``skips``) when it cannot be read."""
         try:
-            photo = _open(image, convert_profile=False)  # pil_to_tensor converts the crop's colours
+            photo = _open(image, False, self.short_side)  # pil_to_tensor converts the crop's colours
         except FaststyleError as exc:
             name = image.get("path") or (f"#{index}" if index is not None else "a streamed photo with no path")
             self.skips.mark(self._key(image, index), name, str(exc))
@@ -556,7 +561,8 @@ class PhotoDataModule(pl.LightningDataModule):
 
         def load(index: int) -> Tensor | None:
             try:
-                photo = to_rgb(_crop_scale(_open({"path": paths[index]}, False), self.size, self.short_side))
+                photo = _open({"path": paths[index]}, False, self.short_side)
+                photo = to_rgb(_crop_scale(photo, self.size, self.short_side))
             except FaststyleError as exc:
                 self._skips.mark(index, paths[index], str(exc))
                 return None
