@@ -21,7 +21,10 @@ METRICS_ASIDE = "metrics.previous.csv"
 # Settings a resumed run may change; any other change would make one model of two different trainings.
 # Paths among them are checked by what they hold: the style images, the config's layers and weights, and the loss
 # network's weights (``check_same_lossnet``).
-RESUMABLE = frozenset({"steps", "styles", "cache", "lossnet_weights", "compile", "channels_last", "extra", "config"})
+# ``lr`` is taken up from the step a resumed run starts at (after a loss that went non-finite, say).
+RESUMABLE = frozenset(
+    {"steps", "lr", "styles", "cache", "lossnet_weights", "compile", "channels_last", "extra", "config"}
+)
 
 
 def _layers(config: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +115,7 @@ def check_resumable(checkpoint: dict[str, Any], settings: TrainSettings, run: Pa
     if changed:
         raise FaststyleError(
             f"the run in {run} was trained with other settings ({'; '.join(changed)}); resume it with the same "
-            "settings (only --steps may grow), or start a new run with another --out/--run-dir"
+            "settings (only --steps may grow, and --lr change), or start a new run with another --out/--run-dir"
         )
 
 

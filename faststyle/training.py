@@ -110,6 +110,7 @@ class StyleModule(pl.LightningModule):
         self.check_every = 500  # steps between checkpoints, set by train()
         self._non_finite: Tensor | None = None
         self.images_seen = 0
+        self.lr_from_step: list[list[float]] = [[0, settings.lr]]  # [first step, lr]; a resumed run may change lr
         self.last_terms: dict[str, Tensor] = {}  # the latest step's loss terms, for the final-loss line
 
     @property
@@ -264,12 +265,24 @@ class StyleModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["images_seen"] = self.images_seen
+        checkpoint["lr_from_step"] = self.lr_from_step
         checkpoint["style_sha256"] = self.style_sha256
         checkpoint["layer_config"] = self.layer_config.to_dict()
         checkpoint["lossnet_sha256"] = self.perceptual.lossnet.weights_sha256
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.images_seen = int(checkpoint.get("images_seen", 0))
+        saved_lr = checkpoint.get("hyper_parameters", {}).get("settings", {}).get("lr", self.settings.lr)
+        self.lr_from_step = checkpoint.get("lr_from_step") or [[0, saved_lr]]
+
+    def on_train_start(self) -> None:
+        # after Lightning restored a resumed run's optimizer, whose state holds the lr it was trained with
+        if self.lr_from_step[-1][1] != self.settings.lr:
+            log.info("learning rate %g from step %d (%g before)", self.settings.lr, self.global_step,
+                     self.lr_from_step[-1][1])  # fmt: skip
+            self.lr_from_step.append([self.global_step, self.settings.lr])
+        for group in self.optimizers().optimizer.param_groups:  # the wrapped optimizer's: the restored state's
+            group["lr"] = self.settings.lr
 
     @torch.no_grad()
     def stylize(self, photos: Sequence[Tensor]) -> list[Tensor]:
@@ -536,9 +549,9 @@ def train(
         good = latest_checkpoint(run / "checkpoints")  # what --resume continues from: an interruption's may be newer
         raise NonFiniteLoss(
             f"training stopped: {module.stopped_reason}. The last good checkpoint is {good or last} (step "
-            f"{checkpoint_step(good) if good else 'none'}). --resume continues from it with the same settings (a "
-            "rare overflow may not come back); if it does, start a new run (another --out or --run-dir) with a lower "
-            "--lr or loss weights"
+            f"{checkpoint_step(good) if good else 'none'}). --resume continues from it (a rare overflow may not "
+            "come back); if it does, resume with a lower --lr, or start a new run (another --out or --run-dir) with "
+            "other loss weights"
         )
     if trainer.interrupted:
         raise FaststyleError(f"interrupted; continue with the same command and --resume (checkpoint {last})")
@@ -656,6 +669,7 @@ def model_metadata(
             "processes": result.world_size,
             "size": settings.size,
             "lr": settings.lr,
+            "lr_from_step": module.lr_from_step,  # [first step, lr] for each lr the run was trained with
             "seed": settings.seed,
             "images_seen": module.images_seen,
             # the timing, hardware and precision are of the last session (--resume), which ran timed_steps

@@ -132,14 +132,20 @@ def test_resume_continues_the_step_count(shared: Path, lossnet_cache: Path, phot
     assert first.steps == 4 and (first.run_dir / "checkpoints" / "last.ckpt").exists()
     with pytest.raises(FaststyleError, match="--resume"):
         _train(_settings(shared, lossnet_cache, 8), photos, out)
-    second = _train(_settings(shared, lossnet_cache, 8), photos, out, resume=True, checkpoint_every=3)
+    lower = replace(_settings(shared, lossnet_cache, 8), lr=2e-4)  # --lr may change: from the step resumed at
+    second = _train(lower, photos, out, resume=True, checkpoint_every=3)
     assert second.steps == 8 and second.start_step == 4
     assert read_metadata(out)["training"]["images_seen"] == 16
+    assert read_metadata(out)["training"]["lr"] == 2e-4
+    assert read_metadata(out)["training"]["lr_from_step"] == [[0, 1e-3], [4, 2e-4]]
+    state = torch.load(first.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert [group["lr"] for group in state["optimizer_states"][0]["param_groups"]] == [2e-4]  # what Adam used
     assert read_metadata(out)["training"]["timed_steps"] == 4  # the seconds and speed are of the second part
     assert read_metadata(out)["data"]["skipped"] == 1  # the corrupt photo, found in either part, counted once
     # a third part finds the newest checkpoint, whatever --checkpoint-every was
-    third = _train(_settings(shared, lossnet_cache, 9), photos, out, resume=True, checkpoint_every=5)
+    third = _train(replace(lower, steps=9), photos, out, resume=True, checkpoint_every=5)
     assert third.steps == 9 and read_metadata(out)["training"]["images_seen"] == 18
+    assert read_metadata(out)["training"]["lr_from_step"] == [[0, 1e-3], [4, 2e-4]]
     assert sorted(p.name for p in (first.run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
     with open(first.run_dir / "metrics.csv") as handle:
         steps = [int(row["step"]) for row in csv.DictReader(handle) if row.get("loss/style")]
@@ -195,8 +201,8 @@ def test_resume_refuses_other_settings_and_a_finished_run(
     _train(_settings(shared, lossnet_cache, 2), photos, out)
     written = out.read_bytes()
     changed = _settings(shared, lossnet_cache, 4)
-    changed.lr, changed.width = 0.5, 1.0
-    with pytest.raises(FaststyleError, match=r"other settings \(--lr 0.001 then, 0.5 now; --width 0.5 then, 1.0 now\)"):
+    changed.size, changed.width = 48, 1.0
+    with pytest.raises(FaststyleError, match=r"other settings \(--size 64 then, 48 now; --width 0.5 then, 1.0 now\)"):
         _train(changed, photos, out, resume=True)
     other_style = _settings(shared, lossnet_cache, 4)
     other_style.styles = [str(shared / "data/styles/hokusai_great_wave_crop.jpg")]
@@ -302,7 +308,7 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     with pytest.raises(NonFiniteLoss, match=r"(?s)loss became nan at step 3.*last good checkpoint") as stopped:
         _train(_settings(shared, lossnet_cache, 10), photos, out, checkpoint_every=2, val_photos=1, val_every=100)
     assert not out.exists()
-    assert "start a new run (another --out or --run-dir) with a lower --lr" in str(stopped.value)
+    assert "resume with a lower --lr" in str(stopped.value)
     # no validation grid of the stopped weights (one giving NaN pictures hid the stop behind an image error)
     assert [p.name for p in (tmp_path / "m_run" / "val").glob("grid_*")] == ["grid_000000.png"]
     state = torch.load(tmp_path / "m_run/checkpoints/last.ckpt", map_location="cpu", weights_only=False)

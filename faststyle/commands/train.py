@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
       "4-px grid and shimmers when the camera pans; 300 makes that 2.5-3 times steadier, 1000 3.5-6 times, at "
       "some cost in style, see README); costs one more pass of the transformer network on one photo a step. "
       "Default 0: off")  # fmt: skip
-    p("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
+    p("--lr", type=positive_float, default=1e-3, help="Adam learning rate (may change on --resume)")
     p("--width", type=positive_float, default=1.0, help="channel multiplier of the transformer network")
     p("--pooling", choices=["max", "avg"], default="max", help="pooling in the loss network")
     p("--lossnet-weights", default=None, help="weights file for the loss network (default: the cache)")
