@@ -209,6 +209,11 @@ def _slugs(paths: Sequence[Path], digests: Sequence[str]) -> list[str]:
     return [s if stems.count(s) == 1 else f"{s}-{d[:6]}" for s, d in zip(stems, digests, strict=True)]
 
 
+def _learning_rates(training: dict[str, Any]) -> list[object]:
+    """Every lr a model was trained with: a resumed run may have changed it."""
+    return [training.get("lr"), *(lr for _, lr in training.get("lr_from_step", []))]
+
+
 def _hash(parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -441,7 +446,7 @@ class Study:
             and meta.get("data", {}).get("source") == wanted["data"]
             and all(meta.get("loss", {}).get(k) == v for k, v in wanted["loss"].items())
             and meta.get("transformer") == wanted["trained_as"]["transformer"]
-            and training.get("lr") == wanted["trained_as"]["lr"]
+            and all(lr == wanted["trained_as"]["lr"] for lr in _learning_rates(training))
             and meta.get("style", {}).get("size") == wanted["trained_as"]["style_size"]
             and meta.get("data", {}).get("short_side") == wanted["trained_as"]["short_side"]
             and meta.get("loss", {}).get("stability_weight", 0.0) == wanted["trained_as"]["stability_weight"]

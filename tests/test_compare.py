@@ -210,7 +210,7 @@ def test_models_trained_on_other_photos_are_not_reused(study: dict[str, Any], tm
     assert Study.model_matches(meta, wanted)
     for part, key, value in [
         ("loss", "stability_weight", 300.0), ("transformer", "width", 0.5), ("training", "lr", 0.01),
-        ("style", "size", 512), ("data", "short_side", 512),
+        ("style", "size", 512), ("data", "short_side", 512), ("training", "lr_from_step", [[0, 1e-3], [5, 1e-4]]),
     ]:  # fmt: skip
         assert not Study.model_matches(meta | {part: meta[part] | {key: value}}, wanted), (part, key)
 
