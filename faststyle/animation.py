@@ -27,9 +27,11 @@ from PIL import Image
 
 from faststyle.errors import FaststyleError
 from faststyle.images import (
+    PILLOW_READ_ERRORS,
     alpha_channel,
     atomic_write_bytes,
     check_frames_job,
+    frame_total,
     long_side_size,
     opened,
     pil_to_tensor,
@@ -83,7 +85,7 @@ def animated_format(path: str | os.PathLike[str]) -> str | None:
     image, a file that cannot be read)."""
     try:
         with Image.open(path) as image:
-            animated = image.format in ANIMATED_FORMATS and bool(getattr(image, "is_animated", False))
+            animated = image.format in ANIMATED_FORMATS and frame_total(image) > 1
             return image.format if animated else None
     except Exception:  # noqa: BLE001 - whatever Pillow raises on a file it cannot read: not an animation
         return None
@@ -313,7 +315,7 @@ def _squared_error(frame: Image.Image, quantized: Image.Image, shown: np.ndarray
 
 def frame_count(image: Image.Image) -> int:
     """The frames of an opened animation, an APNG's separate default image (which Pillow counts) left out."""
-    return getattr(image, "n_frames", 1) - (1 if _has_hidden_default_image(image) else 0)
+    return frame_total(image) - (1 if _has_hidden_default_image(image) else 0)
 
 
 def _has_hidden_default_image(image: Image.Image) -> bool:
@@ -321,7 +323,7 @@ def _has_hidden_default_image(image: Image.Image) -> bool:
     if image.format != "PNG":
         return False
     image.seek(0)
-    return bool(image.info.get("default_image")) and getattr(image, "n_frames", 1) > 1
+    return bool(image.info.get("default_image")) and frame_total(image) > 1
 
 
 def _check_memory(source: Path, frames: int, size: tuple[int, int]) -> None:
@@ -340,11 +342,11 @@ def _frames(source: Path, image: Image.Image, first: int) -> Iterator[tuple[Imag
     its edge, as FFmpeg does; Pillow would grow the canvas). A file cut short gives the frames before the cut, with
     a warning."""
     canvas: tuple[int, int] | None = None
-    for index in range(first, getattr(image, "n_frames", 1)):
+    for index in range(first, frame_total(image)):
         try:
             image.seek(index)
             frame, alpha = to_rgb(image), alpha_channel(image)
-        except (OSError, EOFError, ValueError, SyntaxError) as exc:
+        except PILLOW_READ_ERRORS as exc:
             if canvas is None:
                 raise
             kept = index - first

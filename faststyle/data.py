@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from faststyle.errors import FaststyleError
-from faststyle.images import opened, pil_to_tensor, resize_long_side, to_rgb
+from faststyle.images import PILLOW_READ_ERRORS, frame_total, opened, pil_to_tensor, resize_long_side, to_rgb
 
 log = logging.getLogger("faststyle.data")
 
@@ -104,7 +104,7 @@ def _open(image: dict[str, Any], convert_profile: bool = True, short_side: int |
     try:
         with Image.open(io.BytesIO(image["bytes"])) as pil:
             return _decoded(pil, image.get("path") or "a streamed photo", convert_profile, short_side)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, *PILLOW_READ_ERRORS) as exc:
         raise FaststyleError(f"cannot read {image.get('path') or 'an image'} ({exc})") from None
 
 
@@ -122,7 +122,7 @@ _NOTED_FRAMES: set[str] = set()
 def _note_frames(image: Image.Image, name: str) -> None:
     """Says once per file (and loader process) that training crops the first frame of an animation or a document of
     several pages, not at every crop."""
-    frames = getattr(image, "n_frames", 1)
+    frames = frame_total(image)
     if frames > 1 and image.format != "MPO" and name not in _NOTED_FRAMES:  # a camera's MPO: its photo and a preview
         _NOTED_FRAMES.add(name)
         log.warning("%s has %d frames or pages; training crops the first", name, frames)
@@ -491,7 +491,7 @@ class PhotoDataModule(pl.LightningDataModule):
             try:
                 with Image.open(path) as image:
                     sides.append(min(image.size))
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            except (UnidentifiedImageError, *PILLOW_READ_ERRORS):
                 continue
         if sides and float(np.median(sides)) >= LARGE_PHOTOS * self.size:
             log.warning(
@@ -547,7 +547,7 @@ class PhotoDataModule(pl.LightningDataModule):
                 with Image.open(path) as image:
                     w, h = _crop_size(image.size, self.size, self.short_side)
                     estimate += 3 * w * h
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            except (UnidentifiedImageError, *PILLOW_READ_ERRORS):
                 continue
         if estimate > self.cache_max_gb * 1e9:
             at = f"short side {self.short_side}" if self.short_side else "their own size"

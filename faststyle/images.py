@@ -197,11 +197,33 @@ def open_with_alpha(
     return _read(path, max_pixels, True, alpha=True)
 
 
+# what Pillow raises on a file cut short, by where the cut falls (struct.error: in a GIF's frame header)
+PILLOW_READ_ERRORS = (IndexError, EOFError, OSError, ValueError, SyntaxError, struct.error)
+
+
+def frame_total(image: Image.Image) -> int:
+    """The frames of an opened image (Pillow's ``n_frames``); where Pillow cannot count them (a GIF cut short at the
+    edge of a frame raises IndexError), the frames that can be reached, the image left at its first."""
+    try:
+        return getattr(image, "n_frames", 1)
+    except PILLOW_READ_ERRORS:
+        pass
+    count = 0
+    try:
+        while True:
+            image.seek(count)
+            count += 1
+    except PILLOW_READ_ERRORS:
+        pass
+    image.seek(0)
+    return max(count, 1)
+
+
 def _read(
     path: str | os.PathLike[str], max_pixels: int, convert_profile: bool, alpha: bool
 ) -> tuple[Image.Image, Image.Image | None]:
     with opened(path, max_pixels) as image:
-        frames = getattr(image, "n_frames", 1)
+        frames = frame_total(image)
         if frames > 1 and image.format in ("GIF", "PNG", "WEBP"):
             log.warning(
                 "%s is an animation of %d frames; using the first (stylize_animation, or faststyle stylize into "
@@ -233,7 +255,7 @@ def opened(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Iterat
             yield image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise FaststyleError(f"{path} is larger than the pixel limit of {max_pixels:,} (decompression bomb?)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (UnidentifiedImageError, *PILLOW_READ_ERRORS) as exc:
         raise FaststyleError(f"cannot read {path} as an image ({exc}); is it a whole JPEG, PNG, WebP … file?") from None
 
 

@@ -231,6 +231,35 @@ def test_frames_past_the_canvas_are_cut_and_a_file_cut_short_keeps_its_frames(
     assert (result.width, result.height) == (WIDTH, HEIGHT) and {f.shape for f in frames} == {(HEIGHT, WIDTH, 3)}
 
 
+def test_a_gif_cut_at_the_edge_of_a_frame_keeps_the_frames_before_it(
+    stylizer: Stylizer, pan: list[Image.Image], tmp_path: Path
+) -> None:
+    """Cut where a frame ends (a partial download), Pillow's frame count raises IndexError: the frames before the
+    cut are stylized, as from a cut anywhere else, and the photo readers take its first frame."""
+    from faststyle import data
+    from faststyle.images import open_image
+
+    gif = write(tmp_path / "pan.gif", pan, loop=0).read_bytes()
+    starts = [i for i in range(len(gif)) if gif.startswith(b"\x21\xf9\x04", i)]  # each frame's control block
+    assert len(starts) == len(pan)
+    failed = set()
+    for kept, start in enumerate(starts[1:4], start=1):
+        for into in range(0, 30, 3):  # the cut in the next frame's headers, before its pixels
+            cut = tmp_path / "cut.gif"
+            cut.write_bytes(gif[: start + into])
+            with Image.open(cut) as image:
+                try:
+                    image.n_frames  # noqa: B018
+                except Exception as exc:  # noqa: BLE001 - what Pillow raises, by where the cut falls
+                    failed.add(type(exc).__name__)
+            result = stylize_animation(stylizer, cut, tmp_path / "out.gif", progress=False)
+            assert result.frames == kept and len(read(tmp_path / "out.gif")[0]) == kept, (kept, into)
+            assert animation.is_animation(cut) == (kept > 1)
+            assert open_image(cut).size == (WIDTH, HEIGHT)
+            assert data._open({"path": str(cut)}).size == (WIDTH, HEIGHT)  # a training photo
+    assert failed == {"IndexError", "error"}  # struct.error: the cases that were tracebacks
+
+
 def test_a_gif_has_one_palette_for_all_its_frames(stylizer: Stylizer, pan: list[Image.Image], tmp_path: Path) -> None:
     source = write(tmp_path / "pan.png", pan)
     stylize_animation(stylizer, source, tmp_path / "out.gif", progress=False)
