@@ -279,9 +279,8 @@ class StyleApp:
         stylizer = self.stylizer(model)
         start = time.perf_counter()
         try:
-            result = stylizer(
-                photo.convert("RGB"), size=_clamp(size, PHOTO_SIZES), strength=weight, preserve_color=bool(preserve)
-            )
+            # as it is (RGBA from the editor): the Stylizer paints it over white and puts its transparency back
+            result = stylizer(photo, size=_clamp(size, PHOTO_SIZES), strength=weight, preserve_color=bool(preserve))
         except FaststyleError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         ms = (time.perf_counter() - start) * 1000

@@ -470,6 +470,12 @@ def test_a_transparent_upload_comes_back_transparent(models_dir: Path, tmp_path:
     assert np.abs(alpha - expected).max() <= 2 and alpha[0].max() < 10 and alpha[-1].min() > 245
     opaque, _, _ = app.stylize_photo({"path": str(PHOTO)}, "starry_vgg16", 1.0, False, 128)
     assert Image.open(opaque).mode == "RGB"
+    # the Brush tab's editor gives RGBA whose hidden colours are black: painted over white, given back its alpha
+    hidden_black = Image.fromarray(np.asarray(with_alpha) * (np.asarray(ramp) > 0)[..., None].astype(np.uint8))
+    brushed, _ = app.stylize_brushed({"background": hidden_black, "layers": []}, "starry_vgg16", 0.0, False, 128)
+    with Image.open(brushed) as result:
+        assert result.mode == "RGBA" and np.abs(np.asarray(result.getchannel("A"), np.int16) - expected).max() <= 2
+        assert np.asarray(result.convert("RGB"))[:3].min() > 240  # strength 0: the network's input, white where clear
 
 
 def test_a_demo_that_does_not_block_leaves_sigterm_alone(models_dir: Path) -> None:
