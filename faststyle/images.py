@@ -45,9 +45,10 @@ def to_rgb(image: Image.Image, convert_profile: bool = True) -> Image.Image:
     profile = image.info.get("icc_profile")
     profile = bytes(profile) if isinstance(profile, bytes | bytearray) and profile else None
     image = _upright(image)
+    keyed = _colour_key_alpha(image)
     if image.mode.startswith("I") or image.mode == "F":
         image = Image.fromarray(_to_8bit(image), "L")
-    image = _on_white(image)
+    image = _on_white(image, keyed)
     mode = _PROFILE_MODES.get(_profile_space(profile), "RGB") if profile else "RGB"
     if mode == "L" and image.mode == "1":
         image = image.convert("L")
@@ -66,8 +67,26 @@ def to_rgb(image: Image.Image, convert_profile: bool = True) -> Image.Image:
     return converted
 
 
-def _on_white(image: Image.Image) -> Image.Image:
-    """Transparency composited over white: greyscale stays greyscale (for its profile), the rest becomes RGB."""
+def _colour_key_alpha(image: Image.Image) -> Image.Image | None:
+    """The transparency of an RGB or greyscale image whose clear pixels are those of one colour (a PNG's tRNS chunk:
+    what optipng and oxipng make of a cut-out whose alpha is only 0 or 255), as an L image; None for any other."""
+    key = image.info.get("transparency")
+    if key is None or image.mode not in ("RGB", "L", "I;16", "I"):
+        return None
+    pixels = np.asarray(image)
+    clear = (pixels == np.asarray(key)).all(axis=-1) if pixels.ndim == 3 else pixels == key
+    return Image.fromarray(np.where(clear, 0, 255).astype(np.uint8), "L") if clear.any() else None
+
+
+def _on_white(image: Image.Image, keyed: Image.Image | None = None) -> Image.Image:
+    """Transparency composited over white: greyscale stays greyscale (for its profile), the rest becomes RGB.
+    ``keyed``: the transparency of a colour-keyed image (``_colour_key_alpha``)."""
+    if keyed is not None:
+        mode = "L" if image.mode == "L" else "RGB"
+        background = Image.new(mode, image.size, (255,) * len(mode))
+        background.paste(image.convert(mode), mask=keyed)
+        background.info = {k: v for k, v in image.info.items() if k != "transparency"}
+        return background
     if image.mode == "LA":
         background = Image.new("L", image.size, 255)
         background.paste(image.getchannel("L"), mask=image.getchannel("A"))
@@ -142,6 +161,8 @@ def alpha_channel(image: Image.Image) -> Image.Image | None:
         alpha = image.getchannel("A")
     elif image.mode == "P" and "transparency" in image.info:
         alpha = image.convert("RGBA").getchannel("A")
+    elif (keyed := _colour_key_alpha(image)) is not None:
+        alpha = keyed
     else:
         return None
     if alpha.getextrema()[0] == 255:
@@ -455,6 +476,11 @@ def save_image(image: Tensor | Image.Image, path: str | os.PathLike[str], qualit
     pil = image if isinstance(image, Image.Image) else tensor_to_pil(image)
     if pil.mode == "RGBA" and fmt not in ("PNG", "WEBP", "TIFF", "GIF"):  # a format without transparency
         pil = Image.alpha_composite(Image.new("RGBA", pil.size, (255, 255, 255, 255)), pil).convert("RGB")
+    if fmt == "GIF":  # as an animation's frame: one dithered palette, clear where less than half opaque
+        from faststyle.animation import encode
+
+        atomic_write_bytes(path, encode([pil], [0.0], 1, fmt))
+        return path
     buffer = io.BytesIO()
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     pil.save(buffer, format=fmt, **options)

@@ -10,10 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED
 from PIL import Image, ImageCms, ImageOps
 
 from faststyle.errors import FaststyleError
-from faststyle.images import load_image, open_image, pil_to_tensor, to_rgb
+from faststyle.images import (
+    load_image,
+    load_mask,
+    open_image,
+    open_with_alpha,
+    pil_to_tensor,
+    save_image,
+    to_rgb,
+)
 
 ADOBE_PAINTING = "data/styles/gauguin_three_tahitian_women_1896.jpg"  # carries an Adobe RGB (1998) profile
 # Adobe RGB (1998) -> XYZ and XYZ -> linear sRGB, both D65, from the two colour spaces' specifications.
@@ -220,3 +229,41 @@ def test_check_writable_leaves_no_folder_it_made(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")
     with pytest.raises(FaststyleError, match="cannot write the results in .*a-file/x"):
         check_writable(tmp_path / "a-file" / "x", "the results")
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "I;16"])
+def test_a_colour_keyed_png_is_transparent(tmp_path: Path, mode: str) -> None:
+    """A cut-out whose alpha is only 0 or 255, as optipng and oxipng write it: an RGB or greyscale PNG whose clear
+    pixels are one colour (tRNS). Read over white, with its transparency, like the RGBA file it was."""
+    subject = np.zeros((40, 60), dtype=np.uint16)
+    subject[10:30, 15:45] = 150
+    scale, key = (257, 0) if mode == "I;16" else (1, 0)
+    pixels = subject * scale if mode == "I;16" else subject.astype(np.uint8)
+    image = Image.fromarray(np.stack([pixels] * 3, -1) if mode == "RGB" else pixels)
+    image.save(tmp_path / "keyed.png", transparency=(key,) * 3 if mode == "RGB" else key)
+    with Image.open(tmp_path / "keyed.png") as opened:
+        assert opened.mode == mode and "transparency" in opened.info
+    picture, alpha = open_with_alpha(tmp_path / "keyed.png")
+    assert alpha is not None and np.array_equal(np.asarray(alpha) > 0, subject > 0)
+    rgb = np.asarray(picture)
+    assert (rgb[subject == 0] == 255).all()  # over white, not the key's black
+    assert (np.abs(rgb[subject > 0].astype(int) - 150) <= 1).all()
+    assert np.array_equal(np.asarray(open_image(tmp_path / "keyed.png")), rgb)
+    mask = load_mask(tmp_path / "keyed.png")[0, 0].numpy()  # a mask drawn this way: its transparency
+    assert np.array_equal(mask > 0.5, subject > 0)
+
+
+def test_a_still_gif_is_clear_where_the_picture_is_less_than_half_opaque(tmp_path: Path) -> None:
+    """As an animation's frames are: the soft edge of a cut-out (alpha 1–127) was written opaque, a whitish halo."""
+    photo = open_image(SHARED / "data/content/chicago.jpg").resize((64, 40))
+    rgba = photo.copy()
+    columns = np.array([[0] * 16 + [60] * 16 + [200] * 16 + [255] * 16], np.uint8)
+    rgba.putalpha(Image.fromarray(np.repeat(columns, 40, axis=0)))
+    with Image.open(save_image(rgba, tmp_path / "cut_out.gif")) as gif:
+        alpha = np.asarray(gif.convert("RGBA").getchannel("A"))
+        assert gif.format == "GIF" and getattr(gif, "n_frames", 1) == 1
+    assert [int(alpha[:, i].min()) for i in (0, 16, 32, 48)] == [0, 0, 255, 255]
+    assert [int(alpha[:, i].max()) for i in (0, 16, 32, 48)] == [0, 0, 255, 255]
+    with Image.open(save_image(photo, tmp_path / "opaque.gif")) as gif:  # 256 dithered colours, near the photo
+        shown = np.asarray(gif.convert("RGB"), dtype=np.float32)
+    assert np.abs(shown - np.asarray(photo, dtype=np.float32)).mean() < 8
