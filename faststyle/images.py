@@ -271,7 +271,7 @@ def opened(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Iterat
             if image.width * image.height > max_pixels:
                 raise FaststyleError(
                     f"{path} has {image.width}x{image.height} pixels, over the limit of {max_pixels:,}; "
-                    "downscale it first or raise the limit (max_pixels)"
+                    "downscale it first or raise the limit (stylize --max-pixels; max_pixels in Python)"
                 )
             yield image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -281,12 +281,13 @@ def opened(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Iterat
 
 
 def _open_within(path: Path, max_pixels: int) -> Image.Image:
-    """``Image.open`` (which reads the header only) under our pixel limit instead of Pillow's global one. The global
+    """``Image.open`` (which reads the header only) without Pillow's global pixel limit, which warns over it and
+    refuses at twice it without the image's size: ``opened`` checks ours, with a message that gives it. The global
     is set and put back under a lock, so threads opening images at once (the demo, the photo cache) never leave it
     changed."""
     with _PIL_LIMIT:
         previous = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = max_pixels
+        Image.MAX_IMAGE_PIXELS = None
         try:
             return Image.open(path)
         finally:

@@ -185,6 +185,19 @@ def test_threads_opening_images_leave_pillows_pixel_limit_as_it_was(tmp_path: Pa
     assert after == before
 
 
+@pytest.mark.parametrize("limit", [1_600, 800])  # 2,400 pixels: 1.5 and 3 times the limit
+def test_an_image_over_the_limit_is_named_with_its_size_and_no_warning(tmp_path: Path, limit: int) -> None:
+    """Pillow's own limit warned between once and twice the limit, and refused over twice without the size."""
+    import warnings
+
+    Image.new("RGB", (60, 40)).save(tmp_path / "large.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(FaststyleError, match=rf"large.png has 60x40 pixels, over the limit of {limit:,}; down"):
+            open_image(tmp_path / "large.png", max_pixels=limit)
+        assert open_image(tmp_path / "large.png", max_pixels=2400).size == (60, 40)
+
+
 def _exif_with_a_zero_denominator() -> bytes:
     """EXIF as some cameras write it: Orientation 6, and an ExposureBiasValue of -1/0 that Pillow cannot write back."""
     ifd0 = struct.pack("<H", 2) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0) + struct.pack("<HHII", 0x8769, 4, 1, 38)

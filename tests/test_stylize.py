@@ -635,6 +635,21 @@ def test_a_glob_through_a_symlink_loop_names_each_photo_once(shared: Path, tmp_p
     assert repeated == [(folder / "a.png", 2)]
 
 
+def test_a_folder_gives_its_images_not_what_pillow_only_writes_nor_hidden_files(shared: Path, tmp_path: Path) -> None:
+    """A PDF (Pillow writes them, cannot read them) and a Mac's ._photo.png (AppleDouble, left on exFAT and SMB
+    shares) failed every run of a folder, exit status 1; a glob of the same folder already left the hidden file out."""
+    from faststyle.commands.stylize import expand_inputs
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "photo.png").write_bytes((shared / "data/content/kodak/kodim03.png").read_bytes())
+    (folder / "._photo.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (folder / "notes.pdf").write_bytes(b"%PDF-1.4 notes")
+    (folder / "cover.palm").write_bytes(b"palm")
+    assert expand_inputs([str(folder)]) == ([folder / "photo.png"], [], [])
+    assert expand_inputs([str(folder / "*")]) == ([folder / "photo.png"], [], [])
+
+
 def test_a_photo_named_twice_is_stylized_once_and_the_user_told(
     model_path: Path, shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

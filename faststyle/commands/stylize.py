@@ -96,13 +96,17 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]],
 
     from faststyle.video import VIDEO_SUFFIXES
 
-    suffixes = set(Image.registered_extensions()) | set(VIDEO_SUFFIXES)
+    # the formats Pillow reads (it registers some it can only write: .pdf, .palm), and a camera's .mpo
+    readable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN or fmt == "MPO"}
+    suffixes = readable | set(VIDEO_SUFFIXES)
     named: dict[Path, tuple[Path, set[int]]] = {}  # by the file itself: a symlinked folder or a ``**`` loop
     missing: list[tuple[str, str]] = []
     for index, item in enumerate(inputs):
         path = Path(item).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            found = sorted(  # hidden files left out, as a glob leaves them (a Mac's ._photo.jpg is not a photo)
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
+            )
             if not found:
                 missing.append((item, "folder has no image or video files"))
         elif path.exists():
