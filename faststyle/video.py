@@ -214,8 +214,12 @@ def stylize_video(
                 f"{source}'s frames have {stream.width}x{stream.height} pixels, over the limit of "
                 f"{stylizer.max_pixels:,}; raise the limit (max_pixels / --max-pixels)"
             )
-        if max_frames is not None and stream.frames > max_frames:  # an exact count; estimates are checked as it runs
+        if max_frames is not None and stream.frames > max_frames:  # an exact count
             raise _too_long(source, f"{stream.frames} frames", max_frames)
+        # its duration (Matroska and WebM give only that) by its rate: refused when clearly over, before any work;
+        # a file that says neither, or is near the limit, is counted as it runs
+        if max_frames is not None and not stream.frames and _frame_count(stream) > 1.05 * max_frames:
+            raise _too_long(source, f"about {_frame_count(stream)} frames", max_frames)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)

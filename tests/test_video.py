@@ -318,7 +318,7 @@ def test_errors_say_what_to_do(stylizer: Stylizer, pan: list[np.ndarray], tmp_pa
 
 
 def test_a_clip_over_the_frame_limit_is_refused_before_any_work(
-    stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path
+    stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = write_clip(tmp_path / "pan.mp4", pan, sound=None)
     with pytest.raises(FaststyleError, match="pan.mp4 has 8 frames; the limit is 5: cut it shorter first"):
@@ -328,8 +328,24 @@ def test_a_clip_over_the_frame_limit_is_refused_before_any_work(
     # Matroska keeps no frame count, and its duration covers the sound: 8 frames with 20 s of sound are 8 frames
     long_sound = write_clip(tmp_path / "long_sound.mkv", pan, sound_seconds=20.0)
     assert stylize_video(stylizer, long_sound, tmp_path / "out.mkv", max_frames=8, progress=False).frames == 8
-    with pytest.raises(FaststyleError, match="long_sound.mkv has more than 7 frames; the limit is 7"):
-        stylize_video(stylizer, long_sound, tmp_path / "out.mkv", max_frames=7, progress=False)
+    with pytest.raises(FaststyleError, match="long_sound.mkv has about 8 frames; the limit is 7"):  # from its video's
+        stylize_video(stylizer, long_sound, tmp_path / "out.mkv", max_frames=7, progress=False)  # own duration
+    # far over: refused before any frame is stylized (it was refused only at the limit, after minutes in the demo)
+    longer = write_clip(tmp_path / "longer.mkv", pan * 4, sound=None)
+    stylized: list[int] = []
+    original = Stylizer.__call__
+
+    def count(self: Stylizer, images, *args, **kwargs):  # noqa: ANN001, ANN202
+        stylized.append(len(images))
+        return original(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(Stylizer, "__call__", count)
+    with pytest.raises(FaststyleError, match="longer.mkv has about 32 frames; the limit is 8"):
+        stylize_video(stylizer, longer, tmp_path / "out.mp4", max_frames=8, progress=False)
+    assert stylized == []
+    # within 5% of the limit by its duration: counted as it runs
+    with pytest.raises(FaststyleError, match="longer.mkv has more than 31 frames; the limit is 31"):
+        stylize_video(stylizer, longer, tmp_path / "out.mp4", max_frames=31, progress=False)
 
 
 def test_damaged_packets_are_skipped_and_counted(
