@@ -9,6 +9,7 @@ declares (BT.709 when it declares none and is 720 lines or more, else BT.601), a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,9 +26,16 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from faststyle.animation import is_animation
+from faststyle.animation import animated_format, is_animation
 from faststyle.errors import FaststyleError
-from faststyle.images import check_frames_job, durable_replace, new_file_mode
+from faststyle.images import (
+    PILLOW_READ_ERRORS,
+    check_frames_job,
+    durable_replace,
+    frame_total,
+    new_file_mode,
+    opened,
+)
 
 if TYPE_CHECKING:
     from faststyle.stylize import Strength, Stylizer
@@ -170,6 +179,53 @@ def _decoded(container: Any, stream: Any, writer: _Writer, av: Any) -> Iterator[
             index += 1
 
 
+class _Animation:
+    """An animated GIF, PNG or WebP read by Pillow, with what ``stylize_video`` and ``_Writer`` read of a PyAV
+    container and its video stream: frames as shown (over white where transparent, on the first frame's canvas),
+    timed in milliseconds from their durations."""
+
+    def __init__(self, source: Path, max_pixels: int) -> None:
+        from faststyle.animation import frame_count
+
+        self.name, self.source = str(source), source
+        self._open = contextlib.ExitStack()
+        self._image = self._open.enter_context(opened(source, max_pixels))
+        count = frame_count(self._image)
+        self._first = 1 if count < frame_total(self._image) else 0  # an APNG's still default image is no frame
+        self.frames_total = count
+        stream = SimpleNamespace(
+            width=self._image.width, height=self._image.height, frames=count, thread_type=None,
+            time_base=Fraction(1, 1000), sample_aspect_ratio=None, duration=None, metadata={},
+        )  # fmt: skip
+        stream.guessed_rate = stream.average_rate = Fraction(1000, _typical_duration(self._image))
+        self.streams = SimpleNamespace(video=[stream], audio=[])
+
+    def frames(self) -> Iterator[_Frame]:
+        from faststyle.animation import _frames
+
+        start = 0
+        last: int | None = None
+        shown = _frames(self.source, self._image, self._first)
+        while True:
+            try:
+                frame, _, duration = next(shown)
+            except StopIteration:
+                return
+            except PILLOW_READ_ERRORS as exc:  # the first frame (a later one ends the animation, with a warning)
+                raise FaststyleError(f"cannot read {self.source} ({exc})") from None
+            pts = start if last is None or start > last else last + 1  # a 0 ms frame still gets its own time
+            yield _Frame(torch.from_numpy(np.asarray(frame).copy()).permute(2, 0, 1), pts, False)
+            last, start = pts, start + round(duration)
+
+    def close(self) -> None:
+        self._open.close()
+
+
+def _typical_duration(image: Any) -> int:
+    """The first frame's duration in whole milliseconds (100 where it has none), for the output's nominal rate."""
+    return max(1, round(float(image.info.get("duration") or 100)))
+
+
 def stylize_video(
     stylizer: Stylizer | str | os.PathLike[str],
     source: str | os.PathLike[str],
@@ -197,10 +253,13 @@ def stylize_video(
     if not isinstance(stylizer, Stylizer):
         stylizer = Stylizer(stylizer)
     started = time.perf_counter()
-    try:
-        container = av.open(str(source))
-    except (av.FFmpegError, OSError) as exc:
-        raise FaststyleError(f"cannot read {source} as a video ({_ffmpeg_reason(exc)})") from None
+    if animated_format(source) is not None:  # read as shown (over white where clear); FFmpeg reads no animated WebP
+        container: Any = _Animation(source, stylizer.max_pixels)
+    else:
+        try:
+            container = av.open(str(source))
+        except (av.FFmpegError, OSError) as exc:
+            raise FaststyleError(f"cannot read {source} as a video ({_ffmpeg_reason(exc)})") from None
     tmp: Path | None = None
     try:
         if not container.streams.video:
@@ -234,7 +293,8 @@ def stylize_video(
             total = _frame_count(stream)
             with tqdm(total=total or None, unit="frame", disable=not progress, desc=source.name) as bar:
                 pending: list[_Frame] = []
-                for frame in _decoded(container, stream, writer, av):
+                animation = isinstance(container, _Animation)
+                for frame in container.frames() if animation else _decoded(container, stream, writer, av):
                     if max_frames is not None and writer.frames + len(pending) == max_frames:
                         raise _too_long(source, f"more than {max_frames} frames", max_frames)
                     pending.append(frame)

@@ -23,6 +23,7 @@ from faststyle.errors import FaststyleError
 from faststyle.modelfile import save_model
 from faststyle.stylize import Stylizer
 from faststyle.transformer import TransformerNet
+from faststyle.video import stylize_video
 
 WIDTH, HEIGHT = 96, 64
 DURATIONS = [40, 40, 120, 40, 70, 200, 40, 500]
@@ -185,16 +186,30 @@ def test_loop_counts_beyond_what_a_format_holds_loop_forever(
     assert result.plays == 0 and read(tmp_path / "out.webp")[3] == 0
 
 
+@pytest.mark.parametrize("suffix", [".gif", ".png", ".webp"])
 def test_an_animation_may_be_written_as_a_video(
-    stylizer: Stylizer, pan: list[Image.Image], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    stylizer: Stylizer, pan: list[Image.Image], tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
 ) -> None:
+    """Read as it is shown, by Pillow: FFmpeg reads no animated WebP (it was "no frames that could be decoded"), and
+    gave an APNG's hidden colours under its transparency to the network, not white."""
     av = pytest.importorskip("av")
-    source = write(tmp_path / "pan.gif", pan, loop=0)
+    source = write(tmp_path / f"pan{suffix}", pan, loop=0)
     assert main(["stylize", "--model", str(stylizer.path), str(source), "--out", str(tmp_path / "pan.mp4")]) == 0
     assert "stylized 1 of 1 video" in capsys.readouterr().out
     with av.open(str(tmp_path / "pan.mp4")) as container:
         times = [float(frame.time) for frame in container.decode(video=0)]
     assert times == pytest.approx(np.cumsum([0, *DURATIONS[:-1]]) / 1000, abs=0.011)  # each frame on its time
+    clear = []
+    for frame in pan[:3]:  # a cut-out: black where clear, which the network must see as white
+        rgba = Image.new("RGBA", frame.size, (0, 0, 0, 0))
+        rgba.paste(frame.crop((0, 0, 20, 20)), (10, 10))  # opaque
+        clear.append(rgba)
+    source = write(tmp_path / f"cut_out{suffix}", clear, loop=0)
+    video = stylize_video(stylizer, source, tmp_path / "cut_out.mp4", strength=0.0, progress=False)
+    assert video.frames == 3
+    with av.open(str(tmp_path / "cut_out.mp4")) as container:
+        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    assert first[-8:, -8:].min() > 235  # white where clear (strength 0: what the network was given)
 
 
 def test_a_frame_unlike_the_others_gets_a_palette_of_its_own(
