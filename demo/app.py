@@ -43,6 +43,8 @@ UPLOAD_MAX_PIXELS = 50_000_000
 PHOTO_SIZES = (128, 2048)  # the output size slider's range, also enforced for API calls
 FRAME_SIZES = (64, 768)  # the webcam's and the video tab's
 VIDEO_MAX_FRAMES = 900  # 30 s at 30 fps: minutes of work on a CPU, with a progress bar
+# Sound every browser plays in MP4; other sound (Vorbis from WebM, a camera's PCM, MP2 from .ts) is re-encoded to AAC
+BROWSER_AUDIO = ("aac", "mp3")
 ANIMATION_MAX_FRAMES = 300  # an animated GIF, PNG or WebP upload; its frames are at most FRAME_SIZES[1] px
 # Asked of the camera: enough for the largest frame size (Gradio asks for up to 1920×1440, sent 5 times a second).
 CAMERA = {"video": {"width": {"ideal": 960}, "height": {"ideal": 720}}}
@@ -231,6 +233,7 @@ class StyleApp:
                 strength=float(strength),
                 preserve_color=bool(preserve_color),
                 max_frames=VIDEO_MAX_FRAMES,
+                audio_codecs=BROWSER_AUDIO,
             )
         except FaststyleError as exc:
             raise _cannot(Path(clip).name, str(clip), exc) from None

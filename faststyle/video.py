@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -237,11 +237,13 @@ def stylize_video(
     batch: int = 4,
     progress: bool = True,
     max_frames: int | None = None,
+    audio_codecs: Collection[str] | None = None,
 ) -> VideoResult:
     """Stylize every frame of ``source`` into ``target`` (written atomically), ``batch`` frames a pass, with a
     ``Stylizer`` (or a model NAME or file, loaded with the defaults). ``size`` scales the long side first; the sides
     are rounded down to even numbers. A video of more than ``max_frames`` frames is refused (before any work where
-    the file says how long its video is)."""
+    the file says how long its video is). ``audio_codecs``: the sound codecs that may be copied as they are (e.g. those
+    a browser plays); other sound is re-encoded (default: whatever the output container holds is copied)."""
     from faststyle.stylize import Stylizer
 
     av = require_av()
@@ -287,7 +289,7 @@ def stylize_video(
         os.close(fd)
         tmp = Path(name)
         with av.open(str(tmp), "w") as output:
-            writer = _Writer(av, output, stream, target.suffix.lower(), size, container)
+            writer = _Writer(av, output, stream, target.suffix.lower(), size, container, audio_codecs)
             from tqdm import tqdm
 
             total = _frame_count(stream)
@@ -371,7 +373,16 @@ class _Writer:
     frame, once the frame size is known (video first, as players expect); no packet can be written before, so the
     sound waits until then."""
 
-    def __init__(self, av: Any, output: Any, source: Any, suffix: str, size: int | None, container: Any) -> None:
+    def __init__(
+        self,
+        av: Any,
+        output: Any,
+        source: Any,
+        suffix: str,
+        size: int | None,
+        container: Any,
+        audio_codecs: Collection[str] | None = None,
+    ) -> None:
         self.av, self.output, self.source, self.size = av, output, source, size
         self.codec, self.options = ENCODERS[suffix]
         self.rate = _frame_rate(source)
@@ -394,12 +405,14 @@ class _Writer:
             unordered = self._layout.endswith(" channels")
             if unordered:
                 self._layout = DEFAULT_LAYOUTS.get(len(audio.layout.channels), self._layout)
-            if name in output.supported_codecs and name not in AUDIO_REFUSED.get(suffix, ()) and not unordered:
+            held = name in output.supported_codecs and name not in AUDIO_REFUSED.get(suffix, ()) and not unordered
+            if held and (audio_codecs is None or name in audio_codecs):
                 self.audio = "copied"
             else:
                 self._encoder = AUDIO_ENCODERS.get(suffix, DEFAULT_AUDIO_ENCODER)
                 self.audio = f"re-encoded from {name} to {self._encoder[0].removeprefix('lib')}"
-                log.info("%s: %s files cannot hold %s audio; the sound is %s", container.name, suffix, name, self.audio)
+                why = f"{suffix} files cannot hold {name} audio" if not held else f"{name} audio is not asked for"
+                log.info("%s: %s; the sound is %s", container.name, why, self.audio)
             if len(tracks) > 1:
                 self.audio += f" (first of {len(tracks)} tracks)"
 

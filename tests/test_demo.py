@@ -450,6 +450,22 @@ def test_old_results_are_pruned_and_all_removed_when_the_server_stops(models_dir
     assert not list(temp.glob("faststyle-demo-*")), (tmp_path / "demo.log").read_text()[-2000:]
 
 
+def test_a_videos_sound_is_made_one_a_browser_plays(models_dir: Path, tmp_path: Path) -> None:
+    """A camera's .mov with PCM sound: MP4 holds PCM, but no browser plays it in MP4; the Video tab makes it AAC.
+    MP3, which every browser plays, is copied."""
+    av = pytest.importorskip("av")
+    from faststyle.commands.demo import load_app
+
+    app = load_app().StyleApp([models_dir], device="cpu")
+    camera = write_clip(tmp_path / "camera.mov", pan_frames(64, 48, 4), sound="pcm_s16le")
+    path, report = app.stylize_clip(str(camera), "starry_vgg16", 1.0, False, 128)
+    assert report.endswith("· sound re-encoded from pcm_s16le to aac"), report
+    with av.open(path) as container:
+        assert [s.codec_context.name for s in container.streams] == ["h264", "aac"]
+    song = write_clip(tmp_path / "song.mp4", pan_frames(64, 48, 4), sound="mp3")
+    assert app.stylize_clip(str(song), "starry_vgg16", 1.0, False, 128)[1].endswith("· sound kept")
+
+
 def test_a_transparent_upload_comes_back_transparent(models_dir: Path, tmp_path: Path) -> None:
     """As from `faststyle stylize`: the Photo tab's PNG keeps the upload's alpha (a ramp), and its colours are the
     stylized picture over white."""
