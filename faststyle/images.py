@@ -309,8 +309,10 @@ def unit_range(images: Tensor, what: str = "image") -> Tensor:
         raise FaststyleError(f"{what}: the tensor holds NaN or infinite values")
     if low < -RANGE_SLACK:
         hint = "it looks normalised: undo that first ((x + 1) / 2 for [-1,1], x · std + mean for ImageNet's)"
-    elif high > 1 + RANGE_SLACK:
+    elif high > 2:  # 0–255 (a picture just over 1, divided by 255, would be black)
         hint = "it looks like 0–255: divide it by 255 (or pass a uint8 tensor)"
+    elif high > 1 + RANGE_SLACK:
+        hint = "clamp it to [0,1], or find what brightened it past 1"
     else:
         return images.clamp(0, 1) if low < 0 or high > 1 else images
     raise FaststyleError(f"{what}: pixel values run from {low:.4g} to {high:.4g}, not within [0,1]; {hint}")

@@ -81,8 +81,9 @@ def test_uint8_is_read_as_0_to_255_everywhere(
         ),
         (lambda x: x.masked_fill(x > 0.9, float("nan")), "holds NaN or infinite values"),
         (lambda x: (x * 255).int(), "image tensors are float in \\[0,1\\] or uint8, not torch.int32"),
+        (lambda x: x * 1.6, r"not within \[0,1\]; clamp it to \[0,1\], or find what brightened it"),  # not /255
     ],
-    ids=["0-255", "normalised", "imagenet", "nan", "int32"],
+    ids=["0-255", "normalised", "imagenet", "nan", "int32", "over-bright"],
 )
 def test_0_to_255_normalised_and_nan_tensors_are_refused_everywhere(
     stylizer: Stylizer, alexnet, photo: torch.Tensor, painting: torch.Tensor, tmp_path: Path, mistake, message: str
