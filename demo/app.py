@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from faststyle.animation import frame_count, is_animation, kept_suffix, stylize_animation
 from faststyle.commands.demo import add_arguments, parse_dirs
 from faststyle.errors import FaststyleError
-from faststyle.images import open_with_alpha, opened, save_image, with_alpha
+from faststyle.images import frame_total, open_with_alpha, opened, save_image, with_alpha
 from faststyle.stylize import (
     ModelInfo,
     Stylizer,
@@ -222,6 +222,8 @@ class StyleApp:
     ) -> tuple[str, str]:
         if not clip:
             raise gr.Error("Upload a video first (MP4, MOV, WebM …).", print_exception=False)
+        if _is_photo(clip):
+            raise gr.Error(f"{Path(clip).name} is a photo: stylize it in the Photo tab.", print_exception=False)
         stylizer = self.stylizer(model)
         target = self._output_path(clip, "video", f"-{model}.mp4")
         try:
@@ -332,6 +334,15 @@ def _unreadable(name: str, exc: FaststyleError) -> gr.Error:
         f"Cannot stylize {name}: it is not an image file this demo can read. Upload a JPEG, PNG or WebP photo.",
         print_exception=False,
     )
+
+
+def _is_photo(path: str) -> bool:
+    """Whether an upload is a still image: one frame that Pillow reads (a video it cannot read at all)."""
+    try:
+        with opened(path) as image:
+            return frame_total(image) == 1
+    except FaststyleError:
+        return False
 
 
 def _cannot(name: str, path: str, exc: FaststyleError) -> gr.Error:

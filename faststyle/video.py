@@ -249,7 +249,9 @@ def stylize_video(
     av = require_av()
     source, target = Path(source), Path(target)
     if not is_video(source) and source.suffix.lower() in _image_suffixes() and not is_animation(source):
-        raise FaststyleError(f"{source.name} is a still image; stylize it with a Stylizer")
+        raise FaststyleError(
+            f"{source.name} is a still image, not a video; stylize it as a photo (faststyle stylize, or a Stylizer)"
+        )
     check_output(target)
     check_frames_job(source, target, batch, size, "video")
     if not isinstance(stylizer, Stylizer):

@@ -454,6 +454,8 @@ def test_a_videos_sound_is_made_one_a_browser_plays(models_dir: Path, tmp_path: 
     """A camera's .mov with PCM sound: MP4 holds PCM, but no browser plays it in MP4; the Video tab makes it AAC.
     MP3, which every browser plays, is copied."""
     av = pytest.importorskip("av")
+    import gradio as gr
+
     from faststyle.commands.demo import load_app
 
     app = load_app().StyleApp([models_dir], device="cpu")
@@ -464,6 +466,8 @@ def test_a_videos_sound_is_made_one_a_browser_plays(models_dir: Path, tmp_path: 
         assert [s.codec_context.name for s in container.streams] == ["h264", "aac"]
     song = write_clip(tmp_path / "song.mp4", pan_frames(64, 48, 4), sound="mp3")
     assert app.stylize_clip(str(song), "starry_vgg16", 1.0, False, 128)[1].endswith("· sound kept")
+    with pytest.raises(gr.Error, match="chicago.jpg is a photo: stylize it in the Photo tab"):  # not "a Stylizer"
+        app.stylize_clip(str(PHOTO), "starry_vgg16", 1.0, False, 128)
 
 
 def test_a_transparent_upload_comes_back_transparent(models_dir: Path, tmp_path: Path) -> None:

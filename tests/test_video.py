@@ -290,7 +290,7 @@ def test_errors_say_what_to_do(stylizer: Stylizer, pan: list[np.ndarray], tmp_pa
     with pytest.raises(FaststyleError, match="cannot read .*notes.mp4 as a video"):
         stylize_video(stylizer, not_video, tmp_path / "out.mp4", progress=False)
     photo = SHARED / "data" / "content" / "tubingen.jpg"  # FFmpeg would read it as a one-frame video
-    with pytest.raises(FaststyleError, match="tubingen.jpg is a still image; stylize it with a Stylizer"):
+    with pytest.raises(FaststyleError, match="tubingen.jpg is a still image, not a video; stylize it as a photo"):
         stylize_video(stylizer, photo, tmp_path / "out.mp4", progress=False)
     source = write_clip(tmp_path / "pan.mp4", pan[:2], sound=None)
     with pytest.raises(FaststyleError, match=r"cannot write a video to 'out.gif'; end the name in \.mp4"):
