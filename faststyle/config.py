@@ -180,6 +180,13 @@ def load_config(name_or_path: str | Path) -> LayerConfig:
 
 def default_config(backbone: str) -> LayerConfig:
     """The documented layer weights for a backbone (the built-in file, whatever lies in the working directory)."""
+    from faststyle.lossnets.registry import available_lossnets
+
+    if backbone not in available_lossnets():  # named as one: the config files' names are not loss networks
+        is_config = backbone in builtin_configs() or bool(Path(backbone).suffix)
+        hint = "; a layer config is given with --config (train, gatys, compare, bench lossnet and gatys)"
+        names = ", ".join(available_lossnets())
+        raise FaststyleError(f"unknown loss network {backbone!r}; choose one of {names}{hint if is_config else ''}")
     builtin = builtin_config_dir() / f"{backbone}.yaml"
     return load_config(builtin if builtin.is_file() else backbone)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from faststyle.config import LayerConfig, default_config, load_config, parse_config
+from faststyle.config import LayerConfig, default_config, layer_config, load_config, parse_config
 from faststyle.errors import FaststyleError
 from faststyle.images import load_image
 from faststyle.losses import PerceptualLoss, content_layer_loss, gram_matrix, style_layer_loss, tv_loss
@@ -100,6 +100,12 @@ def test_bad_configs_are_clear_errors(tmp_path: Path) -> None:
         parse_config({"backbone": "vgg16", "content_layers": {"conv4_2": 1}})
     with pytest.raises(FaststyleError, match="no built-in config 'vgg99'"):
         load_config("vgg99")
+    # a --backbone is a loss network: not a config's name or file (its message listed the configs, which fail there)
+    with pytest.raises(FaststyleError, match=r"unknown loss network 'vgg99'; choose one of vgg16, .*alexnet$"):
+        default_config("vgg99")
+    for config in ("googlenet_pool", str(Path(__file__).parents[1] / "configs" / "vgg16.yaml")):
+        with pytest.raises(FaststyleError, match="unknown loss network .*; a layer config is given with --config"):
+            layer_config(config, None)
     mine = tmp_path / "mine.yaml"
     mine.write_text("backbone: vgg16\ncontent_layers: {conv3_2: 1}\nstyle_layers: {conv1_1: 0.5, conv2_1: 0.5}\n")
     assert load_config(mine).style_layers == {"conv1_1": 0.5, "conv2_1": 0.5}

@@ -16,6 +16,7 @@ HELP = "loss network forward+backward at the config's layers"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default=None, help="loss network (default: the --config's, else vgg16)")
     parser.add_argument("--config", default=None, help="layer config (default: the backbone's)")
+    parser.add_argument("--cache", default=None, help="weights cache (default: as `faststyle weights`)")
     parser.add_argument("--size", type=positive_int, default=256, help="input side in pixels")
     parser.add_argument("--batch", type=positive_int, default=4, help="images per pass")
     parser.add_argument("--weights", default=None, help=WEIGHTS_HELP)
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     torch.manual_seed(args.seed)
     args.backbone = backbone_for(args.backbone, args.config)
     config = layer_config(args.backbone, args.config)
-    net = get_lossnet(args.backbone, weights=args.weights, device=device)
+    net = get_lossnet(args.backbone, weights=args.weights, cache=args.cache, device=device)
     net.check_size(args.size, args.size, config.layers, f"--size {args.size}", "raise --size")
     images = torch.rand(args.batch, 3, args.size, args.size, device=device, requires_grad=True)
 

@@ -20,6 +20,7 @@ HELP = "training step throughput, with the plain fp32 eager loop as baseline"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default="vgg16", help="loss network")
+    parser.add_argument("--cache", default=None, help="weights cache (default: as `faststyle weights`)")
     parser.add_argument("--size", type=positive_int, default=256, help="crop size in pixels")
     parser.add_argument("--batch", type=positive_int, default=4, help="photos per step")
     parser.add_argument("--steps", type=positive_int, default=5, help="training steps per timed run")
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     channels_last = args.channels_last == "on" or (args.channels_last == "auto" and cuda)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-    lossnet = get_lossnet(args.backbone, weights=args.weights, device=device)
+    lossnet = get_lossnet(args.backbone, weights=args.weights, cache=args.cache, device=device)
     lossnet.check_size(args.size, args.size, config.layers, f"--size {args.size}", "raise --size")
     result: dict[str, object] = {"bench": "train", "backbone": args.backbone, "size": args.size, "batch": args.batch}
     steps: dict[str, Callable[[], None]] = {}
