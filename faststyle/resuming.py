@@ -115,7 +115,7 @@ def check_resumable(checkpoint: dict[str, Any], settings: TrainSettings, run: Pa
     if changed:
         raise FaststyleError(
             f"the run in {run} was trained with other settings ({'; '.join(changed)}); resume it with the same "
-            "settings (only --steps may grow, and --lr change), or start a new run with another --out/--run-dir"
+            "settings (only --steps and --lr may change), or start a new run with another --out/--run-dir"
         )
 
 

@@ -266,6 +266,7 @@ class StyleModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["images_seen"] = self.images_seen
         checkpoint["lr_from_step"] = self.lr_from_step
+        checkpoint["last_terms"] = {k: float(v) for k, v in self.last_terms.items()}  # the final losses, on --resume
         checkpoint["style_sha256"] = self.style_sha256
         checkpoint["layer_config"] = self.layer_config.to_dict()
         checkpoint["lossnet_sha256"] = self.perceptual.lossnet.weights_sha256
@@ -274,6 +275,7 @@ class StyleModule(pl.LightningModule):
         self.images_seen = int(checkpoint.get("images_seen", 0))
         saved_lr = checkpoint.get("hyper_parameters", {}).get("settings", {}).get("lr", self.settings.lr)
         self.lr_from_step = checkpoint.get("lr_from_step") or [[0, saved_lr]]
+        self.last_terms = {k: torch.tensor(v) for k, v in checkpoint.get("last_terms", {}).items()}
 
     def on_train_start(self) -> None:
         # after Lightning restored a resumed run's optimizer, whose state holds the lr it was trained with
@@ -547,11 +549,22 @@ def train(
     if module.stopped_reason:
         result.stopped_reason = module.stopped_reason
         good = latest_checkpoint(run / "checkpoints")  # what --resume continues from: an interruption's may be newer
+        at = checkpoint_step(good) if good else None
+        if resume and at == start_step == trainer.global_step:  # at once, with other crops: the weights overflow
+            advice = (
+                "It stopped at the step it resumed at, with other photos than before: the checkpoint's weights "
+                "overflow whatever the photo, and no --lr changes that step. Start a new run (another --out or "
+                "--run-dir) with a lower --lr or other loss weights"
+            )
+        else:
+            advice = (
+                "--resume continues from it with other photos (a rare overflow may not come back; --lr may be "
+                "lowered there for the steps after it); if it stops again at once, start a new run (another --out "
+                "or --run-dir) with a lower --lr or other loss weights"
+            )
         raise NonFiniteLoss(
             f"training stopped: {module.stopped_reason}. The last good checkpoint is {good or last} (step "
-            f"{checkpoint_step(good) if good else 'none'}). --resume continues from it (a rare overflow may not "
-            "come back); if it does, resume with a lower --lr, or start a new run (another --out or --run-dir) with "
-            "other loss weights"
+            f"{at if good else 'none'}). {advice}"
         )
     if trainer.interrupted:
         raise FaststyleError(f"interrupted; continue with the same command and --resume (checkpoint {last})")

@@ -308,13 +308,22 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     with pytest.raises(NonFiniteLoss, match=r"(?s)loss became nan at step 3.*last good checkpoint") as stopped:
         _train(_settings(shared, lossnet_cache, 10), photos, out, checkpoint_every=2, val_photos=1, val_every=100)
     assert not out.exists()
-    assert "resume with a lower --lr" in str(stopped.value)
+    assert "--resume continues from it with other photos" in str(stopped.value)
     # no validation grid of the stopped weights (one giving NaN pictures hid the stop behind an image error)
     assert [p.name for p in (tmp_path / "m_run" / "val").glob("grid_*")] == ["grid_000000.png"]
     state = torch.load(tmp_path / "m_run/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
     # The step-2 checkpoint; Lightning before 2.6 also saves when the run stops, after 3 good (finite) updates.
     assert state["global_step"] in (2, 3) and f"(step {state['global_step']})" in str(stopped.value)
+    if on_device:
+        return
+    # Resumed at the very step that overflows (a checkpoint after every step), with other photos: the weights
+    # overflow, and a lower --lr cannot change that step's loss, so the advice is a new run.
+    again = tmp_path / "again.safetensors"
+    with pytest.raises(NonFiniteLoss, match="at step 3"):
+        _train(_settings(shared, lossnet_cache, 10), photos, again, checkpoint_every=1)
+    with pytest.raises(NonFiniteLoss, match=r"(?s)at step 3.*stopped at the step it resumed at.*Start a new run"):
+        _train(replace(_settings(shared, lossnet_cache, 10), lr=1e-4), photos, again, resume=True, checkpoint_every=1)
 
 
 def test_steps_left_out_on_the_device_do_not_reach_the_weights(
@@ -792,6 +801,13 @@ def test_a_finished_run_whose_model_was_not_written_writes_it_on_resume(
     assert result.steps == 2 and result.start_step == 2 and out.exists()
     meta = read_metadata(out)
     assert meta["training"]["steps"] == 2 and meta["training"]["timed_steps"] == 0
+    # the last step's losses, from the checkpoint (no step ran now: they were {}, and the CLI's line raised KeyError)
+    assert {"total", "content", "style"} <= set(meta["loss"]["final"]) and result.final_losses == meta["loss"]["final"]
+    from faststyle.commands.train import summary
+
+    line = summary(result)
+    assert f"wrote {out}: the run's 2 steps, trained before; final loss: total " in line, line
+    assert "not kept" in summary(replace(result, final_losses={}))
     assert meta["training"]["images_per_second"] is None  # no step was timed in this session
     assert meta["style"]["images"][0]["size"] == list(painting.size)
     load_model(out)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from faststyle.argtypes import non_negative_float, non_negative_int, positive_float, positive_int, style_weight
 from faststyle.compiling import add_compile_argument
 from faststyle.losses import STYLE_BALANCE, TRAINING_WEIGHTS, describe_terms
+
+if TYPE_CHECKING:
+    from faststyle.training import TrainResult
 
 
 def _floats(text: str) -> list[float]:
@@ -81,8 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p("--run-dir", default=None, help="checkpoints, logs and validation grids (default: next to --out)")
     p("--resume", action="store_true",
       help="continue an interrupted or finished run from its newest checkpoint: repeat the command with --resume; "
-      "the style, loss, model and data settings must be the same (--steps may grow), run-time options such as "
-      "--precision, --devices or --compile may change")  # fmt: skip
+      "the style, loss, model and data settings must be the same (--steps and --lr may change), run-time "
+      "options such as --precision, --devices or --compile may change")  # fmt: skip
     p("--seed", type=int, default=0, help="seed of the initial weights and the photo crops")
     p("--accelerator", default="auto", help="cpu, gpu or auto")
     p("--devices", default="auto", help="number of devices (Lightning)")
@@ -151,12 +155,19 @@ def run(args: argparse.Namespace) -> int:
     )
     if result.rank != 0:
         return 0
+    print(summary(result))
+    return 0
+
+
+def summary(result: TrainResult) -> str:
+    """The line a finished training prints: what was trained, how fast, the final loss, where the logs are."""
     steps = f"steps {result.start_step + 1}-{result.steps}" if result.start_step else f"{result.steps} steps"
     pace = " after the first step" if result.steps - result.start_step > 1 else ""
-    print(
-        f"wrote {result.model_path}: {steps} in {result.seconds:.0f} s "
-        f"({result.images_per_second:.2f} img/s{pace}); "
-        f"final loss: {describe_terms(result.final_losses)}; "
+    trained = f"{steps} in {result.seconds:.0f} s ({result.images_per_second:.2f} img/s{pace})"
+    if result.steps == result.start_step:  # a finished run whose model file had not been written
+        trained = f"the run's {result.steps} steps, trained before"
+    final = describe_terms(result.final_losses) if result.final_losses else "not kept (a run from an older version)"
+    return (
+        f"wrote {result.model_path}: {trained}; final loss: {final}; "
         f"skipped photos: {result.skipped_photos}; logs and validation grids in {result.run_dir}"
     )
-    return 0
