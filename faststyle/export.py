@@ -27,8 +27,25 @@ DEFAULT_OPSET = 17
 INPUT, OUTPUT = "image", "stylized"
 
 
+ONNX_HINT = "pip install 'faststyle[onnx]'"
+
+
+def missing_onnx(runtime: bool = True) -> list[str]:
+    """The packages that ONNX export (and, with ``runtime``, ONNX Runtime) needs and this Python lacks."""
+    import importlib.util
+
+    needed = ["onnx", "onnxruntime"] if runtime else ["onnx"]
+    return [name for name in needed if importlib.util.find_spec(name) is None]
+
+
+def require_onnx(what: str, runtime: bool = True) -> None:
+    if missing := missing_onnx(runtime):
+        raise FaststyleError(f"{what} needs {' and '.join(missing)}, not installed here: {ONNX_HINT}")
+
+
 def onnx_bytes(net: nn.Module, opset: int = DEFAULT_OPSET) -> bytes:
     """The network as an ONNX model: input ``image`` (N,3,H,W) RGB [0,1] float32, output ``stylized``."""
+    require_onnx("ONNX export", runtime=False)
     net = copy.deepcopy(net).float().cpu().eval()
     sample = torch.rand(1, 3, 64, 96)
     axes = {0: "batch", 2: "height", 3: "width"}
@@ -56,7 +73,7 @@ def verify_onnx(
     try:
         import onnxruntime as ort
     except ImportError:
-        raise FaststyleError("verifying needs onnxruntime: pip install onnxruntime (or faststyle[onnx])") from None
+        raise FaststyleError(f"verifying needs onnxruntime: {ONNX_HINT}") from None
     source = model if isinstance(model, bytes) else str(model)
     options = ort.SessionOptions()
     options.log_severity_level = 3

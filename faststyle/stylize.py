@@ -290,13 +290,9 @@ def default_backend(device: torch.device, precision: str, compiled: bool | str |
     eager on the CPU otherwise. On CUDA eager, and channels_last for a compiled network (see ``default_precision``).
     """
     if device.type == "cpu":
-        if precision == "fp32" and not compiled:
-            try:
-                import onnxruntime  # noqa: F401
-            except ImportError:
-                return "eager"
-            return "onnxruntime"
-        return "eager"
+        from faststyle.export import missing_onnx
+
+        return "onnxruntime" if precision == "fp32" and not compiled and not missing_onnx() else "eager"
     return "channels_last" if compiled else "eager"
 
 
@@ -305,9 +301,9 @@ class Stylizer:
 
     ``model``: a model NAME (see ``find_model``), a model file, or a network (RGB [0,1] in, RGB [0,1] out).
     ``precision``: ``auto`` is fp32, or fp16 for a compiled network on CUDA. ``backend``: ``auto`` is eager on CUDA
-    (channels_last when compiled) and ONNX Runtime on CPU for fp32 when onnxruntime is installed, else eager: the
-    fastest in ``faststyle bench infer`` (see ``default_precision`` and ``default_backend``). ``compile`` (default
-    off: it costs a compilation per new image size) wraps the network in ``torch.compile``: True, or a mode of
+    (channels_last when compiled) and ONNX Runtime on CPU for fp32 when onnx and onnxruntime are installed, else
+    eager: the fastest in ``faststyle bench infer`` (see ``default_precision`` and ``default_backend``). ``compile``
+    (default off: it costs a compilation per new image size) wraps the network in ``torch.compile``: True, or a mode of
     ``faststyle.compiling.COMPILE_MODES`` ("reduce-overhead" adds CUDA graphs). ``tile``: the tile side; ``None``
     tiles images over the pixel budget ``tile_pixels``, ``0`` never tiles; tiles always run in PyTorch. The pass that
     gives all tiles their statistics runs on a copy scaled down to ``tile_pixels`` (default 2048², or with ``tile``
@@ -371,6 +367,9 @@ class Stylizer:
         if backend == "onnxruntime":
             if self.device.type != "cpu" or precision != "fp32":
                 raise FaststyleError("the onnxruntime backend runs fp32 on the CPU; use --device cpu --precision fp32")
+            from faststyle.export import require_onnx
+
+            require_onnx("the onnxruntime backend")
             self._session = _onnx_session(net, self.path)
         memory_format = torch.channels_last if backend == "channels_last" else torch.contiguous_format
         self.memory_format = memory_format

@@ -114,3 +114,20 @@ def test_the_onnx_cache_is_keyed_by_the_network_code(
     assert sorted(p.name for p in (tmp_path / "cache" / "onnx").glob("*.onnx")) == [
         first.name.replace(first.name.split("-")[1], code) for code in ("changedcode0", "changedcode1")
     ]
+
+
+def test_without_the_onnx_extra_each_path_says_what_to_install(
+    model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plain `pip install faststyle` has neither onnx nor onnxruntime: export said "try --opset 17" (the opset it
+    had used), the default CPU backend picked ONNX Runtime with onnx missing and stopped in a traceback."""
+    import importlib.util
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else found(name, *a))
+    assert main(["export", "--model", str(model_path), "--onnx", str(tmp_path / "m.onnx")]) == 1
+    assert "ONNX export needs onnx, not installed here: pip install 'faststyle[onnx]'" in capsys.readouterr().err
+    assert Stylizer(model_path, device="cpu").backend == "eager"  # the next fastest, not a traceback
+    with pytest.raises(FaststyleError, match=r"the onnxruntime backend needs onnx, not installed here: pip install"):
+        Stylizer(model_path, device="cpu", backend="onnxruntime")
+    assert not (tmp_path / "m.onnx").exists()
