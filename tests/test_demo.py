@@ -209,10 +209,10 @@ def test_only_the_brushed_part_is_painted(page: Page) -> None:
     middle_x, middle_y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     # strokes from 150 to 20 px left of the middle: inside the photo, left of centre. Few points a stroke (the
     # editor draws the line between them): each pointer move redraws the canvas, half a second in CI's Chromium.
-    for dy in range(-60, 61, 15):
+    for dy in range(-60, 61, 20):
         page.mouse.move(middle_x - 150, middle_y + dy)
         page.mouse.down()
-        for dx in (-110, -65, -20):
+        for dx in (-85, -20):
             page.mouse.move(middle_x + dx, middle_y + dy)
         page.mouse.up()
     page.locator("#brush-run").click()
