@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from faststyle.animation import animated_format, is_animation
+from faststyle.animation import animated_format
 from faststyle.errors import FaststyleError
 from faststyle.images import (
     PILLOW_READ_ERRORS,
@@ -185,14 +185,13 @@ class _Animation:
     timed in milliseconds from their durations."""
 
     def __init__(self, source: Path, max_pixels: int) -> None:
-        from faststyle.animation import frame_count
+        from faststyle.animation import _has_hidden_default_image
 
         self.name, self.source = str(source), source
         self._open = contextlib.ExitStack()
         self._image = self._open.enter_context(opened(source, max_pixels))
-        count = frame_count(self._image)
-        self._first = 1 if count < frame_total(self._image) else 0  # an APNG's still default image is no frame
-        self.frames_total = count
+        self._first = 1 if _has_hidden_default_image(self._image) else 0  # an APNG's still default image is no frame
+        count = frame_total(self._image) - self._first
         stream = SimpleNamespace(
             width=self._image.width, height=self._image.height, frames=count, thread_type=None,
             time_base=Fraction(1, 1000), sample_aspect_ratio=None, duration=None, metadata={},
@@ -205,17 +204,13 @@ class _Animation:
 
         start = 0
         last: int | None = None
-        shown = _frames(self.source, self._image, self._first)
-        while True:
-            try:
-                frame, _, duration = next(shown)
-            except StopIteration:
-                return
-            except PILLOW_READ_ERRORS as exc:  # the first frame (a later one ends the animation, with a warning)
-                raise FaststyleError(f"cannot read {self.source} ({exc})") from None
-            pts = start if last is None or start > last else last + 1  # a 0 ms frame still gets its own time
-            yield _Frame(torch.from_numpy(np.asarray(frame).copy()).permute(2, 0, 1), pts, False)
-            last, start = pts, start + round(duration)
+        try:
+            for frame, _, duration in _frames(self.source, self._image, self._first):
+                pts = start if last is None or start > last else last + 1  # a 0 ms frame still gets its own time
+                yield _Frame(torch.from_numpy(np.asarray(frame).copy()).permute(2, 0, 1), pts, False)
+                last, start = pts, start + round(duration)
+        except PILLOW_READ_ERRORS as exc:  # the first frame (a later one ends the animation, with a warning)
+            raise FaststyleError(f"cannot read {self.source} ({exc})") from None
 
     def close(self) -> None:
         self._open.close()
@@ -248,7 +243,8 @@ def stylize_video(
 
     av = require_av()
     source, target = Path(source), Path(target)
-    if not is_video(source) and source.suffix.lower() in _image_suffixes() and not is_animation(source):
+    animated = animated_format(source)
+    if animated is None and not is_video(source) and source.suffix.lower() in _image_suffixes():
         raise FaststyleError(
             f"{source.name} is a still image, not a video; stylize it as a photo (faststyle stylize, or a Stylizer)"
         )
@@ -257,7 +253,7 @@ def stylize_video(
     if not isinstance(stylizer, Stylizer):
         stylizer = Stylizer(stylizer)
     started = time.perf_counter()
-    if animated_format(source) is not None:  # read as shown (over white where clear); FFmpeg reads no animated WebP
+    if animated is not None:  # read as shown (over white where clear); FFmpeg reads no animated WebP
         container: Any = _Animation(source, stylizer.max_pixels)
     else:
         try:
