@@ -36,15 +36,14 @@ from faststyle.losses import STYLE_BALANCE, TRAINING_WEIGHTS
 from faststyle.lossnets import LossNet, available_lossnets, get_lossnet, spec
 from faststyle.metrics import relative_style_loss
 from faststyle.modelfile import hardware
+from faststyle.photofolders import IMAGE_SUFFIXES, STUDY_SCHEMA_NAME, find_images
 from faststyle.report import render_html, render_markdown
 from faststyle.settings import TrainSettings, default_style_size
 
 log = logging.getLogger("faststyle.compare")
 
-SCHEMA_NAME = "faststyle-compare"
-SCHEMA = f"{SCHEMA_NAME}/1"
+SCHEMA = f"{STUDY_SCHEMA_NAME}/1"
 MODES = ("feedforward", "gatys", "both")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 # Bump when a metric's definition changes, so cached values are recomputed.
 METRICS_VERSION = 2
 STEADINESS_VERSION = 1
@@ -129,14 +128,21 @@ class Column:
 
 def resolve_columns(backbones: Sequence[str], configs: Sequence[str]) -> list[Column]:
     columns = [Column(b, b, load_config(b)) for b in backbones]
-    for name in configs:
-        config = load_config(name)
+    loaded = [load_config(name) for name in configs]
+    for config in loaded:
         spec(config.backbone)
-        columns.append(Column(f"{config.backbone}:{config.name}", config.backbone, config))
+    plain = [f"{c.backbone}:{c.name}" for c in loaded]
+    for config, name in zip(loaded, plain, strict=True):
+        if plain.count(name) > 1 and config.source:  # config files of one name, in other folders: named by folder too
+            name = f"{config.backbone}:{Path(config.source).parent.name}/{config.name}"
+        columns.append(Column(name, config.backbone, config))
     names = [c.name for c in columns]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise FaststyleError(f"{', '.join(duplicates)} given twice; list each backbone and config once")
+        raise FaststyleError(
+            f"{', '.join(duplicates)} given twice; list each backbone and config once (a column is named by its "
+            "config file's name and folder: rename one of two files named alike)"
+        )
     return columns
 
 
@@ -147,51 +153,14 @@ def collect_images(paths: Sequence[str], what: str, skip: Path | None = None) ->
     for entry in paths:
         path = Path(entry)
         if path.is_dir():
-            found += _folder_images(path, skip)
+            found += find_images(path, skip)
         elif path.is_file():
             found.append(path)
         else:
             raise FaststyleError(f"{what} {path} does not exist; pass image files or folders of images")
     if not found:
-        raise FaststyleError(f"no {what} images in {', '.join(paths)} (looked for {', '.join(IMAGE_SUFFIXES)})")
+        raise FaststyleError(f"no {what} images in {', '.join(paths)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     return _once_each(found, what)
-
-
-def _folder_images(folder: Path, skip: Path | None) -> list[Path]:
-    skipped = skip.resolve() if skip is not None else None
-    found: list[Path] = []
-    for root, folders, files in os.walk(folder):
-        here = Path(root)
-        studies = [name for name in sorted(folders) if is_study_output(here / name)]
-        for name in studies:
-            log.info("leaving out %s: it is the output of a faststyle study", here / name)
-        folders[:] = [name for name in folders if name not in studies]
-        found += [
-            here / name
-            for name in files
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES
-            and (here / name).is_file()
-            and not (skipped is not None and (here / name).resolve().is_relative_to(skipped))
-        ]
-    return sorted(found)
-
-
-def is_study_output(folder: Path) -> bool:
-    """Whether ``folder`` is the output of a study: its results.json, or the cache.json it starts with (the
-    resized copies of its photos come first)."""
-    results, cache = _json_or_none(folder / "results.json"), _json_or_none(folder / "cache.json")
-    if isinstance(results, dict) and str(results.get("schema", "")).startswith(SCHEMA_NAME):
-        return True
-    return isinstance(cache, dict) and isinstance(cache.get("content"), dict)
-
-
-def _json_or_none(path: Path) -> Any:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, OSError):
-        return None
 
 
 def _once_each(paths: list[Path], what: str) -> list[Path]:
@@ -204,9 +173,33 @@ def _once_each(paths: list[Path], what: str) -> list[Path]:
     return list(first.values())
 
 
+def _distinct(paths: list[Path], what: str) -> tuple[list[Path], list[str]]:
+    """``paths`` with each picture once, however many copies of it were given, and their sha256 digests."""
+    first: dict[str, Path] = {}
+    for path in paths:
+        kept = first.setdefault(sha256_file(path), path)
+        if kept is not path:
+            log.warning("the %s %s is the same file as %s: taking it once", what, path, kept)
+    return list(first.values()), list(first)
+
+
+def _warn_of_training_photos(contents: list[Path], data: Path) -> None:
+    inside = [p for p in contents if p.resolve().is_relative_to(data)]
+    if inside:
+        log.warning(
+            "%d of the content photos (%s) lie under --data %s: the models train on them, so their figures are not "
+            "of photos the models never saw; keep the content photos out of the training folder",
+            len(inside), ", ".join(str(p) for p in inside[:3]), data,
+        )  # fmt: skip
+
+
 def _slugs(paths: Sequence[Path], digests: Sequence[str]) -> list[str]:
     stems = [p.stem for p in paths]
     return [s if stems.count(s) == 1 else f"{s}-{d[:6]}" for s, d in zip(stems, digests, strict=True)]
+
+
+def _weights_only(layers: Any) -> Any:
+    return {k: v for k, v in layers.items() if k != "name"} if isinstance(layers, dict) else layers
 
 
 def _learning_rates(training: dict[str, Any]) -> list[object]:
@@ -326,8 +319,10 @@ class Study:
 
         # as a model's metadata names it, so that models trained on other photos are never reused
         self.data_source = data_source(str(settings.data))
-        self.style_sha = [sha256_file(p) for p in self.styles]
-        self.content_sha = [sha256_file(p) for p in self.contents]
+        self.styles, self.style_sha = _distinct(self.styles, "style")
+        self.contents, self.content_sha = _distinct(self.contents, "content")
+        if settings.feedforward and Path(self.data_source).is_dir():
+            _warn_of_training_photos(self.contents, Path(self.data_source))
         self.style_names = _slugs(self.styles, self.style_sha)
         self.content_names = _slugs(self.contents, self.content_sha)
         self.style_size = default_style_size(settings.size)  # as train() scales it
@@ -441,7 +436,7 @@ class Study:
             and meta.get("backbone", {}).get("name") == wanted["backbone"]
             and meta.get("backbone", {}).get("weights_sha256") == wanted["weights_sha256"]
             and meta.get("backbone", {}).get("pooling", "max") == "max"
-            and meta.get("layers") == wanted["layers"]
+            and _weights_only(meta.get("layers")) == _weights_only(wanted["layers"])  # a config renamed is the same
             and all(training.get(k) == wanted[k] for k in ("steps", "size", "batch", "seed"))
             and meta.get("data", {}).get("source") == wanted["data"]
             and all(meta.get("loss", {}).get(k) == v for k, v in wanted["loss"].items())
@@ -508,6 +503,7 @@ class Study:
             checkpoint_every=max(500, self.s.steps // 4),
             half=False,
             progress=self.s.progress,
+            resume_flag="",
         )
         self.cache.count("models", "computed")
         return out, read_metadata(out), "computed"

@@ -28,24 +28,12 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from faststyle.errors import FaststyleError
 from faststyle.images import PILLOW_READ_ERRORS, frame_total, opened, pil_to_tensor, resize_long_side, to_rgb
+from faststyle.photofolders import IMAGE_SUFFIXES, find_images
 
 log = logging.getLogger("faststyle.data")
 
 # Photos whose median short side is this many crops wide get a hint to scale them (--short-side).
 LARGE_PHOTOS = 4
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"})
-
-
-def find_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """Every image file under ``folder`` (recursively, hidden files and folders left out), sorted."""
-    root = Path(folder)
-    return sorted(
-        path
-        for path in root.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES
-        and path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(root).parts)
-    )
 
 
 def _name_datasets_reads(path: Path) -> bool:

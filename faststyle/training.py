@@ -276,6 +276,13 @@ class StyleModule(pl.LightningModule):
         saved_lr = checkpoint.get("hyper_parameters", {}).get("settings", {}).get("lr", self.settings.lr)
         self.lr_from_step = checkpoint.get("lr_from_step") or [[0, saved_lr]]
         self.last_terms = {k: torch.tensor(v) for k, v in checkpoint.get("last_terms", {}).items()}
+        self._restored = True
+
+    def on_train_batch_start(self, batch: Tensor, batch_idx: int) -> None:
+        if self.__dict__.pop("_restored", False):
+            # Lightning counts one batch more when it restores a checkpoint saved within a step (an interruption's):
+            # the loggers' step would run one ahead of the training step from here, leaving a gap in metrics.csv
+            self.trainer.fit_loop.epoch_loop._batches_that_stepped = self.global_step
 
     def on_train_start(self) -> None:
         # after Lightning restored a resumed run's optimizer, whose state holds the lr it was trained with
@@ -394,10 +401,13 @@ def train(
     half: bool = True,
     progress: bool = True,
     data_cache_dir: str | None = None,
+    resume_flag: str = "--resume",
 ) -> TrainResult:
     """Train, then write the model file ``out`` (safetensors + metadata). Interrupted runs resume with ``resume``.
 
     ``max_minutes`` ends training after that much time (at the step then running) and still writes the model.
+    ``resume_flag`` is what the caller's command line adds to continue a stopped run, for the messages that say
+    how: "" where running the same command again continues by itself (``faststyle compare``).
     """
     from faststyle.data import PhotoDataModule, data_source
     from faststyle.modelfile import save_model
@@ -520,19 +530,18 @@ def train(
         log.info("resuming %s from %s at step %d", run, resume_from.name, start_step)
     if resume and rank_zero_only.rank == 0:
         set_metrics_aside(run, start_step)
+    continue_with = "continue with the same command" + (f" and {resume_flag}" if resume_flag else "; it resumes there")
     started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume else None)
     except (KeyboardInterrupt, SystemExit):
         # Lightning saves <run>/checkpoints/interrupted.ckpt (if a step was taken), then exits on Ctrl-C.
         if trainer.global_step <= start_step:
-            again = "the same command" + (" (with --resume)" if resume else "")
+            again = "the same command" + (f" (with {resume_flag})" if resume and resume_flag else "")
             raise FaststyleError(
                 f"interrupted before step {start_step + 1}; nothing was saved: run {again} again"
             ) from None
-        raise FaststyleError(
-            f"interrupted at step {trainer.global_step}; continue with the same command and --resume"
-        ) from None
+        raise FaststyleError(f"interrupted at step {trainer.global_step}; {continue_with}") from None
     except FaststyleError as exc:
         raise _from_worker(exc) from None
     finally:
@@ -550,7 +559,12 @@ def train(
         result.stopped_reason = module.stopped_reason
         good = latest_checkpoint(run / "checkpoints")  # what --resume continues from: an interruption's may be newer
         at = checkpoint_step(good) if good else None
-        if resume and at == start_step == trainer.global_step:  # at once, with other crops: the weights overflow
+        if not resume_flag:
+            advice = (
+                "The same command continues from it with other photos; if it stops again at once, another "
+                "--style-weight (or --seed) trains a new model instead"
+            )
+        elif resume and at == start_step == trainer.global_step:  # at once, with other crops: the weights overflow
             advice = (
                 "It stopped at the step it resumed at, with other photos than before: the checkpoint's weights "
                 "overflow whatever the photo, and no --lr changes that step. Start a new run (another --out or "
@@ -567,7 +581,7 @@ def train(
             f"{at if good else 'none'}). {advice}"
         )
     if trainer.interrupted:
-        raise FaststyleError(f"interrupted; continue with the same command and --resume (checkpoint {last})")
+        raise FaststyleError(f"interrupted; {continue_with} (checkpoint {last})")
     # the final step too (--max-minutes can end between checkpoints); on every rank
     trainer.save_checkpoint(last, weights_only=False)
     if trainer.global_rank == 0:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
+from conftest import copy_photos
 from PIL import Image
 
 from faststyle.cli import main
@@ -241,7 +242,7 @@ def test_the_outputs_of_other_studies_in_a_content_folder_are_not_read_as_conten
     _study_output(tmp_path / "done", {"results.json": json.dumps({"schema": SCHEMA}), "cache.json": "{}"})
     _study_output(tmp_path / "cut_short", {"cache.json": json.dumps({"content": {"ab12": {"path": "x"}}})})
     kept = _study_output(tmp_path / "not_a_study", {"cache.json": json.dumps({"thumbnails": [1, 2]})})
-    with caplog.at_level(logging.INFO, logger="faststyle.compare"):
+    with caplog.at_level(logging.INFO, logger="faststyle.photofolders"):
         found = collect_images([str(tmp_path)], "content", skip=tmp_path / "new")
     assert found == [tmp_path / "not_a_study/images/content/photo.png", tmp_path / "photo.png"]
     assert [m for m in caplog.messages if "leaving out" in m] == [
@@ -519,6 +520,76 @@ def test_user_errors_say_what_to_do(shared: Path, tmp_path: Path, capsys: pytest
         main([*base, "--style-weight", "vgg16=-2"])
     assert "'vgg16=-2': give a number of 0 or more" in capsys.readouterr().err
     assert not out.exists()  # a refused study leaves no folder behind
+
+
+def test_an_interrupted_study_resumes_with_the_same_command_and_never_trains_on_its_own_output(
+    shared: Path,
+    lossnet_cache: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The study's output inside the training folder (its resized copies of the photos and the painting, its
+    stylizations) was trained on, and a Ctrl-C's message pointed at --resume, a flag compare does not take."""
+    from faststyle.training import StyleModule
+
+    photos = copy_photos(tmp_path / "photos", 4)
+    held_in = sorted(photos.glob("*.jpg"))[0]
+    argv = ["compare", "--styles", str(shared / STYLE), "--content", str(shared / CONTENTS[0]), str(held_in),
+            "--out", str(photos / "study"), "--backbones", "googlenet", "--steps", "4", "--batch", "1", "--size",
+            "48", "--data", str(photos), "--cache", str(lossnet_cache), "--workers", "0", "--device", "cpu",
+            "--no-progress"]  # fmt: skip
+    step = StyleModule.training_step
+
+    def ctrl_c_at_step_2(self: StyleModule, batch: Any, index: int) -> Any:
+        if self.global_step == 2:
+            raise KeyboardInterrupt
+        return step(self, batch, index)
+
+    with monkeypatch.context() as patch, caplog.at_level(logging.INFO):
+        patch.setattr(StyleModule, "training_step", ctrl_c_at_step_2)
+        assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error: interrupted at step 2; continue with the same command; it resumes there" in err
+    assert "--resume" not in err
+    assert f"found 4 images under {photos}" in caplog.text  # not the study's copies of the photos and the painting
+    assert "1 of the content photos" in caplog.text and "lie under --data" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(argv) == 0
+    assert "from interrupted.ckpt at step 2" in caplog.text
+    assert f"found 4 images under {photos}" in caplog.text
+    assert len(list((photos / "study").rglob("*.png"))) > 4  # its pictures, left out above
+
+
+def test_configs_of_one_name_from_two_folders_are_two_columns(shared: Path, tmp_path: Path) -> None:
+    from faststyle.compare import resolve_columns
+
+    text = (Path(__file__).parents[1] / "configs" / "alexnet.yaml").read_text()
+    for folder, change in (("exp1", "1.0"), ("exp2", "2.0")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "config.yaml").write_text(text.replace("conv1: 0.2", f"conv1: {change}"))
+    columns = resolve_columns([], [str(tmp_path / "exp1/config.yaml"), str(tmp_path / "exp2/config.yaml")])
+    assert [c.name for c in columns] == ["alexnet:exp1/config", "alexnet:exp2/config"]
+    assert columns[0].config.style_layers != columns[1].config.style_layers
+    assert [c.slug for c in columns] == ["alexnet-exp1_config", "alexnet-exp2_config"]
+    with pytest.raises(FaststyleError, match="given twice"):
+        resolve_columns(["alexnet"], [str(tmp_path / "exp1/config.yaml")] * 2)
+
+
+def test_copies_of_one_picture_are_taken_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from faststyle.compare import _distinct
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / folder / "x.png")
+    Image.new("RGB", (40, 30), (10, 200, 10)).save(tmp_path / "a" / "y.png")
+    paths = [tmp_path / "a/x.png", tmp_path / "a/y.png", tmp_path / "b/x.png"]
+    with caplog.at_level(logging.WARNING, logger="faststyle.compare"):
+        kept, digests = _distinct(paths, "content")
+    assert kept == paths[:2] and len(set(digests)) == 2
+    assert caplog.messages == [f"the content {paths[2]} is the same file as {paths[0]}: taking it once"]
 
 
 def test_a_photo_too_small_for_a_network_is_refused_before_training(

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from faststyle.compare import IMAGE_SUFFIXES
 from faststyle.images import load_image
 from faststyle.losses import PerceptualLoss
 from faststyle.lossnets import get_lossnet
 from faststyle.modelfile import read_metadata
+from faststyle.photofolders import IMAGE_SUFFIXES
 from faststyle.stability import instability
 from faststyle.stylize import Stylizer
 
