@@ -16,6 +16,7 @@ import contextlib
 import functools
 import logging
 import math
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -80,7 +81,7 @@ def _choice(value: str, allowed: Sequence[str], what: str) -> str:
 
 
 def _positive(value: float, what: str, integer: bool = False) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) if integer else isinstance(value, (int, float))
+    ok = isinstance(value, numbers.Integral if integer else numbers.Real) and not isinstance(value, bool)
     if not ok or not value > 0 or not math.isfinite(value):
         raise FaststyleError(f"{what} must be a positive {'whole ' if integer else ''}number, not {value!r}")
 
@@ -240,6 +241,8 @@ def stylize(
     ``caffe_units``: ``ratio`` is meant for the reference's 0–255 input, as for the Caffe networks; features of a
     network fed smaller numbers are smaller by a factor k (k ≈ 57 for torchvision's VGG and AlexNet), which
     scales content by k² and style by k⁴, so the style weight becomes ``ratio · k²`` (see ``caffe_pixel_scale``).
+    ``tv_weight`` weighs the total variation of the picture in 0–255 pixels in the same units: one value smooths
+    alike whatever the network's input convention (without ``caffe_units``, that of [0,1] pixels, unscaled).
     ``precision``: ``"bf16"``/``"fp16"`` run the loss network under autocast; pixels and optimiser stay fp32.
     ``channels_last`` (default: on CUDA) keeps the loss network and its input in the NHWC layout that cuDNN's
     fastest convolutions use; the optimised pixels stay NCHW, as L-BFGS flattens them. ``compile``: True or a
@@ -275,7 +278,7 @@ def stylize(
     if lr is not None:
         _positive(lr, "lr")
     for value, what in ((ratio, "ratio"), (tv_weight, "tv_weight")):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
             raise FaststyleError(f"{what} must be a finite number of 0 or more, not {value!r}")
     if line_search not in (None, LBFGS_LINE_SEARCH):
         raise FaststyleError(f"line_search must be None or {LBFGS_LINE_SEARCH!r}, not {line_search!r}")
@@ -312,6 +315,7 @@ def stylize(
     lossnet = lossnet.to(device, memory_format=memory_format)
     config = layer_config(lossnet.name, config)
     style_weight = ratio * caffe_pixel_scale(lossnet) ** 2 if caffe_units else ratio
+    tv_weight = tv_weight * lossnet.pixel_scale**2 if caffe_units else tv_weight  # of 0–255 pixels in those units
 
     generator = torch.Generator().manual_seed(seed)
     content = content.to(device)

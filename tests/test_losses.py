@@ -272,3 +272,5 @@ def test_describe_terms_says_which_numbers_are_weighted() -> None:
     assert describe_terms(terms) == "total 40.37 (weighted); unweighted content 8.47, style 15.95, tv 0.003391"
     no_tv = terms | {"tv": 0.0}  # Gatys' default TV weight 0: the term is not computed
     assert describe_terms(no_tv) == "total 40.37 (weighted); unweighted content 8.47, style 15.95"
+    nothing = {"total": 0.0, "content": 0.0, "style": 0.0, "tv": 0.0}  # e.g. Gatys under an all-black mask
+    assert describe_terms(nothing) == "total 0 (weighted); unweighted all 0"
