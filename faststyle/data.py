@@ -348,12 +348,14 @@ class PhotoDataModule(pl.LightningDataModule):
         shuffle_buffer: int = 1000,
         stream: bool = False,
         start_step: int = 0,
+        skip: str | os.PathLike[str] | None = None,
     ) -> None:
         """``short_side``: scale every photo so its short side is this before cropping (default: only photos
         smaller than ``size`` are scaled, up to ``size``); the cache holds the photos at that scale, and
         ``cache_max_gb`` bounds its estimated size. ``stream`` reads a local folder
         the way a hub dataset is read (no index is built), for folders too large to index. ``start_step``: the step a
-        resumed run starts at, so that it draws new crops rather than those of the steps already taken."""
+        resumed run starts at, so that it draws new crops rather than those of the steps already taken. ``skip``: a
+        folder under ``source`` that holds no photos (the run's own checkpoints and grids)."""
         super().__init__()
         path = Path(source).expanduser()
         self.local = path.is_dir()
@@ -368,6 +370,7 @@ class PhotoDataModule(pl.LightningDataModule):
             raise FaststyleError("gpu_cache needs an indexed local photo folder; stream without it")
         self.batch_size, self.size, self.flip, self.seed = batch_size, size, flip, seed
         self.start_step = start_step
+        self.skip = skip
         self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
         self.short_side = short_side
         if short_side is not None and short_side < size:
@@ -440,7 +443,7 @@ class PhotoDataModule(pl.LightningDataModule):
         if self.local:
             files: list[Path] = []
             odd: list[Path] = []
-            for path in find_images(self.source):
+            for path in find_images(self.source, skip=self.skip):
                 (files if _name_datasets_reads(path) else odd).append(path)
             self._files = files
             if odd:
@@ -477,9 +480,9 @@ class PhotoDataModule(pl.LightningDataModule):
         sides = []
         for path in files[:: max(1, len(files) // sample)][:sample]:
             try:
-                with Image.open(path) as image:
+                with opened(path) as image:
                     sides.append(min(image.size))
-            except (UnidentifiedImageError, *PILLOW_READ_ERRORS):
+            except FaststyleError:  # unreadable or over the pixel limit: skipped and counted in training
                 continue
         if sides and float(np.median(sides)) >= LARGE_PHOTOS * self.size:
             log.warning(
@@ -532,10 +535,10 @@ class PhotoDataModule(pl.LightningDataModule):
         estimate = 0
         for path in paths:
             try:
-                with Image.open(path) as image:
+                with opened(path) as image:
                     w, h = _crop_size(image.size, self.size, self.short_side)
                     estimate += 3 * w * h
-            except (UnidentifiedImageError, *PILLOW_READ_ERRORS):
+            except FaststyleError:  # skipped and counted below
                 continue
         if estimate > self.cache_max_gb * 1e9:
             at = f"short side {self.short_side}" if self.short_side else "their own size"

@@ -85,7 +85,7 @@ def tv_loss(images: Tensor, normalization: Normalization = "caffe") -> Tensor:
 def describe_terms(terms: Mapping[str, float]) -> str:
     """The loss terms for people: the weighted total, then the unweighted terms it was made of (those exactly 0 left
     out: a term whose weight is 0 is not computed)."""
-    parts = ", ".join(f"{k} {terms[k]:.4g}" for k in ("content", "style", "tv") if terms.get(k))
+    parts = ", ".join(f"{k} {terms[k]:.4g}" for k in ("content", "style", "tv", "stability") if terms.get(k))
     return f"total {terms['total']:.4g} (weighted); unweighted {parts or 'all 0'}"
 
 

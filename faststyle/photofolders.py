@@ -1,6 +1,7 @@
-"""Which files under a folder are photos: image files by suffix, leaving out hidden files and folders (a Mac's
-``._photo.jpg``) and the output folders of ``faststyle compare`` studies (their resized copies and stylizations),
-which would otherwise be read back as training photos, content or styles."""
+"""Which files under a folder are photos: image files by suffix, in linked folders too, leaving out hidden files
+and folders (a Mac's ``._photo.jpg``) and faststyle's own output folders (a study's resized copies and
+stylizations, a training run's validation photos and grids), which would otherwise be read back as training
+photos, content or styles."""
 
 from __future__ import annotations
 
@@ -17,16 +18,25 @@ STUDY_SCHEMA_NAME = "faststyle-compare"
 
 
 def find_images(folder: str | os.PathLike[str], skip: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Every image file under ``folder`` (recursively), sorted, leaving out hidden files and folders, the output
-    folders of studies, and whatever lies under ``skip`` (a study's own output, while it is being written)."""
+    """Every image file under ``folder`` (recursively, through linked folders, each folder once), sorted, leaving out
+    hidden files and folders, faststyle's output folders, and whatever lies under ``skip`` (an output folder while
+    it is being written)."""
     skipped = Path(skip).resolve() if skip is not None else None
     found: list[Path] = []
-    for root, folders, files in os.walk(folder):
+    seen = {os.path.realpath(folder)}
+    for root, folders, files in os.walk(folder, followlinks=True):
         here = Path(root)
-        studies = [name for name in sorted(folders) if not name.startswith(".") and is_study_output(here / name)]
-        for name in studies:
-            log.info("leaving out %s: it is the output of a faststyle study", here / name)
-        folders[:] = [name for name in folders if not name.startswith(".") and name not in studies]
+        kept = []
+        for name in sorted(folders):
+            real = os.path.realpath(here / name)
+            if name.startswith(".") or real in seen:  # a link back up, or to a folder read already
+                continue
+            seen.add(real)
+            if (what := output_kind(here / name)) is not None:
+                log.info("leaving out %s: it is the output of a faststyle %s", here / name, what)
+                continue
+            kept.append(name)
+        folders[:] = kept
         found += [
             here / name
             for name in files
@@ -36,6 +46,15 @@ def find_images(folder: str | os.PathLike[str], skip: str | os.PathLike[str] | N
             and not (skipped is not None and (here / name).resolve().is_relative_to(skipped))
         ]
     return sorted(found)
+
+
+def output_kind(folder: Path) -> str | None:
+    """ "study" or "training run" where ``folder`` is the output of one, else None."""
+    if is_study_output(folder):
+        return "study"
+    if (folder / "checkpoints").is_dir() and any((folder / name).is_file() for name in ("hparams.yaml", "metrics.csv")):
+        return "training run"
+    return None
 
 
 def is_study_output(folder: Path) -> bool:

@@ -12,7 +12,7 @@ import torch
 
 from faststyle.errors import FaststyleError
 from faststyle.images import atomic_write_bytes, sha256_file
-from faststyle.settings import TrainSettings
+from faststyle.settings import TrainSettings, default_style_size
 
 INTERRUPTED = "interrupted"
 METRICS_ASIDE = "metrics.previous.csv"
@@ -67,7 +67,7 @@ def join_metrics(run: Path) -> None:
 def read_checkpoint(path: Path) -> dict[str, Any]:
     try:  # our own checkpoint (optimizer state included), not an untrusted file
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged file fails in pickle, zipfile or torch, each its own way
         checkpoint = exc
     if not isinstance(checkpoint, dict):
         raise FaststyleError(
@@ -89,6 +89,9 @@ def check_resumable(checkpoint: dict[str, Any], settings: TrainSettings, run: Pa
     # a setting a run from an older version did not record had its default then
     defaults = {f.name: f.default for f in fields(TrainSettings) if f.default is not MISSING}
     saved = {key: value for key, value in defaults.items() if key not in saved} | saved
+    for values in (saved, now):  # --style-size left out is 1.5 x --size: the same when given as that
+        if values.get("style_size") is None and isinstance(values.get("size"), int):
+            values["style_size"] = default_style_size(values["size"])
     changed = [
         f"--{key.replace('_', '-')} {saved[key]!r} then, {now[key]!r} now"
         for key in now

@@ -299,7 +299,8 @@ class StyleModule(pl.LightningModule):
         self.net.eval()
         from faststyle.stylize import on_min_side
 
-        out = [on_min_side(self.net, p.to(self.device)).float().clamp(0, 1).cpu() for p in photos]
+        dtype = next(self.net.parameters()).dtype  # not float32 under --precision bf16-true and the like
+        out = [on_min_side(self.net, p.to(self.device, dtype)).float().clamp(0, 1).cpu() for p in photos]
         self.net.train(was_training)
         return out
 
@@ -370,6 +371,7 @@ class TrainResult:
     rank: int = 0
     world_size: int = 1
     start_step: int = 0  # where this run began: not 0 for a resumed one
+    planned_steps: int | None = None  # --steps: more than ``steps`` where --max-minutes ended the run
 
 
 def runs_on_cpu(accelerator: str) -> bool:
@@ -426,6 +428,11 @@ def train(
             f"--val-every and --checkpoint-every must be 1 or more, not {val_every}, {checkpoint_every}"
         )
     precision = precision or default_precision(accelerator)
+    if runs_on_cpu(accelerator) and not precision.startswith(("32", "64")):
+        log.warning(
+            "--precision %s on the CPU runs several times slower than 32-true (the CPU default); it is meant for GPUs",
+            precision,
+        )
     if runs_on_cpu(accelerator) and settings.compile and precision.startswith("bf16"):
         # Seen with torch 2.14.1: inductor's CPU code for the transformer gives NaN gradients under bf16 autocast
         # (the same graph through aot_eager is fine).
@@ -482,6 +489,7 @@ def train(
         cache_dir=data_cache_dir,
         stream=stream,
         start_step=start_step,
+        skip=run,
     )
     photos = datamodule.val_photos(val_photos) if val_photos else []
     if settings.style_balance is not None and not resume:
@@ -555,6 +563,7 @@ def train(
     final = {k: float(v) for k, v in module.last_terms.items()}
     result = TrainResult(None, run, trainer.global_step, seconds, rate, final, datamodule.skipped)
     result.rank, result.world_size, result.start_step = trainer.global_rank, trainer.world_size, start_step
+    result.planned_steps = settings.steps
     if module.stopped_reason:
         result.stopped_reason = module.stopped_reason
         good = latest_checkpoint(run / "checkpoints")  # what --resume continues from: an interruption's may be newer

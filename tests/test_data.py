@@ -204,6 +204,35 @@ def test_a_crop_resamples_only_its_own_part_of_the_photo(train_dir: Path, monkey
     assert crop.shape == (3, 64, 64) and sizes == [(6000, 3), (64, 64)]
 
 
+def _png_header(path: Path, width: int, height: int) -> None:
+    """A PNG file that says it is ``width`` x ``height``, its pixels cut off after the first few rows: Pillow opens it
+    by its header, and fails to decode it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(bytes(1000))))
+
+
+@pytest.mark.parametrize("pixels", [179_700_000, 200_000_000])  # under and over faststyle's limit; both over Pillow's
+def test_a_photo_of_very_many_pixels_is_skipped_not_a_crash(
+    messy_folder: Path, tmp_path: Path, pixels: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pillow refuses over 2 x its own limit (178,956,970 pixels) at Image.open: the look at the photos' sizes
+    (and the GPU cache's estimate) raised DecompressionBombError out of training."""
+    _png_header(messy_folder / "panorama.png", 30_000, pixels // 30_000)
+    with caplog.at_level(logging.WARNING, logger="faststyle.data"):
+        batches = take(module(messy_folder, tmp_path), 4)
+        cached = module(messy_folder, tmp_path, gpu_cache=True, short_side=80, device="cpu")
+        batches.append(cached.sample_batch())
+    assert all(batch.shape == (4, 3, 64, 64) for batch in batches)
+    assert cached.skipped == 3  # the panorama, beside messy_folder's two broken files
+    assert "panorama.png" in caplog.text
+
+
 def test_a_streamed_photo_skipped_by_several_worker_processes_counts_once(caplog: pytest.LogCaptureFixture) -> None:
     # A stream's shards are reshuffled between loader workers every epoch, so one bad photo reaches several workers
     # (processes started as DataLoader starts its workers, in multiprocessing's default context).

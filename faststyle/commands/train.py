@@ -166,6 +166,8 @@ def summary(result: TrainResult) -> str:
     trained = f"{steps} in {result.seconds:.0f} s ({result.images_per_second:.2f} img/s{pace})"
     if result.steps == result.start_step:  # a finished run whose model file had not been written
         trained = f"the run's {result.steps} steps, trained before"
+    if result.planned_steps and result.steps < result.planned_steps:
+        trained += f", stopped by --max-minutes before step {result.planned_steps} (--resume continues the run)"
     final = describe_terms(result.final_losses) if result.final_losses else "not kept (a run from an older version)"
     return (
         f"wrote {result.model_path}: {trained}; final loss: {final}; "
