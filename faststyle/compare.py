@@ -134,7 +134,7 @@ def resolve_columns(backbones: Sequence[str], configs: Sequence[str]) -> list[Co
     plain = [f"{c.backbone}:{c.name}" for c in loaded]
     for config, name in zip(loaded, plain, strict=True):
         if plain.count(name) > 1 and config.source:  # config files of one name, in other folders: named by folder too
-            name = f"{config.backbone}:{Path(config.source).parent.name}/{config.name}"
+            name = f"{config.backbone}:{Path(config.source).resolve().parent.name}/{config.name}"
         columns.append(Column(name, config.backbone, config))
     names = [c.name for c in columns]
     duplicates = sorted({n for n in names if names.count(n) > 1})

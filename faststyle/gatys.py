@@ -18,6 +18,7 @@ import logging
 import math
 import numbers
 import os
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
@@ -260,7 +261,8 @@ def stylize(
     image as it would be returned.
 
     Returns the image (1,3,H,W) in [0,1] on the device used, and one dict of loss terms per iteration
-    (``iteration``, ``scale``, ``evaluations`` (loss-network passes so far), ``total``, ``content``, ``style``,
+    (``iteration``, ``scale``, ``evaluations`` (loss-network passes so far), ``seconds`` (since the optimisation
+    began, the loss network loaded: the style targets and the iterations), ``total``, ``content``, ``style``,
     ``tv``, ``content/<layer>``, ``style/<layer>``; content and style terms unweighted, ``total`` weighted).
     The returned image's losses are the last entry's; with ``preserve_color`` they are the grey image's, before the
     content's chroma is added.
@@ -339,6 +341,7 @@ def stylize(
         else functools.partial(torch.autocast, device.type, dtype=_DTYPES[precision])
     )
     bar = tqdm(total=iters * len(scales), disable=not progress, desc="gatys", unit="it", leave=False)
+    begun = time.perf_counter()
     try:
         for scale in scales:
             target = resize_long_side(content, scale)
@@ -380,6 +383,7 @@ def stylize(
                 compile,
                 grey=preserve_color,
                 scaled=precision == "fp16",
+                begun=begun,
             )
     finally:
         bar.close()
@@ -406,8 +410,10 @@ def _optimise(
     compile: bool | str,
     grey: bool = False,
     scaled: bool = False,
+    begun: float = 0.0,
 ) -> Tensor:
-    """``grey``: optimise one channel, shown to the loss network in all three. ``scaled``: see ``_Objective``."""
+    """``grey``: optimise one channel, shown to the loss network in all three. ``scaled``: see ``_Objective``.
+    ``begun``: the ``time.perf_counter()`` the history's seconds count from."""
     with amp():
         content_features = loss.content_features(content)
     if grey:
@@ -430,7 +436,9 @@ def _optimise(
             )
         evaluations = objective.evaluations + (history[-1]["evaluations"] if history else 0) - counted
         counted = objective.evaluations
-        history.append({"iteration": len(history) + 1, "scale": scale, "evaluations": evaluations} | terms)
+        seconds = time.perf_counter() - begun
+        history.append({"iteration": len(history) + 1, "scale": scale, "evaluations": evaluations, "seconds": seconds})
+        history[-1] |= terms
         bar.update(1)
         bar.set_postfix(loss=f"{terms['total']:.4g}", refresh=False)
         if callback is not None:

@@ -18,18 +18,19 @@ STUDY_SCHEMA_NAME = "faststyle-compare"
 
 
 def find_images(folder: str | os.PathLike[str], skip: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Every image file under ``folder`` (recursively, through linked folders, each folder once), sorted, leaving out
-    hidden files and folders, faststyle's output folders, and whatever lies under ``skip`` (an output folder while
-    it is being written)."""
-    skipped = Path(skip).resolve() if skip is not None else None
+    """Every image file under ``folder`` (recursively, through linked folders but none that holds ``folder``, each
+    folder once), sorted, leaving out hidden files and folders, faststyle's output folders, and the folder ``skip``
+    where it lies within (an output folder while it is being written)."""
+    top = os.path.realpath(folder)
+    seen = {top, *([os.path.realpath(skip)] if skip is not None else [])}
     found: list[Path] = []
-    seen = {os.path.realpath(folder)}
     for root, folders, files in os.walk(folder, followlinks=True):
         here = Path(root)
         kept = []
         for name in sorted(folders):
             real = os.path.realpath(here / name)
-            if name.startswith(".") or real in seen:  # a link back up, or to a folder read already
+            # a link to a folder holding this one (~, say) or to one read already is not followed
+            if name.startswith(".") or real in seen or (top + os.sep).startswith(real.rstrip(os.sep) + os.sep):
                 continue
             seen.add(real)
             if (what := output_kind(here / name)) is not None:
@@ -40,16 +41,13 @@ def find_images(folder: str | os.PathLike[str], skip: str | os.PathLike[str] | N
         found += [
             here / name
             for name in files
-            if not name.startswith(".")
-            and Path(name).suffix.lower() in IMAGE_SUFFIXES
-            and (here / name).is_file()
-            and not (skipped is not None and (here / name).resolve().is_relative_to(skipped))
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES and (here / name).is_file()
         ]
     return sorted(found)
 
 
 def output_kind(folder: Path) -> str | None:
-    """ "study" or "training run" where ``folder`` is the output of one, else None."""
+    """'study' or 'training run' where ``folder`` is the output of one, else None."""
     if is_study_output(folder):
         return "study"
     if (folder / "checkpoints").is_dir() and any((folder / name).is_file() for name in ("hparams.yaml", "metrics.csv")):

@@ -563,7 +563,9 @@ def test_an_interrupted_study_resumes_with_the_same_command_and_never_trains_on_
     assert len(list((photos / "study").rglob("*.png"))) > 4  # its pictures, left out above
 
 
-def test_configs_of_one_name_from_two_folders_are_two_columns(shared: Path, tmp_path: Path) -> None:
+def test_configs_of_one_name_from_two_folders_are_two_columns(
+    shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from faststyle.compare import resolve_columns
 
     text = (Path(__file__).parents[1] / "configs" / "alexnet.yaml").read_text()
@@ -576,6 +578,8 @@ def test_configs_of_one_name_from_two_folders_are_two_columns(shared: Path, tmp_
     assert [c.slug for c in columns] == ["alexnet-exp1_config", "alexnet-exp2_config"]
     with pytest.raises(FaststyleError, match="given twice"):
         resolve_columns(["alexnet"], [str(tmp_path / "exp1/config.yaml")] * 2)
+    monkeypatch.chdir(tmp_path / "exp1")  # named by a path relative to here: the same name
+    assert [c.name for c in resolve_columns([], ["config.yaml", "../exp2/config.yaml"])] == [c.name for c in columns]
 
 
 def test_copies_of_one_picture_are_taken_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,9 +40,11 @@ def _check_history(history: list[dict], iters: int, layers: int) -> None:
     assert len(history) == iters
     assert [h["iteration"] for h in history] == list(range(1, iters + 1))
     for entry in history:
-        assert {"total", "content", "style", "tv", "evaluations"} <= entry.keys()
+        assert {"total", "content", "style", "tv", "evaluations", "seconds"} <= entry.keys()
         assert sum(k.startswith("style/") for k in entry) == layers
         assert all(torch.isfinite(torch.tensor(v)) for v in entry.values())
+    seconds = [entry["seconds"] for entry in history]
+    assert seconds[0] > 0 and seconds == sorted(seconds)
 
 
 @pytest.mark.parametrize("backbone", ["vgg16", "googlenet"])
@@ -247,9 +250,8 @@ def test_cli_writes_the_image_and_snapshots(tmp_path: Path, lossnet_cache: Path,
         assert written.size[0] > written.size[1]  # tubingen is landscape
     assert (tmp_path / "result_iter0001.png").is_file() and (tmp_path / "result_iter0002.png").is_file()
     printed = capsys.readouterr().out
-    assert (
-        "2 iterations" in printed and "final loss: total " in printed and " (weighted); unweighted content " in printed
-    )
+    assert re.search(r"2 iterations in [\d.]+ s \(and [\d.]+ s loading the loss network\); final loss: total ", printed)
+    assert " (weighted); unweighted content " in printed
 
 
 def test_cli_starts_from_an_image_or_a_models_painting(tmp_path: Path, lossnet_cache: Path, capsys) -> None:

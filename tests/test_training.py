@@ -865,11 +865,21 @@ def test_the_photo_folder_leaves_out_runs_and_studies_and_follows_links(tmp_path
     Image.new("RGB", (40, 30)).save(elsewhere / "b.png")
     (photos / "linked").symlink_to(elsewhere)
     (elsewhere / "back").symlink_to(photos)  # a loop: each folder is read once
-    assert find_images(photos) == [photos / "a.png", photos / "linked" / "b.png"]
+    (photos / "home").symlink_to(tmp_path)  # a folder holding this one (~, say): not followed
+    Image.new("RGB", (40, 30)).save(tmp_path / "not_a_photo_of_the_set.png")
+    study = photos / "study"
+    (study / "images").mkdir(parents=True)
+    (study / "cache.json").write_text('{"content": {}}')
+    Image.new("RGB", (40, 30)).save(study / "images" / "photo.png")
+    wanted = [photos / "a.png", photos / "linked" / "b.png"]
+    assert find_images(photos) == wanted
     mid_run = photos / "n_run"  # a run's folder before its first checkpoint: left out when named
     (mid_run / "val").mkdir(parents=True)
     Image.new("RGB", (40, 30)).save(mid_run / "val" / "photo_0.png")
-    assert find_images(photos, skip=mid_run) == [photos / "a.png", photos / "linked" / "b.png"]
+    assert find_images(photos, skip=mid_run) == wanted
+    assert (
+        find_images(photos, skip=tmp_path) == find_images(photos, skip=photos) == [*wanted, mid_run / "val/photo_0.png"]
+    )
 
 
 def test_a_resume_takes_the_style_size_given_as_its_default(shared: Path, lossnet_cache: Path, tmp_path: Path) -> None:

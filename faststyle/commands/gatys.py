@@ -159,13 +159,11 @@ def _initial_image(args: argparse.Namespace, content: Tensor) -> str | Tensor:
 
 def run(args: argparse.Namespace) -> int:
 
-    from faststyle.config import backbone_for
     from faststyle.device import resolve_device
     from faststyle.errors import FaststyleError
     from faststyle.gatys import INITS, stylize
     from faststyle.images import check_writable, image_format, load_image, load_mask, save_image
     from faststyle.losses import describe_terms
-    from faststyle.lossnets import get_lossnet
 
     out = Path(args.out)
     image_format(out)  # an unwritable suffix fails here, not after the optimisation
@@ -204,16 +202,10 @@ def run(args: argparse.Namespace) -> int:
             save_image(image, _snapshot_path(out, iteration))
 
     start = time.perf_counter()
-    lossnet = get_lossnet(
-        backbone_for(args.backbone, args.config), weights=args.weights, pooling=args.pooling, cache=args.cache,
-        device=resolve_device(args.device),
-    )  # fmt: skip
-    loading = time.perf_counter() - start
-    start = time.perf_counter()
     image, history = stylize(
         content,
         styles,
-        lossnet=lossnet,
+        backbone=args.backbone,
         config=args.config,
         style_blend=args.style_blend,
         masks=masks,
@@ -233,8 +225,12 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         callback=snapshot if args.save_every else None,
         progress=not args.quiet,
+        pooling=args.pooling,
+        weights=args.weights,
+        cache=args.cache,
     )
-    seconds = time.perf_counter() - start
+    seconds = history[-1]["seconds"]
+    loading = time.perf_counter() - start - seconds
     save_image(image, out)
     h, w = image.shape[-2:]
     print(
