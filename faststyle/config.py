@@ -31,7 +31,10 @@ def _evaluate(value: Any, where: str) -> float:
     if isinstance(value, bool):
         raise FaststyleError(f"{where}: expected a number, got {value!r}")
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise FaststyleError(f"{where}: {value!r} is too large for a weight") from None
 
     def ev(node: ast.AST) -> float:
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
@@ -46,6 +49,8 @@ def _evaluate(value: Any, where: str) -> float:
         return ev(ast.parse(str(value), mode="eval").body)
     except (SyntaxError, ValueError, ZeroDivisionError):
         raise FaststyleError(f"{where}: {value!r} is not a number (write e.g. 0.2, 2e-4 or 1-2e-4)") from None
+    except OverflowError:
+        raise FaststyleError(f"{where}: {value!r} is too large for a weight") from None
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,11 @@ class LayerConfig:
                     )
                 if not math.isfinite(weight):
                     raise FaststyleError(f"{where}: {key}.{layer}: {weight!r} is not a finite weight")
+        if not any(self.content_layers.values()) and not any(self.style_layers.values()):
+            raise FaststyleError(
+                f"{where}: every layer's weight is 0, so there is nothing to optimise; give at least one content or "
+                "style layer a weight above 0"
+            )
 
     @property
     def layers(self) -> list[str]:
@@ -164,7 +174,8 @@ def load_config(name_or_path: str | Path) -> LayerConfig:
                 "or pass the path of a YAML file"
             )
     if not path.exists():
-        raise FaststyleError(f"config file {path} does not exist")
+        builtin = f"; the built-in config is named {path.stem} (no .yaml)" if path.stem in builtin_configs() else ""
+        raise FaststyleError(f"config file {path} does not exist{builtin}")
     if path.is_dir():
         raise FaststyleError(f"config {path} is a folder; pass a YAML file")
     try:

