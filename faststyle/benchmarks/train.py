@@ -14,6 +14,8 @@ from faststyle.argtypes import non_negative_float, positive_int
 from faststyle.benchmarks._common import WEIGHTS_HELP, add_device_arguments, environment, summary, timed_together
 from faststyle.compiling import add_compile_argument, compiler
 from faststyle.device import resolve_device
+from faststyle.errors import FaststyleError
+from faststyle.stability import STABLE_SIZE
 
 HELP = "training step throughput, with the plain fp32 eager loop as baseline"
 
@@ -106,6 +108,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
     lossnet = get_lossnet(args.backbone, weights=args.weights, cache=args.cache, device=device)
     lossnet.check_size(args.size, args.size, config.layers, f"--size {args.size}", "raise --size")
+    if args.stability_weight and args.size < STABLE_SIZE:  # as train refuses it: the term would compare no pixels
+        raise FaststyleError(f"--stability-weight needs --size {STABLE_SIZE} or more, not {args.size}")
     result: dict[str, object] = {"bench": "train", "backbone": args.backbone, "size": args.size, "batch": args.batch}
     steps: dict[str, Callable[[], None]] = {}
     if not args.no_baseline:

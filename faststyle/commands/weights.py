@@ -53,14 +53,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _list(args: argparse.Namespace) -> int:
     from faststyle.errors import FaststyleError
+    from faststyle.images import sha256_file
     from faststyle.lossnets.registry import SPECS
-    from faststyle.lossnets.weights import cache_dir, cached_info, sources_for
+    from faststyle.lossnets.weights import cache_dir, cached_info, cached_path, sources_for
 
     print(f"cache: {cache_dir(args.cache)}")
     for name, spec in SPECS.items():
         try:
             info = cached_info(name, args.cache)
             state = f"cached from {info['source']}, sha256 {info['sha256']}" if info else "not cached"
+            if info and (found := sha256_file(cached_path(name, args.cache))) != info["sha256"]:
+                state = f"damaged: the file's sha256 is {found}, not the {info['sha256']} fetched; get it again --force"
         except FaststyleError as exc:
             state = f"damaged: {exc}"
         print(f"\n{name}: {spec.description}\n  {state}")

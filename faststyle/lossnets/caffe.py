@@ -126,6 +126,8 @@ def read_caffejs(folder: Path, body: nn.Module, checksums: dict[str, str] | None
 
 def download_caffejs(files: Sequence[str], folder: Path, base_url: str, timeout: float = 60.0) -> None:
     """Download ``base_url + file`` for every file into ``folder``; a failure raises FaststyleError."""
+    if folder.exists() and not folder.is_dir():
+        raise FaststyleError(f"{folder} is a file; give --path a folder to download the GoogLeNet files into")
     for file in files:
         target = folder / file
         target.parent.mkdir(parents=True, exist_ok=True)
