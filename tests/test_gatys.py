@@ -240,7 +240,9 @@ def test_bad_arguments_raise(kwargs: dict, message: str) -> None:
         stylize(content, content, progress=False, **kwargs)
 
 
-def test_cli_writes_the_image_and_snapshots(tmp_path: Path, lossnet_cache: Path, capsys) -> None:
+def test_cli_writes_the_image_and_snapshots(
+    tmp_path: Path, lossnet_cache: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     out = tmp_path / "result.png"
     args = ["gatys", "--content", str(CONTENT), "--style", str(STYLE), "--size", "48", "--iters", "2"]
     code = main([*args, "--out", str(out), "--save-every", "1", "--cache", str(lossnet_cache), "--quiet"])
@@ -249,6 +251,12 @@ def test_cli_writes_the_image_and_snapshots(tmp_path: Path, lossnet_cache: Path,
         assert max(written.size) == 48
         assert written.size[0] > written.size[1]  # tubingen is landscape
     assert (tmp_path / "result_iter0001.png").is_file() and (tmp_path / "result_iter0002.png").is_file()
+    with caplog.at_level(logging.WARNING, logger="faststyle.gatys"):  # the same --out, one iteration: one left over
+        assert (
+            main([*args[:-1], "1", "--out", str(out), "--save-every", "1", "--cache", str(lossnet_cache), "--quiet"])
+            == 0
+        )
+    assert "1 snapshots of an earlier run lie beside result.png (result_iter0002.png …)" in caplog.text
     printed = capsys.readouterr().out
     assert re.search(r"2 iterations in [\d.]+ s \(and [\d.]+ s loading the loss network\); final loss: total ", printed)
     assert " (weighted); unweighted content " in printed
@@ -311,10 +319,10 @@ def test_cli_will_not_write_snapshots_over_its_inputs_or_into_a_folder(
     argv = ["gatys", "--content", str(CONTENT), "--style", str(STYLE), "--iters", "2", "--size", "32"]
     assert main([*argv, "--init", str(start), "--save-every", "2", "--out", str(tmp_path / "run.png")]) == 1
     err = capsys.readouterr().err
-    assert "--save-every 2 would write iteration 2 over the --init image run_iter0002.png; name another --out" in err
+    assert "--save-every 2 would write run_iter0002.png over the --init image; name another --out" in err
     assert main([*argv, "--multiscale", "16,32", "--content", str(tmp_path / "run_iter0004.png"), "--save-every",
                  "4", "--out", str(tmp_path / "run.png")]) == 1  # fmt: skip
-    assert "would write iteration 4 over the --content image" in capsys.readouterr().err  # 2 iterations x 2 scales
+    assert "would write run_iter0004.png over the --content image" in capsys.readouterr().err  # 2 iterations x 2 scales
     assert start.read_bytes() == CONTENT.read_bytes()
     (tmp_path / "result.png").mkdir()
     assert main([*argv, "--out", str(tmp_path / "result.png")]) == 1

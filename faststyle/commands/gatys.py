@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
 import time
 from pathlib import Path
@@ -177,13 +178,20 @@ def run(args: argparse.Namespace) -> int:
         raise FaststyleError(f"--out {out} is a folder; name the image file to write, e.g. {out / 'result.png'}")
     if args.save_every:
         iterations = args.iters * len(set(args.multiscale or [args.size]))  # numbered on across the scales
-        for iteration in range(args.save_every, iterations + 1, args.save_every):
-            snapshot = _snapshot_path(out, iteration).resolve()
-            if snapshot in inputs:
-                raise FaststyleError(
-                    f"--save-every {args.save_every} would write iteration {iteration} over the "
-                    f"{inputs[snapshot]} image {snapshot.name}; name another --out (its snapshots are named after it)"
-                )
+        written = {_snapshot_path(out, i).resolve() for i in range(args.save_every, iterations + 1, args.save_every)}
+        if clash := sorted(written & inputs.keys()):
+            raise FaststyleError(
+                f"--save-every {args.save_every} would write {clash[0].name} over the {inputs[clash[0]]} image; name "
+                "another --out (its snapshots are named after it)"
+            )
+        older = sorted(
+            p for p in out.parent.glob(f"{glob.escape(out.stem)}_iter*{out.suffix}") if p.resolve() not in written
+        )
+        if older:
+            logging.getLogger("faststyle.gatys").warning(
+                "%d snapshots of an earlier run lie beside %s (%s …) and will be mixed with this run's; move them or "
+                "name another --out", len(older), out.name, older[0].name,
+            )  # fmt: skip
     on_cpu = resolve_device(args.device).type == "cpu"
     if args.precision == "fp16" and on_cpu:
         raise FaststyleError("--precision fp16 needs CUDA; use bf16 or fp32 on the CPU")
