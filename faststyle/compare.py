@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from faststyle.config import LayerConfig, load_config
+from faststyle.config import LayerConfig, layer_weights, load_config
 from faststyle.device import resolve_device
 from faststyle.errors import FaststyleError
 from faststyle.gatys import VERSION as GATYS_VERSION
@@ -196,10 +196,6 @@ def _warn_of_training_photos(contents: list[Path], data: Path) -> None:
 def _slugs(paths: Sequence[Path], digests: Sequence[str]) -> list[str]:
     stems = [p.stem for p in paths]
     return [s if stems.count(s) == 1 else f"{s}-{d[:6]}" for s, d in zip(stems, digests, strict=True)]
-
-
-def _weights_only(layers: Any) -> Any:
-    return {k: v for k, v in layers.items() if k != "name"} if isinstance(layers, dict) else layers
 
 
 def _learning_rates(training: dict[str, Any]) -> list[object]:
@@ -436,7 +432,7 @@ class Study:
             and meta.get("backbone", {}).get("name") == wanted["backbone"]
             and meta.get("backbone", {}).get("weights_sha256") == wanted["weights_sha256"]
             and meta.get("backbone", {}).get("pooling", "max") == "max"
-            and _weights_only(meta.get("layers")) == _weights_only(wanted["layers"])  # a config renamed is the same
+            and layer_weights(meta.get("layers")) == layer_weights(wanted["layers"])  # a config renamed is the same
             and all(training.get(k) == wanted[k] for k in ("steps", "size", "batch", "seed"))
             and meta.get("data", {}).get("source") == wanted["data"]
             and all(meta.get("loss", {}).get(k) == v for k, v in wanted["loss"].items())

@@ -30,11 +30,6 @@ def _number(value: Any, where: str) -> float:
 def _evaluate(value: Any, where: str) -> float:
     if isinstance(value, bool):
         raise FaststyleError(f"{where}: expected a number, got {value!r}")
-    if isinstance(value, (int, float)):
-        try:
-            return float(value)
-        except OverflowError:
-            raise FaststyleError(f"{where}: {value!r} is too large for a weight") from None
 
     def ev(node: ast.AST) -> float:
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
@@ -46,7 +41,7 @@ def _evaluate(value: Any, where: str) -> float:
         raise ValueError
 
     try:
-        return ev(ast.parse(str(value), mode="eval").body)
+        return float(value) if isinstance(value, (int, float)) else ev(ast.parse(str(value), mode="eval").body)
     except (SyntaxError, ValueError, ZeroDivisionError):
         raise FaststyleError(f"{where}: {value!r} is not a number (write e.g. 0.2, 2e-4 or 1-2e-4)") from None
     except OverflowError:
@@ -97,6 +92,13 @@ class LayerConfig:
             "content_layers": dict(self.content_layers),
             "style_layers": dict(self.style_layers),
         }
+
+
+def layer_weights(recorded: Any) -> dict[str, Any]:
+    """A layer table as ``LayerConfig.to_dict`` records it (in model files and checkpoints) without its name: what
+    makes two configs the same, whatever their files are called."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+    return {key: recorded.get(key) for key in ("backbone", "content_layers", "style_layers")}
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

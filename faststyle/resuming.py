@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from faststyle.config import layer_weights
 from faststyle.errors import FaststyleError
 from faststyle.images import atomic_write_bytes, sha256_file
 from faststyle.settings import TrainSettings, default_style_size
@@ -25,10 +26,6 @@ METRICS_ASIDE = "metrics.previous.csv"
 RESUMABLE = frozenset(
     {"steps", "lr", "styles", "cache", "lossnet_weights", "compile", "channels_last", "extra", "config"}
 )
-
-
-def _layers(config: dict[str, Any]) -> dict[str, Any]:
-    return {key: config.get(key) for key in ("backbone", "content_layers", "style_layers")}
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -105,7 +102,7 @@ def check_resumable(checkpoint: dict[str, Any], settings: TrainSettings, run: Pa
     if layers is None:  # a checkpoint from before the layers were kept: compare the --config given
         if saved.get("config") != now["config"]:
             changed.append(f"--config {saved.get('config')!r} then, {now['config']!r} now")
-    elif _layers(layers) != _layers(settings.layer_config().to_dict()):
+    elif layer_weights(layers) != layer_weights(settings.layer_config().to_dict()):
         changed.append(f"other layers or layer weights (--config {saved.get('config')!r} then, {now['config']!r} now)")
     hashes = checkpoint.get("style_sha256")
     if hashes is not None and hashes != [sha256_file(path) for path in settings.styles]:

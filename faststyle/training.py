@@ -112,6 +112,7 @@ class StyleModule(pl.LightningModule):
         self.images_seen = 0
         self.lr_from_step: list[list[float]] = [[0, settings.lr]]  # [first step, lr]; a resumed run may change lr
         self.last_terms: dict[str, Tensor] = {}  # the latest step's loss terms, for the final-loss line
+        self.restored = False  # from a checkpoint, until the first step after it
 
     @property
     def perceptual(self) -> PerceptualLoss:
@@ -276,10 +277,11 @@ class StyleModule(pl.LightningModule):
         saved_lr = checkpoint.get("hyper_parameters", {}).get("settings", {}).get("lr", self.settings.lr)
         self.lr_from_step = checkpoint.get("lr_from_step") or [[0, saved_lr]]
         self.last_terms = {k: torch.tensor(v) for k, v in checkpoint.get("last_terms", {}).items()}
-        self._restored = True
+        self.restored = True
 
     def on_train_batch_start(self, batch: Tensor, batch_idx: int) -> None:
-        if self.__dict__.pop("_restored", False):
+        if self.restored:
+            self.restored = False
             # Lightning counts one batch more when it restores a checkpoint saved within a step (an interruption's):
             # the loggers' step would run one ahead of the training step from here, leaving a gap in metrics.csv
             self.trainer.fit_loop.epoch_loop._batches_that_stepped = self.global_step

