@@ -15,6 +15,7 @@ the Gatys loop is bound by launches, not arithmetic.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -138,6 +139,8 @@ class BoxLBFGS:
             self.memory.clear()
             direction = -grad * free
             largest = float(direction.abs().max())
+            if not math.isfinite(largest):  # a NaN in a remembered step's gradient comes here too, as no descent
+                raise FloatingPointError(f"the gradient is not finite (its largest magnitude: {largest})")
             if largest == 0:
                 self.converged = True
                 return loss

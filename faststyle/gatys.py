@@ -57,6 +57,22 @@ Callback = Callable[[int, Tensor, dict[str, float]], None]
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or another ``KeyboardInterrupt``, ``reason``) during ``stylize``'s iterations, with the picture as the
+    last finished iteration left it (``image``, as ``stylize`` would have returned it, at the scale then running or
+    the previous one) and those iterations' ``history``."""
+
+    def __init__(self, image: Tensor, history: list[dict[str, float]], reason: KeyboardInterrupt) -> None:
+        super().__init__(f"interrupted after {len(history)} iterations")
+        self.image, self.history, self.reason = image, history, reason
+
+
+class _Stopped(KeyboardInterrupt):
+    def __init__(self, image: Tensor | None, reason: KeyboardInterrupt) -> None:
+        super().__init__()
+        self.image, self.reason = image, reason
+
+
 def caffe_pixel_scale(net: LossNet) -> float:
     """How many times larger the reference Caffe input (0–255 pixels) is than this network's input.
 
@@ -385,6 +401,14 @@ def stylize(
                 scaled=precision == "fp16",
                 begun=begun,
             )
+    except KeyboardInterrupt as stop:
+        reason, partial = (stop.reason, stop.image) if isinstance(stop, _Stopped) else (stop, None)
+        image = partial if partial is not None else image  # else the previous scale's, if any
+        if image is None or not history:
+            raise reason from None
+        if preserve_color:
+            image = _preserve_color(image, original)
+        raise Interrupted(image, history, reason) from None
     finally:
         bar.close()
     assert image is not None
@@ -423,27 +447,39 @@ def _optimise(
     objective = _Objective(loss, variable, render, content_features, amp, memory_format, compile, scaled)
     opt = _optimizer(optimizer, variable, lr, line_search)
     counted = 0
-    for _ in range(iters):
-        opt.step(objective)
-        if optimizer == "adam":
-            with torch.no_grad():
-                variable.clamp_(0, 1)
-        terms = objective.current()
-        if not math.isfinite(terms["total"]):
-            raise FaststyleError(
-                f"the loss became {terms['total']} at iteration {len(history) + 1}; "
-                "lower the learning rate (--lr) or use --precision fp32"
-            )
-        evaluations = objective.evaluations + (history[-1]["evaluations"] if history else 0) - counted
-        counted = objective.evaluations
-        seconds = time.perf_counter() - begun
-        history.append({"iteration": len(history) + 1, "scale": scale, "evaluations": evaluations, "seconds": seconds})
-        history[-1] |= terms
-        bar.update(1)
-        bar.set_postfix(loss=f"{terms['total']:.4g}", refresh=False)
-        if callback is not None:
-            with torch.no_grad():
-                callback(len(history), render(variable.detach()).clone(), terms)
+    done: Tensor | None = None  # the pixels after the last finished iteration (a line search's trial may be worse)
+    try:
+        for _ in range(iters):
+            try:
+                opt.step(objective)
+            except FloatingPointError:
+                raise FaststyleError(
+                    f"the gradient became non-finite at iteration {len(history) + 1}, though the loss was finite "
+                    "(in reduced precision: try --precision fp32)"
+                ) from None
+            if optimizer == "adam":
+                with torch.no_grad():
+                    variable.clamp_(0, 1)
+            terms = objective.current()
+            if not math.isfinite(terms["total"]):
+                raise FaststyleError(
+                    f"the loss became {terms['total']} at iteration {len(history) + 1}; "
+                    "lower the learning rate (--lr) or use --precision fp32"
+                )
+            evaluations = objective.evaluations + (history[-1]["evaluations"] if history else 0) - counted
+            counted = objective.evaluations
+            seconds = time.perf_counter() - begun
+            entry = {"iteration": len(history) + 1, "scale": scale, "evaluations": evaluations, "seconds": seconds}
+            history.append(entry | terms)
+            done = variable.detach().clone()
+            bar.update(1)
+            bar.set_postfix(loss=f"{terms['total']:.4g}", refresh=False)
+            if callback is not None:
+                with torch.no_grad():
+                    callback(len(history), render(done).clone(), terms)
+    except KeyboardInterrupt as stop:
+        with torch.no_grad():
+            raise _Stopped(None if done is None else render(done).clone(), stop) from None
     with torch.no_grad():
         return render(variable.detach()).clone()
 

@@ -123,3 +123,27 @@ def test_no_usable_pair_leaves_the_gradient() -> None:
     direction, used = lbfgs_direction(torch.cat([s, -s]), torch.tensor([0.5, -2.0]))
     assert not bool(used)
     torch.testing.assert_close(direction, torch.tensor([-0.5, 2.0]))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_gradient_beside_a_finite_loss_is_raised(bad: float) -> None:
+    """It stopped as if converged, silently, 25 evaluations later: the line search found no fall along NaN."""
+    a, b = _quadratic(20, 1)
+    x = torch.full((20,), 0.5, dtype=torch.float64, requires_grad=True)
+    evaluations = 0
+
+    def closure() -> torch.Tensor:
+        nonlocal evaluations
+        evaluations += 1
+        x.grad = None
+        loss = 0.5 * x @ a @ x - b @ x
+        loss.backward()
+        if evaluations >= 3:
+            x.grad[0] = bad
+        return loss
+
+    optimizer = BoxLBFGS(x)
+    with pytest.raises(FloatingPointError, match="the gradient is not finite"):
+        for _ in range(5):
+            optimizer.step(closure)
+    assert evaluations == 3 and not optimizer.converged

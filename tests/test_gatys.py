@@ -14,11 +14,11 @@ import torch
 from conftest import SHARED
 from PIL import Image
 
-from faststyle.cli import main
+from faststyle.cli import Terminated, main
 from faststyle.color import grey, match_luminance, preserve_color, rgb_to_ycbcr, ycbcr_to_rgb
 from faststyle.config import layer_config
 from faststyle.errors import FaststyleError
-from faststyle.gatys import caffe_pixel_scale, stylize
+from faststyle.gatys import Interrupted, caffe_pixel_scale, stylize
 from faststyle.images import load_image, resize_long_side, save_image
 from faststyle.losses import PerceptualLoss
 
@@ -327,6 +327,82 @@ def test_cli_will_not_write_snapshots_over_its_inputs_or_into_a_folder(
     (tmp_path / "result.png").mkdir()
     assert main([*argv, "--out", str(tmp_path / "result.png")]) == 1
     assert f"--out {tmp_path / 'result.png'} is a folder; name the image file to write" in capsys.readouterr().err
+
+
+def test_an_interruption_gives_back_the_picture_of_the_last_finished_iteration(nets: dict, images: tuple) -> None:
+    """Ctrl-C during the iterations: ``Interrupted`` holds the picture after the last finished one (as the callback saw
+    it), the content's colours put back where asked, and the history so far; at a new scale, the previous scale's."""
+    content, style = images
+    seen: dict[int, torch.Tensor] = {}
+
+    def stop_at(n: int) -> Callable[[int, torch.Tensor, dict], None]:
+        def callback(i: int, image: torch.Tensor, terms: dict) -> None:
+            seen[i] = image
+            if i == n:
+                raise KeyboardInterrupt
+
+        return callback
+
+    args = {"lossnet": nets["vgg16"], "size": 64, "iters": 6, "progress": False}
+    with pytest.raises(Interrupted) as stopped:
+        stylize(content, style, callback=stop_at(3), **args)
+    assert len(stopped.value.history) == 3 and type(stopped.value.reason) is KeyboardInterrupt
+    assert torch.equal(stopped.value.image, seen[3]) and max(seen[3].shape[-2:]) == 64
+    assert float((seen[3] - resize_long_side(content, 64)).abs().mean()) > 0.01  # painted, not the content
+
+    with pytest.raises(Interrupted) as stopped:
+        stylize(content, style, callback=stop_at(2), preserve_color=True, **args)
+    chroma = rgb_to_ycbcr(stopped.value.image)[:, 1:]
+    assert torch.allclose(chroma, rgb_to_ycbcr(resize_long_side(content, 64))[:, 1:], atol=0.02)
+
+    with pytest.raises(Interrupted) as stopped:  # at the last iteration of the first scale
+        stylize(content, style, callback=stop_at(2), **{**args, "iters": 2, "multiscale": [32, 64]})
+    assert max(stopped.value.image.shape[-2:]) == 32 and len(stopped.value.history) == 2
+
+
+def test_a_non_finite_gradient_stops_with_a_message(nets: dict, images: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN gradient beside a finite loss (as reduced precision can give): L-BFGS stopped as if it had converged,
+    and the remaining iterations did nothing, without a word."""
+    import faststyle.gatys
+
+    evaluate = faststyle.gatys._Objective.__call__
+    calls = [0]
+
+    def nan_gradient_from_the_third(self: faststyle.gatys._Objective) -> torch.Tensor:
+        loss = evaluate(self)
+        calls[0] += 1
+        if calls[0] >= 3:
+            self.variable.grad[0, 0, 0, 0] = float("nan")
+        return loss
+
+    monkeypatch.setattr(faststyle.gatys._Objective, "__call__", nan_gradient_from_the_third)
+    with pytest.raises(FaststyleError, match=r"the gradient became non-finite at iteration \d, though the loss was"):
+        stylize(*images, lossnet=nets["vgg16"], size=48, iters=10, progress=False)
+
+
+@pytest.mark.parametrize(("signal", "code"), [(KeyboardInterrupt, 130), (Terminated, 143)])
+def test_cli_interrupted_writes_the_picture_so_far(
+    signal: type, code: int, tmp_path: Path, lossnet_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import faststyle.gatys
+
+    current = faststyle.gatys._Objective.current
+    calls = [0]
+
+    def interrupted_in_the_third(self: faststyle.gatys._Objective) -> dict:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise signal
+        return current(self)
+
+    monkeypatch.setattr(faststyle.gatys._Objective, "current", interrupted_in_the_third)
+    out = tmp_path / "result.png"
+    argv = ["gatys", "--content", str(CONTENT), "--style", str(STYLE), "--size", "48", "--iters", "5", "--quiet"]
+    assert main([*argv, "--cache", str(lossnet_cache), "--out", str(out)]) == code
+    printed = capsys.readouterr()
+    assert f"{out}: 48x36, the picture so far: interrupted after 2 of 5 iterations; its loss: total " in printed.out
+    assert ("stopped (SIGTERM)" if signal is Terminated else "faststyle: interrupted") in printed.err
+    assert load_image(out).shape[-2:] == (36, 48)
 
 
 def test_cli_refuses_bad_numbers_by_their_flags(capsys: pytest.CaptureFixture[str]) -> None:

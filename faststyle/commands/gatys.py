@@ -6,6 +6,7 @@ import argparse
 import glob
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
     from faststyle.device import resolve_device
     from faststyle.errors import FaststyleError
-    from faststyle.gatys import INITS, stylize
+    from faststyle.gatys import INITS, Interrupted
     from faststyle.images import check_writable, image_format, load_image, load_mask, save_image
     from faststyle.losses import describe_terms
 
@@ -210,7 +211,39 @@ def run(args: argparse.Namespace) -> int:
             save_image(image, _snapshot_path(out, iteration))
 
     start = time.perf_counter()
-    image, history = stylize(
+    try:
+        image, history = _stylize(args, content, styles, init, masks, snapshot)
+    except Interrupted as stop:
+        save_image(stop.image, out)
+        h, w = stop.image.shape[-2:]
+        total = args.iters * len(set(args.multiscale or [args.size]))
+        print(
+            f"{out}: {w}x{h}, the picture so far: interrupted after {len(stop.history)} of {total} iterations; "
+            f"its loss: {describe_terms(stop.history[-1])}"
+        )
+        raise stop.reason from None
+    seconds = history[-1]["seconds"]
+    loading = time.perf_counter() - start - seconds
+    save_image(image, out)
+    h, w = image.shape[-2:]
+    print(
+        f"{out}: {w}x{h}, {len(history)} iterations in {seconds:.1f} s (and {loading:.1f} s loading the loss network); "
+        f"final loss: {describe_terms(history[-1])}"
+    )
+    return 0
+
+
+def _stylize(
+    args: argparse.Namespace,
+    content: Tensor,
+    styles: list[Tensor],
+    init: str | Tensor,
+    masks: list[Tensor] | None,
+    snapshot: Callable[[int, Tensor, dict[str, float]], None],
+) -> tuple[Tensor, list[dict[str, float]]]:
+    from faststyle.gatys import stylize
+
+    return stylize(
         content,
         styles,
         backbone=args.backbone,
@@ -237,12 +270,3 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights,
         cache=args.cache,
     )
-    seconds = history[-1]["seconds"]
-    loading = time.perf_counter() - start - seconds
-    save_image(image, out)
-    h, w = image.shape[-2:]
-    print(
-        f"{out}: {w}x{h}, {len(history)} iterations in {seconds:.1f} s (and {loading:.1f} s loading the loss network); "
-        f"final loss: {describe_terms(history[-1])}"
-    )
-    return 0
