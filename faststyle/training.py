@@ -446,6 +446,11 @@ def train(
         load_image(style)  # an unreadable style image fails here, before anything else
     check_writable(out.parent, "the model file")
     run = Path(run_dir) if run_dir else out.with_suffix("").with_name(out.stem + "_run")
+    if Path(data).expanduser().is_dir() and Path(data).expanduser().resolve() == run.resolve():
+        raise FaststyleError(
+            f"--run-dir {run} is the --data folder: the run's validation photos and grids would be read back as "
+            "training photos; give the run a folder of its own"
+        )
     check_writable(run, "the checkpoints and logs (--run-dir)")
     last = run / "checkpoints" / "last.ckpt"
     resume_from = latest_checkpoint(run / "checkpoints")
@@ -477,9 +482,6 @@ def train(
         if start_step == settings.steps:
             log.info("the run in %s reached step %d but has no %s yet: writing it", run, start_step, out.name)
     pl.seed_everything(settings.seed, workers=True, verbose=False)
-    module = StyleModule(settings)
-    if resume:
-        check_same_lossnet(saved, module.perceptual.lossnet.weights_sha256, run)
     datamodule = PhotoDataModule(
         str(data),
         batch_size=settings.batch,
@@ -493,11 +495,14 @@ def train(
         start_step=start_step,
         skip=run,
     )
-    photos = datamodule.val_photos(val_photos) if val_photos else []
+    photos = _some_readable(datamodule.val_photos(val_photos), data) if val_photos else []
+    module = StyleModule(settings)  # the loss network loaded after a look at the photos, which may fail sooner
+    if resume:
+        check_same_lossnet(saved, module.perceptual.lossnet.weights_sha256, run)
     if settings.style_balance is not None and not resume:
         from faststyle.balance import BALANCE_PHOTOS, fit_to
 
-        chosen = datamodule.val_photos(BALANCE_PHOTOS, 2 * settings.size)  # not upscaled for crops over 256 px
+        chosen = _some_readable(datamodule.val_photos(BALANCE_PHOTOS, 2 * settings.size), data)  # not upscaled
         module.balance_style([fit_to(p, settings.size, settings.size) for p in chosen])
         settings = module.settings
     module.check_every = checkpoint_every
@@ -602,6 +607,13 @@ def train(
         result.model_path = out
         log.info("wrote %s", out)
     return result
+
+
+def _some_readable(photos: list[Tensor], data: str | os.PathLike[str]) -> list[Tensor]:
+    """``photos``, read from every photo of ``data`` until enough were: none at all is no set to train on."""
+    if not photos:
+        raise FaststyleError(f"none of the photos in {data} could be read as an image; check the folder")
+    return photos
 
 
 def _from_worker(error: FaststyleError) -> FaststyleError:
