@@ -161,7 +161,7 @@ def stylize_animation(
             raise FaststyleError(f"{source} is a {image.format} file; animations are read from GIF, PNG and WebP")
         source_format = image.format
         plays = plays_of(image)
-        first = 1 if _has_hidden_default_image(image) else 0
+        first = 1 if has_hidden_default_image(image) else 0
         count = frame_count(image)
         side = (image.height, image.width)
         _check_memory(source, count, side if size is None else long_side_size(*side, size))
@@ -315,10 +315,10 @@ def _squared_error(frame: Image.Image, quantized: Image.Image, shown: np.ndarray
 
 def frame_count(image: Image.Image) -> int:
     """The frames of an opened animation, an APNG's separate default image (which Pillow counts) left out."""
-    return frame_total(image) - (1 if _has_hidden_default_image(image) else 0)
+    return frame_total(image) - (1 if has_hidden_default_image(image) else 0)
 
 
-def _has_hidden_default_image(image: Image.Image) -> bool:
+def has_hidden_default_image(image: Image.Image) -> bool:
     """Whether an APNG's first image is its still default, shown by viewers without APNG, and not a frame."""
     if image.format != "PNG":
         return False

@@ -185,12 +185,12 @@ class _Animation:
     timed in milliseconds from their durations."""
 
     def __init__(self, source: Path, max_pixels: int) -> None:
-        from faststyle.animation import _has_hidden_default_image
+        from faststyle.animation import has_hidden_default_image
 
         self.name, self.source = str(source), source
         self._open = contextlib.ExitStack()
         self._image = self._open.enter_context(opened(source, max_pixels))
-        self._first = 1 if _has_hidden_default_image(self._image) else 0  # an APNG's still default image is no frame
+        self._first = 1 if has_hidden_default_image(self._image) else 0  # an APNG's still default image is no frame
         count = frame_total(self._image) - self._first
         stream = SimpleNamespace(
             width=self._image.width, height=self._image.height, frames=count, thread_type=None,
