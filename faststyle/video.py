@@ -52,17 +52,22 @@ ENCODERS: dict[str, tuple[str, dict[str, str]]] = {
 }
 # The suffixes taken for videos, named or found in folders and globs (a file named otherwise is read as an image).
 VIDEO_SUFFIXES = (
-    *ENCODERS, ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".mxf", ".h264",
-    ".264", ".hevc", ".h265",
+    *ENCODERS, ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".m2t", ".wmv", ".asf", ".flv", ".f4v", ".3gp", ".ogv",
+    ".mxf", ".h264", ".264", ".hevc", ".h265", ".vob", ".mod", ".tod", ".dv", ".m2v", ".mpv", ".y4m", ".divx", ".nut",
 )  # fmt: skip
 WRITE_SUFFIXES = tuple(ENCODERS)
-# Audio codecs a container's muxer accepts per PyAV's list but refuses when it writes its header.
-AUDIO_REFUSED = {".mov": {"opus", "flac"}}
+MOV_SUFFIXES = (".mp4", ".m4v", ".mov")  # FFmpeg's mov muxer: the track ends at its last packet's dts + duration
+LAST_FRAME_MAX = 60  # seconds the last frame may last by the video's end as its file gives it (else an estimate)
+# Audio codecs a container's muxer accepts per PyAV's list but refuses when it writes its header (.mov), or writes
+# under an identifier that players do not know (Vorbis in MP4) or do not play (PCM in MP4): re-encoded instead.
+_PCM = {"pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_s32le", "pcm_s32be", "pcm_f32le", "pcm_f32be",
+        "pcm_f64le", "pcm_f64be", "pcm_u8", "pcm_mulaw", "pcm_alaw"}  # fmt: skip
+AUDIO_REFUSED = {".mov": {"opus", "flac"}, ".mp4": {"vorbis", *_PCM}, ".m4v": {"vorbis", *_PCM}}
 # The codec sound is re-encoded to where the output container cannot hold the original's (and its bit rate).
 AUDIO_ENCODERS = {".webm": ("libopus", 128_000)}
 DEFAULT_AUDIO_ENCODER = ("aac", 192_000)
-OPUS_RATES = (48_000, 24_000, 16_000, 12_000, 8_000)
-# FFmpeg's default layout for a number of channels, for sound whose channel order is not given
+# FFmpeg's default layout for a number of channels, for sound whose channel order is not given, and the layout tried
+# where an encoder refuses the sound's own (5.1 for AC3's usual 5.1(side)), before stereo
 DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 INSTALL_HINT = "video needs PyAV: pip install 'faststyle[video]' (or pip install av)"
 _BT709 = 1
@@ -124,8 +129,8 @@ def even_size(height: int, width: int, long_side: int | None) -> tuple[int, int]
     """The output frame size: the long side scaled to ``long_side`` (when given), both sides even (4:2:0 chroma)."""
     if long_side:
         scale = long_side / max(height, width)
-        height, width = max(2, round(height * scale)), max(2, round(width * scale))
-    return height // 2 * 2, width // 2 * 2
+        height, width = round(height * scale), round(width * scale)
+    return max(2, height // 2 * 2), max(2, width // 2 * 2)
 
 
 def _colorspace(frame: Any) -> int:
@@ -147,17 +152,19 @@ def frame_pixels(frame: Any) -> Tensor:
 
 
 class _Frame:
-    __slots__ = ("pixels", "pts", "sideways")
+    """Pixels, timestamp and duration (in the stream's time base; None: not known), and whether turned a quarter."""
 
-    def __init__(self, pixels: Tensor, pts: int, sideways: bool) -> None:
-        self.pixels, self.pts, self.sideways = pixels, pts, sideways
+    __slots__ = ("duration", "pixels", "pts", "sideways")
+
+    def __init__(self, pixels: Tensor, pts: int, sideways: bool, duration: int | None = None) -> None:
+        self.pixels, self.pts, self.sideways, self.duration = pixels, pts, sideways, duration
 
 
 def _decoded(container: Any, stream: Any, writer: _Writer, av: Any) -> Iterator[_Frame]:
-    """The video stream's frames (uint8 (3,H,W), upright) with their timestamps in the stream's time base; the
-    sound goes to ``writer``. Frames without a timestamp are placed at the average rate, and a timestamp that does
-    not move forward is moved one tick past the last. Packets that cannot be decoded are skipped and counted in
-    ``writer.damaged``."""
+    """The video stream's frames (uint8 (3,H,W), upright) with their timestamps in the stream's time base, counted from
+    the file's start (``writer.video_shift``: a broadcast recording's clock may start at hours); the sound goes to
+    ``writer``. Frames without a timestamp are placed at the average rate, and a timestamp that does not move forward
+    is moved one tick past the last. Packets that cannot be decoded are skipped and counted in ``writer.damaged``."""
     rate = _frame_rate(stream)
     index = 0
     last_pts: int | None = None
@@ -171,11 +178,12 @@ def _decoded(container: Any, stream: Any, writer: _Writer, av: Any) -> Iterator[
             writer.damaged += 1
             continue
         for frame in frames:
-            pts = frame.pts if frame.pts is not None else round(index / rate / stream.time_base)
+            pts = frame.pts - writer.video_shift if frame.pts is not None else round(index / rate / stream.time_base)
             if last_pts is not None and pts <= last_pts:
                 pts = last_pts + 1
             last_pts = pts
-            yield _Frame(frame_pixels(frame), pts, _quarter_turns(frame) % 2 == 1)
+            duration = getattr(frame, "duration", None) or None  # PyAV 14+; 0 is not known
+            yield _Frame(frame_pixels(frame), pts, _quarter_turns(frame) % 2 == 1, duration)
             index += 1
 
 
@@ -207,7 +215,8 @@ class _Animation:
         try:
             for frame, _, duration in _frames(self.source, self._image, self._first):
                 pts = start if last is None or start > last else last + 1  # a 0 ms frame still gets its own time
-                yield _Frame(torch.from_numpy(np.asarray(frame).copy()).permute(2, 0, 1), pts, False)
+                pixels = torch.from_numpy(np.asarray(frame).copy()).permute(2, 0, 1)
+                yield _Frame(pixels, pts, False, max(1, round(duration)))
                 last, start = pts, start + round(duration)
         except PILLOW_READ_ERRORS as exc:  # the first frame (a later one ends the animation, with a warning)
             raise FaststyleError(f"cannot read {self.source} ({exc})") from None
@@ -383,6 +392,7 @@ class _Writer:
     ) -> None:
         self.av, self.output, self.source, self.size = av, output, source, size
         self.codec, self.options = ENCODERS[suffix]
+        self._mov = suffix in MOV_SUFFIXES
         self.rate = _frame_rate(source)
         self.stream: Any = None
         self._first_pts = self._last_pts = 0
@@ -393,7 +403,17 @@ class _Writer:
         self.audio = "none"  # what became of the sound: "none" (there was none), "copied" or "re-encoded …"
         self._encoder: tuple[str, int] | None = None  # (codec, bit rate) when the sound must be re-encoded
         self._layout = ""
+        self._last_duration: int | None = None  # the last frame's, as its source gave it
         tracks = container.streams.audio
+        # the file's start, where a broadcast recording's clock may read hours: its streams are shifted to time 0
+        start = _start_seconds([source, *tracks[:1]])
+        self.video_shift = round(start / source.time_base) if source.time_base else 0
+        # where the video ends, which says how long its last frame lasts (a decoder gives a B-frame file's frames the
+        # durations of its packets, in decoding order)
+        self._source_end: int | None = None
+        if getattr(source, "start_time", None) is not None and source.duration:
+            self._source_end = source.start_time + source.duration - self.video_shift
+        self._audio_shift = round(start / tracks[0].time_base) if tracks and tracks[0].time_base else 0
         if tracks:
             audio = tracks[0]
             self.audio_in = (audio,)
@@ -421,6 +441,11 @@ class _Writer:
         if self.stream is None:
             self._waiting.append(packet)
         elif self._encoder is None:
+            if self._audio_shift:
+                if packet.pts is not None:
+                    packet.pts -= self._audio_shift
+                if packet.dts is not None:
+                    packet.dts -= self._audio_shift
             packet.stream = self._audio_out
             self.output.mux(packet)
         else:
@@ -430,6 +455,8 @@ class _Writer:
                 self.damaged += 1
                 return
             for frame in frames:
+                if self._audio_shift and frame.pts is not None:
+                    frame.pts -= round(self._audio_shift * self.audio_in[0].time_base / frame.time_base)
                 kept = _from_time_zero(self.av, frame)
                 if kept is not None:
                     self._encode_audio(kept)
@@ -466,12 +493,10 @@ class _Writer:
         if self.audio_in and self._encoder is None:
             self._audio_out = self.output.add_stream_from_template(self.audio_in[0])
         elif self.audio_in:
-            source = self.audio_in[0]
             codec, bit_rate = self._encoder
-            rate = source.rate
-            if codec == "libopus" and rate not in OPUS_RATES:
-                rate = 48_000  # PyAV resamples to the encoder's rate
-            self._audio_out = self.output.add_stream(codec, rate=rate, layout=self._layout)
+            rate = _encoder_rate(self.av, codec, self.audio_in[0].rate)  # PyAV resamples to the encoder's rate
+            layout = _encoder_layout(self.av, codec, rate, self._layout)  # and mixes to its layout
+            self._audio_out = self.output.add_stream(codec, rate=rate, layout=layout)
             self._audio_out.bit_rate = bit_rate
         for packet in self._waiting:
             self.take_audio(packet)
@@ -483,6 +508,7 @@ class _Writer:
             video = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
             video = video.reformat(format="yuv420p", dst_colorspace=_BT709, interpolation=_WRITE_FLAGS)
             video.pts, video.time_base = frame.pts, self.source.time_base
+            self._last_duration = frame.duration
             for packet in self.stream.encode(video):
                 self.output.mux(packet)
             if self.frames == 0:
@@ -491,8 +517,58 @@ class _Writer:
             self.frames += 1
 
     def close(self) -> None:
-        for packet in self.stream.encode():
+        """Flushes the encoder. The last frame keeps its own duration (a GIF's long last pause, a clip's last
+        frame), which muxers otherwise take to be the one before's: the packet that shows it gets it; the mov muxer
+        also ends the track's samples at the last packet in decoding order (with B-frames, not the last shown), which
+        gets what reaches the same end."""
+        packets = self.stream.encode()
+        last = self._last_duration
+        by_end = self._source_end - self._last_pts if self._source_end is not None else 0
+        if 0 < by_end <= LAST_FRAME_MAX / self.source.time_base:
+            last = by_end
+        if last:
+            for packet in packets:
+                if packet.pts == self._last_pts:
+                    packet.duration = last
+            if self._mov and packets and packets[-1].pts is not None and packets[-1].pts != self._last_pts:
+                packets[-1].duration = self._last_pts + last - packets[-1].pts
+        for packet in packets:
             self.output.mux(packet)
+
+
+def _start_seconds(streams: list[Any]) -> Fraction:
+    """The earliest start of ``streams`` in seconds, where it is after time 0 (an MPEG-TS clock's hours, a DVD's
+    half second); 0 otherwise (a start before 0 is a decoder's priming, which players skip)."""
+    starts = [
+        Fraction(start) * s.time_base
+        for s in streams
+        if (start := getattr(s, "start_time", None)) is not None and s.time_base is not None
+    ]
+    return max(Fraction(0), min(starts)) if starts else Fraction(0)
+
+
+def _encoder_rate(av: Any, codec: str, rate: int) -> int:
+    """``rate`` where the encoder takes it, else the nearest one above it that it takes, else its highest."""
+    rates = sorted(av.Codec(codec, "w").audio_rates or ())
+    if not rates or rate in rates:
+        return rate
+    return next((r for r in rates if r > rate), rates[-1])
+
+
+def _encoder_layout(av: Any, codec: str, rate: int, layout: str) -> str:
+    """``layout`` where the encoder opens with it (libopus refuses AC3's usual "5.1(side)", say), else FFmpeg's
+    default for that many channels, else stereo."""
+    channels = len(av.AudioLayout(layout).channels)
+    for candidate in dict.fromkeys([layout, DEFAULT_LAYOUTS.get(channels, "stereo"), "stereo"]):
+        context = av.CodecContext.create(codec, "w")
+        context.sample_rate, context.layout = rate, candidate
+        context.format = av.Codec(codec, "w").audio_formats[0]
+        try:
+            context.open()
+        except av.FFmpegError:
+            continue
+        return candidate
+    return "stereo"
 
 
 def _from_time_zero(av: Any, frame: Any) -> Any:

@@ -16,13 +16,14 @@ import pytest
 import torch
 from conftest import CLIP_FPS as FPS
 from conftest import SHARED, pan_frames, write_clip
+from PIL import Image
 
 from faststyle.cli import main
 from faststyle.errors import FaststyleError
 from faststyle.modelfile import save_model
 from faststyle.stylize import Stylizer
 from faststyle.transformer import TransformerNet
-from faststyle.video import even_size, frame_pixels, stylize_video
+from faststyle.video import even_size, frame_pixels, is_video, stylize_video
 
 av = pytest.importorskip("av")
 
@@ -180,6 +181,113 @@ def test_sound_a_container_cannot_hold_is_re_encoded_in_step(
     assert loudness(facts_out["audio"]) == pytest.approx(loudness(facts_in["audio"]), rel=0.05)
     assert loudness(facts_in["audio"]) > 0.1
     assert stylize_video(stylizer, source, tmp_path / "out.mkv", progress=False).audio == "copied"
+
+
+def _clip_with_sound(path: Path, codec: str, rate: int, layout: str, seconds: float = 1.0) -> Path:
+    """Two seconds' worth of H.264 at CLIP_FPS (two frames) and ``seconds`` of a 440 Hz tone in ``codec``."""
+    with av.open(str(path), "w") as output:
+        video = output.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = output.add_stream(codec, rate=rate, layout=layout)
+        for i in range(2):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 60 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            for packet in video.encode(frame):
+                output.mux(packet)
+        for packet in video.encode():
+            output.mux(packet)
+        channels = len(av.AudioLayout(layout).channels)
+        samples = np.arange(round(seconds * rate))
+        tone = (8000 * np.sin(2 * np.pi * 440 * samples / rate)).astype(np.int16)
+        for start in range(0, len(tone), 1024):
+            chunk = np.repeat(tone[None, start : start + 1024], channels, axis=0)
+            frame = av.AudioFrame.from_ndarray(chunk, format="s16p", layout=layout)
+            frame.sample_rate, frame.pts = rate, start
+            for packet in audio.encode(frame):
+                output.mux(packet)
+        for packet in audio.encode():
+            output.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("codec", "rate", "layout", "source", "suffix", "expected"),
+    [
+        ("pcm_s16le", 48_000, "5.1(side)", ".mkv", ".webm", ("opus", 48_000, "5.1")),  # AC3's usual layout; Opus's own
+        ("flac", 192_000, "stereo", ".mkv", ".mov", ("aac", 96_000, "stereo")),  # over AAC's highest rate
+        ("pcm_s16le", 16_000, "stereo", ".mov", ".mp4", ("aac", 16_000, "stereo")),  # MP4's PCM does not play
+    ],
+    ids=["surround-into-webm", "192-khz-into-mov", "pcm-into-mp4"],
+)  # fmt: skip
+def test_sound_is_re_encoded_at_a_rate_and_layout_the_encoder_takes(
+    stylizer: Stylizer, tmp_path: Path, codec: str, rate: int, layout: str, source: str, suffix: str, expected: tuple
+) -> None:
+    """The encoder was opened with the sound's own rate and layout, and the video failed with FFmpeg's "Invalid
+    argument" after its frames were stylized."""
+    clip = _clip_with_sound(tmp_path / f"clip{source}", codec, rate, layout)
+    result = stylize_video(stylizer, clip, tmp_path / f"out{suffix}", progress=False)
+    assert result.audio == f"re-encoded from {codec} to {expected[0]}"
+    with av.open(str(result.path)) as written:
+        sound = written.streams.audio[0]
+        assert (sound.codec_context.codec.canonical_name, sound.rate, sound.layout.name) == expected
+        decoded = [f for f in written.decode(audio=0)]
+    tone = np.concatenate([f.to_ndarray()[0] for f in decoded])
+    assert sum(f.samples for f in decoded) / expected[1] == pytest.approx(1.0, abs=0.05)
+    assert float(np.sqrt(np.mean(tone[len(tone) // 4 : -len(tone) // 4] ** 2))) > 0.1  # the tone, not silence
+
+
+def test_a_recording_whose_clock_starts_late_starts_at_zero(
+    stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path
+) -> None:
+    """A broadcast or camcorder recording's clock may read hours at its first frame: the output kept that as an
+    empty start (a one-second clip became an hour long, the picture in its last second)."""
+    clip = write_clip(tmp_path / "clip.ts", pan, muxer="mpegts")
+    late = tmp_path / "late.ts"
+    with av.open(str(clip)) as source, av.open(str(late), "w", "mpegts", {"output_ts_offset": "3600"}) as output:
+        streams = {s.index: output.add_stream_from_template(s) for s in source.streams}
+        for packet in source.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                output.mux(packet)
+    _, times_in, facts_in = read_clip(late)
+    assert times_in[0] > 3600
+    for suffix in (".mp4", ".mkv"):
+        result = stylize_video(stylizer, late, tmp_path / f"out{suffix}", progress=False)
+        _, times_out, facts_out = read_clip(result.path)
+        with av.open(str(result.path)) as written:
+            assert written.duration / 1e6 < 1.5, suffix
+        assert times_out[0] < 0.2
+        assert np.diff(times_out) == pytest.approx(np.diff(times_in), abs=1e-3)
+        # the sound in step: each starts where it did against the other
+        started = times_out[0] - facts_out["audio_start"]
+        assert started == pytest.approx(times_in[0] - facts_in["audio_start"], abs=0.03), suffix
+
+
+def test_the_last_frame_keeps_its_own_duration(stylizer: Stylizer, tmp_path: Path) -> None:
+    """A GIF's long last pause (100, 100, 100, 2000 ms) was cut to the others' 100 ms in a video, and a clip's
+    last frame too: nothing gave the encoder or the muxer its duration."""
+    frames = [Image.new("RGB", (64, 48), (60 * i, 90, 120)) for i in range(4)]
+    gif = tmp_path / "hold.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=[100, 100, 100, 2000], loop=0)
+    source = gif
+    for suffix in (".mp4", ".mkv", ".mov"):  # an animation, then a video each (the mov muxer ends a track its way)
+        target = tmp_path / f"from_{source.suffix[1:]}{suffix}"
+        stylize_video(stylizer, source, target, progress=False)
+        _, times, _ = read_clip(target)
+        with av.open(str(target)) as written:
+            assert written.duration / 1e6 == pytest.approx(2.3, abs=0.02), target.name
+        assert times == pytest.approx([0, 0.1, 0.2, 0.3], abs=1e-3)
+        source = target
+
+
+def test_videos_are_known_by_their_suffixes(stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path, capsys) -> None:
+    """A DVD's .vob (or .dv, .y4m, .m2v …) was read as an image: "cannot read … as an image"."""
+    assert all(is_video(f"clip{suffix}") for suffix in (".vob", ".dv", ".y4m", ".m2v", ".asf", ".divx", ".m2t"))
+    vob = write_clip(tmp_path / "disc.vob", pan[:4], sound=None, muxer="vob")
+    assert stylizer.path is not None
+    assert main(["stylize", "--model", str(stylizer.path), str(vob), "--out", str(tmp_path / "disc.mp4")]) == 0
+    assert "disc.vob: 4 frames" in capsys.readouterr().err
+    assert even_size(1, 40, None) == (2, 40)  # a one-pixel-high animation, made a video
 
 
 @pytest.mark.parametrize(("audio_format", "layout"), [("fltp", "mono"), ("s16", "stereo")])
