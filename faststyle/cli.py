@@ -93,10 +93,11 @@ class Terminated(KeyboardInterrupt):
 def main(argv: list[str] | None = None) -> int:
     try:
         return _run(argv)
-    except Terminated:
-        print("faststyle: stopped (SIGTERM)", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:  # also while the parser's modules load
+    except KeyboardInterrupt as stop:  # also while the parser's modules load
+        # one that carries what was done (gatys.Interrupted) keeps the signal it stopped for as its reason
+        if isinstance(stop, Terminated) or isinstance(getattr(stop, "reason", None), Terminated):
+            print("faststyle: stopped (SIGTERM)", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print("faststyle: interrupted", file=sys.stderr)
         return 130
 

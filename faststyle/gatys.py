@@ -453,9 +453,11 @@ def _optimise(
             try:
                 opt.step(objective)
             except FloatingPointError:
+                loss = float(opt.loss) if isinstance(opt, BoxLBFGS) and opt.loss is not None else math.nan
+                what = "the loss" if not math.isfinite(loss) else "the gradient (though the loss was finite)"
                 raise FaststyleError(
-                    f"the gradient became non-finite at iteration {len(history) + 1}, though the loss was finite "
-                    "(in reduced precision: try --precision fp32)"
+                    f"{what} became non-finite at iteration {len(history) + 1}; lower the learning rate (--lr) or "
+                    "use --precision fp32"
                 ) from None
             if optimizer == "adam":
                 with torch.no_grad():

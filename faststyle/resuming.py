@@ -64,13 +64,14 @@ def join_metrics(run: Path) -> None:
 def read_checkpoint(path: Path) -> dict[str, Any]:
     try:  # our own checkpoint (optimizer state included), not an untrusted file
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except MemoryError:
-        megabytes = path.stat().st_size / 2**20
-        raise FaststyleError(
-            f"not enough memory to read the checkpoint {path} ({megabytes:.0f} MB on disk); close other programs and "
-            "run again"
-        ) from None
     except Exception as exc:  # noqa: BLE001 - a damaged file fails in pickle, zipfile or torch, each its own way
+        # too little memory is no damage: torch's CPU allocator says so in a RuntimeError
+        if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(exc):
+            megabytes = path.stat().st_size / 2**20
+            raise FaststyleError(
+                f"not enough memory to read the checkpoint {path} ({megabytes:.0f} MB on disk); close other programs "
+                "and run again"
+            ) from None
         checkpoint = exc
     if not isinstance(checkpoint, dict):
         raise FaststyleError(

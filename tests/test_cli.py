@@ -89,3 +89,19 @@ def test_weights_cache_may_follow_the_action(tmp_path: Path, capsys: pytest.Capt
     assert f"cache: {tmp_path}" in capsys.readouterr().out
     assert main(["weights", "--cache", str(tmp_path), "list"]) == 0
     assert f"cache: {tmp_path}" in capsys.readouterr().out
+
+
+def test_a_kill_that_stopped_a_gatys_run_exits_as_a_kill(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """``gatys.Interrupted`` (Ctrl-C or kill, with the picture so far), reaching ``main`` from a command that does not
+    unwrap it (compare's Gatys runs): SIGTERM's exit, not Ctrl-C's."""
+    import torch
+
+    import faststyle.commands.weights
+    from faststyle.cli import Terminated
+    from faststyle.gatys import Interrupted
+
+    for reason, code, said in [(Terminated(), 143, "stopped (SIGTERM)"), (KeyboardInterrupt(), 130, "interrupted")]:
+        stop = Interrupted(torch.zeros(1, 3, 4, 4), [{"total": 1.0}], reason)
+        monkeypatch.setattr(faststyle.commands.weights, "_list", lambda args, stop=stop: (_ for _ in ()).throw(stop))
+        assert main(["weights", "list"]) == code
+        assert f"faststyle: {said}" in capsys.readouterr().err

@@ -358,6 +358,22 @@ def test_an_interruption_gives_back_the_picture_of_the_last_finished_iteration(n
     with pytest.raises(Interrupted) as stopped:  # at the last iteration of the first scale
         stylize(content, style, callback=stop_at(2), **{**args, "iters": 2, "multiscale": [32, 64]})
     assert max(stopped.value.image.shape[-2:]) == 32 and len(stopped.value.history) == 2
+    first_scale = stopped.value.image
+
+    import faststyle.gatys
+
+    current, calls = faststyle.gatys._Objective.current, [0]
+
+    def interrupted_in_the_third(self: faststyle.gatys._Objective) -> dict:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+        return current(self)
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Interrupted) as stopped:  # in the second scale's first
+        patch.setattr(faststyle.gatys._Objective, "current", interrupted_in_the_third)
+        stylize(content, style, **{**args, "iters": 2, "multiscale": [32, 64]})
+    assert torch.equal(stopped.value.image, first_scale) and len(stopped.value.history) == 2
 
 
 def test_a_non_finite_gradient_stops_with_a_message(nets: dict, images: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -376,7 +392,15 @@ def test_a_non_finite_gradient_stops_with_a_message(nets: dict, images: tuple, m
         return loss
 
     monkeypatch.setattr(faststyle.gatys._Objective, "__call__", nan_gradient_from_the_third)
-    with pytest.raises(FaststyleError, match=r"the gradient became non-finite at iteration \d, though the loss was"):
+    with pytest.raises(FaststyleError, match=r"the gradient \(though the loss was finite\) became non-finite at it"):
+        stylize(*images, lossnet=nets["vgg16"], size=48, iters=10, progress=False)
+
+    def infinite_from_the_start(self: faststyle.gatys.BoxLBFGS, closure: Callable) -> torch.Tensor:
+        self.loss = torch.tensor(float("inf"))  # as its first evaluation gave, with a NaN gradient
+        raise FloatingPointError("the gradient is not finite")
+
+    monkeypatch.setattr(faststyle.gatys.BoxLBFGS, "step", infinite_from_the_start)
+    with pytest.raises(FaststyleError, match=r"^the loss became non-finite at iteration 1; lower the learning rate"):
         stylize(*images, lossnet=nets["vgg16"], size=48, iters=10, progress=False)
 
 
@@ -391,7 +415,7 @@ def test_cli_interrupted_writes_the_picture_so_far(
 
     def interrupted_in_the_third(self: faststyle.gatys._Objective) -> dict:
         calls[0] += 1
-        if calls[0] == 3:
+        if calls[0] % 3 == 0:
             raise signal
         return current(self)
 
@@ -403,6 +427,15 @@ def test_cli_interrupted_writes_the_picture_so_far(
     assert f"{out}: 48x36, the picture so far: interrupted after 2 of 5 iterations; its loss: total " in printed.out
     assert ("stopped (SIGTERM)" if signal is Terminated else "faststyle: interrupted") in printed.err
     assert load_image(out).shape[-2:] == (36, 48)
+    if signal is Terminated:
+        return
+    save_image(torch.zeros(1, 3, 36, 48), out)  # a finished result: an interrupted run does not replace it
+    assert main([*argv, "--cache", str(lossnet_cache), "--out", str(out)]) == code
+    kept = tmp_path / "result_interrupted.png"
+    assert f"{kept}: 48x36, the picture so far: interrupted after 2 of 5 iterations (result.png left as it was)" in (
+        capsys.readouterr().out
+    )
+    assert float(load_image(out).max()) == 0 and float(load_image(kept).max()) > 0.5
 
 
 def test_cli_refuses_bad_numbers_by_their_flags(capsys: pytest.CaptureFixture[str]) -> None:

@@ -858,7 +858,8 @@ def test_a_finished_run_whose_model_was_not_written_writes_it_on_resume(
             with pytest.raises(FaststyleError, match=f"cannot read the checkpoint {last} .*damaged: move it"):
                 _train(_settings(shared, lossnet_cache, 4), photos, out, resume=resume)
     with monkeypatch.context() as patch:  # not a damaged file: too little memory to read it
-        patch.setattr(torch, "load", lambda *args, **kwargs: (_ for _ in ()).throw(MemoryError()))
+        message = "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried "
+        patch.setattr(torch, "load", lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError(message)))
         with pytest.raises(FaststyleError, match=f"not enough memory to read the checkpoint {last} "):
             _train(_settings(shared, lossnet_cache, 4), photos, out, resume=True)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import logging
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -211,15 +213,18 @@ def run(args: argparse.Namespace) -> int:
             save_image(image, _snapshot_path(out, iteration))
 
     start = time.perf_counter()
+    earlier = out.exists()  # a finished result of an earlier run is not replaced by an interrupted one
     try:
         image, history = _stylize(args, content, styles, init, masks, snapshot)
     except Interrupted as stop:
-        save_image(stop.image, out)
+        kept = out.with_name(f"{out.stem}_interrupted{out.suffix}") if earlier else out
+        with _not_interrupted():
+            save_image(stop.image, kept)
         h, w = stop.image.shape[-2:]
         total = args.iters * len(set(args.multiscale or [args.size]))
         print(
-            f"{out}: {w}x{h}, the picture so far: interrupted after {len(stop.history)} of {total} iterations; "
-            f"its loss: {describe_terms(stop.history[-1])}"
+            f"{kept}: {w}x{h}, the picture so far: interrupted after {len(stop.history)} of {total} iterations"
+            f"{f' ({out.name} left as it was)' if earlier else ''}; its loss: {describe_terms(stop.history[-1])}"
         )
         raise stop.reason from None
     seconds = history[-1]["seconds"]
@@ -231,6 +236,20 @@ def run(args: argparse.Namespace) -> int:
         f"final loss: {describe_terms(history[-1])}"
     )
     return 0
+
+
+@contextlib.contextmanager
+def _not_interrupted() -> Iterator[None]:
+    """Ctrl-C held off (a second press, impatient, while the picture so far is written); in the main thread only."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _stylize(
