@@ -42,6 +42,7 @@ def to_rgb(image: Image.Image, convert_profile: bool = True) -> Image.Image:
     printer's CMYK, a greyscale gamma, …) converted to sRGB; greyscale, palette, CMYK, 16-bit and alpha handled.
     ``convert_profile=False`` leaves the profile attached for a later ``to_rgb`` (after a crop, where converting costs
     far less than on the whole photo): the image is then RGB, or L or CMYK where its profile is for that mode."""
+    image.load()  # Pillow turns a TIFF upright as it loads it (and drops its orientation): not turned twice
     profile = image.info.get("icc_profile")
     profile = bytes(profile) if isinstance(profile, bytes | bytearray) and profile else None
     image = _upright(image)
@@ -157,6 +158,7 @@ def _orientation(image: Image.Image, warn: bool = True) -> Image.Transpose | Non
 def alpha_channel(image: Image.Image) -> Image.Image | None:
     """The image's transparency as an L image, turned as its EXIF orientation says (as ``to_rgb`` turns the
     pixels); None where the image is opaque."""
+    image.load()  # (a TIFF's orientation is applied, and dropped, as it loads)
     if image.mode in ("RGBA", "LA", "PA"):
         alpha = image.getchannel("A")
     elif image.mode == "P" and "transparency" in image.info:
@@ -219,7 +221,8 @@ def open_with_alpha(
 
 
 # what Pillow raises on a file cut short, by where the cut falls (struct.error: in a GIF's frame header)
-PILLOW_READ_ERRORS = (IndexError, EOFError, OSError, ValueError, SyntaxError, struct.error)
+# TypeError: a multi-page TIFF cut short ("Missing dimensions", counting its pages)
+PILLOW_READ_ERRORS = (IndexError, EOFError, OSError, ValueError, SyntaxError, struct.error, TypeError)
 
 
 def frame_total(image: Image.Image) -> int:
@@ -452,6 +455,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def is_image_file_name(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path``'s suffix is one an image can be written to (.png, .tiff, .bmp, …)."""
+    return _writable_format(Path(path).suffix.lower()) is not None
 
 
 def image_format(path: str | os.PathLike[str]) -> str:

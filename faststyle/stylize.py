@@ -102,13 +102,14 @@ def find_model(name: str | os.PathLike[str], dirs: Sequence[Path] | None = None)
     path = Path(name).expanduser()
     if path.is_file():
         return path
-    looks_like_path = path.suffix == MODEL_SUFFIX or len(path.parts) > 1
-    if not looks_like_path:
+    looks_like_path = len(path.parts) > 1
+    if not looks_like_path:  # a NAME, or NAME.safetensors as `stylize --list` shows its file
+        stem = path.stem if path.suffix == MODEL_SUFFIX else path.name
         for folder in dirs if dirs is not None else model_dirs():
-            candidate = folder / f"{path.name}{MODEL_SUFFIX}"
+            candidate = folder / f"{stem}{MODEL_SUFFIX}"
             if candidate.is_file():
                 return candidate
-    if looks_like_path:
+    if looks_like_path or path.suffix == MODEL_SUFFIX:
         raise FaststyleError(f"model file {path} does not exist")
     searched = ", ".join(str(d) for d in (dirs if dirs is not None else model_dirs()))
     names = ", ".join(m.name for m in list_models(dirs)) or "none"

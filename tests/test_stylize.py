@@ -582,6 +582,10 @@ def test_cli_resolves_names(model_path: Path, shared: Path, tmp_path: Path, monk
     assert main(["stylize", "--model", "starry", str(tmp_path / "in" / "grey.png"), "--out", str(out)]) == 0
     assert out.is_file()
     assert main(["stylize", "--model", "unknown", str(tmp_path / "in" / "grey.png"), "--out", str(out)]) == 1
+    other = tmp_path / "elsewhere"  # the file name `stylize --list` shows, typed away from its folder
+    other.mkdir()
+    monkeypatch.chdir(other)
+    assert main(["stylize", "--model", "starry.safetensors", str(tmp_path / "in" / "grey.png"), "--out", str(out)]) == 0
 
 
 def test_default_cpu_backend_matches_eager(model_path: Path, photo: torch.Tensor, stylizer: Stylizer) -> None:
@@ -724,3 +728,41 @@ def test_auto_picks_the_path_measured_fastest() -> None:
     assert default_precision(cpu, True) == "fp32" and default_backend(cpu, "fp32", True) == "eager"
     stylizer = Stylizer(TransformerNet(), device="cpu", compile=True)
     assert (stylizer.precision, stylizer.backend) == ("fp32", "eager")
+
+
+def test_a_damaged_multipage_tiff_fails_alone(model_path: Path, shared: Path, tmp_path: Path, capsys) -> None:
+    """Pillow raises TypeError ("Missing dimensions") counting the pages of a TIFF cut short: the whole batch died
+    with a traceback and wrote nothing."""
+    folder = tmp_path / "in"
+    _write_photos(folder, shared)
+    page = open_image(shared / "data" / "content" / "chicago.jpg").resize((256, 170))
+    whole = tmp_path / "scan.tif"
+    page.save(whole, save_all=True, append_images=[page.convert("L")])
+    (folder / "scan.tif").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    out = tmp_path / "out"
+    assert main(["stylize", "--model", str(model_path), "--backend", "eager", str(folder), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "scan.tif: cannot read" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["city_starry.png", "grey_starry.png"]  # (broken.jpg fails too)
+
+
+def test_an_oriented_tiff_is_turned_once(stylizer: Stylizer, tmp_path: Path) -> None:
+    """Pillow turns a TIFF upright as it loads it: the API turned a freshly opened one a second time."""
+    exif = Image.Exif()
+    exif[0x0112] = 8  # turned 90° to display
+    Image.new("RGB", (64, 40), "red").save(tmp_path / "turned.tif", exif=exif)
+    with Image.open(tmp_path / "turned.tif") as image:
+        assert stylizer(image, strength=0).size == open_image(tmp_path / "turned.tif").size == (40, 64)
+
+
+def test_out_names_one_file_by_any_image_suffix(model_path: Path, shared: Path, tmp_path: Path, capsys) -> None:
+    """--out all.tiff with two inputs made a folder named all.tiff full of PNGs (only .png/.jpg/.webp were known)."""
+    _write_photos(tmp_path / "in", shared)
+    inputs = [str(p) for p in sorted((tmp_path / "in").iterdir())[:2]]
+    for name in ("all.tiff", "all.bmp"):
+        assert main(["stylize", "--model", str(model_path), *inputs, "--out", str(tmp_path / name)]) == 1
+        assert "names one file, but 2 inputs are given" in capsys.readouterr().err
+        assert not (tmp_path / name).exists()
+    (tmp_path / "result").write_text("")
+    assert main(["stylize", "--model", str(model_path), inputs[0], "--out", str(tmp_path / "result")]) == 1
+    assert "is a file without a suffix; end the name in .png or .jpg" in capsys.readouterr().err

@@ -190,7 +190,7 @@ def _stylize(args: argparse.Namespace) -> int:
         raise FaststyleError("--batch must be at least 1")
 
     from faststyle import animation
-    from faststyle.images import MAX_PIXELS, check_writable, image_format
+    from faststyle.images import MAX_PIXELS, check_writable, image_format, is_image_file_name
     from faststyle.stylize import Stylizer
     from faststyle.video import WRITE_SUFFIXES, check_output, is_video
 
@@ -200,7 +200,8 @@ def _stylize(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     several = len(files) + len(failures) > 1
     out_suffix = out.suffix.lower()
-    if several and (out_suffix.lstrip(".") in OUTPUT_FORMATS or out_suffix in WRITE_SUFFIXES) and not out.is_dir():
+    names_a_file = out_suffix.lstrip(".") in OUTPUT_FORMATS or out_suffix in WRITE_SUFFIXES or is_image_file_name(out)
+    if several and names_a_file and not out.is_dir():
         raise FaststyleError(
             f"--out {args.out} names one file, but {len(files) + len(failures)} inputs are given; "
             "pass a folder (--out DIR), or one input"
@@ -236,7 +237,11 @@ def _stylize(args: argparse.Namespace) -> int:
     )
     targets = output_paths(files, out, stylizer.name, args.format, folder, animated)
     if folder and out.exists() and not out.is_dir():
-        raise FaststyleError(f"--out {out} is a file; name a folder for several inputs")
+        if several:
+            raise FaststyleError(f"--out {out} is a file; name a folder for several inputs")
+        raise FaststyleError(
+            f"--out {out} is a file without a suffix; end the name in .png or .jpg for one image (or name a folder)"
+        )
     if not folder and files and out.exists() and out.resolve() == files[0].resolve():
         raise FaststyleError(f"--out {args.out} is the input itself; name another file so that the input is kept")
     check_writable(out if folder else out.parent, "the stylized files")
