@@ -524,6 +524,7 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
                     compare = gr.Button("Compare", elem_id="compare")
                 side_by_side = gr.Gallery(
                     label="By backbone",
+                    format="png",  # exact pixels: the tab compares fine texture, which lossy WebP (the default) blurs
                     columns=min(4, max(len(models) for models in groups.values())),
                     height="auto",
                     object_fit="contain",

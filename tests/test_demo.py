@@ -178,6 +178,8 @@ def test_upload_stylize_download_and_compare(page: Page, tmp_path: Path) -> None
     captions = page.locator("#side-by-side").inner_text()
     assert "vgg16" in captions and "googlenet" in captions
     assert "alexnet" not in captions
+    sources = page.locator("#side-by-side img").evaluate_all("images => images.map(i => i.src)")
+    assert sources and all(s.endswith(".png") for s in sources), sources  # exact pixels, not lossy WebP
     assert "Error" not in _toasts(page)
 
 
