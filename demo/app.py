@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from faststyle.animation import frame_count, is_animation, kept_suffix, stylize_animation
 from faststyle.commands.demo import add_arguments, parse_dirs
 from faststyle.errors import FaststyleError
-from faststyle.images import frame_total, open_with_alpha, opened, save_image, with_alpha
+from faststyle.images import PixelLimitError, frame_total, open_with_alpha, opened, save_image, with_alpha
 from faststyle.stylize import (
     ModelInfo,
     Stylizer,
@@ -51,6 +52,10 @@ CAMERA = {"video": {"width": {"ideal": 960}, "height": {"ideal": 720}}}
 OUTPUT_MAX_AGE_S = 3600  # our copies of results (Gradio serves its own copies, kept a day)
 GRADIO_CACHE_AGE_S = 86_400  # an upload stays usable this long after it was made
 CSS = "#latency textarea {font-variant-numeric: tabular-nums}"
+# Models kept loaded at once (a comparison's four backbones): each holds its network and, on the CPU, ONNX Runtime's
+# working memory of its largest pass (1-2.6 GB at 2048 px), which a gallery of styles tried in turn would add up.
+LOADED_MODELS = 4
+NAME_MAX_BYTES = 200  # a result's file name, under the file systems' 255 with the writer's temporary suffix
 
 
 def _name_tile(text: str, size: int = 256) -> Image.Image:
@@ -78,7 +83,7 @@ class StyleApp:
         self.models = {m.name: m for m in list_models(dirs)}
         self.dirs = list(dirs) if dirs is not None else model_dirs()
         self.device = device
-        self._stylizers: dict[str, Stylizer] = {}
+        self._stylizers: OrderedDict[str, Stylizer] = OrderedDict()  # the most recently used last
         self._lock = threading.Lock()
         self._pruning = threading.Lock()  # each event has its own queue: a photo and a video may prune at once
         self._outputs = Path(tempfile.mkdtemp(prefix="faststyle-demo-"))
@@ -93,6 +98,9 @@ class StyleApp:
                     self._stylizers[name] = Stylizer(self.models[name].path, device=self.device)
                 except FaststyleError as exc:
                     raise gr.Error(f"The model {name} cannot be used: {exc}") from None
+                while len(self._stylizers) > LOADED_MODELS:  # a request still using it keeps it until done
+                    self._stylizers.popitem(last=False)
+            self._stylizers.move_to_end(name)
             return self._stylizers[name]
 
     def _run(self, stylizer: Stylizer, image: Image.Image, size: int, strength: float, preserve: bool) -> Image.Image:
@@ -209,7 +217,9 @@ class StyleApp:
         self._prune_outputs()
         stem = Path(upload_name).stem
         stem = re.sub(r"[^\w.-]+", "_", stem).encode()[:80].decode(errors="ignore").lstrip(".") or default_stem
-        return self._outputs / str(time.time_ns()) / f"{stem}_stylized{ending}"
+        suffix = Path(ending).suffix  # the rest of the ending is the model's name, which may be long too
+        name = f"{stem}_stylized{ending.removesuffix(suffix)}".encode()[: NAME_MAX_BYTES - len(suffix)]
+        return self._outputs / str(time.time_ns()) / f"{name.decode(errors='ignore')}{suffix}"
 
     def stylize_clip(
         self,
@@ -321,10 +331,18 @@ class StyleApp:
         return results
 
 
+def _not_a_folder(path: Path) -> str:
+    if path.is_dir():
+        return ""
+    if path.is_file():
+        return f" (a file: give its folder, `faststyle demo --models {path.parent}`)"
+    return " (does not exist)"
+
+
 def _unreadable(name: str, exc: FaststyleError) -> gr.Error:
     """The page's message for an upload that cannot be opened: too many pixels, or not an image."""
     name = name or "the upload"
-    if "limit" in str(exc):
+    if isinstance(exc, PixelLimitError):
         return gr.Error(
             f"Cannot stylize {name}: it has more than {UPLOAD_MAX_PIXELS / 1e6:.0f} megapixels. Scale it down "
             "and upload it again (the output is at most 2048 px on its long side anyway).",
@@ -379,8 +397,8 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
     with gr.Blocks(title="faststyle", analytics_enabled=False, delete_cache=cleanup) as demo:
         gr.Markdown("# faststyle — instant style transfer")
         if not app.models:
-            searched = ", ".join(f"`{d}`" + ("" if d.is_dir() else " (does not exist)") for d in app.dirs)
-            into = next((d for d in app.dirs if d.is_dir()), app.dirs[0] if app.dirs else Path("checkpoints"))
+            searched = ", ".join(f"`{d}`{_not_a_folder(d)}" for d in app.dirs)
+            into = next((d for d in app.dirs if d.is_dir()), Path("checkpoints"))
             gr.Markdown(
                 f"**No style models found** (looked in {searched}).\n\n"
                 f"Train one into `{into}` with\n\n```\n{train_command(into)}\n```\n\n"
@@ -430,9 +448,9 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
                 latency = gr.Textbox(label="Latency", interactive=False, elem_id="latency")
                 download = gr.DownloadButton("Download PNG", interactive=False, elem_id="download")
             run.click(
-                lambda: gr.DownloadButton(value=None, interactive=False),  # never offer a previous result
+                lambda: (None, "", gr.DownloadButton(value=None, interactive=False)),  # never a previous result
                 None,
-                download,
+                [output, latency, download],
                 queue=False,
                 api_visibility="private",
             ).then(
@@ -459,6 +477,8 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
                 brush_run = gr.Button("Stylize where brushed", variant="primary", elem_id="brush-run")
             brush_latency = gr.Textbox(label="Latency", interactive=False, elem_id="brush-latency")
             brush_run.click(
+                lambda: (None, ""), None, [brush_output, brush_latency], queue=False, api_visibility="private"
+            ).then(
                 app.stylize_brushed,
                 [brush_photo, model, strength, preserve, brush_size],
                 [brush_output, brush_latency],
@@ -483,8 +503,8 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
                 [camera, model, strength, preserve, frame_size],
                 [live, frame_latency],
                 stream_every=0.2,
-                time_limit=120,
-                concurrency_limit=1,
+                time_limit=60,  # then the next visitor's turn (the page says it is queued)
+                concurrency_limit=2,
                 api_visibility="private",
             )
         with gr.Tab("Video"):

@@ -261,6 +261,10 @@ def _read(
         return to_rgb(image, convert_profile), alpha_channel(image) if alpha else None
 
 
+class PixelLimitError(FaststyleError):
+    """An image with more pixels than the limit it is read under."""
+
+
 @contextlib.contextmanager
 def opened(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
     """An image file opened by Pillow (its header read) within the pixel limit. What goes wrong, here or while the
@@ -272,13 +276,15 @@ def opened(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Iterat
     try:
         with _open_within(path) as image:
             if image.width * image.height > max_pixels:
-                raise FaststyleError(
+                raise PixelLimitError(
                     f"{path} has {image.width}x{image.height} pixels, over the limit of {max_pixels:,}; "
                     "downscale it first or raise the limit (stylize --max-pixels; max_pixels in Python)"
                 )
             yield image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise FaststyleError(f"{path} is larger than the pixel limit of {max_pixels:,} (decompression bomb?)") from None
+        raise PixelLimitError(
+            f"{path} is larger than the pixel limit of {max_pixels:,} (decompression bomb?)"
+        ) from None
     except (UnidentifiedImageError, *PILLOW_READ_ERRORS) as exc:
         raise FaststyleError(f"cannot read {path} as an image ({exc}); is it a whole JPEG, PNG, WebP … file?") from None
 

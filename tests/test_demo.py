@@ -583,3 +583,41 @@ def test_animation_uploads_are_held_to_the_upload_limits(
     monkeypatch.setattr(module, "UPLOAD_MAX_PIXELS", 64 * 48 - 1)
     with pytest.raises(gr.Error, match="Cannot stylize loop.gif: it has more than"):
         app.stylize_photo({"path": str(gif), "orig_name": "loop.gif"}, "starry_vgg16", 1.0, False, 128)
+
+
+def test_models_are_loaded_a_few_at_a_time(tmp_path: Path) -> None:
+    """Each loaded model keeps its network and, on the CPU, ONNX Runtime's memory of its largest pass (1-2.6 GB at
+    2048 px): a gallery of styles tried in turn kept every one of them until the demo stopped."""
+    from faststyle.commands.demo import load_app
+
+    module = load_app()
+    for i in range(module.LOADED_MODELS + 2):
+        torch.manual_seed(i)
+        save_model(TransformerNet(width=0.25), tmp_path / f"style{i}.safetensors", metadata={})
+    app = module.StyleApp([tmp_path], device="cpu")
+    first = app.stylizer("style0")
+    for i in range(1, module.LOADED_MODELS + 2):
+        app.stylizer(f"style{i}")
+        assert app.stylizer("style0") is first  # the one in use stays loaded
+    assert len(app._stylizers) == module.LOADED_MODELS
+    assert list(app._stylizers)[-1] == "style0" and "style1" not in app._stylizers
+
+
+def test_result_names_and_upload_messages(models_dir: Path, tmp_path: Path) -> None:
+    """A long model name (50 Chinese characters) made every result fail with "File name too long"; an unreadable
+    upload named speed_limit.jpg was said to have too many megapixels; a model file given as --models read "does
+    not exist"."""
+    from faststyle.commands.demo import load_app
+    from faststyle.errors import FaststyleError
+    from faststyle.images import PixelLimitError, save_image
+
+    module = load_app()
+    app = module.StyleApp([models_dir], device="cpu")
+    path = app._output_path("IMG_20240612_" + "x" * 120 + ".jpg", "photo", "-" + "星" * 80 + ".png")
+    assert path.suffix == ".png" and len(path.name.encode()) <= module.NAME_MAX_BYTES
+    save_image(torch.zeros(1, 3, 8, 8), path)
+    assert "not an image file" in str(module._unreadable("speed_limit.jpg", FaststyleError("cannot read it")))
+    assert "megapixels" in str(module._unreadable("photo.jpg", PixelLimitError("too many pixels")))
+    model_file = next(models_dir.glob("*.safetensors"))
+    assert module._not_a_folder(model_file) == f" (a file: give its folder, `faststyle demo --models {models_dir}`)"
+    assert module._not_a_folder(tmp_path / "nowhere") == " (does not exist)" and module._not_a_folder(tmp_path) == ""
