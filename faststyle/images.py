@@ -174,12 +174,20 @@ def alpha_channel(image: Image.Image) -> Image.Image | None:
 
 
 def with_alpha(image: Image.Image, alpha: Image.Image | None) -> Image.Image:
-    """``image`` (RGB) with ``alpha`` as its transparency, scaled to its size; as it is without one."""
+    """``image`` (RGB, a painting of the picture over white, as ``to_rgb`` gives it) with ``alpha`` as its
+    transparency, scaled to its size; as it is without one. Where partly clear, the white is taken out of the colours
+    again: shown over white the result is the painting, and the picture itself (a strength-0 pass) comes back as it
+    was, without pale fringes on its soft edges over other backgrounds."""
     if alpha is None:
         return image
-    image = image.copy()
-    image.putalpha(alpha if alpha.size == image.size else alpha.resize(image.size, Image.BILINEAR))
-    return image
+    alpha = alpha if alpha.size == image.size else alpha.resize(image.size, Image.BILINEAR)
+    opacity = np.asarray(alpha, dtype=np.float32)[..., None] / 255
+    colours = np.asarray(image.convert("RGB"), dtype=np.float32)
+    unmixed = (colours - (1 - opacity) * 255) / np.maximum(opacity, 1 / 255)
+    colours = np.where(opacity > 0, unmixed, colours).round().clip(0, 255).astype(np.uint8)
+    result = Image.fromarray(colours, "RGB")
+    result.putalpha(alpha)
+    return result
 
 
 def _upright(image: Image.Image) -> Image.Image:
