@@ -187,7 +187,7 @@ def _decoded(container: Any, stream: Any, writer: _Writer, av: Any) -> Iterator[
             index += 1
 
 
-class _Animation:
+class AnimationSource:
     """An animated GIF, PNG or WebP read by Pillow, with what ``stylize_video`` and ``_Writer`` read of a PyAV
     container and its video stream: frames as shown (over white where transparent, on the first frame's canvas),
     timed in milliseconds from their durations."""
@@ -263,7 +263,7 @@ def stylize_video(
         stylizer = Stylizer(stylizer)
     started = time.perf_counter()
     if animated is not None:  # read as shown (over white where clear); FFmpeg reads no animated WebP
-        container: Any = _Animation(source, stylizer.max_pixels)
+        container: Any = AnimationSource(source, stylizer.max_pixels)
     else:
         try:
             container = av.open(str(source))
@@ -302,7 +302,7 @@ def stylize_video(
             total = _frame_count(stream)
             with tqdm(total=total or None, unit="frame", disable=not progress, desc=source.name) as bar:
                 pending: list[_Frame] = []
-                animation = isinstance(container, _Animation)
+                animation = isinstance(container, AnimationSource)
                 for frame in container.frames() if animation else _decoded(container, stream, writer, av):
                     if max_frames is not None and writer.frames + len(pending) == max_frames:
                         raise _too_long(source, f"more than {max_frames} frames", max_frames)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from faststyle.benchmarks._common import timed_together
 from faststyle.cli import main
@@ -96,6 +97,10 @@ def test_bench_video_times_the_whole_path_beside_its_parts(capsys: pytest.Captur
     clip = make_clip(tmp_path / "longer.mkv", 24, 40, 7)
     result = bench(capsys, "video", "--input", str(clip), "--frames", "2", "--batch", "2", "--backend", "eager")
     assert (result["frames"], result["network_only_frames"]) == (7, 2)
+    frames = [Image.new("RGB", (40, 24), (50 * i, 90, 140)) for i in range(4)]  # FFmpeg reads no animated WebP
+    frames[0].save(tmp_path / "loop.webp", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    result = bench(capsys, "video", "--input", str(tmp_path / "loop.webp"), "--backend", "eager")
+    assert (result["frame_size"], result["frames"]) == ([24, 40], 4)
     assert main(["bench", "video", "--input", str(tmp_path / "none.mp4"), "--device", "cpu"]) == 1
     assert "--input" in capsys.readouterr().err
     (tmp_path / "notes.mp4").write_text("not a video")

@@ -84,11 +84,23 @@ def _decode(path: Path, keep: int) -> tuple[list[torch.Tensor], int]:
     """The first ``keep`` frames' pixels, and how many frames the video has (a long one is not held whole)."""
     import av
 
+    from faststyle.animation import animated_format
     from faststyle.errors import FaststyleError
-    from faststyle.video import frame_pixels
+    from faststyle.images import MAX_PIXELS
+    from faststyle.video import AnimationSource, frame_pixels
 
     kept: list[torch.Tensor] = []
     count = 0
+    if animated_format(path) is not None:  # read as stylize_video reads it (FFmpeg reads no animated WebP)
+        animation = AnimationSource(path, MAX_PIXELS)
+        try:
+            for frame in animation.frames():
+                count += 1
+                if len(kept) < keep:
+                    kept.append(frame.pixels)
+        finally:
+            animation.close()
+        return kept, count
     try:
         with av.open(str(path)) as container:
             for frame in container.decode(video=0):
