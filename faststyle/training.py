@@ -446,7 +446,7 @@ def train(
         load_image(style)  # an unreadable style image fails here, before anything else
     check_writable(out.parent, "the model file")
     run = Path(run_dir) if run_dir else out.with_suffix("").with_name(out.stem + "_run")
-    if Path(data).expanduser().is_dir() and Path(data).expanduser().resolve() == run.resolve():
+    if (folder := Path(data).expanduser()).is_dir() and folder.resolve() == run.resolve():
         raise FaststyleError(
             f"--run-dir {run} is the --data folder: the run's validation photos and grids would be read back as "
             "training photos; give the run a folder of its own"

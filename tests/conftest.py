@@ -105,11 +105,14 @@ def write_clip(
     sound_seconds: float | None = None,
     colorspace: int | None = None,
     muxer: str | None = None,
+    sound_rate: int | None = None,
+    layout: str = "mono",
 ) -> Path:
     """An H.264 clip at CLIP_FPS frames a second, or at the timestamps ``pts`` (in ``time_base`` units), with a 440 Hz
     tone in the ``sound`` codec as long as the video (or ``sound_seconds``). ``colorspace``: the AVColorSpace code
     to convert with and tag (default: untagged, swscale's BT.601). ``muxer``: a container format (e.g. "h264" for a
-    raw stream without timestamps)."""
+    raw stream without timestamps). ``sound_rate`` and ``layout``: the sound's (default CLIP_SAMPLE_RATE, 48 kHz for
+    Opus; mono), the tone in every channel."""
     import av
 
     height, width = frames[0].shape[:2]
@@ -119,7 +122,8 @@ def write_clip(
         video.codec_context.time_base = time_base
         if colorspace is not None:
             video.codec_context.colorspace = colorspace
-        audio = output.add_stream(sound, rate=48_000 if sound == "libopus" else CLIP_SAMPLE_RATE) if sound else None
+        rate = sound_rate or (48_000 if sound == "libopus" else CLIP_SAMPLE_RATE)
+        audio = output.add_stream(sound, rate=rate, layout=layout) if sound else None
         for i, array in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(array, format="rgb24")
             if colorspace is not None:
@@ -136,8 +140,10 @@ def write_clip(
             )
             samples = np.arange(round(seconds * rate))
             tone = (0.3 * np.sin(2 * np.pi * 440 * samples / rate)).astype(np.float32)
+            channels = len(av.AudioLayout(layout).channels)
             for start in range(0, len(tone), 960):
-                chunk = av.AudioFrame.from_ndarray(tone[None, start : start + 960], format="fltp", layout="mono")
+                chunk = np.repeat(tone[None, start : start + 960], channels, axis=0)
+                chunk = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
                 chunk.sample_rate, chunk.pts = rate, start
                 for packet in audio.encode(chunk):
                     output.mux(packet)

@@ -3,6 +3,8 @@ near the bounds."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -18,22 +20,35 @@ def _quadratic(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return a, b
 
 
-def _minimise(a: torch.Tensor, b: torch.Tensor, iterations: int) -> tuple[torch.Tensor, list[float], int]:
-    x = torch.full((a.shape[0],), 0.5, dtype=torch.float64, requires_grad=True)
-
-    evaluations = 0
+def _quadratic_closure(
+    x: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    evaluations: list[int],
+    after: Callable[[int], None] | None = None,
+) -> Callable[[], torch.Tensor]:
+    """The closure of f(x) = ½ xᵀAx − bᵀx, counting its calls in ``evaluations[0]``; ``after(n)`` may spoil the n-th
+    call's gradient."""
 
     def closure() -> torch.Tensor:
-        nonlocal evaluations
-        evaluations += 1
+        evaluations[0] += 1
         x.grad = None
         loss = 0.5 * x @ a @ x - b @ x
         loss.backward()
+        if after is not None:
+            after(evaluations[0])
         return loss
 
+    return closure
+
+
+def _minimise(a: torch.Tensor, b: torch.Tensor, iterations: int) -> tuple[torch.Tensor, list[float], int]:
+    x = torch.full((a.shape[0],), 0.5, dtype=torch.float64, requires_grad=True)
+    evaluations = [0]
+    closure = _quadratic_closure(x, a, b, evaluations)
     optimizer = BoxLBFGS(x)
     losses = [float(optimizer.step(closure)) for _ in range(iterations)]
-    return x.detach(), losses, evaluations
+    return x.detach(), losses, evaluations[0]
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e12])  # the Gatys loss in Caffe units is in the billions
@@ -130,20 +145,14 @@ def test_a_non_finite_gradient_beside_a_finite_loss_is_raised(bad: float) -> Non
     """It stopped as if converged, silently, 25 evaluations later: the line search found no fall along NaN."""
     a, b = _quadratic(20, 1)
     x = torch.full((20,), 0.5, dtype=torch.float64, requires_grad=True)
-    evaluations = 0
+    evaluations = [0]
 
-    def closure() -> torch.Tensor:
-        nonlocal evaluations
-        evaluations += 1
-        x.grad = None
-        loss = 0.5 * x @ a @ x - b @ x
-        loss.backward()
-        if evaluations >= 3:
+    def spoil(n: int) -> None:
+        if n >= 3:
             x.grad[0] = bad
-        return loss
 
-    optimizer = BoxLBFGS(x)
+    closure, optimizer = _quadratic_closure(x, a, b, evaluations, spoil), BoxLBFGS(x)
     with pytest.raises(FloatingPointError, match="the gradient is not finite"):
         for _ in range(5):
             optimizer.step(closure)
-    assert evaluations == 3 and not optimizer.converged
+    assert evaluations[0] == 3 and not optimizer.converged

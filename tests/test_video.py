@@ -183,33 +183,6 @@ def test_sound_a_container_cannot_hold_is_re_encoded_in_step(
     assert stylize_video(stylizer, source, tmp_path / "out.mkv", progress=False).audio == "copied"
 
 
-def _clip_with_sound(path: Path, codec: str, rate: int, layout: str, seconds: float = 1.0) -> Path:
-    """Two seconds' worth of H.264 at CLIP_FPS (two frames) and ``seconds`` of a 440 Hz tone in ``codec``."""
-    with av.open(str(path), "w") as output:
-        video = output.add_stream("libx264", rate=FPS)
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        audio = output.add_stream(codec, rate=rate, layout=layout)
-        for i in range(2):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 60 * i, np.uint8), format="rgb24")
-            frame.pts = i
-            for packet in video.encode(frame):
-                output.mux(packet)
-        for packet in video.encode():
-            output.mux(packet)
-        channels = len(av.AudioLayout(layout).channels)
-        samples = np.arange(round(seconds * rate))
-        tone = (8000 * np.sin(2 * np.pi * 440 * samples / rate)).astype(np.int16)
-        for start in range(0, len(tone), 1024):
-            chunk = np.repeat(tone[None, start : start + 1024], channels, axis=0)
-            frame = av.AudioFrame.from_ndarray(chunk, format="s16p", layout=layout)
-            frame.sample_rate, frame.pts = rate, start
-            for packet in audio.encode(frame):
-                output.mux(packet)
-        for packet in audio.encode():
-            output.mux(packet)
-    return path
-
-
 @pytest.mark.parametrize(
     ("codec", "rate", "layout", "source", "suffix", "expected"),
     [
@@ -220,11 +193,21 @@ def _clip_with_sound(path: Path, codec: str, rate: int, layout: str, seconds: fl
     ids=["surround-into-webm", "192-khz-into-mov", "pcm-into-mp4"],
 )  # fmt: skip
 def test_sound_is_re_encoded_at_a_rate_and_layout_the_encoder_takes(
-    stylizer: Stylizer, tmp_path: Path, codec: str, rate: int, layout: str, source: str, suffix: str, expected: tuple
+    stylizer: Stylizer,
+    pan: list[np.ndarray],
+    tmp_path: Path,
+    codec: str,
+    rate: int,
+    layout: str,
+    source: str,
+    suffix: str,
+    expected: tuple,
 ) -> None:
     """The encoder was opened with the sound's own rate and layout, and the video failed with FFmpeg's "Invalid
     argument" after its frames were stylized."""
-    clip = _clip_with_sound(tmp_path / f"clip{source}", codec, rate, layout)
+    clip = write_clip(
+        tmp_path / f"clip{source}", pan[:2], sound=codec, sound_rate=rate, layout=layout, sound_seconds=1.0
+    )
     result = stylize_video(stylizer, clip, tmp_path / f"out{suffix}", progress=False)
     assert result.audio == f"re-encoded from {codec} to {expected[0]}"
     with av.open(str(result.path)) as written:
