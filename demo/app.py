@@ -30,9 +30,10 @@ from faststyle.images import PixelLimitError, frame_total, open_with_alpha, open
 from faststyle.stylize import (
     ModelInfo,
     Stylizer,
+    Unreadable,
     backbone_name,
-    list_models,
     model_dirs,
+    scan_models,
     style_key,
     style_name,
     style_thumbnail,
@@ -80,7 +81,9 @@ class StyleApp:
     """The models, their loaded stylizers, and the functions the page calls."""
 
     def __init__(self, dirs: Sequence[Path] | None = None, device: str | None = None) -> None:
-        self.models = {m.name: m for m in list_models(dirs)}
+        scan = scan_models(dirs)
+        self.models = {m.name: m for m in scan.models}
+        self.unreadable = scan.unreadable  # model files left out, shown with their reasons
         self.dirs = list(dirs) if dirs is not None else model_dirs()
         self.device = device
         self._stylizers: OrderedDict[str, Stylizer] = OrderedDict()  # the most recently used last
@@ -339,6 +342,14 @@ def _not_a_folder(path: Path) -> str:
     return " (does not exist)"
 
 
+def _unreadable_models(unreadable: Sequence[Unreadable]) -> str:
+    """The page's list of the model files that were left out, and why (Markdown; empty when there are none)."""
+    if not unreadable:
+        return ""
+    lines = [f"- `{u.path.name}`: {u.reason.replace(str(u.path), 'the file')}" for u in unreadable]
+    return "\n\n**Left out, as they could not be read:**\n\n" + "\n".join(lines)
+
+
 def _unreadable(name: str, exc: FaststyleError) -> gr.Error:
     """The page's message for an upload that cannot be opened: too many pixels, or not an image."""
     name = name or "the upload"
@@ -403,7 +414,7 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
                 f"**No style models found** (looked in {searched}).\n\n"
                 f"Train one into `{into}` with\n\n```\n{train_command(into)}\n```\n\n"
                 "then restart the demo, or point it at a folder of models with `faststyle demo --models DIR` "
-                "(or `$FASTSTYLE_MODELS`).",
+                "(or `$FASTSTYLE_MODELS`)." + _unreadable_models(app.unreadable),
                 elem_id="no-models",
             )
             return demo
@@ -420,6 +431,8 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
             selected_index=0,
             elem_id="styles",
         )
+        if app.unreadable:
+            gr.Markdown(_unreadable_models(app.unreadable).strip(), elem_id="unreadable-models")
         with gr.Row():  # min_width: on a phone the three wrap instead of squeezing the checkbox's label away
             model = gr.Dropdown(names, value=names[0], label="Style model", min_width=240, elem_id="model")
             strength = gr.Slider(0, 1, value=1.0, step=0.05, label="Strength", min_width=240, elem_id="strength")

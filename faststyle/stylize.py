@@ -125,11 +125,23 @@ def train_command(folder: Path, name: str = "NAME") -> str:
     return f"faststyle train --style STYLE.jpg --data PHOTOS/ --out {folder / (name + MODEL_SUFFIX)}"
 
 
-def list_models(dirs: Sequence[Path] | None = None) -> list[ModelInfo]:
-    """Every readable model in ``dirs`` (default ``model_dirs()``); a name found twice is taken from the first."""
+class Unreadable(NamedTuple):
+    path: Path
+    reason: str
+
+
+class ModelScan(NamedTuple):
+    models: list[ModelInfo]
+    unreadable: list[Unreadable]  # model files that were left out, and why
+
+
+def scan_models(dirs: Sequence[Path] | None = None) -> ModelScan:
+    """The readable models in ``dirs`` (default ``model_dirs()``; a name found twice is taken from the first) and the
+    model files that could not be read."""
     from faststyle.modelfile import read_metadata
 
     found: dict[str, ModelInfo] = {}
+    unreadable: list[Unreadable] = []
     for folder in dirs if dirs is not None else model_dirs():
         if not folder.is_dir():
             continue
@@ -140,7 +152,13 @@ def list_models(dirs: Sequence[Path] | None = None) -> list[ModelInfo]:
                 found[path.stem] = ModelInfo(path.stem, path, read_metadata(path))
             except FaststyleError as exc:
                 log.warning("skipping %s: %s", path, exc)
-    return list(found.values())
+                unreadable.append(Unreadable(path, str(exc)))
+    return ModelScan(list(found.values()), unreadable)
+
+
+def list_models(dirs: Sequence[Path] | None = None) -> list[ModelInfo]:
+    """Every readable model in ``dirs`` (default ``model_dirs()``); a name found twice is taken from the first."""
+    return scan_models(dirs).models
 
 
 def _style_images(metadata: dict[str, Any]) -> list[dict[str, Any]]:

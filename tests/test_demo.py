@@ -24,6 +24,7 @@ from conftest import ARTIFACTS, SHARED, pan_frames, write_clip
 from PIL import Image
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from safetensors.torch import save_file
 
 from faststyle.images import open_image
 from faststyle.modelfile import save_model
@@ -372,12 +373,15 @@ def test_a_video_is_stylized_with_its_sound_and_plays(page: Page, tmp_path: Path
 
 def test_without_models_the_page_says_how_to_train(browser: BrowserContext, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "broken.safetensors").write_bytes(b"half a download")
     for url in _serve(tmp_path / "empty", tmp_path / "demo.log"):
         tab = browser.new_page()
         tab.goto(url)
         tab.locator("#no-models").wait_for(timeout=60_000)
         text = tab.locator("#no-models").inner_text()
         assert "No style models found" in text and "(does not exist)" not in text
+        left_out = "Left out, as they could not be read: broken.safetensors: the file is not a safetensors model file"
+        assert left_out in " ".join(text.split())
         assert (
             f"faststyle train --style STYLE.jpg --data PHOTOS/ --out {tmp_path / 'empty' / 'NAME.safetensors'}" in text
         )
@@ -390,10 +394,15 @@ def test_one_model_per_style_explains_the_comparison_tab(
     single = tmp_path / "single"
     single.mkdir()
     shutil.copy(models_dir / "wave_alexnet.safetensors", single)
+    save_file({"weight": torch.zeros(1)}, str(single / "other.safetensors"))  # someone else's tensors
     for url in _serve(single, tmp_path / "demo.log"):
         tab = browser.new_page()
         tab.goto(url)
         tab.wait_for_selector("#run", timeout=60_000)
+        assert " ".join(tab.locator("#unreadable-models").inner_text().split()) == (
+            "Left out, as they could not be read: "
+            "other.safetensors: the file is a safetensors file but not a faststyle model (no 'faststyle' metadata)"
+        )
         tab.get_by_role("tab", name="Compare backbones").click()
         assert "more than one loss network" in tab.locator("#compare-none").inner_text()
         tab.close()
