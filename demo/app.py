@@ -54,8 +54,11 @@ OUTPUT_MAX_AGE_S = 3600  # our copies of results (Gradio serves its own copies, 
 GRADIO_CACHE_AGE_S = 86_400  # an upload stays usable this long after it was made
 CSS = "#latency textarea {font-variant-numeric: tabular-nums}"
 # Models kept loaded at once (a comparison's four backbones): each holds its network and, on the CPU, ONNX Runtime's
-# working memory of its largest pass (1-2.6 GB at 2048 px), which a gallery of styles tried in turn would add up.
+# working memory of its largest pass, which a gallery of styles tried in turn would add up.
 LOADED_MODELS = 4
+# On the CPU, a pass over more pixels than this gives ONNX Runtime's working memory back: a 2048×2048 photo's is
+# 5.5 GB, kept per model otherwise; the webcam's and videos' frames (≤ 768 px) keep theirs, which saves time.
+RELEASE_PIXELS = 1024 * 1024
 NAME_MAX_BYTES = 200  # a result's file name, under the file systems' 255 with the writer's temporary suffix
 
 
@@ -98,7 +101,9 @@ class StyleApp:
         with self._lock:
             if name not in self._stylizers:
                 try:
-                    self._stylizers[name] = Stylizer(self.models[name].path, device=self.device)
+                    self._stylizers[name] = Stylizer(
+                        self.models[name].path, device=self.device, release_pixels=RELEASE_PIXELS
+                    )
                 except FaststyleError as exc:
                     raise gr.Error(f"The model {name} cannot be used: {exc}") from None
                 while len(self._stylizers) > LOADED_MODELS:  # a request still using it keeps it until done

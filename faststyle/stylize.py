@@ -327,7 +327,9 @@ class Stylizer:
     tiles images over the pixel budget ``tile_pixels``, ``0`` never tiles; tiles always run in PyTorch. The pass that
     gives all tiles their statistics runs on a copy scaled down to ``tile_pixels`` (default 2048², or with ``tile``
     a tile's own pass, (tile + 2·CONTEXT)², so that no pass takes more memory than a tile). Images over
-    ``max_pixels`` are refused.
+    ``max_pixels`` are refused. ONNX Runtime keeps the working memory of its largest pass for the next (5.5 GB after
+    a 2048×2048 image); ``release_pixels`` gives it back after each pass over that many pixels, for a program that
+    holds several models (the demo).
     """
 
     def __init__(
@@ -342,6 +344,7 @@ class Stylizer:
         backend: str = "auto",
         tile_stats: Literal["global", "local"] = "global",
         tile_pixels: int | None = None,
+        release_pixels: int | None = None,
     ) -> None:
         from faststyle.modelfile import load_model
 
@@ -390,6 +393,7 @@ class Stylizer:
 
             require_onnx("the onnxruntime backend")
             self._session = _onnx_session(net, self.path)
+        self.release_pixels = release_pixels
         memory_format = torch.channels_last if backend == "channels_last" else torch.contiguous_format
         self.memory_format = memory_format
         self.net = net.to(self.device, self.dtype, memory_format=memory_format)
@@ -525,8 +529,11 @@ class Stylizer:
             return on_min_side(self._forward_once, content)
         if self._session is not None:
             array = content.detach().cpu().contiguous().numpy()
+            release = self.release_pixels is not None and array.size // 3 > self.release_pixels
             try:
-                out = self._session.run(None, {self._session.get_inputs()[0].name: array})[0]
+                out = self._session.run(
+                    None, {self._session.get_inputs()[0].name: array}, _release_options() if release else None
+                )[0]
             except Exception as exc:  # onnxruntime's errors do not derive from RuntimeError
                 raise FaststyleError(
                     f"ONNX Runtime failed on a {w}x{h} image ({type(exc).__name__}: {exc}); try --backend eager"
@@ -584,6 +591,15 @@ def on_min_side(forward: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
         return forward(images)
     grown = F.pad(images, (0, max(0, MIN_SIDE - w), 0, max(0, MIN_SIDE - h)), mode="replicate")
     return forward(grown)[..., :h, :w]
+
+
+@functools.cache
+def _release_options() -> Any:
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
 
 
 def _onnx_session(net: nn.Module, path: Path | None) -> Any:

@@ -701,6 +701,29 @@ def test_the_onnx_cache_keeps_one_export_per_model_and_the_recent_ones(
     assert sorted(folder.glob("*.onnx")) == kept and export.stat().st_mtime > 1e9 + 86_400
 
 
+def _resident_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+
+
+def test_onnx_runtime_gives_a_large_pass_memory_back(model_path: Path) -> None:
+    """ONNX Runtime keeps its largest pass's working memory for the next; with release_pixels (as the demo, which
+    holds several models) a larger pass gives it back, with the same picture."""
+    big = torch.rand(1, 3, 768, 1024)
+
+    def growth(stylizer: Stylizer) -> tuple[float, torch.Tensor]:
+        stylizer(torch.rand(1, 3, 32, 32))  # the session's first-run allocations
+        before = _resident_mb()
+        out = stylizer(big)
+        return _resident_mb() - before, out
+
+    released_mb, released = growth(Stylizer(model_path, device="cpu", backend="onnxruntime", release_pixels=512 * 512))
+    kept_mb, kept = growth(Stylizer(model_path, device="cpu", backend="onnxruntime"))
+    assert kept_mb > 150, kept_mb  # a width-0.5 network: about 0.4 kB a pixel
+    assert released_mb < kept_mb / 4, (released_mb, kept_mb)
+    torch.testing.assert_close(released, kept)
+
+
 def test_the_package_offers_the_api_without_importing_torch_first(model_path: Path) -> None:
     import subprocess
     import sys
