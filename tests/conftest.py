@@ -123,7 +123,9 @@ def write_clip(
         if colorspace is not None:
             video.codec_context.colorspace = colorspace
         rate = sound_rate or (48_000 if sound == "libopus" else CLIP_SAMPLE_RATE)
-        audio = output.add_stream(sound, rate=rate, layout=layout) if sound else None
+        # FFmpeg's own Vorbis encoder (PyAV's wheel has no libvorbis) is marked experimental
+        options = {"strict": "experimental"} if sound == "vorbis" else None
+        audio = output.add_stream(sound, rate=rate, layout=layout, options=options) if sound else None
         for i, array in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(array, format="rgb24")
             if colorspace is not None:

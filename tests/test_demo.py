@@ -320,6 +320,8 @@ def test_non_image_uploads_get_a_message(page: Page, tmp_path: Path, server_log:
     page.locator("#run").click()
     page.get_by_text("it is not an image file this demo can read").wait_for(timeout=30_000)
     assert page.locator("#download").is_disabled()  # the previous photo's result is not offered for this one
+    assert page.locator("#output img").count() == 0  # nor shown, nor its latency
+    assert page.locator("#latency textarea").input_value() == ""
 
     text = tmp_path / "notes.txt"
     text.write_text("a text file")

@@ -420,9 +420,24 @@ def test_cli_interrupted_writes_the_picture_so_far(
         return current(self)
 
     monkeypatch.setattr(faststyle.gatys._Objective, "current", interrupted_in_the_third)
+    import signal as signals
+
+    import faststyle.images
+
+    ctrl_c_while_saving = []
+    save = faststyle.images.save_image
+
+    def save_noting_ctrl_c(*args: object) -> None:
+        ctrl_c_while_saving.append(signals.getsignal(signals.SIGINT))
+        save(*args)
+
+    monkeypatch.setattr(faststyle.images, "save_image", save_noting_ctrl_c)
+    ctrl_c = signals.getsignal(signals.SIGINT)
     out = tmp_path / "result.png"
     argv = ["gatys", "--content", str(CONTENT), "--style", str(STYLE), "--size", "48", "--iters", "5", "--quiet"]
     assert main([*argv, "--cache", str(lossnet_cache), "--out", str(out)]) == code
+    # a second Ctrl-C cannot cut the save short, and works again afterwards
+    assert ctrl_c_while_saving == [signals.SIG_IGN] and signals.getsignal(signals.SIGINT) is ctrl_c
     printed = capsys.readouterr()
     assert f"{out}: 48x36, the picture so far: interrupted after 2 of 5 iterations; its loss: total " in printed.out
     assert ("stopped (SIGTERM)" if signal is Terminated else "faststyle: interrupted") in printed.err

@@ -231,7 +231,7 @@ def test_resume_refuses_other_settings_and_a_finished_run(
 
 
 def test_a_run_that_failed_before_its_first_step_does_not_block_the_next(
-    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     junk = tmp_path / "junk"
     junk.mkdir()
@@ -246,8 +246,11 @@ def test_a_run_that_failed_before_its_first_step_does_not_block_the_next(
 
     auto = replace(_settings(shared, lossnet_cache, 2), style_balance=STYLE_BALANCE)
     for settings, options in [(_settings(shared, lossnet_cache, 2), {"val_photos": 2}), (auto, {})]:
-        with pytest.raises(FaststyleError, match=f"none of the photos in {junk} could be read as an image; check the"):
-            _train(settings, junk, tmp_path / "n.safetensors", **options)
+        with monkeypatch.context() as patch:
+            if not settings.style_balance:  # validation photos are read before the loss network is loaded
+                patch.setattr("faststyle.training.StyleModule", lambda *args: pytest.fail("the loss network loaded"))
+            with pytest.raises(FaststyleError, match=f"none of the photos in {junk} could be read as an image; check"):
+                _train(settings, junk, tmp_path / "n.safetensors", **options)
         assert not (tmp_path / "n_run").exists()
 
 
@@ -884,6 +887,8 @@ def test_the_photo_folder_leaves_out_runs_and_studies_and_follows_links(tmp_path
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.new("RGB", (40, 30)).save(photos / "a.png")
+    (photos / "._a.png").write_bytes(b"\x00\x05\x16\x07")  # macOS's resource fork of a.png on a shared drive
+    Image.new("RGB", (40, 30)).save(photos / ".thumbnail.png")
     run = photos / "m_run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "hparams.yaml").write_text("settings: {}")

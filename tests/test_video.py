@@ -189,8 +189,10 @@ def test_sound_a_container_cannot_hold_is_re_encoded_in_step(
         ("pcm_s16le", 48_000, "5.1(side)", ".mkv", ".webm", ("opus", 48_000, "5.1")),  # AC3's usual layout; Opus's own
         ("flac", 192_000, "stereo", ".mkv", ".mov", ("aac", 96_000, "stereo")),  # over AAC's highest rate
         ("pcm_s16le", 16_000, "stereo", ".mov", ".mp4", ("aac", 16_000, "stereo")),  # MP4's PCM does not play
+        ("pcm_s16le", 48_000, "5.1(side)", ".mov", ".webm", ("opus", 48_000, "5.1")),  # read back as 5.1(side)
+        ("vorbis", 48_000, "stereo", ".mkv", ".mp4", ("aac", 48_000, "stereo")),  # players do not play it in MP4
     ],
-    ids=["surround-into-webm", "192-khz-into-mov", "pcm-into-mp4"],
+    ids=["surround-into-webm", "192-khz-into-mov", "pcm-into-mp4", "side-surround-into-webm", "vorbis-into-mp4"],
 )  # fmt: skip
 def test_sound_is_re_encoded_at_a_rate_and_layout_the_encoder_takes(
     stylizer: Stylizer,
@@ -209,7 +211,7 @@ def test_sound_is_re_encoded_at_a_rate_and_layout_the_encoder_takes(
         tmp_path / f"clip{source}", pan[:2], sound=codec, sound_rate=rate, layout=layout, sound_seconds=1.0
     )
     result = stylize_video(stylizer, clip, tmp_path / f"out{suffix}", progress=False)
-    assert result.audio == f"re-encoded from {codec} to {expected[0]}"
+    assert result.audio == f"re-encoded from {codec.removeprefix('lib')} to {expected[0]}"
     with av.open(str(result.path)) as written:
         sound = written.streams.audio[0]
         assert (sound.codec_context.codec.canonical_name, sound.rate, sound.layout.name) == expected
@@ -234,8 +236,9 @@ def test_a_recording_whose_clock_starts_late_starts_at_zero(
                 output.mux(packet)
     _, times_in, facts_in = read_clip(late)
     assert times_in[0] > 3600
-    for suffix in (".mp4", ".mkv"):
+    for suffix in (".mp4", ".mkv", ".webm"):  # the sound copied, and re-encoded (AAC into WebM becomes Opus)
         result = stylize_video(stylizer, late, tmp_path / f"out{suffix}", progress=False)
+        assert result.audio == ("re-encoded from aac to opus" if suffix == ".webm" else "copied")
         _, times_out, facts_out = read_clip(result.path)
         with av.open(str(result.path)) as written:
             assert written.duration / 1e6 < 1.5, suffix
@@ -244,6 +247,37 @@ def test_a_recording_whose_clock_starts_late_starts_at_zero(
         # the sound in step: each starts where it did against the other
         started = times_out[0] - facts_out["audio_start"]
         assert started == pytest.approx(times_in[0] - facts_in["audio_start"], abs=0.03), suffix
+
+
+def test_sound_a_browser_may_not_play_is_re_encoded_when_asked(
+    stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path
+) -> None:
+    """``audio_codecs`` (the demo's Video tab: AAC and MP3, which every browser plays in MP4): FLAC, which MP4 holds,
+    is copied by default and re-encoded to AAC when only those may be copied."""
+    clip = write_clip(tmp_path / "clip.mkv", pan[:4], sound="flac", sound_seconds=0.5)
+    assert stylize_video(stylizer, clip, tmp_path / "kept.mp4", progress=False).audio == "copied"
+    result = stylize_video(stylizer, clip, tmp_path / "out.mp4", progress=False, audio_codecs=("aac", "mp3"))
+    assert result.audio == "re-encoded from flac to aac"
+    assert read_clip(result.path)[2]["audio_codec"] == "aac"
+
+
+def test_an_animation_becomes_a_video_of_its_shown_frames(
+    stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path
+) -> None:
+    """An APNG's separate default image (shown only where animation is not) is no frame, and a 0 ms GIF frame still
+    gets a time of its own, a millisecond after the one before, so that the frames' times rise."""
+    frames = [Image.fromarray(f) for f in pan[:4]]
+    apng = tmp_path / "with_default.png"
+    frames[0].save(apng, save_all=True, append_images=frames[1:], default_image=True, duration=100, loop=0)
+    result = stylize_video(stylizer, apng, tmp_path / "apng.mp4", strength=0.0, progress=False)
+    decoded, times, _ = read_clip(result.path)
+    assert result.frames == len(decoded) == 3 and times == pytest.approx([0, 0.1, 0.2], abs=1e-3)
+    assert np.abs(decoded[0].astype(float) - pan[1]).mean() < np.abs(decoded[0].astype(float) - pan[0]).mean()
+
+    instant = tmp_path / "instant.png"
+    frames[0].save(instant, save_all=True, append_images=frames[1:], duration=[100, 0, 100, 100], loop=0)
+    _, times, _ = read_clip(stylize_video(stylizer, instant, tmp_path / "instant.mp4", progress=False).path)
+    assert times == pytest.approx([0, 0.1, 0.101, 0.2], abs=1e-4)
 
 
 def test_the_last_frame_keeps_its_own_duration(stylizer: Stylizer, tmp_path: Path) -> None:
