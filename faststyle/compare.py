@@ -45,7 +45,7 @@ log = logging.getLogger("faststyle.compare")
 SCHEMA = f"{STUDY_SCHEMA_NAME}/1"
 MODES = ("feedforward", "gatys", "both")
 # Bump when a metric's definition changes, so cached values are recomputed.
-METRICS_VERSION = 2
+METRICS_VERSION = 3
 STEADINESS_VERSION = 1
 STEADINESS_FRAMES = 4  # noisy frames of each photo
 LPIPS_NETWORK = "vgg16"
@@ -636,7 +636,7 @@ class Study:
         return value
 
     def pair_metrics(self, style_index: int, image_entry: dict[str, Any], content_entry: dict[str, Any]) -> dict:
-        from faststyle.metrics import color_histogram_distance, ssim_luminance
+        from faststyle.metrics import color_histogram_distance, fine_grain, ssim_luminance
 
         key = _hash(
             {
@@ -660,6 +660,7 @@ class Study:
                     "ssim_y": float(ssim_luminance(image, content)[0]),
                     f"lpips_{LPIPS_NETWORK}": float(self.lpips()(image, content)[0]),
                     "color_hist": float(color_histogram_distance(image, style)[0]),
+                    "grain": float(fine_grain(image)[0] / fine_grain(style)[0].clamp_min(1e-3)),
                 },
             )
         return value
@@ -859,7 +860,9 @@ class Study:
         summary: dict[str, Any] = {}
         for m in methods:
             rows = [r for r in per_image if r["method"] == m]
-            entry = {k: _mean([r[k] for r in rows]) for k in ("ssim_y", f"lpips_{LPIPS_NETWORK}", "color_hist")}
+            entry = {
+                k: _mean([r[k] for r in rows]) for k in ("ssim_y", f"lpips_{LPIPS_NETWORK}", "color_hist", "grain")
+            }
             if "gatys_gap" in rows[0]:
                 entry["gatys_gap"] = {k: _mean([r["gatys_gap"][k] for r in rows]) for k in rows[0]["gatys_gap"]}
             summary[m] = entry
@@ -883,6 +886,9 @@ METRIC_DEFINITIONS = {
     ),
     f"lpips_{LPIPS_NETWORK}": "LPIPS v0.1 (VGG16) distance between output and content photo (0 = identical)",
     "color_hist": "mean over R,G,B of the earth mover's distance between 64-bin histograms of output and style",
+    "grain": "fine grain of the output (the mean absolute difference from its 3×3 box blur, R, G, B) over the "
+    "painting's at 1.5 × --size: 1 = as much detail at the scale of single pixels as the painting has; well above 1, "
+    "the grid or colour noise that strided first layers (AlexNet's, GoogLeNet's) leave where nothing smooths it",
     "steadiness": "how much a feed-forward model's output changes between two video frames of a still scene, in "
     "8-bit levels (mean absolute change where both frames show it, 8 px edges left out; lower is steadier): the "
     "scene moved by 1 and by 2 pixels, and under camera noise of 2 levels (faststyle.stability.instability)",

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from faststyle.config import LayerConfig, default_config
 from faststyle.errors import FaststyleError
@@ -241,3 +242,14 @@ def color_histogram_distance(image: Tensor, style: Tensor, bins: int = 64) -> Te
 
     # W1 between distributions on a line is the integral of |CDF_a - CDF_b|; each bin is 1/bins wide.
     return (cdfs(image) - cdfs(style.to(image.device))).abs().sum(2).div(bins).mean(1)
+
+
+# -- grain --------------------------------------------------------------------------------------------------------
+
+
+def fine_grain(images: Tensor) -> Tensor:
+    """(N,) the mean absolute difference between each image and its 3×3 box blur, in 8-bit levels (R, G, B): how much
+    of it is detail at the scale of single pixels, such as the grid a loss network's strided first layers leave."""
+    images = _check(images, "fine_grain").detach().float()
+    blurred = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    return (images - blurred).abs().flatten(1).mean(1) * 255

@@ -31,6 +31,7 @@ def _lpips_key(results: dict[str, Any]) -> str:
 def _metric_rows(style: dict[str, Any], lpips: str) -> tuple[list[str], list[list[str]]]:
     iters = sorted({k for s in style["summary"].values() for k in s.get("gatys_gap", {})}, key=int)
     header = ["method", "SSIM-Y ↑ content", f"LPIPS ({lpips.removeprefix('lpips_')}) ↓ content", "colour hist ↓ style"]
+    header += ["fine grain (painting = 1)"]
     header += [f"Gatys gap @{k}" for k in iters]
     steady = any("steadiness" in s for s in style["summary"].values())
     header += ["shimmer 1-px move ↓", "shimmer 2-px move ↓", "camera noise ↓"] if steady else []
@@ -38,6 +39,7 @@ def _metric_rows(style: dict[str, Any], lpips: str) -> tuple[list[str], list[lis
     for method in style["methods"]:
         s = style["summary"][method]
         row = [_method_label(method), _fmt(s["ssim_y"]), _fmt(s[lpips]), _fmt(s["color_hist"])]
+        row += [_fmt(s["grain"]) if "grain" in s else ""]
         row += [_fmt(s["gatys_gap"][k]) if "gatys_gap" in s else "" for k in iters]
         if steady:
             figures = s.get("steadiness", {})

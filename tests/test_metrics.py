@@ -1,4 +1,4 @@
-"""Quality metrics: style distance, SSIM on luminance, LPIPS on our loss networks, colour histograms."""
+"""Quality metrics: style distance, SSIM on luminance, LPIPS on our loss networks, colour histograms, fine grain."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from faststyle.metrics import (
     LPIPS_TAPS,
     StyleMeter,
     color_histogram_distance,
+    fine_grain,
     lpips_heads,
     ssim_luminance,
     style_distance,
@@ -152,6 +153,22 @@ def test_ssim_luminance(shared: Path) -> None:
     assert ssim_luminance(photo, noisy).item() < 0.8
     with pytest.raises(FaststyleError, match="size"):
         ssim_luminance(photo, photo[..., :50, :50])
+
+
+def test_fine_grain_measures_detail_at_the_scale_of_single_pixels(shared: Path) -> None:
+    grey = torch.full((1, 3, 64, 64), 0.5)
+    assert fine_grain(grey).item() == 0.0
+    signs = (torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2 * 2 - 1  # ±1 in a checkerboard
+    checked = grey + 8 / 255 * signs
+    # inside, a pixel's 3×3 block holds five of its sign and four of the other: it differs from the mean by 8·8/9
+    assert fine_grain(checked).item() == pytest.approx(64 / 9, rel=0.05)  # (less at the edges, which are padded)
+    photo = load_image(shared / "data/content/tubingen.jpg", 256)
+    painting = load_image(shared / "data/styles/vangogh_starry_night_crop.jpg", 256)
+    assert 2 < fine_grain(photo).item() < fine_grain(painting).item() / 2  # brushwork against a smooth sky
+    blurred = pil_to_tensor(tensor_to_pil(painting).filter(ImageFilter.GaussianBlur(1)))
+    assert fine_grain(blurred).item() < fine_grain(painting).item() / 2
+    pair = fine_grain(torch.cat([photo[..., :160, :160], painting[..., :160, :160]]))
+    assert pair.shape == (2,) and pair[0] < pair[1]
 
 
 def test_color_histogram_distance() -> None:
