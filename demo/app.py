@@ -352,7 +352,7 @@ def _unreadable_models(unreadable: Sequence[Unreadable]) -> str:
     if not unreadable:
         return ""
     lines = [f"- `{u.path.name}`: {u.reason.replace(str(u.path), 'the file')}" for u in unreadable]
-    return "\n\n**Left out, as they could not be read:**\n\n" + "\n".join(lines)
+    return "**Left out, as they could not be read:**\n\n" + "\n".join(lines)
 
 
 def _unreadable(name: str, exc: FaststyleError) -> gr.Error:
@@ -419,7 +419,7 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
                 f"**No style models found** (looked in {searched}).\n\n"
                 f"Train one into `{into}` with\n\n```\n{train_command(into)}\n```\n\n"
                 "then restart the demo, or point it at a folder of models with `faststyle demo --models DIR` "
-                "(or `$FASTSTYLE_MODELS`)." + _unreadable_models(app.unreadable),
+                "(or `$FASTSTYLE_MODELS`).\n\n" + _unreadable_models(app.unreadable),
                 elem_id="no-models",
             )
             return demo
@@ -437,7 +437,7 @@ def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) ->
             elem_id="styles",
         )
         if app.unreadable:
-            gr.Markdown(_unreadable_models(app.unreadable).strip(), elem_id="unreadable-models")
+            gr.Markdown(_unreadable_models(app.unreadable), elem_id="unreadable-models")
         with gr.Row():  # min_width: on a phone the three wrap instead of squeezing the checkbox's label away
             model = gr.Dropdown(names, value=names[0], label="Style model", min_width=240, elem_id="model")
             strength = gr.Slider(0, 1, value=1.0, step=0.05, label="Strength", min_width=240, elem_id="strength")

@@ -329,6 +329,21 @@ def test_cli_will_not_write_snapshots_over_its_inputs_or_into_a_folder(
     assert f"--out {tmp_path / 'result.png'} is a folder; name the image file to write" in capsys.readouterr().err
 
 
+def _interrupt_every_third_evaluation(patch: pytest.MonkeyPatch, signal: type[BaseException]) -> None:
+    """The 3rd, 6th, … evaluation of the Gatys objective raises ``signal`` (Ctrl-C or kill, arriving mid-run)."""
+    import faststyle.gatys
+
+    current, calls = faststyle.gatys._Objective.current, [0]
+
+    def interrupted(self: faststyle.gatys._Objective) -> dict:
+        calls[0] += 1
+        if calls[0] % 3 == 0:
+            raise signal
+        return current(self)
+
+    patch.setattr(faststyle.gatys._Objective, "current", interrupted)
+
+
 def test_an_interruption_gives_back_the_picture_of_the_last_finished_iteration(nets: dict, images: tuple) -> None:
     """Ctrl-C during the iterations: ``Interrupted`` holds the picture after the last finished one (as the callback saw
     it), the content's colours put back where asked, and the history so far; at a new scale, the previous scale's."""
@@ -360,18 +375,8 @@ def test_an_interruption_gives_back_the_picture_of_the_last_finished_iteration(n
     assert max(stopped.value.image.shape[-2:]) == 32 and len(stopped.value.history) == 2
     first_scale = stopped.value.image
 
-    import faststyle.gatys
-
-    current, calls = faststyle.gatys._Objective.current, [0]
-
-    def interrupted_in_the_third(self: faststyle.gatys._Objective) -> dict:
-        calls[0] += 1
-        if calls[0] == 3:
-            raise KeyboardInterrupt
-        return current(self)
-
     with pytest.MonkeyPatch.context() as patch, pytest.raises(Interrupted) as stopped:  # in the second scale's first
-        patch.setattr(faststyle.gatys._Objective, "current", interrupted_in_the_third)
+        _interrupt_every_third_evaluation(patch, KeyboardInterrupt)
         stylize(content, style, **{**args, "iters": 2, "multiscale": [32, 64]})
     assert torch.equal(stopped.value.image, first_scale) and len(stopped.value.history) == 2
 
@@ -408,18 +413,7 @@ def test_a_non_finite_gradient_stops_with_a_message(nets: dict, images: tuple, m
 def test_cli_interrupted_writes_the_picture_so_far(
     signal: type, code: int, tmp_path: Path, lossnet_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    import faststyle.gatys
-
-    current = faststyle.gatys._Objective.current
-    calls = [0]
-
-    def interrupted_in_the_third(self: faststyle.gatys._Objective) -> dict:
-        calls[0] += 1
-        if calls[0] % 3 == 0:
-            raise signal
-        return current(self)
-
-    monkeypatch.setattr(faststyle.gatys._Objective, "current", interrupted_in_the_third)
+    _interrupt_every_third_evaluation(monkeypatch, signal)
     import signal as signals
 
     import faststyle.images

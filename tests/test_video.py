@@ -264,8 +264,8 @@ def test_sound_a_browser_may_not_play_is_re_encoded_when_asked(
 def test_an_animation_becomes_a_video_of_its_shown_frames(
     stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path
 ) -> None:
-    """An APNG's separate default image (shown only where animation is not) is no frame, and a 0 ms GIF frame still
-    gets a time of its own, a millisecond after the one before, so that the frames' times rise."""
+    """An APNG's separate default image (shown only where animation is not) is no frame, and a 0 ms frame (which an
+    APNG may have) still gets a time of its own, a millisecond after the one before, so that the frames' times rise."""
     frames = [Image.fromarray(f) for f in pan[:4]]
     apng = tmp_path / "with_default.png"
     frames[0].save(apng, save_all=True, append_images=frames[1:], default_image=True, duration=100, loop=0)
