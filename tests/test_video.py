@@ -249,6 +249,40 @@ def test_a_recording_whose_clock_starts_late_starts_at_zero(
         assert started == pytest.approx(times_in[0] - facts_in["audio_start"], abs=0.03), suffix
 
 
+def test_sound_that_starts_before_time_zero_moves_nothing(
+    stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path
+) -> None:
+    """Only a late start is taken off: a Matroska file whose sound starts half a second before its picture, at -0.5 s,
+    keeps the picture at 0 where its sound is re-encoded (from time 0), and the sound half a second ahead where it is
+    copied (the muxer then starts the file at the sound). Taking that start off as a late one put the picture over
+    half a second late in WebM."""
+    clip = write_clip(tmp_path / "clip.mkv", pan)
+    early = tmp_path / "early.mkv"
+    keep_negative = {"avoid_negative_ts": "disabled"}
+    with av.open(str(clip)) as source, av.open(str(early), "w", "matroska", keep_negative) as output:
+        streams = {s.index: output.add_stream_from_template(s) for s in source.streams}
+        for packet in source.demux():
+            if packet.size:
+                if packet.stream.type == "audio":  # milliseconds in Matroska
+                    packet.pts, packet.dts = packet.pts - 500, packet.dts - 500
+                packet.stream = streams[packet.stream.index]
+                output.mux(packet)
+    _, times_in, facts_in = read_clip(early)
+    assert times_in[0] == 0 and facts_in["audio_start"] == pytest.approx(-0.5)
+
+    result = stylize_video(stylizer, early, tmp_path / "out.webm", progress=False)
+    assert result.audio == "re-encoded from aac to opus"
+    _, times_out, facts_out = read_clip(result.path)
+    assert times_out == pytest.approx(times_in, abs=2e-3)
+    assert facts_out["audio_start"] == pytest.approx(0, abs=0.01)
+    assert facts_out["audio_end"] == pytest.approx(facts_in["audio_end"], abs=0.03)
+
+    result = stylize_video(stylizer, early, tmp_path / "out.mkv", progress=False)
+    _, times_out, facts_out = read_clip(result.path)
+    assert np.diff(times_out) == pytest.approx(np.diff(times_in), abs=1e-3)
+    assert times_out[0] - facts_out["audio_start"] == pytest.approx(0.5, abs=0.01)
+
+
 def test_sound_a_browser_may_not_play_is_re_encoded_when_asked(
     stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path
 ) -> None:
