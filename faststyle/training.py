@@ -521,7 +521,7 @@ def train(
         pace := _Pace(),
     ]
     if progress:
-        callbacks.append(TQDMProgressBar(refresh_rate=max(1, min(20, settings.steps // 100))))
+        callbacks.append(_StepBar(refresh_rate=max(1, min(20, settings.steps // 100))))
     trainer = _trainer(
         accelerator=accelerator,
         devices=devices,
@@ -645,6 +645,27 @@ class _Pace(Callback):
         if not self.steps or self.first_end is None or self.last_end is None or self.last_end <= self.first_end:
             return math.nan
         return self.steps * images_per_step / (self.last_end - self.first_end)
+
+
+class _StepBar(TQDMProgressBar):
+    """Lightning's bar, counting steps against ``--steps``. Lightning's counts a resumed run's batches from the
+    checkpoint's place in the endless epoch against the steps left (612/1200 at step 612 of 1800, at "60 it/s",
+    and past its end at 1800/1200); this one shows 612/1800, its speed and time left from this session's steps."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
+        bar = self.train_progress_bar
+        bar.total, bar.initial = trainer.max_steps, trainer.global_step
+        bar.n = bar.last_print_n = trainer.global_step
+        bar.start_t = bar.last_print_t = time.time()  # tqdm's own clock
+        bar.set_description(f"Epoch {trainer.current_epoch}")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if self._should_update(step, self.train_progress_bar.total):
+            self.train_progress_bar.n = step
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
 
 
 class _SessionTimer(Timer):

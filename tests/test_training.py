@@ -154,6 +154,20 @@ def test_resume_continues_the_step_count(shared: Path, lossnet_cache: Path, phot
     assert not (first.run_dir / "metrics.previous.csv").exists()
 
 
+def test_a_resumed_runs_progress_bar_counts_its_steps_against_all_of_them(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Lightning's bar counted a resumed run's batches against the steps left: 5/4 … 8/4 from step 4 to 8, its
+    speed counting the 4 steps before as done in this session."""
+    out = tmp_path / "m.safetensors"
+    _train(_settings(shared, lossnet_cache, 4), photos, out)
+    capsys.readouterr()
+    _train(_settings(shared, lossnet_cache, 8), photos, out, resume=True, progress=True)
+    shown = re.findall(r"\| (\d+)/(\d+) \[", capsys.readouterr().out)
+    assert shown and {total for _, total in shown} == {"8"}
+    assert [int(n) for n, _ in shown][0] == 4 and [int(n) for n, _ in shown][-1] == 8
+
+
 def test_an_auto_style_weight_is_measured_at_the_start_and_kept_on_resume(
     shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
