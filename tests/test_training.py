@@ -165,7 +165,7 @@ def test_a_resumed_runs_progress_bar_counts_its_steps_against_all_of_them(
     _train(_settings(shared, lossnet_cache, 8), photos, out, resume=True, progress=True)
     shown = re.findall(r"\| (\d+)/(\d+) \[", capsys.readouterr().out)
     assert shown and {total for _, total in shown} == {"8"}
-    assert [int(n) for n, _ in shown][0] == 4 and [int(n) for n, _ in shown][-1] == 8
+    assert (shown[0][0], shown[-1][0]) == ("4", "8")
 
 
 def test_an_auto_style_weight_is_measured_at_the_start_and_kept_on_resume(

@@ -14,12 +14,15 @@ import argparse
 import statistics
 from pathlib import Path
 
+import torch
+
 from faststyle.balance import BALANCE_PHOTOS, fit_to
 from faststyle.config import load_config
 from faststyle.data import PhotoDataModule
 from faststyle.images import load_image
 from faststyle.lossnets import get_lossnet
 from faststyle.metrics import StyleMeter
+from faststyle.settings import default_style_size
 
 
 def main() -> None:
@@ -33,18 +36,18 @@ def main() -> None:
     photos = PhotoDataModule(str(args.photos), batch_size=1, size=args.size, num_workers=0).val_photos(
         BALANCE_PHOTOS, 2 * args.size
     )
-    photos = [fit_to(p, args.size, args.size) for p in photos]
+    photos = torch.cat([fit_to(p, args.size, args.size) for p in photos])
+    nets: dict[str, torch.nn.Module] = {}
     for config in (load_config(c) for c in args.configs.split(",")):
-        net = get_lossnet(config.backbone)
+        if config.backbone not in nets:
+            nets[config.backbone] = get_lossnet(config.backbone)
+        net = nets[config.backbone]
         for style in styles:
-            meter = StyleMeter(net, load_image(style, round(1.5 * args.size)), config)
-            shares: dict[str, list[float]] = {layer: [] for layer in config.style_layers}
-            for photo in photos:
-                losses = meter.layer_losses(photo)
-                weighted = {layer: w * float(losses[layer][0]) for layer, w in config.style_layers.items()}
-                total = sum(weighted.values())
-                for layer, value in weighted.items():
-                    shares[layer].append(value / total)
+            meter = StyleMeter(net, load_image(style, default_style_size(args.size)), config)
+            losses = meter.layer_losses(photos)  # (N,) per layer
+            weighted = {layer: w * losses[layer] for layer, w in config.style_layers.items()}
+            total = sum(weighted.values())
+            shares = {layer: (value / total).tolist() for layer, value in weighted.items()}
             row = ", ".join(f"{layer} {100 * statistics.median(v):.1f}%" for layer, v in shares.items())
             print(f"{config.name}\t{style.name}\t{row}", flush=True)
 
