@@ -49,6 +49,7 @@ METRICS_VERSION = 3
 STEADINESS_VERSION = 1
 STEADINESS_FRAMES = 4  # noisy frames of each photo
 LPIPS_NETWORK = "vgg16"
+PAIR_MEASURES = ("ssim_y", f"lpips_{LPIPS_NETWORK}", "color_hist", "grain", "texture")  # one per photo
 IDENTITY = "content"
 HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -636,7 +637,7 @@ class Study:
         return value
 
     def pair_metrics(self, style_index: int, image_entry: dict[str, Any], content_entry: dict[str, Any]) -> dict:
-        from faststyle.metrics import color_histogram_distance, fine_grain, ssim_luminance
+        from faststyle.metrics import color_histogram_distance, fine_grain, ssim_luminance, texture_distance
 
         key = _hash(
             {
@@ -645,6 +646,7 @@ class Study:
                 "style": self.style_sha[style_index],
                 "lpips_weights": self.lossnet(LPIPS_NETWORK).weights_sha256,
                 "version": METRICS_VERSION,
+                "measures": PAIR_MEASURES,
                 "reader": READER_VERSION,
             }  # fmt: skip
         )
@@ -661,6 +663,9 @@ class Study:
                     f"lpips_{LPIPS_NETWORK}": float(self.lpips()(image, content)[0]),
                     "color_hist": float(color_histogram_distance(image, style)[0]),
                     "grain": float(fine_grain(image)[0] / fine_grain(style)[0].clamp_min(1e-3)),
+                    "texture": float(
+                        texture_distance(image, style)[0] / texture_distance(content, style)[0].clamp_min(1e-6)
+                    ),
                 },
             )
         return value
@@ -860,9 +865,7 @@ class Study:
         summary: dict[str, Any] = {}
         for m in methods:
             rows = [r for r in per_image if r["method"] == m]
-            entry = {
-                k: _mean([r[k] for r in rows]) for k in ("ssim_y", f"lpips_{LPIPS_NETWORK}", "color_hist", "grain")
-            }
+            entry = {k: _mean([r[k] for r in rows]) for k in PAIR_MEASURES}
             if "gatys_gap" in rows[0]:
                 entry["gatys_gap"] = {k: _mean([r["gatys_gap"][k] for r in rows]) for k in rows[0]["gatys_gap"]}
             summary[m] = entry
@@ -889,6 +892,10 @@ METRIC_DEFINITIONS = {
     "grain": "fine grain of the output (the mean absolute difference from its 3×3 box blur, R, G, B) over the "
     "painting's at 1.5 × --size: 1 = as much detail at the scale of single pixels as the painting has; well above 1, "
     "the grid or colour noise that strided first layers (AlexNet's, GoogLeNet's) leave where nothing smooths it",
+    "texture": "the output's texture distance to the painting at 1.5 × --size over the content photo's (1 = no closer "
+    "than the photo, 0 = the painting's own): the sliced Wasserstein distance between their 7×7 RGB patches at three "
+    "scales (the band-pass levels of a Laplacian pyramid), seen by no loss network, so it favours none "
+    "(faststyle.metrics.texture_distance)",
     "steadiness": "how much a feed-forward model's output changes between two video frames of a still scene, in "
     "8-bit levels (mean absolute change where both frames show it, 8 px edges left out; lower is steadier): the "
     "scene moved by 1 and by 2 pixels, and under camera noise of 2 levels (faststyle.stability.instability)",

@@ -31,7 +31,7 @@ def _lpips_key(results: dict[str, Any]) -> str:
 def _metric_rows(style: dict[str, Any], lpips: str) -> tuple[list[str], list[list[str]]]:
     iters = sorted({k for s in style["summary"].values() for k in s.get("gatys_gap", {})}, key=int)
     header = ["method", "SSIM-Y ↑ content", f"LPIPS ({lpips.removeprefix('lpips_')}) ↓ content", "colour hist ↓ style"]
-    header += ["fine grain (painting = 1)"]
+    header += ["texture ↓ style (photo = 1)", "fine grain (painting = 1)"]
     header += [f"Gatys gap @{k}" for k in iters]
     steady = any("steadiness" in s for s in style["summary"].values())
     header += ["shimmer 1-px move ↓", "shimmer 2-px move ↓", "camera noise ↓"] if steady else []
@@ -39,7 +39,7 @@ def _metric_rows(style: dict[str, Any], lpips: str) -> tuple[list[str], list[lis
     for method in style["methods"]:
         s = style["summary"][method]
         row = [_method_label(method), _fmt(s["ssim_y"]), _fmt(s[lpips]), _fmt(s["color_hist"])]
-        row += [_fmt(s["grain"]) if "grain" in s else ""]
+        row += [_fmt(s[k]) if k in s else "" for k in ("texture", "grain")]
         row += [_fmt(s["gatys_gap"][k]) if "gatys_gap" in s else "" for k in iters]
         if steady:
             figures = s.get("steadiness", {})
@@ -153,7 +153,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             ["output", *match["columns"]],
             [[_method_label(m), *map(_fmt, row)] for m, row in zip(match["rows"], match["matrix"], strict=True)],
         )
-        out += ["", "### Similarity to the content and colour", ""]
+        out += ["", "### Closeness to the photo, and to the painting", ""]
         out += table(*_metric_rows(data, _lpips_key(results)))
         out += ["", "### Timings", "", _timed_on(results), ""]
         out += table(*_timing_rows(results, style)) + [""]
@@ -248,7 +248,7 @@ def render_html(results: dict[str, Any], out: Path) -> str:
         ]  # fmt: skip
         parts.append(table(["output", *map(str, match["columns"])], rows))
         header, rows = _metric_rows(data, _lpips_key(results))
-        parts += ["<h3>Similarity to the content photo and colour match</h3>", table(header, rows)]
+        parts += ["<h3>Closeness to the photo, and to the painting</h3>", table(header, rows)]
         header, rows = _timing_rows(results, style)
         parts += ["<h3>Timings</h3>", f"<p>{escape(_timed_on(results))}</p>", table(header, rows)]
         plots = []

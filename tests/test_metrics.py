@@ -1,4 +1,5 @@
-"""Quality metrics: style distance, SSIM on luminance, LPIPS on our loss networks, colour histograms, fine grain."""
+"""Quality metrics: style distance, SSIM on luminance, LPIPS on our loss networks, colour histograms, fine grain,
+texture distance."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from faststyle.metrics import (
     lpips_heads,
     ssim_luminance,
     style_distance,
+    texture_distance,
 )
 
 
@@ -180,3 +182,44 @@ def test_color_histogram_distance() -> None:
     # Histograms ignore where the colours are.
     image = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     assert color_histogram_distance(image[:1], image[:1].flip(-1)).item() == 0.0
+
+
+def test_texture_distance_sees_brushwork_and_not_where_it_lies(shared: Path) -> None:
+    styles = shared / "data/styles"
+    painting = load_image(styles / "vangogh_starry_night_crop.jpg", 192)
+    photo = load_image(shared / "data/content/tubingen.jpg", 192)
+    far = texture_distance(photo, painting).item()
+    assert texture_distance(painting, painting).item() == 0.0
+    # The same strokes elsewhere in the picture, or a little brighter, are the same texture.
+    assert texture_distance(painting.roll(painting.shape[-1] // 2, -1), painting).item() < 0.2 * far
+    assert texture_distance((painting + 0.05).clamp(0, 1), painting).item() < 0.02 * far
+    # Other paintings of Van Gogh's brushwork are far closer to it than a photo is.
+    for name in ("vangogh_wheat_field_with_cypresses_1889.jpg", "vangogh_thatched_cottages_1890.jpg"):
+        assert texture_distance(load_image(styles / name, 192), painting).item() < 0.6 * far
+    # The strokes blurred away, or a stripe pattern laid over them (as AlexNet's stride leaves), are far from it.
+    blurred = _blur(painting, 1.5)
+    assert texture_distance(blurred, painting).item() > 0.6 * far
+    striped = painting.clone()
+    striped[..., ::4] *= 0.6
+    assert texture_distance(striped, painting).item() > 0.5 * far
+
+
+def test_texture_distance_sees_which_way_strokes_run() -> None:
+    # Horizontal and vertical bands hold the same values, pixel by pixel: only patches tell them apart.
+    rows = 0.5 + 0.3 * torch.sin(torch.arange(128.0) * 2 * torch.pi / 16)
+    across = rows[:, None].expand(128, 128).expand(1, 3, 128, 128).contiguous()
+    moved = across.roll(8, -2)  # by half a period: the same patches, but at the edges
+    assert texture_distance(across.transpose(-1, -2), across).item() > 5 * texture_distance(moved, across).item()
+
+
+def test_texture_distance_is_one_value_per_image_and_repeatable(shared: Path) -> None:
+    painting = load_image(shared / "data/styles/hokusai_great_wave_crop.jpg", 192)[..., :128, :]
+    photo = load_image(shared / "data/content/chicago.jpg", 192)[..., :128, :]
+    pair = texture_distance(torch.cat([painting, photo]), painting)
+    assert pair.shape == (2,) and pair[0] == 0.0
+    assert pair[1].item() == pytest.approx(texture_distance(photo, painting).item(), rel=1e-5)
+    assert texture_distance(photo, painting, seed=1).item() == pytest.approx(pair[1].item(), rel=0.05)
+    with pytest.raises(FaststyleError, match="smaller than a 7×7 patch"):
+        texture_distance(photo[..., :6, :], painting)
+    with pytest.raises(FaststyleError, match="one style image"):
+        texture_distance(photo, torch.cat([painting, painting]))

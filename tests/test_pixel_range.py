@@ -13,7 +13,7 @@ from faststyle import gatys
 from faststyle.errors import FaststyleError
 from faststyle.images import load_image, save_image
 from faststyle.losses import PerceptualLoss
-from faststyle.metrics import LPIPS, StyleMeter, color_histogram_distance, ssim_luminance
+from faststyle.metrics import LPIPS, StyleMeter, color_histogram_distance, ssim_luminance, texture_distance
 from faststyle.modelfile import save_model
 from faststyle.stylize import Stylizer
 from faststyle.transformer import TransformerNet
@@ -56,6 +56,7 @@ def entry_points(stylizer: Stylizer, alexnet, painting: torch.Tensor, tmp_path: 
         "style distance": lambda x: meter.layer_losses(x)["conv1"],
         "SSIM": lambda x: ssim_luminance(x, painting),
         "colour histograms": lambda x: color_histogram_distance(x, painting),
+        "texture distance": lambda x: texture_distance(x, painting),
         "save_image": lambda x: load_image(save_image(x, tmp_path / "saved.png")),
     }
 

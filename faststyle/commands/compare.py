@@ -47,9 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "For every style image and loss network (and extra layer config), train a feed-forward model (or reuse "
             "one in OUT/models/ with the same settings) and/or run the Gatys optimisation, stylize the content "
             "photos and measure the outputs: style distance under every loss network, SSIM and LPIPS to the photo, "
-            "colour histogram distance to the style, and (--mode both) the gap to Gatys. Writes OUT/results.json, "
-            "OUT/report.md "
-            "and OUT/index.html; a rerun recomputes only what changed. Example:\n"
+            "colour histogram and texture distance (no network's) to the style, fine grain, a feed-forward model's "
+            "shimmer, and (--mode both) the gap to Gatys. Writes OUT/results.json, OUT/report.md and OUT/index.html; "
+            "a rerun recomputes only what changed. Example:\n"
             "  faststyle compare --styles starry.jpg --content photos/ --backbones vgg16,googlenet --out cmp/"
         ),
     )
