@@ -34,7 +34,7 @@ from faststyle.gatys import VERSION as GATYS_VERSION
 from faststyle.images import READER_VERSION, atomic_write_bytes, check_writable, load_image, save_image, sha256_file
 from faststyle.losses import STYLE_BALANCE, TRAINING_WEIGHTS
 from faststyle.lossnets import LossNet, available_lossnets, get_lossnet, spec
-from faststyle.metrics import relative_style_loss
+from faststyle.metrics import layer_shares, relative_style_loss
 from faststyle.modelfile import hardware
 from faststyle.photofolders import IMAGE_SUFFIXES, STUDY_SCHEMA_NAME, find_images
 from faststyle.report import render_html, render_markdown
@@ -870,8 +870,13 @@ class Study:
                 entry["gatys_gap"] = {k: _mean([r["gatys_gap"][k] for r in rows]) for k in rows[0]["gatys_gap"]}
             summary[m] = entry
         curves = {name: {k: v for k, v in e[0]["history"].items()} for name, e in gatys_entries.items()}
+        shares: dict[str, dict[str, float]] = {}  # of each column's style loss on the photos (their mean)
+        for name, photos in reference.items():
+            per_photo = [layer_shares(losses, weights[name]) for losses in photos]
+            shares[name] = {layer: _mean([p[layer] for p in per_photo]) for layer in weights[name]}
         return {
             "methods": methods,
+            "layer_shares": shares,
             "style_match": {"rows": methods, "columns": [c.name for c in self.columns], "matrix": matrix},
             "summary": summary,
             "per_image": per_image,

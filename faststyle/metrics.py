@@ -103,6 +103,14 @@ def relative_style_loss(losses: Mapping[str, Any], reference: Mapping[str, Any],
     return sum(w * losses[k] / (reference[k] + 1e-30) for k, w in weights.items()) / total
 
 
+def layer_shares(losses: Mapping[str, Any], weights: Mapping[str, float]) -> dict[str, Any]:
+    """Each style layer's share of the weighted style loss Σ w·loss (the shares add up to 1): how much each layer
+    steers a training or an optimisation that starts from this image. Works on floats and on tensors alike."""
+    weighted = {k: w * losses[k] for k, w in weights.items()}
+    total = sum(weighted.values())
+    return {k: v / (total + 1e-30) for k, v in weighted.items()}
+
+
 def style_distance(
     image: Tensor,
     content: Tensor,

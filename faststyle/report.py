@@ -48,6 +48,35 @@ def _metric_rows(style: dict[str, Any], lpips: str) -> tuple[list[str], list[lis
     return header, rows
 
 
+SHARES_NOTE = (
+    "Each layer's share of the column's weighted style loss on the content photos (the mean over them): how much "
+    'each layer steers the training or the optimisation. A layer with most of it decides alone what "style" means.'
+)
+
+
+def _share_rows(style: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    rows = [
+        [column, ", ".join(f"{layer} {100 * share:.1f}%" for layer, share in shares.items())]
+        for column, shares in style.get("layer_shares", {}).items()
+    ]
+    return ["column", "style layers: share of the style loss"], rows
+
+
+def _share_table(shares: dict[str, dict[str, float]]) -> str:
+    """One row per column, a cell per style layer, each with a bar as long as its share."""
+    width = max(len(layers) for layers in shares.values())
+    head = "<th>column</th>" + "".join(f"<th>style layer {i + 1}</th>" for i in range(width))
+    rows = []
+    for column, layers in shares.items():
+        cells = [
+            f'<td class="share" style="--share: {100 * share:.1f}%">{escape(layer)} {100 * share:.1f}%</td>'
+            for layer, share in layers.items()
+        ]
+        cells += ["<td></td>"] * (width - len(cells))
+        rows.append(f"<tr><td>{escape(column)}</td>{''.join(cells)}</tr>")
+    return f'<table class="shares"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
 def _timing_rows(results: dict[str, Any], style: str) -> tuple[list[str], list[list[str]]]:
     timings = results["timings"]
     header = ["column", "style weight", "training s", "training img/s", "trained on", "inference ms", "Gatys s"]
@@ -155,6 +184,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         )
         out += ["", "### Closeness to the photo, and to the painting", ""]
         out += table(*_metric_rows(data, _lpips_key(results)))
+        if data.get("layer_shares"):
+            out += ["", "### Where each column's style term comes from", "", SHARES_NOTE, ""]
+            out += table(*_share_rows(data))
         out += ["", "### Timings", "", _timed_on(results), ""]
         out += table(*_timing_rows(results, style)) + [""]
     counts = results["timings"]["counts"]
@@ -188,6 +220,8 @@ table.grid td:first-child, table.grid th:first-child { width: 72px; }
 img.style { max-width: 320px; max-height: 240px; }
 .plots svg { margin: 4px; border: 1px solid #ddd; }
 .best { font-weight: bold; background: #e8f4e8; }
+table.shares th, td.share { text-align: left; }
+td.share { background: linear-gradient(to right, #bcd9ee var(--share), transparent var(--share)); }
 dt { font-weight: bold; } dd { margin: 0 0 6px 16px; font-size: 13px; }
 """
 
@@ -249,6 +283,9 @@ def render_html(results: dict[str, Any], out: Path) -> str:
         parts.append(table(["output", *map(str, match["columns"])], rows))
         header, rows = _metric_rows(data, _lpips_key(results))
         parts += ["<h3>Closeness to the photo, and to the painting</h3>", table(header, rows)]
+        if data.get("layer_shares"):
+            parts += ["<h3>Where each column's style term comes from</h3>", f"<p>{escape(SHARES_NOTE)}</p>"]
+            parts.append(_share_table(data["layer_shares"]))
         header, rows = _timing_rows(results, style)
         parts += ["<h3>Timings</h3>", f"<p>{escape(_timed_on(results))}</p>", table(header, rows)]
         plots = []

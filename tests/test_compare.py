@@ -21,6 +21,7 @@ from PIL import Image
 
 from faststyle.cli import main
 from faststyle.compare import SCHEMA, CompareSettings, compare
+from faststyle.config import load_config
 from faststyle.errors import FaststyleError
 from faststyle.losses import STYLE_BALANCE
 from faststyle.modelfile import read_metadata
@@ -126,6 +127,13 @@ def test_the_report_files_and_the_results_schema(study: dict[str, Any]) -> None:
         assert {"ssim_y", "lpips_vgg16", "color_hist", "grain", "texture"} <= set(row)
         assert (row["texture"] == 1.0) == (row["method"] == "content") and row["texture"] > 0  # relative to the photo
         assert (out / row["image"]).is_file()
+    for column in ("vgg16", "googlenet"):  # each layer's share of the photos' style loss under the column
+        shares = style["layer_shares"][column]
+        assert list(shares) == list(load_config(column).style_layers) and sum(shares.values()) == pytest.approx(1)
+    assert max(style["layer_shares"]["googlenet"].values()) > 0.8  # its first convolution, as in the README
+    assert "| googlenet | conv1/7x7\\_s2 " in (out / "report.md").read_text()
+    bar = r'<td class="share" style="--share: (9\d|8[1-9])\.\d%">conv1/7x7_s2 '  # a bar of its share
+    assert re.search(bar, (out / "index.html").read_text())
     assert "steadiness" not in style["summary"]["content"]
     for method in methods[1:]:  # 10-step models repaint a scene moved by a pixel: several levels, not 0
         steadiness = style["summary"][method]["steadiness"]

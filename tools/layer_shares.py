@@ -21,7 +21,7 @@ from faststyle.config import load_config
 from faststyle.data import PhotoDataModule
 from faststyle.images import load_image
 from faststyle.lossnets import get_lossnet
-from faststyle.metrics import StyleMeter
+from faststyle.metrics import StyleMeter, layer_shares
 from faststyle.settings import default_style_size
 
 
@@ -45,10 +45,8 @@ def main() -> None:
         for style in styles:
             meter = StyleMeter(net, load_image(style, default_style_size(args.size)), config)
             losses = meter.layer_losses(photos)  # (N,) per layer
-            weighted = {layer: w * losses[layer] for layer, w in config.style_layers.items()}
-            total = sum(weighted.values())
-            shares = {layer: (value / total).tolist() for layer, value in weighted.items()}
-            row = ", ".join(f"{layer} {100 * statistics.median(v):.1f}%" for layer, v in shares.items())
+            shares = layer_shares(losses, config.style_layers)
+            row = ", ".join(f"{layer} {100 * statistics.median(v.tolist()):.1f}%" for layer, v in shares.items())
             print(f"{config.name}\t{style.name}\t{row}", flush=True)
 
 
