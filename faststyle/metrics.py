@@ -267,6 +267,9 @@ def fine_grain(images: Tensor) -> Tensor:
 # -- texture ------------------------------------------------------------------------------------------------------
 
 
+TEXTURE_PATCH = 7  # texture_distance's patch side: smaller images cannot be measured
+
+
 def _blur_down(images: Tensor) -> Tensor:
     """The 5-tap binomial blur of Burt and Adelson's pyramids, then every second row and column."""
     taps = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], device=images.device, dtype=images.dtype) / 16
@@ -303,7 +306,7 @@ def texture_distance(
     images: Tensor,
     style: Tensor,
     levels: int = 3,
-    patch: int = 7,
+    patch: int = TEXTURE_PATCH,
     directions: int = 256,
     most_patches: int = 16384,
     seed: int = 0,

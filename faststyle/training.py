@@ -15,7 +15,7 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from faststyle.images import (
     sha256_file,
     thumbnail_data_uri,
 )
-from faststyle.losses import PerceptualLoss
+from faststyle.losses import PerceptualLoss, blend_weights
 from faststyle.lossnets import get_lossnet
 from faststyle.resuming import (
     INTERRUPTED,
@@ -320,16 +320,23 @@ def dither_flat(photos: Tensor, amplitude: float = 1e-3) -> Tensor:
 
 
 class ValidationGrid(Callback):
-    """Every ``every`` steps: stylize fixed photos, write ``grid_<step>.png`` and log the grid image."""
+    """Every ``every`` steps: stylize fixed photos, write ``grid_<step>.png``, log the grid image, and log how near
+    the outputs' texture is to the painting's as ``val/texture`` (kept in ``texture``, by step): the mean over the
+    photos of each output's texture distance (faststyle.metrics.texture_distance) over its photo's, several paintings
+    weighted by their blend; 1 = no nearer than the photo. No loss network computes it, so it shows whether the
+    pictures still change when the loss has flattened."""
 
     def __init__(self, photos: Sequence[Tensor], folder: Path, every: int) -> None:
         self.photos, self.folder, self.every = list(photos), folder, every
+        self.texture: dict[int, float] = {}
+        self._photo_texture: list[list[float]] | None = None  # [painting][photo]
 
-    def grid(self, module: StyleModule, gap: int = 4) -> Tensor:
+    @staticmethod
+    def grid(photos: Sequence[Tensor], styled: Sequence[Tensor], gap: int = 4) -> Tensor:
         """One row per photo, the photo beside its stylized version, each row as tall as its photo."""
         rows = []
-        for photo, styled in zip(self.photos, module.stylize(self.photos), strict=True):
-            rows.append(torch.cat([photo[0], torch.ones(3, photo.shape[-2], gap), styled[0]], dim=-1))
+        for photo, image in zip(photos, styled, strict=True):
+            rows.append(torch.cat([photo[0], torch.ones(3, photo.shape[-2], gap), image[0]], dim=-1))
         width = max(row.shape[-1] for row in rows)
         canvas = torch.ones(3, sum(row.shape[-2] for row in rows) + gap * (len(rows) + 1), width + 2 * gap)
         top = gap
@@ -338,12 +345,37 @@ class ValidationGrid(Callback):
             top += row.shape[-2] + gap
         return canvas
 
+    def texture_of(self, styled: Sequence[Tensor], module: StyleModule) -> float | None:
+        """Over the photos large enough to measure (not a banner a few pixels high); None if none is."""
+        from faststyle.metrics import TEXTURE_PATCH, texture_distance
+
+        pairs = [(p, x) for p, x in zip(self.photos, styled, strict=True) if min(p.shape[-2:]) >= TEXTURE_PATCH]
+        if not pairs:
+            return None
+        paintings = [s.cpu() for s in module.style_images]
+        if self._photo_texture is None:
+            self._photo_texture = [[float(texture_distance(p, s)[0]) for p, _ in pairs] for s in paintings]
+        weights = blend_weights(len(paintings), module.settings.style_blend)
+        total = 0.0
+        for weight, painting, own in zip(weights, paintings, self._photo_texture, strict=True):
+            ratios = [
+                float(texture_distance(x, painting)[0]) / max(o, 1e-6) for (_, x), o in zip(pairs, own, strict=True)
+            ]
+            total += weight * sum(ratios) / len(ratios)
+        return total
+
     def write(self, trainer: pl.Trainer, module: StyleModule) -> None:
         if not self.photos or trainer.global_rank != 0:
             return
-        grid = self.grid(module)
+        styled = module.stylize(self.photos)
+        grid = self.grid(self.photos, styled)
         save_image(grid, self.folder / f"grid_{trainer.global_step:06d}.png")
+        texture = self.texture_of(styled, module)
+        if texture is not None:
+            self.texture[trainer.global_step] = texture
         for logger in trainer.loggers:
+            if texture is not None:
+                logger.log_metrics({"val/texture": texture}, step=trainer.global_step)
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("validation", grid, trainer.global_step)
 
@@ -374,6 +406,7 @@ class TrainResult:
     world_size: int = 1
     start_step: int = 0  # where this run began: not 0 for a resumed one
     planned_steps: int | None = None  # --steps: more than ``steps`` where --max-minutes ended the run
+    val_texture: dict[int, float] = field(default_factory=dict)  # this session's val/texture by step
 
 
 def runs_on_cpu(accelerator: str) -> bool:
@@ -517,7 +550,7 @@ def train(
         checkpoint,
         *([_SessionTimer(timedelta(minutes=max_minutes))] if max_minutes is not None else []),
         _InterruptCheckpoint(run / "checkpoints", filename=INTERRUPTED, start_step=start_step),
-        ValidationGrid(photos, run / "val", val_every),
+        validation := ValidationGrid(photos, run / "val", val_every),
         pace := _Pace(),
     ]
     if progress:
@@ -571,6 +604,7 @@ def train(
     result = TrainResult(None, run, trainer.global_step, seconds, rate, final, datamodule.skipped)
     result.rank, result.world_size, result.start_step = trainer.global_rank, trainer.world_size, start_step
     result.planned_steps = settings.steps
+    result.val_texture = validation.texture
     if module.stopped_reason:
         result.stopped_reason = module.stopped_reason
         good = latest_checkpoint(run / "checkpoints")  # what --resume continues from: an interruption's may be newer

@@ -27,6 +27,7 @@ from faststyle.errors import FaststyleError
 from faststyle.images import load_image, sha256_file
 from faststyle.losses import PerceptualLoss
 from faststyle.lossnets import get_lossnet
+from faststyle.metrics import texture_distance
 from faststyle.modelfile import load_model, read_metadata
 from faststyle.settings import TrainSettings
 from faststyle.stylize import ModelInfo, style_thumbnail
@@ -83,6 +84,18 @@ def test_a_short_run_lowers_the_style_loss_and_writes_a_usable_model(
         "grid_000015.png",
         "grid_000030.png",
     ]
+    with open(result.run_dir / "metrics.csv") as handle:  # the texture of the outputs shown in each grid
+        logged = {int(r["step"]): float(r["val/texture"]) for r in csv.DictReader(handle) if r.get("val/texture")}
+    assert logged == pytest.approx(result.val_texture) and sorted(logged) == [0, 15, 30]
+    val = result.run_dir / "val"
+    painting = load_image(shared / "data/styles/vangogh_starry_night_crop.jpg", settings.resolved_style_size())
+    grid, top, ratios = load_image(val / "grid_000030.png"), 4, []
+    for photo in (load_image(val / f"photo_{i}.png") for i in range(2)):
+        height, width = photo.shape[-2:]
+        styled = grid[..., top : top + height, 8 + width : 8 + 2 * width]  # right of the photo, past two gaps
+        ratios.append(texture_distance(styled, painting).item() / texture_distance(photo, painting).item())
+        top += height + 4
+    assert logged[30] == pytest.approx(sum(ratios) / 2, rel=0.02)
 
     meta = read_metadata(out)
     style_file = shared / "data/styles/vangogh_starry_night_crop.jpg"
@@ -757,6 +770,7 @@ def test_a_banner_among_the_validation_photos_is_stylized(
     result = _train(_settings(shared, lossnet_cache, 2), folder, tmp_path / "m.safetensors", val_photos=9, val_every=1)
     grid = result.run_dir / "val" / "grid_000002.png"
     assert grid.is_file() and result.steps == 2
+    assert sorted(result.val_texture) == [0, 1, 2]  # measured on the other photos, the banner being 4 px high
 
 
 def test_an_unwritable_run_folder_is_refused_before_anything_loads(
@@ -861,6 +875,9 @@ def test_a_finished_run_whose_model_was_not_written_writes_it_on_resume(
     line = summary(result)
     assert f"wrote {out}: the run's 2 steps, trained before; final loss: total " in line, line
     assert "not kept" in summary(replace(result, final_losses={}))
+    assert "texture" not in line  # no validation ran in this session
+    line = summary(replace(result, val_texture={0: 0.91, 300: 0.62, 600: 0.48}))
+    assert "validation photos' texture distance to the painting 0.91 at step 0, 0.48 at 600 (photo = 1); " in line
     assert meta["training"]["images_per_second"] is None  # no step was timed in this session
     assert meta["style"]["images"][0]["size"] == list(painting.size)
     load_model(out)

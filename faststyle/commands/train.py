@@ -169,7 +169,12 @@ def summary(result: TrainResult) -> str:
     if result.planned_steps and result.steps < result.planned_steps:
         trained += f", stopped by --max-minutes before step {result.planned_steps} (--resume continues the run)"
     final = describe_terms(result.final_losses) if result.final_losses else "not kept (a run from an older version)"
+    texture = ""
+    if len(result.val_texture) > 1:
+        (first, before), *_, (last, now) = sorted(result.val_texture.items())
+        texture = f"validation photos' texture distance to the painting {before:.2f} at step {first}, "
+        texture += f"{now:.2f} at {last} (photo = 1); "
     return (
-        f"wrote {result.model_path}: {trained}; final loss: {final}; "
+        f"wrote {result.model_path}: {trained}; final loss: {final}; {texture}"
         f"skipped photos: {result.skipped_photos}; logs and validation grids in {result.run_dir}"
     )
