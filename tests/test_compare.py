@@ -306,6 +306,7 @@ def test_gatys_mode_reuses_the_model_and_reports_the_gap(study: dict[str, Any]) 
         if row["method"] == "gatys:vgg16":
             assert row["style_distance"]["vgg16"] < 0.9
             assert row["ssim_y"] < 0.99 and row["lpips_vgg16"] > 0.01
+            assert set(row) >= {"style_distance", "ssim_y", "lpips_vgg16", "color_hist", "grain", "texture"}
             assert row["texture"] < 0.95  # nearer the painting's patches than the photo is, after 5 iterations
     assert len(style["gatys_curves"]["vgg16"]["total"]) == 5
     report = (result.out / "report.md").read_text()
