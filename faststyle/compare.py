@@ -655,6 +655,7 @@ class Study:
             image = load_image(self.out / image_entry["path"]).to(self.device)
             content = load_image(self.out / content_entry["path"]).to(self.device)
             style = load_image(self.styles[style_index], self.style_size).to(self.device)
+            texture = texture_distance(torch.cat([image, content]), style)  # the painting's patches taken once
             value = self.cache.put(
                 "pair_metrics",
                 key,
@@ -663,9 +664,7 @@ class Study:
                     f"lpips_{LPIPS_NETWORK}": float(self.lpips()(image, content)[0]),
                     "color_hist": float(color_histogram_distance(image, style)[0]),
                     "grain": float(fine_grain(image)[0] / fine_grain(style)[0].clamp_min(1e-3)),
-                    "texture": float(
-                        texture_distance(image, style)[0] / texture_distance(content, style)[0].clamp_min(1e-6)
-                    ),
+                    "texture": float(texture[0] / texture[1].clamp_min(1e-6)),
                 },
             )
         return value

@@ -57,7 +57,7 @@ SHARES_NOTE = (
 def _share_rows(style: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = [
         [column, ", ".join(f"{layer} {100 * share:.1f}%" for layer, share in shares.items())]
-        for column, shares in style.get("layer_shares", {}).items()
+        for column, shares in style["layer_shares"].items()
     ]
     return ["column", "style layers: share of the style loss"], rows
 
