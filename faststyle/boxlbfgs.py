@@ -71,12 +71,14 @@ def _exact_float32_matmul(device: torch.device) -> Iterator[None]:
         yield
         return
     matmul = torch.backends.cuda.matmul
-    saved = matmul.allow_tf32
-    matmul.allow_tf32 = False
+    # torch >= 2.9 refuses to read the legacy flag once the caller has set TF32 through fp32_precision
+    flag, exact = ("fp32_precision", "ieee") if hasattr(matmul, "fp32_precision") else ("allow_tf32", False)
+    saved = getattr(matmul, flag)
+    setattr(matmul, flag, exact)
     try:
         yield
     finally:
-        matmul.allow_tf32 = saved
+        setattr(matmul, flag, saved)
 
 
 class BoxLBFGS:

@@ -3,6 +3,8 @@ near the bounds."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -156,3 +158,36 @@ def test_a_non_finite_gradient_beside_a_finite_loss_is_raised(bad: float) -> Non
         for _ in range(5):
             optimizer.step(closure)
     assert evaluations[0] == 3 and not optimizer.converged
+
+
+_TF32_CHECK = """
+import torch
+from faststyle.boxlbfgs import _exact_float32_matmul
+matmul = torch.backends.cuda.matmul
+{setup}
+before = matmul.fp32_precision if hasattr(matmul, "fp32_precision") else matmul.allow_tf32
+with _exact_float32_matmul(torch.device("cuda")):
+    inside = matmul.fp32_precision if hasattr(matmul, "fp32_precision") else matmul.allow_tf32
+after = matmul.fp32_precision if hasattr(matmul, "fp32_precision") else matmul.allow_tf32
+print(before, inside, after)
+"""
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "",
+        "matmul.allow_tf32 = True",
+        "torch.set_float32_matmul_precision('high')",
+        "matmul.fp32_precision = 'tf32' if hasattr(matmul, 'fp32_precision') else None",
+    ],
+)
+def test_the_direction_turns_tf32_off_and_back_however_the_caller_set_it(setup: str) -> None:
+    """Only flags are read and set: this runs without a GPU. In a fresh process each, as the flags are global; torch
+    refuses to read the legacy flag after the new API has been used, which made every CUDA L-BFGS run fail."""
+    done = subprocess.run([sys.executable, "-c", _TF32_CHECK.format(setup=setup)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, inside, after = done.stdout.split()
+    assert inside in ("ieee", "False") and after == before
+    if setup:
+        assert before in ("tf32", "True")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 import stat
@@ -232,3 +233,17 @@ def test_the_download_source_fetches_and_checks_every_file(
     with pytest.raises(FaststyleError, match="inception_4a/1x1_bias.bin"):
         fetch_weights("googlenet", source="caffejs-download", cache=tmp_path / "other")
     assert not cached_path("googlenet", tmp_path / "other").exists()
+
+
+def test_float16_features_match_float32_though_the_lrn_squares_pass_its_range(net: GoogLeNet) -> None:
+    # At Caffe's 0-255 scale pool1's values reach ~1,700: squared in float16 they overflow, and LRN would zero them.
+    photo = load_image(SHARED / "data" / "content" / "tubingen.jpg", 128)
+    layers = ["pool1/3x3_s2", "pool1/norm1", "conv2/norm2", "inception_3a/output"]
+    reference = net(photo, layers)
+    assert reference["pool1/3x3_s2"].amax() > 256
+    half = copy.deepcopy(net).half()
+    features = half(photo.half(), layers)
+    for name in layers:
+        assert features[name].dtype == torch.float16
+        error = (features[name].float() - reference[name]).norm() / reference[name].norm()
+        assert error < 0.01, name

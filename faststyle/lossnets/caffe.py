@@ -51,9 +51,19 @@ def caffe_max_pool(stride: int = 2, padding: int = 0) -> nn.MaxPool2d:
     return nn.MaxPool2d(3, stride, padding, ceil_mode=True)
 
 
-def caffe_lrn() -> nn.LocalResponseNorm:
-    """Caffe's LRN across channels (local_size 5, alpha 1e-4, beta 0.75, k 1); both divide alpha by the size."""
-    return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+class CaffeLRN(nn.LocalResponseNorm):
+    """Caffe's LRN across channels (local_size 5, alpha 1e-4, beta 0.75, k 1; both divide alpha by the size), in
+    float32 whatever autocast chose: at Caffe's 0-255 scale the squares it sums pass float16's 65,504 (GoogLeNet's
+    pool1/3x3_s2 reaches ~1,750), and the overflowed positions would come out as 0 with zero gradients."""
+
+    def __init__(self) -> None:
+        super().__init__(5, alpha=1e-4, beta=0.75, k=1.0)
+
+    def forward(self, input: Tensor) -> Tensor:
+        if input.dtype == torch.float32:
+            return super().forward(input)
+        with torch.autocast(input.device.type, enabled=False):
+            return super().forward(input.float()).to(input.dtype)
 
 
 def caffe_stack(

@@ -11,8 +11,8 @@ from pathlib import Path
 from faststyle.lossnets.base import LossNet
 from faststyle.lossnets.caffe import (
     CaffeConv,
+    CaffeLRN,
     caffe_input,
-    caffe_lrn,
     caffe_max_pool,
     caffe_stack,
     caffejs_folder,
@@ -36,10 +36,10 @@ class CaffeNet(LossNet):
         layers = [
             ("conv1", CaffeConv("conv1", 3, 96, 11, stride=4)),
             ("pool1", caffe_max_pool()),
-            ("norm1", caffe_lrn()),
+            ("norm1", CaffeLRN()),
             ("conv2", CaffeConv("conv2", 96, 256, 5, padding=2, groups=2)),
             ("pool2", caffe_max_pool()),
-            ("norm2", caffe_lrn()),
+            ("norm2", CaffeLRN()),
             ("conv3", CaffeConv("conv3", 256, 384, 3, padding=1)),
             ("conv4", CaffeConv("conv4", 384, 384, 3, padding=1, groups=2)),
             ("conv5", CaffeConv("conv5", 384, 256, 3, padding=1, groups=2)),

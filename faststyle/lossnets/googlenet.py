@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from faststyle.lossnets.base import LossNet
 from faststyle.lossnets.caffe import (
     CaffeConv,
+    CaffeLRN,
     caffe_input,
-    caffe_lrn,
     caffe_max_pool,
     caffe_stack,
     caffejs_files,
@@ -85,10 +85,10 @@ class GoogLeNet(LossNet):
         layers: list[tuple[str, nn.Module]] = [
             ("conv1/7x7_s2", CaffeConv("conv1/7x7_s2", 3, 64, 7, stride=2, padding=3)),
             ("pool1/3x3_s2", caffe_max_pool()),
-            ("pool1/norm1", caffe_lrn()),
+            ("pool1/norm1", CaffeLRN()),
             ("conv2/3x3_reduce", CaffeConv("conv2/3x3_reduce", 64, 64, 1)),
             ("conv2/3x3", CaffeConv("conv2/3x3", 64, 192, 3, padding=1)),
-            ("conv2/norm2", caffe_lrn()),
+            ("conv2/norm2", CaffeLRN()),
             ("pool2/3x3_s2", caffe_max_pool()),
         ]
         width = 192
