@@ -44,11 +44,25 @@ def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
     atomic_write_bytes(path, buffer.getvalue().encode())
 
 
+def _logged_before(row: dict[str, str], start_step: int) -> bool:
+    """Whether a metrics row was logged before a session that starts at ``start_step``: the losses of step N are
+    logged at N (counting from 0), the validation grid drawn after N steps at N (as its file is named), and a resumed
+    session draws none at the step it starts at."""
+    if not row.get("step", "").isdigit():
+        return False
+    step = int(row["step"])
+    return step < start_step or (step == start_step and all(not v for k, v in row.items() if not _validation(k)))
+
+
+def _validation(column: str) -> bool:
+    return column == "step" or column.startswith("val/")
+
+
 def set_metrics_aside(run: Path, start_step: int) -> None:
     """Lightning's CSV logger deletes ``metrics.csv`` when it starts: keep the rows of the steps before a resumed run's
     first in ``metrics.previous.csv`` (joined again by ``join_metrics``, also after a run killed before it could)."""
     rows = _csv_rows(run / METRICS_ASIDE) + _csv_rows(run / "metrics.csv")
-    kept = [row for row in rows if row.get("step", "").isdigit() and int(row["step"]) < start_step]
+    kept = [row for row in rows if _logged_before(row, start_step)]
     # a resume killed before Lightning's logger replaced metrics.csv left the rows set aside in both files
     unique = {tuple(sorted(row.items())): row for row in kept}
     _write_csv(run / METRICS_ASIDE, list(unique.values()))
@@ -145,3 +159,22 @@ def latest_checkpoint(folder: Path) -> Path | None:
     or the one saved on an interruption."""
     existing = sorted(folder.glob("last*.ckpt")) + sorted(folder.glob(f"{INTERRUPTED}.ckpt"))
     return max(existing, key=checkpoint_step) if existing else None
+
+
+def adopt_adam_state(optimizer: torch.optim.Optimizer) -> None:
+    """Makes a restored Adam state this session's: ``load_state_dict`` brings back the saved run's ``fused`` and
+    ``foreach`` choices, its moments' memory layout and its step counters' device, which need not be this device's
+    (a run resumed on a GPU after a CPU, or back: unfused Adam refuses fused Adam's ``found_inf``, and fused Adam
+    pairs up the wrong elements of moments laid out otherwise than their parameters)."""
+    for group in optimizer.param_groups:
+        for key in ("fused", "foreach"):
+            group[key] = optimizer.defaults.get(key)
+        on_device = bool(group.get("fused") or group.get("capturable"))
+        for param in group["params"]:
+            state = optimizer.state.get(param)
+            if not state:
+                continue
+            for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+                if key in state:
+                    state[key] = torch.empty_like(param).copy_(state[key])
+            state["step"] = torch.tensor(float(state["step"]), device=param.device if on_device else "cpu")

@@ -40,8 +40,10 @@ from faststyle.images import (
 )
 from faststyle.losses import PerceptualLoss, blend_weights
 from faststyle.lossnets import get_lossnet
+from faststyle.modelfile import hardware
 from faststyle.resuming import (
     INTERRUPTED,
+    adopt_adam_state,
     check_resumable,
     check_same_lossnet,
     checkpoint_step,
@@ -113,6 +115,7 @@ class StyleModule(pl.LightningModule):
         self.lr_from_step: list[list[float]] = [[0, settings.lr]]  # [first step, lr]; a resumed run may change lr
         self.last_terms: dict[str, Tensor] = {}  # the latest step's loss terms, for the final-loss line
         self.restored = False  # from a checkpoint, until the first step after it
+        self.trained_on = ""  # the hardware, taken at the start: the strategy moves the module to the CPU at the end
 
     @property
     def perceptual(self) -> PerceptualLoss:
@@ -140,6 +143,7 @@ class StyleModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         # Runs once the strategy has moved the module to its device (``setup`` runs before that).
+        self.trained_on = hardware(self.device)
         memory_format = torch.channels_last if self._use_channels_last() else torch.contiguous_format
         self.perceptual.to(self.device, memory_format=memory_format)
         self.net.to(memory_format=memory_format)
@@ -260,8 +264,9 @@ class StyleModule(pl.LightningModule):
     def on_train_end(self) -> None:
         if self.stopped_reason is None and (found := self.non_finite_step()) is not None:  # ended between checks
             self._stop_non_finite(*found)
-        if self.trainer.world_size > 1:  # every process must end with the same weights
-            digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in self.net.parameters()))
+        if self.trainer.world_size > 1 and log.isEnabledFor(logging.DEBUG):  # every process ends with the same weights
+            weights = torch.cat([p.detach().float().flatten() for p in self.net.parameters()]).cpu()
+            digest = hashlib.sha256(weights.numpy().tobytes())
             log.debug("process %d ends with weights %s", self.trainer.global_rank, digest.hexdigest()[:16])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -292,8 +297,11 @@ class StyleModule(pl.LightningModule):
             log.info("learning rate %g from step %d (%g before)", self.settings.lr, self.global_step,
                      self.lr_from_step[-1][1])  # fmt: skip
             self.lr_from_step.append([self.global_step, self.settings.lr])
-        for group in self.optimizers().optimizer.param_groups:  # the wrapped optimizer's: the restored state's
+        optimizer = self.optimizers().optimizer
+        for group in optimizer.param_groups:  # the wrapped optimizer's: the restored state's
             group["lr"] = self.settings.lr
+        if self.restored:
+            adopt_adam_state(optimizer)
 
     @torch.no_grad()
     def stylize(self, photos: Sequence[Tensor]) -> list[Tensor]:
@@ -742,8 +750,6 @@ def _trainer(**options: Any) -> pl.Trainer:
 def model_metadata(
     settings: TrainSettings, module: StyleModule, datamodule: Any, data: str, steps: int, result: TrainResult
 ) -> dict[str, Any]:
-    from faststyle.modelfile import hardware
-
     styles = []
     for path in settings.styles:
         height, width = load_image(path).shape[-2:]  # upright, as trained on (EXIF orientation applied)
@@ -781,7 +787,7 @@ def model_metadata(
             "timed_steps": steps - result.start_step,
             "seconds": round(result.seconds, 2),
             "images_per_second": round(rate, 3) if math.isfinite(rate := result.images_per_second) else None,
-            "hardware": hardware(module.device),
+            "hardware": module.trained_on,
             "precision": str(module.trainer.precision),
         },
         "data": {

@@ -29,6 +29,7 @@ from faststyle.losses import PerceptualLoss
 from faststyle.lossnets import get_lossnet
 from faststyle.metrics import texture_distance
 from faststyle.modelfile import load_model, read_metadata
+from faststyle.resuming import adopt_adam_state
 from faststyle.settings import TrainSettings
 from faststyle.stylize import ModelInfo, style_thumbnail
 from faststyle.training import dither_flat, train
@@ -165,6 +166,98 @@ def test_resume_continues_the_step_count(shared: Path, lossnet_cache: Path, phot
         steps = [int(row["step"]) for row in csv.DictReader(handle) if row.get("loss/style")]
     assert steps == list(range(9))  # the whole history, though Lightning's CSV logger starts a new file each time
     assert not (first.run_dir / "metrics.previous.csv").exists()
+
+
+def test_a_cpu_run_resumed_where_adam_is_fused_continues_as_if_it_had_not_moved(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GPU session has fused Adam, a CPU session not; Adam's restored state kept the first session's choice, and a
+    CPU run resumed on a GPU failed at its first step (unfused Adam refused the non-finite flag meant for the fused
+    kernel). Played on the CPU, whose Adam has a fused kernel too."""
+    import faststyle.training as training
+
+    first = _settings(shared, lossnet_cache, 2)
+    started = _train(first, photos, tmp_path / "a.safetensors", checkpoint_every=2)
+    shutil.copytree(started.run_dir, tmp_path / "b_run")
+    photo, styled = load_image(shared / "data/content/tubingen.jpg", 96), {}
+    for stem, fused_on in (("a", ()), ("b", ("cpu",))):  # a stays, b moves
+        monkeypatch.setattr(training, "FUSED_ADAM_DEVICES", fused_on)
+        later = replace(first, steps=3)
+        result = _train(later, photos, tmp_path / f"{stem}.safetensors", resume=True, checkpoint_every=2, half=False)
+        assert result.start_step == 2 and result.steps == 3
+        with torch.no_grad():
+            styled[stem] = load_model(tmp_path / f"{stem}.safetensors")[0](photo)
+    # One step, and the pictures rather than the weights: fused and unfused Adam round differently, and the biases of
+    # the residual blocks' last normalisations, whose gradients are rounding noise (the next normalisation takes any
+    # constant out), take steps of ±lr from it; from the next step on, the pictures drift apart by up to 1e-3.
+    torch.testing.assert_close(styled["b"], styled["a"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [(True, True), (True, False), (False, True)], ids=str)
+def test_a_restored_adam_state_is_laid_out_and_placed_for_this_session(fused: tuple[bool, bool]) -> None:
+    """A GPU session's moments are channels_last, as its weights; a resumed session whose weights are not (a CPU's)
+    got them back so, and fused Adam then paired up the wrong elements."""
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(16, 8, 3, 3, generator=generator)
+    grads = [torch.randn(16, 8, 3, 3, generator=generator) for _ in range(4)]
+    before = torch.nn.Parameter(start.clone().contiguous(memory_format=torch.channels_last))
+    optimizer = torch.optim.Adam([before], lr=0.1, fused=fused[0])
+    for grad in grads[:2]:
+        before.grad = grad.contiguous(memory_format=torch.channels_last)
+        optimizer.step()
+    saved = optimizer.state_dict()
+    after = torch.nn.Parameter(before.detach().clone().contiguous())
+    resumed = torch.optim.Adam([after], lr=0.1, fused=fused[1])
+    resumed.load_state_dict(saved)
+    adopt_adam_state(resumed)
+    assert resumed.param_groups[0]["fused"] is fused[1]
+    assert resumed.state[after]["exp_avg"].stride() == after.stride()
+    for grad in grads[2:]:
+        before.grad, after.grad = grad.contiguous(memory_format=torch.channels_last), grad.clone()
+        optimizer.step()
+        resumed.step()
+    torch.testing.assert_close(after.detach(), before.detach(), rtol=0, atol=1e-6)
+
+
+def test_the_validation_texture_of_the_step_a_run_resumes_at_is_kept(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "m.safetensors"
+    first = _train(_settings(shared, lossnet_cache, 4), photos, out, checkpoint_every=2, val_photos=2, val_every=2)
+    _train(_settings(shared, lossnet_cache, 6), photos, out, resume=True, checkpoint_every=2, val_photos=2, val_every=2)
+    with open(first.run_dir / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["step"]) for row in rows if row.get("val/texture")] == [0, 2, 4, 6]
+    assert [int(row["step"]) for row in rows if row.get("loss/style")] == list(range(6))
+    grids = sorted(p.name for p in (first.run_dir / "val").glob("grid_*.png"))
+    assert grids == [f"grid_{step:06d}.png" for step in (0, 2, 4, 6)]
+
+
+def test_the_model_file_names_the_hardware_the_run_trained_on(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lightning's strategy moves the module to the CPU when fit ends: asked then, a GPU run said "cpu"."""
+    import pytorch_lightning as pl
+
+    import faststyle.training as training
+
+    events: list[str] = []
+    original_teardown, original_hardware = pl.strategies.Strategy.teardown, training.hardware
+
+    def teardown(self: pl.strategies.Strategy) -> None:
+        events.append("teardown")
+        original_teardown(self)
+
+    def hardware(device: torch.device) -> str:
+        events.append("hardware")
+        return original_hardware(device)
+
+    monkeypatch.setattr(pl.strategies.Strategy, "teardown", teardown)
+    monkeypatch.setattr(training, "hardware", hardware)
+    out = tmp_path / "m.safetensors"
+    _train(_settings(shared, lossnet_cache, 1), photos, out)
+    assert events.index("hardware") < events.index("teardown")
+    assert read_metadata(out)["training"]["hardware"] == original_hardware(torch.device("cpu"))
 
 
 def test_a_resumed_runs_progress_bar_counts_its_steps_against_all_of_them(
@@ -531,10 +624,14 @@ def test_an_interrupted_cli_run_resumes_at_the_same_step(
     assert f"wrote {out}: steps {second + 1}-{finish} in " in capsys.readouterr().out  # this part's steps and time
 
 
-def test_two_process_ddp_through_the_cli(shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["32-true", "bf16-true"])
+def test_two_process_ddp_through_the_cli(
+    shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, precision: str
+) -> None:
     """Lightning's own DDP strategy, two CPU processes over gloo, each streaming its half of the folder; with the
     stability term, each process runs the network twice a step before its gradients are averaged. (Without it, the
-    non-finite-loss tests below check that both processes end with the same weights.)"""
+    non-finite-loss tests below check that both processes end with the same weights.) bf16 weights are compared too
+    (their digest once failed at the end, as NumPy has no bfloat16)."""
     stability_weight = 300
     out = tmp_path / "ddp.safetensors"
     command = [sys.executable, "-m", "faststyle.cli", "-v", "train", "--style",
@@ -542,7 +639,8 @@ def test_two_process_ddp_through_the_cli(shared: Path, lossnet_cache: Path, phot
                "--out", str(out), "--size", "48", "--style-size", "96", "--batch", "2", "--width", "0.5",
                "--steps", "4", "--workers", "0", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
                "--val-every", "2", "--checkpoint-every", "2", "--no-progress",
-               "--stability-weight", str(stability_weight), "--cache", str(lossnet_cache)]  # fmt: skip
+               "--stability-weight", str(stability_weight), "--cache", str(lossnet_cache),
+               "--precision", precision]  # fmt: skip
     env = os.environ | {"HF_HOME": str(tmp_path / "hf")}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -552,7 +650,7 @@ def test_two_process_ddp_through_the_cli(shared: Path, lossnet_cache: Path, phot
     assert digests.keys() == {"0", "1"} and digests["0"] == digests["1"], digests  # gradients were averaged
     assert read_metadata(out)["loss"]["stability_weight"] == stability_weight
     meta = read_metadata(out)["training"]
-    assert meta["steps"] == 4 and meta["processes"] == 2
+    assert meta["steps"] == 4 and meta["processes"] == 2 and meta["precision"] == precision
     assert meta["images_seen"] == 4 * 2 * 2
     net = load_model(out)[0]
     styled = net(load_image(shared / "data/content/kodak/kodim05.png", 64))

@@ -128,7 +128,7 @@ fi
 if has train; then
   say "training run: Starry Night, VGG16, ${TRAIN_MINUTES} min"
   rm -rf "$WORK/starry_run" "$WORK/starry.safetensors" "$WORK/styled"  # a rerun on a warm machine trains afresh
-  fs $((TRAIN_MINUTES * 60 + 150)) train --style "$style" --data "$DATA/train" --backbone vgg16 \
+  fs "$(python3 -c "print(round($TRAIN_MINUTES * 60 + 150))")" train --style "$style" --data "$DATA/train" --backbone vgg16 \
     --size "$size" --batch "$(pick "$TRAIN_BATCH" 2)" --steps 40000 --max-minutes "$TRAIN_MINUTES" \
     --gpu-cache $([[ $DEVICE == cuda ]] && echo --compile "$TRAIN_COMPILE") --accelerator "$([[ $DEVICE == cuda ]] && echo gpu || echo cpu)" \
     --val-every "$(pick 2000 20)" --checkpoint-every "$(pick 2000 20)" --no-progress \
