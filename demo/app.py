@@ -209,7 +209,10 @@ class StyleApp:
                 size=min(_clamp(size, PHOTO_SIZES), FRAME_SIZES[1]),
                 strength=float(strength),
                 preserve_color=bool(preserve_color),
+                max_pixels=UPLOAD_MAX_PIXELS,
             )
+        except PixelLimitError as exc:  # a later frame larger than the first
+            raise _unreadable(name, exc) from None
         except FaststyleError as exc:
             raise _cannot(name, upload, exc) from None
         report = (
@@ -254,7 +257,10 @@ class StyleApp:
                 preserve_color=bool(preserve_color),
                 max_frames=VIDEO_MAX_FRAMES,
                 audio_codecs=BROWSER_AUDIO,
+                max_pixels=UPLOAD_MAX_PIXELS,
             )
+        except PixelLimitError as exc:  # an animation's later frame larger than the first
+            raise _unreadable(Path(clip).name, exc) from None
         except FaststyleError as exc:
             raise _cannot(Path(clip).name, str(clip), exc) from None
         sound = {"copied": "sound kept", "none": "no sound"}.get(result.audio, f"sound {result.audio}")

@@ -31,6 +31,7 @@ from faststyle.images import (
     alpha_channel,
     atomic_write_bytes,
     check_frames_job,
+    check_pixels,
     frame_total,
     long_side_size,
     opened,
@@ -136,11 +137,13 @@ def stylize_animation(
     preserve_color: bool = False,
     batch: int = 4,
     progress: bool = True,
+    max_pixels: int | None = None,
 ) -> AnimationResult:
     """Stylize every frame of the animated GIF, PNG or WebP ``source`` into ``target`` (written atomically, in the
     format its suffix names: .gif, .png/.apng or .webp), ``batch`` frames a pass, with a ``Stylizer`` (or a model
     NAME or file, loaded with the defaults). ``size`` scales the long side first. Each frame keeps its duration
-    (in a GIF, to the hundredth of a second it can hold) and the animation its number of plays."""
+    (in a GIF, to the hundredth of a second it can hold) and the animation its number of plays. A frame of more
+    than ``max_pixels`` (default: the stylizer's limit) is refused before it is read, and nothing is written."""
     from tqdm import tqdm
 
     from faststyle.stylize import Stylizer
@@ -156,7 +159,8 @@ def stylize_animation(
     started = time.perf_counter()
     stylized: list[Image.Image] = []
     durations: list[float] = []
-    with opened(source, stylizer.max_pixels) as image:
+    max_pixels = stylizer.max_pixels if max_pixels is None else max_pixels
+    with opened(source, max_pixels) as image:
         if image.format not in ANIMATED_FORMATS:
             raise FaststyleError(f"{source} is a {image.format} file; animations are read from GIF, PNG and WebP")
         source_format = image.format
@@ -166,7 +170,7 @@ def stylize_animation(
         side = (image.height, image.width)
         _check_memory(source, count, side if size is None else long_side_size(*side, size))
         with tqdm(total=count, unit="frame", disable=not progress, desc=source.name) as bar:
-            for chunk in _batches(_frames(source, image, first), batch):
+            for chunk in _batches(_frames(source, image, first, max_pixels), batch):
                 pixels = torch.cat([pil_to_tensor(frame) for frame, _, _ in chunk])
                 result = stylizer(pixels, size=size, strength=strength, preserve_color=preserve_color)
                 for out, (_, alpha, duration) in zip(result, chunk, strict=True):
@@ -336,15 +340,18 @@ def _check_memory(source: Path, frames: int, size: tuple[int, int]) -> None:
         )
 
 
-def _frames(source: Path, image: Image.Image, first: int) -> Iterator[tuple[Image.Image, Image.Image | None, float]]:
+def _frames(
+    source: Path, image: Image.Image, first: int, max_pixels: int
+) -> Iterator[tuple[Image.Image, Image.Image | None, float]]:
     """Each frame from ``first`` on as shown (RGB, over white where transparent), its transparency (None where
     opaque) and its duration in milliseconds, on the first frame's canvas (a frame drawn past the canvas is cut at
-    its edge, as FFmpeg does; Pillow would grow the canvas). A file cut short gives the frames before the cut, with
-    a warning."""
+    its edge, as FFmpeg does; Pillow would grow the canvas, and a frame that grows it past ``max_pixels`` is refused
+    before it is read). A file cut short gives the frames before the cut, with a warning."""
     canvas: tuple[int, int] | None = None
     for index in range(first, frame_total(image)):
         try:
             image.seek(index)
+            check_pixels(image, max_pixels, f"{source}'s frame {index + 1}")
             frame, alpha = to_rgb(image), alpha_channel(image)
         except PILLOW_READ_ERRORS as exc:
             if canvas is None:

@@ -70,13 +70,28 @@ def to_rgb(image: Image.Image, convert_profile: bool = True) -> Image.Image:
 
 def _colour_key_alpha(image: Image.Image) -> Image.Image | None:
     """The transparency of an RGB or greyscale image whose clear pixels are those of one colour (a PNG's tRNS chunk:
-    what optipng and oxipng make of a cut-out whose alpha is only 0 or 255), as an L image; None for any other."""
+    what optipng and oxipng make of a cut-out whose alpha is only 0 or 255, at any bit depth), as an L image; None
+    for any other."""
     key = image.info.get("transparency")
-    if key is None or image.mode not in ("RGB", "L", "I;16", "I"):
+    if key is None or image.mode not in ("RGB", "L", "1", "I;16", "I"):
         return None
-    pixels = np.asarray(image)
+    if image.mode == "RGB" and isinstance(key, tuple) and max(key) > 255:  # a 16-bit PNG's (see _key_as_read)
+        key = tuple(value >> 8 for value in key)
+    pixels = np.asarray(image.convert("L") if image.mode == "1" else image)
     clear = (pixels == np.asarray(key)).all(axis=-1) if pixels.ndim == 3 else pixels == key
     return Image.fromarray(np.where(clear, 0, 255).astype(np.uint8), "L") if clear.any() else None
+
+
+def _key_as_read(image: Image.Image) -> None:
+    """A PNG's colour key in the values of the pixels Pillow gives, which it leaves in the file's: Pillow reads a
+    16-bit RGB file's samples as their high bytes (so a pixel within 1/256 of the key is clear) and stretches 2- and
+    4-bit greyscale to 0–255. Done as the file is opened, while its raw mode still says how it is stored."""
+    key = image.info.get("transparency")
+    rawmode = image.tile[0][3] if image.format == "PNG" and image.tile else None
+    if rawmode == "RGB;16B" and isinstance(key, tuple):
+        image.info["transparency"] = tuple(value >> 8 for value in key)
+    elif rawmode in ("L;2", "L;4") and isinstance(key, int):
+        image.info["transparency"] = key * 255 // (2 ** int(rawmode[-1]) - 1)
 
 
 def _on_white(image: Image.Image, keyed: Image.Image | None = None) -> Image.Image:
@@ -273,21 +288,28 @@ class PixelLimitError(FaststyleError):
     """An image with more pixels than the limit it is read under."""
 
 
+def check_pixels(image: Image.Image, max_pixels: int, what: str | os.PathLike[str]) -> None:
+    """Refuse an opened image, or the frame it is at, of more than ``max_pixels`` before its pixels are read."""
+    if image.width * image.height > max_pixels:
+        raise PixelLimitError(
+            f"{what} has {image.width}x{image.height} pixels, over the limit of {max_pixels:,}; "
+            "downscale it first or raise the limit (stylize --max-pixels; max_pixels in Python)"
+        )
+
+
 @contextlib.contextmanager
 def opened(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
-    """An image file opened by Pillow (its header read) within the pixel limit. What goes wrong, here or while the
-    caller reads it, is a FaststyleError saying what is wrong with the file."""
+    """An image file opened by Pillow (its header read) within the pixel limit, checked on its first frame: the
+    caller checks each later one it reads (``check_pixels``). What goes wrong, here or while the caller reads it, is
+    a FaststyleError saying what is wrong with the file."""
     path = Path(path)
     if not path.is_file():
         reason = "is a folder, not an image file" if path.is_dir() else "does not exist"
         raise FaststyleError(f"image {path} {reason}")
     try:
         with _open_within(path) as image:
-            if image.width * image.height > max_pixels:
-                raise PixelLimitError(
-                    f"{path} has {image.width}x{image.height} pixels, over the limit of {max_pixels:,}; "
-                    "downscale it first or raise the limit (stylize --max-pixels; max_pixels in Python)"
-                )
+            check_pixels(image, max_pixels, path)
+            _key_as_read(image)
             yield image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise PixelLimitError(
@@ -337,9 +359,11 @@ def unit_range(images: Tensor, what: str = "image") -> Tensor:
 
 def as_mask(mask: Tensor | Image.Image, what: str = "mask") -> Tensor:
     """A mask or per-pixel weight map as (1,1,H,W) float in [0,1]: a tensor (H,W), (1,H,W) or (1,1,H,W) as it is,
-    an RGB tensor (1,3,H,W) or (3,H,W), or a PIL image, by its mean over R, G and B."""
+    an RGB tensor (1,3,H,W) or (3,H,W) by its mean over R, G and B, or a PIL image as ``load_mask`` reads its file
+    (16-bit and float greyscale included)."""
     if isinstance(mask, Image.Image):
-        mask = pil_to_tensor(mask.convert("RGB"))
+        alpha = alpha_channel(mask)
+        mask = pil_to_tensor(alpha if alpha is not None else mask)
     if not isinstance(mask, Tensor):
         raise FaststyleError(f"{what} must be a tensor (1,1,H,W) in [0,1] or a PIL image, not {type(mask).__name__}")
     while mask.ndim < 4:

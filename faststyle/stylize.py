@@ -98,17 +98,30 @@ def model_dirs() -> list[Path]:
 
 
 def find_model(name: str | os.PathLike[str], dirs: Sequence[Path] | None = None) -> Path:
-    """The model file for a path or a NAME (``NAME.safetensors`` in one of ``model_dirs()``)."""
+    """The model file for a path or a NAME: the first readable ``NAME.safetensors`` in ``model_dirs()``, the one
+    ``stylize --list`` shows (a file of that name that cannot be read is skipped, as the list skips it)."""
+    from faststyle.modelfile import read_metadata
+
     path = Path(name).expanduser()
     if path.is_file():
         return path
     looks_like_path = len(path.parts) > 1
+    skipped: list[Unreadable] = []
     if not looks_like_path:  # a NAME, or NAME.safetensors as `stylize --list` shows its file
         stem = path.stem if path.suffix == MODEL_SUFFIX else path.name
         for folder in dirs if dirs is not None else model_dirs():
             candidate = folder / f"{stem}{MODEL_SUFFIX}"
-            if candidate.is_file():
-                return candidate
+            if not candidate.is_file():
+                continue
+            try:
+                read_metadata(candidate)
+            except FaststyleError as exc:
+                log.warning("skipping %s: %s", candidate, exc)
+                skipped.append(Unreadable(candidate, str(exc)))
+                continue
+            return candidate
+    if skipped:
+        raise FaststyleError(f"no readable model named {str(name)!r}: " + "; ".join(item.reason for item in skipped))
     if looks_like_path or path.suffix == MODEL_SUFFIX:
         raise FaststyleError(f"model file {path} does not exist")
     searched = ", ".join(str(d) for d in (dirs if dirs is not None else model_dirs()))

@@ -195,7 +195,7 @@ class AnimationSource:
     def __init__(self, source: Path, max_pixels: int) -> None:
         from faststyle.animation import has_hidden_default_image
 
-        self.name, self.source = str(source), source
+        self.name, self.source, self._max_pixels = str(source), source, max_pixels
         self._open = contextlib.ExitStack()
         self._image = self._open.enter_context(opened(source, max_pixels))
         self._first = 1 if has_hidden_default_image(self._image) else 0  # an APNG's still default image is no frame
@@ -213,7 +213,7 @@ class AnimationSource:
         start = 0
         last: int | None = None
         try:
-            for frame, _, duration in _frames(self.source, self._image, self._first):
+            for frame, _, duration in _frames(self.source, self._image, self._first, self._max_pixels):
                 pts = start if last is None or start > last else last + 1  # a 0 ms frame still gets its own time
                 pixels = torch.from_numpy(np.asarray(frame).copy()).permute(2, 0, 1)
                 yield _Frame(pixels, pts, False, max(1, round(duration)))
@@ -242,12 +242,14 @@ def stylize_video(
     progress: bool = True,
     max_frames: int | None = None,
     audio_codecs: Collection[str] | None = None,
+    max_pixels: int | None = None,
 ) -> VideoResult:
     """Stylize every frame of ``source`` into ``target`` (written atomically), ``batch`` frames a pass, with a
     ``Stylizer`` (or a model NAME or file, loaded with the defaults). ``size`` scales the long side first; the sides
     are rounded down to even numbers. A video of more than ``max_frames`` frames is refused (before any work where
     the file says how long its video is). ``audio_codecs``: the sound codecs that may be copied as they are (e.g. those
-    a browser plays); other sound is re-encoded (default: whatever the output container holds is copied)."""
+    a browser plays); other sound is re-encoded (default: whatever the output container holds is copied). Frames of
+    more than ``max_pixels`` (default: the stylizer's limit) are refused, each of an animation's before it is read."""
     from faststyle.stylize import Stylizer
 
     av = require_av()
@@ -261,9 +263,10 @@ def stylize_video(
     check_frames_job(source, target, batch, size, "video")
     if not isinstance(stylizer, Stylizer):
         stylizer = Stylizer(stylizer)
+    max_pixels = stylizer.max_pixels if max_pixels is None else max_pixels
     started = time.perf_counter()
     if animated is not None:  # read as shown (over white where clear); FFmpeg reads no animated WebP
-        container: Any = AnimationSource(source, stylizer.max_pixels)
+        container: Any = AnimationSource(source, max_pixels)
     else:
         try:
             container = av.open(str(source))
@@ -277,10 +280,10 @@ def stylize_video(
         # slice threads: with frame threads, a packet that fails to decode takes the frames decoded before it
         # but not yet returned with it (all of a 16-frame clip with 16 threads)
         stream.thread_type = "SLICE"
-        if stream.width * stream.height > stylizer.max_pixels:
+        if stream.width * stream.height > max_pixels:
             raise FaststyleError(
                 f"{source}'s frames have {stream.width}x{stream.height} pixels, over the limit of "
-                f"{stylizer.max_pixels:,}; raise the limit (max_pixels / --max-pixels)"
+                f"{max_pixels:,}; raise the limit (max_pixels / --max-pixels)"
             )
         if max_frames is not None and stream.frames > max_frames:  # an exact count
             raise _too_long(source, f"{stream.frames} frames", max_frames)

@@ -20,6 +20,7 @@ from faststyle import animation
 from faststyle.animation import stylize_animation
 from faststyle.cli import main
 from faststyle.errors import FaststyleError
+from faststyle.images import PixelLimitError
 from faststyle.modelfile import save_model
 from faststyle.stylize import Stylizer
 from faststyle.transformer import TransformerNet
@@ -244,6 +245,47 @@ def test_frames_past_the_canvas_are_cut_and_a_file_cut_short_keeps_its_frames(
     result = stylize_animation(stylizer, grown, tmp_path / "grown_out.webp", progress=False)
     frames, _, _, _ = read(tmp_path / "grown_out.webp")
     assert (result.width, result.height) == (WIDTH, HEIGHT) and {f.shape for f in frames} == {(HEIGHT, WIDTH, 3)}
+
+
+def grown_gif(path: Path, side: int) -> Path:
+    """Two 10x10 frames, then a third of ``side``x``side`` pixels in one colour: a GIF of a few kB that Pillow grows
+    to that size as it seeks to the third frame (a decompression bomb past the first frame's size check)."""
+    small = io.BytesIO()
+    frames = [Image.new("P", (10, 10), index) for index in (1, 2)]
+    frames[0].save(small, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0, optimize=False)
+    big = io.BytesIO()
+    Image.new("P", (side, side), 3).save(big, "GIF", optimize=False)
+    image = big.getvalue()
+    at = 13 + (3 << ((image[10] & 7) + 1) if image[10] & 0x80 else 0)  # past the header and global colour table
+    while image[at] == 0x21:  # extensions, up to the image descriptor
+        at += 2
+        while image[at]:
+            at += image[at] + 1
+        at += 1
+    control = bytes([0x21, 0xF9, 4, 0, 10, 0, 0, 0])  # 100 ms
+    path.write_bytes(small.getvalue()[:-1] + control + image[at:-1] + b";")
+    with Image.open(path) as grown:
+        assert grown.size == (10, 10) and grown.n_frames == 3
+    return path
+
+
+def test_a_later_frame_over_the_pixel_limit_is_refused_before_it_is_read(
+    stylizer: Stylizer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the first frame's size was checked: a later GIF frame that grows Pillow's canvas to 3000x3000 was
+    decoded whole (an 8000x8000 one of 48 kB took 1.4 GB under --max-pixels 1000000)."""
+    source = grown_gif(tmp_path / "grown.gif", 3000)
+    message = r"grown.gif's frame 3 has 3000x3000 pixels, over the limit of 1,000,000; downscale it first"
+    with pytest.raises(PixelLimitError, match=message):
+        stylize_animation(stylizer, source, tmp_path / "out.gif", progress=False, max_pixels=1_000_000)
+    with pytest.raises(PixelLimitError, match=message):
+        stylize_video(stylizer, source, tmp_path / "out.mp4", progress=False, max_pixels=1_000_000)
+    argv = ["stylize", "--model", str(stylizer.path), str(source), "--device", "cpu", "--backend", "eager"]
+    assert main([*argv, "--out", str(tmp_path / "cli.gif"), "--max-pixels", "1000000"]) == 1
+    assert "frame 3 has 3000x3000 pixels, over the limit of 1,000,000" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grown.gif"]  # nothing written
+    result = stylize_animation(stylizer, source, tmp_path / "out.gif", progress=False, max_pixels=9_000_000)
+    assert (result.frames, result.width, result.height) == (3, 10, 10)  # within the limit: cut to the canvas
 
 
 def test_a_gif_cut_at_the_edge_of_a_frame_keeps_the_frames_before_it(

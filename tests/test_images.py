@@ -6,6 +6,7 @@ import io
 import logging
 import struct
 import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from PIL import Image, ImageCms, ImageOps
 
 from faststyle.errors import FaststyleError
 from faststyle.images import (
+    as_mask,
     load_image,
     load_mask,
     open_image,
@@ -280,3 +282,82 @@ def test_a_still_gif_is_clear_where_the_picture_is_less_than_half_opaque(tmp_pat
     with Image.open(save_image(photo, tmp_path / "opaque.gif")) as gif:  # 256 dithered colours, near the photo
         shown = np.asarray(gif.convert("RGB"), dtype=np.float32)
     assert np.abs(shown - np.asarray(photo, dtype=np.float32)).mean() < 8
+
+
+def _png(path: Path, depth: int, colour: int, rows: list[bytes], key: bytes) -> Path:
+    """A PNG written by hand, as Pillow writes none: ``depth`` bits a sample, colour type ``colour`` (0 grey,
+    2 RGB), the unfiltered ``rows`` and the tRNS chunk ``key``."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    width = len(rows[0]) * 8 // (depth * (3 if colour == 2 else 1))
+    header = struct.pack(">IIBBBBB", width, len(rows), depth, colour, 0, 0, 0)
+    data = zlib.compress(b"".join(b"\0" + row for row in rows))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"tRNS", key) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.mark.parametrize("key", [(0xFFFF, 0, 0), (0, 0, 0x00FF)])
+def test_a_colour_keyed_16_bit_rgb_png_is_transparent(tmp_path: Path, key: tuple[int, int, int]) -> None:
+    """Pillow reads a 16-bit RGB PNG's samples as their high bytes but gives its colour key in 16 bits: the key's
+    pixels are clear all the same, and only they (pure blue, (0,0,0xFFFF), is not the near-black key (0,0,0x00FF))."""
+    pixels = np.zeros((6, 8, 3), ">u2")
+    pixels[:, :4] = key  # the left half is clear
+    pixels[:, 4:6] = (0x8080, 0x4040, 0x2020)
+    pixels[:, 6:] = (0, 0, 0xFFFF)
+    path = _png(tmp_path / "key16.png", 16, 2, [row.tobytes() for row in pixels], struct.pack(">HHH", *key))
+    clear = np.zeros((6, 8), bool)
+    clear[:, :4] = True
+    picture, alpha = open_with_alpha(path)
+    assert alpha is not None and np.array_equal(np.asarray(alpha) == 0, clear)
+    rgb = np.asarray(picture)
+    assert (rgb[clear] == 255).all() and rgb[0, 4].tolist() == [128, 64, 32] and rgb[0, 6].tolist() == [0, 0, 255]
+    if max(key) > 255:  # an image opened without faststyle: the key says it is a 16-bit one
+        with Image.open(path) as image:
+            assert np.array_equal(np.asarray(to_rgb(image)), rgb)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_a_colour_keyed_greyscale_png_of_few_bits_is_transparent(tmp_path: Path, depth: int) -> None:
+    """Pillow stretches 1-, 2- and 4-bit greyscale to 0–255; the colour key (white) is clear all the same."""
+    white = 2**depth - 1
+    levels = [white, white, 0, 0, white // 2 if depth > 1 else 0, 0, 0, 0]  # 8 pixels a row
+    bits = "".join(format(level, f"0{depth}b") for level in levels)
+    row = int(bits, 2).to_bytes(depth, "big")
+    path = _png(tmp_path / f"grey{depth}.png", depth, 0, [row, row], struct.pack(">H", white))
+    picture, alpha = open_with_alpha(path)
+    assert alpha is not None and (np.asarray(alpha) == 0).tolist() == [[True] * 2 + [False] * 6] * 2
+    assert np.asarray(picture)[0, :3, 0].tolist() == [255, 255, 0]  # over white; black is not the key
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_a_high_bit_depth_pil_mask_reads_as_its_file(tmp_path: Path, mode: str) -> None:
+    """A PIL mask in 16 bits (a 16-bit greyscale PNG as Pillow opens it), 32-bit integers or floats in [0,1] reads
+    as ``load_mask`` reads its file: a ramp from black to white, not nearly all white or all black."""
+    ramp = np.linspace(0, 1, 65)[None].repeat(8, axis=0)
+    if mode == "F":
+        image = Image.fromarray(ramp.astype(np.float32), "F")
+    else:
+        Image.fromarray((ramp * 65535).round().astype(np.uint16)).save(tmp_path / "mask16.png")
+        image = Image.open(tmp_path / "mask16.png")
+        image = image if mode == "I;16" else image.convert("I")
+        assert image.mode == mode
+    mask = as_mask(image)[0, 0].numpy()
+    assert mask.shape == (8, 65) and abs(mask[0, 32] - 0.5) < 0.01 and mask[0, 0] == 0 and mask[0, -1] == 1
+    if mode == "I;16":
+        np.testing.assert_array_equal(mask, load_mask(tmp_path / "mask16.png")[0, 0].numpy())
+
+
+def test_a_pil_cut_out_mask_is_its_transparency_as_from_its_file(tmp_path: Path) -> None:
+    """A PIL image with transparency, as a mask, is what ``load_mask`` makes of its file: its opaque part is 1,
+    whatever its colour."""
+    cutout = Image.new("RGBA", (24, 16), (0, 0, 0, 0))
+    cutout.paste((40, 90, 30, 255), (6, 4, 18, 12))
+    cutout.save(tmp_path / "cutout.png")
+    with Image.open(tmp_path / "cutout.png") as image:
+        mask = as_mask(image)
+    np.testing.assert_array_equal(mask.numpy(), load_mask(tmp_path / "cutout.png").numpy())
+    assert mask[0, 0, 4:12, 6:18].min() == 1 and mask.sum() == 12 * 8

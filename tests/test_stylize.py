@@ -435,6 +435,30 @@ def test_models_are_found_by_name(
         find_model(tmp_path / "missing.safetensors")
 
 
+def test_a_name_finds_the_model_the_list_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unreadable file in an earlier folder is skipped by ``--model NAME`` as by ``--list``, which shows the
+    later folder's model of that name; where none of that name can be read, the error names each file and why."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    (first / "m.safetensors").write_bytes(b"not a model")
+    make_model(second / "m.safetensors")
+    monkeypatch.setenv("FASTSTYLE_MODELS", os.pathsep.join([str(first), str(second)]))
+    assert main(["stylize", "--list"]) == 0
+    assert f"({second / 'm.safetensors'})" in capsys.readouterr().out
+    Image.new("RGB", (16, 12), (90, 140, 200)).save(tmp_path / "photo.png")
+    argv = ["stylize", "--model", "m", str(tmp_path / "photo.png"), "--device", "cpu", "--backend", "eager"]
+    assert main([*argv, "--out", str(tmp_path / "out.png")]) == 0
+    assert Image.open(tmp_path / "out.png").size == (16, 12)
+    assert find_model("m") == find_model("m.safetensors") == second / "m.safetensors"
+    assert Stylizer("m", device="cpu", backend="eager").path == second / "m.safetensors"
+    (second / "m.safetensors").write_bytes(b"damaged too")
+    with pytest.raises(FaststyleError, match="no readable model named 'm'") as error:
+        find_model("m")
+    assert str(first / "m.safetensors") in str(error.value) and str(second / "m.safetensors") in str(error.value)
+
+
 def _write_photos(folder: Path, shared: Path) -> None:
     folder.mkdir()
     content = open_image(shared / "data" / "content" / "chicago.jpg")
