@@ -2,7 +2,9 @@
 
 Defaults follow the reference Caffe code: post-ReLU features, the Caffe loss normalisation (``PerceptualLoss``
 with ``normalization="caffe"``), content weight 1 and style weight ``ratio``, L-BFGS with a history of 8,
-initialisation from the content, and the style image scaled to 1.2 × the content's long side.
+initialisation from the content, and the style image scaled to 1.2 × the content's long side, its whole Gram
+matrix the target (``style_target="whole"``; "per-position" takes it per position instead, so that the larger
+painting asks for no more of each Gram entry than one of the output's size).
 
 Pixels stay in [0,1] as the reference code kept them with L-BFGS-B: L-BFGS works on the box
 (``faststyle.boxlbfgs``: projected steps, the pixels held at black or white by their gradient left out of the
@@ -34,7 +36,7 @@ from faststyle.config import LayerConfig, backbone_for, layer_config
 from faststyle.device import resolve_device
 from faststyle.errors import FaststyleError
 from faststyle.images import as_mask, resize_long_side, unit_range
-from faststyle.losses import PerceptualLoss
+from faststyle.losses import STYLE_TARGETS, PerceptualLoss, StyleTarget
 from faststyle.lossnets.base import LossNet
 from faststyle.lossnets.registry import get_lossnet
 from faststyle.regions import RegionStyleLoss
@@ -43,8 +45,8 @@ log = logging.getLogger(__name__)
 
 # Bumped when the same arguments give another image, so that caches (faststyle compare) do not serve the old one
 # (2: the painting's Gram matrix per position, L-BFGS on the box instead of on a sigmoid of the pixels; 3: its first
-# step 30 times as long).
-VERSION = 3
+# step 30 times as long; 4: the painting's whole Gram matrix by default, as the reference took it).
+VERSION = 4
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "mixed")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -229,6 +231,7 @@ def stylize(
     ratio: float = 1e4,
     tv_weight: float = 0.0,
     style_scale: float = 1.2,
+    style_target: StyleTarget = "whole",
     preserve_color: bool = False,
     multiscale: Sequence[int] | None = None,
     lr: float | None = None,
@@ -265,6 +268,9 @@ def stylize(
     fastest convolutions use; the optimised pixels stay NCHW, as L-BFGS flattens them. ``compile``: True or a
     ``faststyle.compiling.COMPILE_MODES`` mode compiles the loss (once per scale; "reduce-overhead" adds CUDA
     graphs, which remove the launch cost of the loss network's many small kernels).
+    ``style_target``: ``"whole"``, the style image's whole Gram matrix as the reference took it (1.44 times the
+    positions of the output's at the default ``style_scale``, so asking for that much more of each Gram entry), or
+    ``"per-position"``, scaled to the output's number of positions (used with ``masks`` in any case).
     ``masks``: one per style image, (1,1,H,W) in [0,1] in the content's frame (an RGB image is taken by its mean):
     each style paints only where its mask is (Gatys et al.'s spatial control, 2017; ``faststyle.regions``), in place
     of ``style_blend``; where no mask is, only the content loss acts.
@@ -293,6 +299,7 @@ def stylize(
     _choice(precision, PRECISIONS, "precision")
     _choice(pooling, ("max", "avg"), "pooling")
     _positive(style_scale, "style_scale")
+    _choice(style_target, STYLE_TARGETS, "style_target")
     if lr is not None:
         _positive(lr, "lr")
     for value, what in ((ratio, "ratio"), (tv_weight, "tv_weight")):
@@ -371,7 +378,13 @@ def stylize(
             with amp():
                 if masks is None:
                     loss = PerceptualLoss(
-                        lossnet, config, scaled_styles, style_blend=style_blend, normalization="caffe", **weights
+                        lossnet,
+                        config,
+                        scaled_styles,
+                        style_blend=style_blend,
+                        normalization="caffe",
+                        style_target=style_target,
+                        **weights,
                     )
                 else:
                     at_scale = [_resized(mask, target.shape[-2:]) for mask in masks]

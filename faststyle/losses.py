@@ -4,9 +4,11 @@ Two normalisations:
 
 - ``"caffe"`` (default; the Gatys reference mode uses it): the reference Caffe code's definitions —
   style per layer ``1/(4·N²·M²)·Σ(G−A)²`` with N channels and M positions, content ``½·Σ(F−P)²``,
-  total variation ``Σ`` of squared neighbour differences. The style image's Gram matrix A is first scaled to the
-  output's M (the reference code divides each Gram matrix by its own M): a style image larger than the output
-  (the reference's 1.2×) sets the same target per position as one of the output's size.
+  total variation ``Σ`` of squared neighbour differences. The style image's Gram matrix A is either its whole Gram
+  matrix (``style_target="whole"``, the reference's: it computes a scale from the content's size over the style
+  image's but passes 1), or scaled to the output's M (``"per-position"``, PerceptualLoss's default; the Gatys mode
+  defaults to the reference's): a style image larger than the output (the reference's 1.2×) then sets the same
+  target per position as one of the output's size.
 - ``"mean"`` (feed-forward training uses it): Gram divided by M, style per layer the mean of
   ``(G'−A')²`` — exactly 4 × the caffe style loss, so the documented layer weights keep their meaning —,
   content the mean of ``(F−P)²`` and total variation the mean of squared differences instead of sums. Every
@@ -34,6 +36,10 @@ from faststyle.images import unit_range
 from faststyle.lossnets.base import LossNet
 
 Normalization = Literal["caffe", "mean"]
+# What the painting's Gram matrix A is against the output's: taken per position, or whole as the reference code took
+# it (whose 1.2× larger painting thus asks for 1.44 times the positions' worth of each Gram entry)
+StyleTarget = Literal["whole", "per-position"]
+STYLE_TARGETS: tuple[StyleTarget, ...] = ("whole", "per-position")
 # Feed-forward training's default loss weights, under normalization="mean" (README, "Losses").
 TRAINING_WEIGHTS = {"content_weight": 1.0, "style_weight": 2.0, "tv_weight": 1.0}
 # --style-weight auto's balance of style against content (faststyle.balance): VGG16's at style weight 2 and 256 px,
@@ -144,10 +150,17 @@ class PerceptualLoss(nn.Module):
         style_weight: float = 1e4,
         tv_weight: float = 0.0,
         normalization: Normalization = "caffe",
+        style_target: StyleTarget = "per-position",
     ) -> None:
         super().__init__()
         if normalization not in ("caffe", "mean"):
             raise FaststyleError(f"normalization must be 'caffe' or 'mean', not {normalization!r}")
+        if style_target not in STYLE_TARGETS or (style_target == "whole" and normalization != "caffe"):
+            raise FaststyleError(
+                f"style_target must be one of {', '.join(STYLE_TARGETS)} ('whole' under the caffe normalisation "
+                f"only), not {style_target!r}"
+            )
+        self.style_target: StyleTarget = style_target
         if not isinstance(config, LayerConfig):
             config = layer_config(lossnet.name, config)
         if isinstance(style_images, Tensor):
@@ -173,22 +186,23 @@ class PerceptualLoss(nn.Module):
 
     @torch.no_grad()
     def style_targets(self, style_images: Sequence[Tensor], blend: Sequence[float]) -> dict[str, Tensor]:
-        """The blended target Gram matrix per style layer, per position (Gram / M): a larger image does not weigh
-        more in a blend, and under ``"caffe"`` the loss scales it to the output's number of positions."""
+        """The blended target Gram matrix per style layer: per position (Gram / M), so that a larger image does not
+        weigh more in a blend, or with ``style_target="whole"`` each image's whole Gram matrix."""
         return {
             layer: sum(gram * weight for gram, weight in zip(grams, blend, strict=True))
-            for layer, grams in self.style_grams(style_images).items()
+            for layer, grams in self.style_grams(style_images, whole=self.style_target == "whole").items()
         }
 
     @torch.no_grad()
-    def style_grams(self, style_images: Sequence[Tensor]) -> dict[str, list[Tensor]]:
-        """Each style image's own Gram matrix per position (Gram / M), per style layer."""
+    def style_grams(self, style_images: Sequence[Tensor], whole: bool = False) -> dict[str, list[Tensor]]:
+        """Each style image's own Gram matrix per position (Gram / M), or ``whole``, per style layer."""
         layers = list(self.config.style_layers)
         grams: dict[str, list[Tensor]] = {layer: [] for layer in layers}
         for image in style_images:
             feats = self.features(image.to(self.device), layers)
             for layer in layers:
-                grams[layer].append(gram_matrix(feats[layer], "mean").mean(0))
+                positions = feats[layer].shape[-2] * feats[layer].shape[-1] if whole else 1
+                grams[layer].append(gram_matrix(feats[layer], "mean").mean(0) * positions)
         return grams
 
     @property
@@ -236,9 +250,11 @@ class PerceptualLoss(nn.Module):
 
     def style_layer(self, layer: str, features: Tensor) -> Tensor:
         """One style layer's loss for the output's ``features`` at it."""
-        # Per position, (G − M·A) / M = G/M − A: the caffe loss Σ(G − M·A)²/(4N²M²) is Σ(G/M − A)²/(4N²)
-        gram = gram_matrix(features, "mean")
-        return style_layer_loss(gram, self.target_gram(layer), features.shape[1], 1, self.normalization)
+        # Per position: the caffe loss Σ(G − A)²/(4N²M²) is Σ(G/M − A/M)²/(4N²), A/M the per-position target
+        gram, target = gram_matrix(features, "mean"), self.target_gram(layer)
+        if self.style_target == "whole":
+            target = target / (features.shape[-2] * features.shape[-1])
+        return style_layer_loss(gram, target, features.shape[1], 1, self.normalization)
 
 
 def _weighted_sum(terms: dict[str, Tensor], weights: Mapping[str, float]) -> Tensor:

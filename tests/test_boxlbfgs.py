@@ -3,6 +3,7 @@ near the bounds."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from collections.abc import Callable
@@ -158,6 +159,25 @@ def test_a_non_finite_gradient_beside_a_finite_loss_is_raised(bad: float) -> Non
         for _ in range(5):
             optimizer.step(closure)
     assert evaluations[0] == 3 and not optimizer.converged
+
+
+def test_a_loss_that_is_not_finite_wherever_it_steps_is_raised() -> None:
+    """It restored the start and said it had converged, and every later iteration did nothing: what an overflow in
+    reduced precision looks like, the loss finite only at the start."""
+    a, b = _quadratic(20, 3)
+    x = torch.full((20,), 0.5, dtype=torch.float64, requires_grad=True)
+    start, evaluations = x.detach().clone(), [0]
+    quadratic = _quadratic_closure(x, a, b, evaluations)
+
+    def overflowing() -> torch.Tensor:
+        loss = quadratic()
+        return loss if torch.equal(x.detach(), start) else loss * float("nan")
+
+    optimizer = BoxLBFGS(x)
+    with pytest.raises(FloatingPointError, match="the loss is nan at every step tried along the gradient"):
+        optimizer.step(overflowing)
+    assert evaluations[0] == 1 + optimizer.max_evaluations and not optimizer.converged
+    assert torch.equal(x.detach(), start) and not math.isfinite(float(optimizer.loss))
 
 
 _TF32_CHECK = """

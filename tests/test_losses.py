@@ -240,6 +240,28 @@ def test_a_style_image_larger_than_the_output_sets_the_same_target_per_position(
     assert four_times(painting, content=photo).style.item() < 0.15 * b.style.item()
 
 
+def test_the_whole_style_target_is_the_reference_codes_loss(vgg16: torch.nn.Module, shared: Path) -> None:
+    """The reference took the 1.2× larger painting's whole Gram matrix as A against the output's, normalised by the
+    output's N and M (style.py's `_compute_reprs(..., gram_scale=1)`): written out here with the features alone."""
+    painting = load_image(shared / "data/styles/vangogh_starry_night_crop.jpg", 77)
+    photo = load_image(shared / "data/content/chicago.jpg", 64)
+    config = default_config("vgg16")
+    whole = PerceptualLoss(vgg16, config, [painting], style_target="whole")
+    per_position = PerceptualLoss(vgg16, config, [painting])
+    terms = whole(photo, content=photo)
+    layers = list(config.style_layers)
+    out, style = vgg16(photo, layers), vgg16(painting, layers)
+    for layer in layers:
+        f, s = out[layer][0].flatten(1).double(), style[layer][0].flatten(1).double()
+        channels, positions = f.shape
+        expected = ((f @ f.T - s @ s.T) ** 2).sum() / (4 * channels**2 * positions**2)
+        assert terms.style_layers[layer].item() == pytest.approx(expected.item(), rel=1e-4), layer
+    # the painting is larger (1.44 times the positions at 64 and 77 px), so it asks for more than per position
+    assert terms.style.item() > 1.2 * per_position(photo, content=photo).style.item()
+    with pytest.raises(FaststyleError, match="'whole' under the caffe normalisation only"):
+        PerceptualLoss(vgg16, config, [painting], style_target="whole", normalization="mean")
+
+
 def test_config_for_another_backbone_is_refused(vgg16: torch.nn.Module) -> None:
     config = LayerConfig("googlenet", {"conv2/3x3": 1.0}, {"conv1/7x7_s2": 1.0}, name="googlenet")
     with pytest.raises(FaststyleError, match="is for googlenet"):

@@ -47,6 +47,7 @@ def main() -> None:
         layer_config(net.name, None),
         [resize_long_side(style, round(1.2 * args.size))],
         normalization="caffe",
+        style_target="whole",
         content_weight=1.0,
         style_weight=1e4 * caffe_pixel_scale(net) ** 2,
         tv_weight=0.0,

@@ -158,6 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 config,
                 [resize_long_side(style.to(device), style_size)],
                 style_weight=1e4 * caffe_pixel_scale(plain_net) ** 2,
+                style_target="whole",
             )
             pixels, count = plain_lbfgs(loss, target, args.iters, "strong_wolfe")
             counts.append(count)
