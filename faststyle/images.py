@@ -416,6 +416,19 @@ def long_side_size(height: int, width: int, size: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def check_resized_pixels(height: int, width: int, size: int | None, max_pixels: int, what: str = "the image") -> None:
+    """Refuse a ``size`` (long side) that would scale an image of (height, width) past ``max_pixels``, before the
+    scaled image is made."""
+    if size is None:
+        return
+    new_height, new_width = long_side_size(height, width, size)
+    if new_height * new_width > max_pixels:
+        raise PixelLimitError(
+            f"{what} at a long side of {size} would have {new_width}x{new_height} pixels, over the limit of "
+            f"{max_pixels:,}; give a smaller --size (size=) or raise the limit (--max-pixels; max_pixels in Python)"
+        )
+
+
 def check_frames_job(source: Path, target: Path, batch: object, size: object, what: str) -> None:
     """The checks before stylizing the frames of ``source`` (a video or an animation) into ``target``."""
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:

@@ -45,6 +45,7 @@ from faststyle.images import (
     MAX_PIXELS,
     alpha_channel,
     as_mask,
+    check_resized_pixels,
     long_side_size,
     pil_to_tensor,
     resize_long_side,
@@ -458,6 +459,8 @@ class Stylizer:
             else:
                 raise FaststyleError(f"Stylizer.batch takes PIL images or tensors, not {type(image).__name__}")
         if size is not None:
+            for t in tensors:
+                check_resized_pixels(*t.shape[-2:], size, self.max_pixels)
             tensors = [resize_long_side(t, size) for t in tensors]
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, t in enumerate(tensors):
@@ -503,6 +506,7 @@ class Stylizer:
         elif isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not 0.0 <= strength <= 1.0:
             raise FaststyleError(f"strength must be between 0 and 1 (or a map of it), not {strength!r}")
         with torch.no_grad():  # not inference_mode: callers may edit the result in place or take gradients later
+            check_resized_pixels(*content.shape[-2:], size, self.max_pixels)
             content = content.to(self.device)
             content = content.float().div_(255.0) if content.dtype == torch.uint8 else content.float()
             if size is not None:

@@ -28,7 +28,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 
-from faststyle.compiling import compiler
+from faststyle.compiling import compiler, new_step
 from faststyle.errors import FaststyleError
 from faststyle.images import (
     READER_VERSION,
@@ -220,6 +220,8 @@ class StyleModule(pl.LightningModule):
     def training_step(self, batch: Tensor, batch_idx: int) -> None:
         optimizer = self.optimizers()
         batch = dither_flat(batch)
+        if self.settings.compile:
+            new_step()
         terms = self.losses(batch)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(terms.total)

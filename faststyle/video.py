@@ -31,6 +31,7 @@ from faststyle.errors import FaststyleError
 from faststyle.images import (
     PILLOW_READ_ERRORS,
     check_frames_job,
+    check_resized_pixels,
     durable_replace,
     frame_total,
     new_file_mode,
@@ -285,6 +286,7 @@ def stylize_video(
                 f"{source}'s frames have {stream.width}x{stream.height} pixels, over the limit of "
                 f"{max_pixels:,}; raise the limit (max_pixels / --max-pixels)"
             )
+        check_resized_pixels(stream.height, stream.width, size, max_pixels, f"{source}'s frames")
         if max_frames is not None and stream.frames > max_frames:  # an exact count
             raise _too_long(source, f"{stream.frames} frames", max_frames)
         # its duration (Matroska and WebM give only that) by its rate: refused when clearly over, before any work;

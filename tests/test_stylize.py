@@ -19,7 +19,7 @@ from faststyle import stylize as stylize_module
 from faststyle.cli import main
 from faststyle.color import rgb_to_ycbcr
 from faststyle.errors import FaststyleError
-from faststyle.images import load_image, open_image, to_rgb
+from faststyle.images import PixelLimitError, load_image, open_image, to_rgb
 from faststyle.modelfile import save_model
 from faststyle.stylize import (
     Stylizer,
@@ -262,6 +262,12 @@ def test_pixel_bombs_are_refused(stylizer: Stylizer, tmp_path: Path) -> None:
         strict(Image.new("RGB", (50, 50)))
     with pytest.raises(FaststyleError, match="max_pixels"):
         strict(torch.rand(3, 50, 50))
+    # a --size that would scale a small image past the limit is refused before the scaled image is made
+    with pytest.raises(PixelLimitError, match="at a long side of 40 would have 40x30 pixels, over the limit of 1,000"):
+        strict(torch.rand(3, 24, 32), size=40)
+    with pytest.raises(PixelLimitError, match="at a long side of 40"):
+        strict.batch([Image.new("RGB", (32, 24))], size=40)
+    assert strict(torch.rand(3, 24, 32), size=32).shape == (3, 24, 32)
 
 
 def _check_tiling(length: int, tile: int, overlap: int) -> None:

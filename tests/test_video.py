@@ -471,6 +471,9 @@ def test_errors_say_what_to_do(stylizer: Stylizer, pan: list[np.ndarray], tmp_pa
     small = Stylizer(stylizer.path, device="cpu", max_pixels=1000)
     with pytest.raises(FaststyleError, match="frames have 160x96 pixels, over the limit of 1,000"):
         stylize_video(small, source, tmp_path / "out.mp4", size=30, progress=False)
+    roomy = Stylizer(stylizer.path, device="cpu", max_pixels=20_000)  # the frames are 160x96: 15,360
+    with pytest.raises(FaststyleError, match="pan.mp4's frames at a long side of 320 would have 320x192 pixels"):
+        stylize_video(roomy, source, tmp_path / "out.mp4", size=320, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.mp4", "notes.mp4", "pan.mp4"]
     # a model file or name does for a Stylizer
     assert stylize_video(str(stylizer.path), source, tmp_path / "out.mp4", progress=False).frames == 2

@@ -47,12 +47,14 @@ def _faststyle_step(
 ) -> Callable[[], None]:
     """faststyle's step: content targets once under no_grad, optional bf16 autocast, no bad steps skipped here;
     with ``stability_weight``, train's stability term too (on the first photo, a new move each step)."""
+    from faststyle.compiling import new_step
     from faststyle.stability import stability_loss, step_shift
 
     device_type = batch.device.type
     count = itertools.count()
 
     def step() -> None:
+        new_step()
         with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
             targets = targets_fn(batch)
             styled = net_fn(batch)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything the GPU machine does, after tools/device/prepare.sh has filled .devdata/, in two calls back to back
-# (the second finds the machine warm, its cache and trained model still there; a bare machine also works):
+# (both carry .devdata: a machine left idle 30 s is given back, and a fresh one has only what is carried; a warm one
+# also keeps the first call's cache and trained model in /tmp/faststyle-device):
 #   device run: command="PHASES='setup trainbench train' BUDGET=450 TRAIN_MINUTES=3 bash tools/device/run.sh", carry=[".devdata"]
-#   device run: command="PHASES='setup gatys infer profile tests extras' BUDGET=<what is left> bash tools/device/run.sh"
+#   device run: command="PHASES='setup gatys infer profile tests extras' BUDGET=<what is left> bash tools/device/run.sh", carry=[".devdata"]
 # (2026-11-28 on an H200: the first took 363 s with TRAIN_MINUTES=3, the machine's start about 30 s; the second
 # found the machine given back, started another and used its BUDGET=350.)
 # Phases run in the order given, most important first; every step's time limit is cut to what is left of BUDGET
@@ -126,10 +127,12 @@ if has trainbench; then
 fi
 
 if has train; then
-  say "training run: Starry Night, VGG16, ${TRAIN_MINUTES} min"
+  # at most what is left of BUDGET less ~100 s for the start, compiling, the last grid and the model file
+  minutes=$(python3 -c "print(round(max(0.5, min($TRAIN_MINUTES, ($BUDGET - $SECONDS - 115) / 60)), 2))")
+  say "training run: Starry Night, VGG16, ${minutes} min"
   rm -rf "$WORK/starry_run" "$WORK/starry.safetensors" "$WORK/styled"  # a rerun on a warm machine trains afresh
-  fs "$(python3 -c "print(round($TRAIN_MINUTES * 60 + 150))")" train --style "$style" --data "$DATA/train" --backbone vgg16 \
-    --size "$size" --batch "$(pick "$TRAIN_BATCH" 2)" --steps 40000 --max-minutes "$TRAIN_MINUTES" \
+  fs "$(python3 -c "print(round($minutes * 60 + 150))")" train --style "$style" --data "$DATA/train" --backbone vgg16 \
+    --size "$size" --batch "$(pick "$TRAIN_BATCH" 2)" --steps 40000 --max-minutes "$minutes" \
     --gpu-cache $([[ $DEVICE == cuda ]] && echo --compile "$TRAIN_COMPILE") --accelerator "$([[ $DEVICE == cuda ]] && echo gpu || echo cpu)" \
     --val-every "$(pick 2000 20)" --checkpoint-every "$(pick 2000 20)" --no-progress \
     --out "$WORK/starry.safetensors" >"$WORK/logs/train.log" 2>&1
