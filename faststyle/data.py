@@ -570,7 +570,7 @@ class PhotoDataModule(pl.LightningDataModule):
         """Crop positions for this process. The cache is built on first use, once the trainer (if any) has put
         this process on its device: in DDP each process caches on its own GPU and draws its own crops."""
         self.setup()
-        if not self.cache or self.cache[0].device != self._cache_device():
+        if not self.cache or not _same_device(self.cache[0].device, self._cache_device()):
             self._build_cache()
         rank, _ = self._rank()
         return _CacheDraws([tuple(p.shape[-2:]) for p in self.cache], self.size, self.flip, self._crop_seed(), rank)
@@ -651,3 +651,11 @@ class PhotoDataModule(pl.LightningDataModule):
 
 
 __all__ = ["PhotoDataModule", "SkipCounter", "count_images", "find_images"]
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda:0`` and ``cuda`` (the current device) alike."""
+    index = torch.cuda.current_device if a.type == "cuda" and torch.cuda.is_available() else (lambda: 0)
+    return a.type == b.type and (a.index if a.index is not None else index()) == (
+        b.index if b.index is not None else index()
+    )

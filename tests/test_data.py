@@ -527,3 +527,13 @@ def test_lightning_fit_crops_the_cache_before_transfer(messy_folder: Path, tmp_p
     trainer.fit(probe, datamodule=dm)
     assert len(probe.batches) == 2
     assert all(b.shape == (4, 3, 64, 64) and b.dtype == torch.float32 for b in probe.batches)
+
+
+def test_the_photo_cache_knows_cuda_and_cuda_0_for_one_device() -> None:
+    """Given --device cuda, the cache's photos are on cuda:0: unequal as torch.device, they rebuilt the cache."""
+    from faststyle.data import _same_device
+
+    assert _same_device(torch.device("cuda", 0), torch.device("cuda"))
+    assert _same_device(torch.device("cpu"), torch.device("cpu"))
+    assert not _same_device(torch.device("cuda", 1), torch.device("cuda", 0))
+    assert not _same_device(torch.device("cpu"), torch.device("cuda", 0))

@@ -116,7 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--style-target", default="whole", choices=("whole", "per-position"),
         help="whole (default): the style image's whole Gram matrix is the target, as in the reference code, so the "
-        "1.2x larger painting asks for 1.44x the output's Gram entries: bolder style; per-position: scaled to the "
+        "1.2x larger painting asks for up to 1.44x each Gram entry: a bolder style; per-position: scaled to the "
         "output's size, the same target whatever --style-scale (a masked style is always per position)",
     )  # fmt: skip
     p.add_argument("--preserve-color", action="store_true", help="keep the content's colours (transfer luminance only)")
