@@ -161,13 +161,12 @@ class BoxLBFGS:
             step /= 2
         else:
             if not new < old:  # no progress along this direction: start again from the gradient
+                self.variable.copy_(start)
                 if steepest and not math.isfinite(new):  # the shortest step too: not a minimum but an overflow
-                    self.variable.copy_(start)
                     self.loss = new_loss
                     raise FloatingPointError(
                         f"the loss is {new} at every step tried along the gradient, down to {step * 2:.3g} of it"
                     )
-                self.variable.copy_(start)
                 self.memory.clear()
                 self.converged = steepest
                 return loss

@@ -650,12 +650,15 @@ class PhotoDataModule(pl.LightningDataModule):
         return photos
 
 
-__all__ = ["PhotoDataModule", "SkipCounter", "count_images", "find_images"]
-
-
 def _same_device(a: torch.device, b: torch.device) -> bool:
     """``cuda:0`` and ``cuda`` (the current device) alike."""
-    index = torch.cuda.current_device if a.type == "cuda" and torch.cuda.is_available() else (lambda: 0)
-    return a.type == b.type and (a.index if a.index is not None else index()) == (
-        b.index if b.index is not None else index()
-    )
+
+    def index(device: torch.device) -> int:
+        if device.index is not None:
+            return device.index
+        return torch.cuda.current_device() if device.type == "cuda" and torch.cuda.is_available() else 0
+
+    return a.type == b.type and index(a) == index(b)
+
+
+__all__ = ["PhotoDataModule", "SkipCounter", "count_images", "find_images"]
