@@ -5,6 +5,7 @@ Run with ``faststyle demo`` or ``python demo/app.py [--host 127.0.0.1] [--port 7
 
 import argparse
 import contextlib
+import math
 import re
 import shutil
 import signal
@@ -47,6 +48,8 @@ FRAME_SIZES = (64, 768)  # the webcam's and the video tab's
 VIDEO_MAX_FRAMES = 900  # 30 s at 30 fps: minutes of work on a CPU, with a progress bar
 # Sound every browser plays in MP4; other sound (Vorbis from WebM, a camera's PCM, MP2 from .ts) is re-encoded to AAC
 BROWSER_AUDIO = ("aac", "mp3")
+# Pillow formats that are videos: Pillow reads their size, not their pictures (the Video tab takes them)
+IDENTIFIED_VIDEOS = ("MPEG",)
 ANIMATION_MAX_FRAMES = 300  # an animated GIF, PNG or WebP upload; its frames are at most FRAME_SIZES[1] px
 # Asked of the camera: enough for the largest frame size (Gradio asks for up to 1920×1440, sent 5 times a second).
 CAMERA = {"video": {"width": {"ideal": 960}, "height": {"ideal": 720}}}
@@ -113,7 +116,7 @@ class StyleApp:
 
     def _run(self, stylizer: Stylizer, image: Image.Image, size: int, strength: float, preserve: bool) -> Image.Image:
         try:
-            return stylizer(image, size=size, strength=float(strength), preserve_color=bool(preserve))
+            return stylizer(image, size=size, strength=_number(strength, "strength"), preserve_color=bool(preserve))
         except FaststyleError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 
@@ -207,7 +210,7 @@ class StyleApp:
                 upload,
                 target,
                 size=min(_clamp(size, PHOTO_SIZES), FRAME_SIZES[1]),
-                strength=float(strength),
+                strength=_number(strength, "strength"),
                 preserve_color=bool(preserve_color),
                 max_pixels=UPLOAD_MAX_PIXELS,
             )
@@ -253,7 +256,7 @@ class StyleApp:
                 clip,
                 target,
                 size=_clamp(size, FRAME_SIZES),
-                strength=float(strength),
+                strength=_number(strength, "strength"),
                 preserve_color=bool(preserve_color),
                 max_frames=VIDEO_MAX_FRAMES,
                 audio_codecs=BROWSER_AUDIO,
@@ -281,6 +284,10 @@ class StyleApp:
                         old.unlink()
                         if old.parent != self._outputs:
                             old.parent.rmdir()
+            for folder in [p for p in self._outputs.iterdir() if p.is_dir()]:  # a failed job's, left empty
+                with contextlib.suppress(OSError):  # (one with a result in it is not removed)
+                    if folder.stat().st_mtime < cutoff:
+                        folder.rmdir()
         finally:
             self._pruning.release()
 
@@ -299,12 +306,12 @@ class StyleApp:
         for layer in editor.get("layers") or []:
             if layer is not None and layer.size == photo.size and layer.mode == "RGBA":
                 brushed |= np.asarray(layer.getchannel("A")) > 0
-        weight: Any = float(strength)
+        weight: Any = _number(strength, "strength")
         if brushed.any():  # feathered by about 1% of the photo's size, so that the painting fades into the photo
             mask = Image.fromarray(brushed.astype(np.uint8) * 255).filter(
                 ImageFilter.GaussianBlur(max(1.0, 0.01 * max(photo.size)))
             )
-            weight = torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255)[None, None] * float(strength)
+            weight = torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255)[None, None] * weight
         stylizer = self.stylizer(model)
         start = time.perf_counter()
         try:
@@ -377,10 +384,11 @@ def _unreadable(name: str, exc: FaststyleError) -> gr.Error:
 
 
 def _is_photo(path: str) -> bool:
-    """Whether an upload is a still image: one frame that Pillow reads (a video it cannot read at all)."""
+    """Whether an upload is a still image: one frame that Pillow reads (a video it cannot read at all, or an MPEG-1/2
+    video stream, .m2v or .mpg, whose header Pillow knows but whose pictures it cannot decode)."""
     try:
         with opened(path) as image:
-            return frame_total(image) == 1
+            return frame_total(image) == 1 and image.format not in IDENTIFIED_VIDEOS
     except FaststyleError:
         return False
 
@@ -407,9 +415,21 @@ def _result_image(label: str, elem_id: str) -> gr.Image:
     return gr.Image(label=label, format="png", interactive=False, buttons=["download", "fullscreen"], elem_id=elem_id)
 
 
-def _clamp(value: float, limits: tuple[int, int]) -> int:
+def _clamp(value: Any, limits: tuple[int, int]) -> int:
     """A size from the page, or from an API call that skipped the slider's range check, kept within the slider's."""
-    return int(min(max(float(value), limits[0]), limits[1]))
+    return int(min(max(_number(value, "size"), limits[0]), limits[1]))
+
+
+def _number(value: Any, what: str) -> float:
+    """A slider's value as a float; an API call's ``None``, text or NaN (the events that skip Gradio's preprocessing
+    pass on whatever JSON they got) is a message in the page, not a stack trace."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if math.isnan(number):
+        raise gr.Error(f"The {what} must be a number, not {value!r}.", print_exception=False)
+    return number
 
 
 def build_demo(dirs: Sequence[Path] | None = None, device: str | None = None) -> gr.Blocks:

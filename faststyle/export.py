@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import math
 import os
 import sys
 import tempfile
@@ -69,7 +70,8 @@ def onnx_bytes(net: nn.Module, opset: int = DEFAULT_OPSET) -> bytes:
 def verify_onnx(
     model: bytes | str | os.PathLike[str], net: nn.Module, sizes: Sequence[tuple[int, int]] = ((256, 256), (198, 331))
 ) -> float:
-    """Largest absolute difference between ONNX Runtime and PyTorch over random images of ``sizes``."""
+    """Largest absolute difference between ONNX Runtime and PyTorch over random images of ``sizes`` (infinite where
+    ONNX Runtime gives NaN); a network whose own output is not finite is refused."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -88,7 +90,13 @@ def verify_onnx(
             reference = net(image).float()
         if ours.shape != reference.shape:
             raise FaststyleError(f"the ONNX model returned shape {tuple(ours.shape)} for {h}x{w}; re-export it")
-        worst = max(worst, (ours - reference).abs().max().item())
+        if not torch.isfinite(reference).all():
+            raise FaststyleError(
+                f"the network's own output is not finite (NaN or infinite) for a {w}x{h} image, so there is "
+                "nothing to compare: its weights are damaged (a half-precision model file holds at most 65504)"
+            )
+        difference = (ours - reference).abs().max().item()
+        worst = max(worst, difference if math.isfinite(difference) else math.inf)  # max() passes over NaN
     return worst
 
 
@@ -123,7 +131,10 @@ def export_onnx(
         raise FaststyleError(f"ONNX export failed at opset {opset} ({first}); try --opset {DEFAULT_OPSET}") from None
     difference = None
     if verify:
-        difference = verify_onnx(data, net)
+        try:
+            difference = verify_onnx(data, net)
+        except FaststyleError as exc:
+            raise FaststyleError(f"{exc}; nothing was written") from None
         if difference > tolerance:
             raise FaststyleError(
                 f"the ONNX model differs from PyTorch by {difference:.2g} (> {tolerance}); nothing was written. "

@@ -1,10 +1,10 @@
 """Video files: decode with PyAV, stylize batches of frames with a ``Stylizer``, encode; the sound is copied as it
 is, or re-encoded where the output's container cannot hold it.
 
-Frames keep their timestamps, so variable frame rates and the audio stay in sync. A phone's rotation flag is
-applied to the pixels (the output plays upright without one). Colours are converted with the matrix the video
-declares (BT.709 when it declares none and is 720 lines or more, else BT.601), and the output is H.264 (VP9 for
-``.webm``) in 4:2:0, tagged BT.709.
+Frames keep their timestamps, so variable frame rates and the audio stay in sync. A phone's rotation flag (its
+display matrix, a mirror image included) is applied to the pixels (the output plays upright without one). Colours
+are converted with the matrix the video declares (BT.709 when it declares none and is 720 lines or more, else
+BT.601), and the output is H.264 (VP9 for ``.webm``) in 4:2:0, tagged BT.709.
 """
 
 from __future__ import annotations
@@ -139,17 +139,30 @@ def _colorspace(frame: Any) -> int:
     return _MATRICES.get(int(frame.colorspace), _BT709 if frame.height >= 720 else 5)
 
 
-def _quarter_turns(frame: Any) -> int:
-    """Counterclockwise quarter turns that its display matrix asks for (PyAV's ``rotation``, in degrees)."""
-    return round(frame.rotation / 90) % 4
+def _orientation(frame: Any) -> tuple[bool, bool, bool]:
+    """How to show a frame as its display matrix asks: (transposed, then rows reversed, then columns reversed), the
+    nearest of the eight quarter turns and mirror images (a mirrored matrix is no turn: PyAV's ``rotation`` reads a
+    horizontal mirror as a half turn, and a vertical one as none). The matrix maps a pixel's column and row (x, y) to
+    (a·x + c·y, b·x + d·y)."""
+    data = frame.side_data.get("DISPLAYMATRIX") if hasattr(frame, "side_data") else None
+    if data is None:
+        return (False, False, False)
+    a, b, _, c, d = np.frombuffer(bytes(data), dtype=np.int32)[:5].tolist()
+    if abs(a) + abs(d) >= abs(b) + abs(c):
+        return (False, d < 0, a < 0)
+    return (True, b < 0, c < 0)
 
 
 def frame_pixels(frame: Any) -> Tensor:
-    """A decoded PyAV frame as uint8 RGB (3,H,W), read with its own matrix and exact rounding, and upright."""
+    """A decoded PyAV frame as uint8 RGB (3,H,W), read with its own matrix and exact rounding, and upright (turned
+    and mirrored as its display matrix asks)."""
     array = frame.to_ndarray(format="rgb24", src_colorspace=_colorspace(frame), interpolation=_READ_FLAGS)
     pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
-    turns = _quarter_turns(frame)
-    return torch.rot90(pixels, turns, dims=(-2, -1)) if turns else pixels
+    transposed, rows, columns = _orientation(frame)
+    if transposed:
+        pixels = pixels.transpose(-2, -1)
+    flipped = [dim for dim, flip in ((-2, rows), (-1, columns)) if flip]
+    return pixels.flip(flipped) if flipped else pixels
 
 
 class _Frame:
@@ -184,7 +197,7 @@ def _decoded(container: Any, stream: Any, writer: _Writer, av: Any) -> Iterator[
                 pts = last_pts + 1
             last_pts = pts
             duration = getattr(frame, "duration", None) or None  # PyAV 14+; 0 is not known
-            yield _Frame(frame_pixels(frame), pts, _quarter_turns(frame) % 2 == 1, duration)
+            yield _Frame(frame_pixels(frame), pts, _orientation(frame)[0], duration)
             index += 1
 
 

@@ -636,3 +636,69 @@ def test_result_names_and_upload_messages(models_dir: Path, tmp_path: Path) -> N
     model_file = next(models_dir.glob("*.safetensors"))
     assert module._not_a_folder(model_file) == f" (a file: give its folder, `faststyle demo --models {models_dir}`)"
     assert module._not_a_folder(tmp_path / "nowhere") == " (does not exist)" and module._not_a_folder(tmp_path) == ""
+
+
+def test_an_mpeg_video_stream_is_a_video_not_a_photo(models_dir: Path, tmp_path: Path) -> None:
+    """Pillow knows an MPEG-1/2 video stream's header (.m2v, and .mpg files without a program stream) but cannot
+    decode it: the Video tab sent such a clip to the Photo tab, which said it was not an image."""
+    av = pytest.importorskip("av")
+    from faststyle.commands.demo import load_app
+
+    clip = tmp_path / "tape.m2v"
+    with av.open(str(clip), "w", format="mpeg2video") as output:
+        stream = output.add_stream("mpeg2video", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i, array in enumerate(pan_frames(64, 48, 3)):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+    assert Image.open(clip).format == "MPEG"  # what Pillow makes of it
+    app = load_app().StyleApp([models_dir], device="cpu")
+    path, report = app.stylize_clip(str(clip), "starry_vgg16", 1.0, False, 64)
+    assert report.startswith("3 frames · 64×48 px") and Path(path).suffix == ".mp4"
+
+
+def test_api_values_that_are_not_numbers_are_a_message(models_dir: Path) -> None:
+    """The Photo tab's and the comparison's events skip Gradio's preprocessing, so an API call's size or strength
+    reaches them as sent: None or text raised TypeError or ValueError (a stack trace, and "an exception" in the
+    client) instead of saying what was wrong."""
+    import gradio as gr
+
+    from faststyle.commands.demo import load_app
+
+    app = load_app().StyleApp([models_dir], device="cpu")
+    photo = {"path": str(PHOTO)}
+    starry = next(key for key, models in app.groups().items() if len(models) > 1)
+    for strength, size, message in [(1.0, None, "size must be a number, not None"), (None, 256, "strength must be")]:
+        with pytest.raises(gr.Error, match=message):
+            app.stylize_photo(photo, "starry_vgg16", strength, False, size)
+        with pytest.raises(gr.Error, match=message):
+            app.compare(photo, starry, strength, False, size)
+    with pytest.raises(gr.Error, match="size must be a number, not 'big'"):
+        app.stylize_photo(photo, "starry_vgg16", 1.0, False, "big")
+    with pytest.raises(gr.Error, match="strength must be a number, not nan"):
+        app.stylize_photo(photo, "starry_vgg16", float("nan"), False, 128)
+    assert Path(app.stylize_photo(photo, "starry_vgg16", "0.5", False, "128")[0]).is_file()  # numbers as text
+
+
+def test_a_failed_jobs_folder_is_pruned_too(models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each result has a folder of its own; a video refused part-way (here, over the frame limit that a bare stream
+    does not give beforehand) left its folder empty, and pruning, which went by the files, kept it until shutdown."""
+    import gradio as gr
+
+    from faststyle.commands.demo import load_app
+
+    module = load_app()
+    monkeypatch.setattr(module, "VIDEO_MAX_FRAMES", 3)
+    app = module.StyleApp([models_dir], device="cpu")
+    clip = write_clip(tmp_path / "raw.h264", pan_frames(64, 48, 6), sound=None, muxer="h264")
+    with pytest.raises(gr.Error, match="more than 3 frames"):
+        app.stylize_clip(str(clip), "starry_vgg16", 1.0, False, 64)
+    (left,) = app._outputs.iterdir()
+    assert not list(left.iterdir())
+    os.utime(left, (time.time() - 7200, time.time() - 7200))
+    path, _, _ = app.stylize_photo({"path": str(PHOTO)}, "starry_vgg16", 1.0, False, 128)
+    assert list(app._outputs.iterdir()) == [Path(path).parent]

@@ -131,3 +131,24 @@ def test_without_the_onnx_extra_each_path_says_what_to_install(
     with pytest.raises(FaststyleError, match=r"the onnxruntime backend needs onnx, not installed here: pip install"):
         Stylizer(model_path, device="cpu", backend="onnxruntime")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_verify_does_not_pass_over_nan(model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--verify took the largest difference with max(), which passes over NaN: a model file whose weights overflowed
+    half precision (all NaN pixels) was said to match PyTorch with a difference of 0, and so was an ONNX file that gives
+    NaN where PyTorch does not."""
+    from faststyle.export import onnx_bytes, verify_onnx
+
+    torch.manual_seed(5)
+    net = TransformerNet(width=0.25, num_residual=1)
+    with torch.no_grad():
+        net.encoder[0][1].weight[0, 0, 0, 0] = 1e6  # over float16's 65504: inf in the model file
+    broken = save_model(net, tmp_path / "overflow.safetensors", metadata={})
+    out = tmp_path / "overflow.onnx"
+    assert main(["export", "--model", str(broken), "--onnx", str(out), "--verify"]) == 1
+    err = capsys.readouterr().err
+    assert "output is not finite" in err and "nothing was written" in err and not out.exists()
+
+    good, _ = load_model(model_path)
+    assert verify_onnx(onnx_bytes(good), good, sizes=[(24, 20)]) < 1e-3
+    assert verify_onnx(onnx_bytes(load_model(broken)[0]), good, sizes=[(24, 20)]) == float("inf")

@@ -443,6 +443,43 @@ def test_a_phone_clip_comes_out_upright(stylizer: Stylizer, tmp_path: Path) -> N
         assert next(container.decode(video=0)).rotation == 0
 
 
+@pytest.mark.parametrize(
+    ("matrix", "corner"),
+    [
+        ((-1, 0, 0, 1), "top right"),  # a horizontal mirror image (PyAV's rotation reads it as a half turn)
+        ((1, 0, 0, -1), "bottom left"),  # a vertical one (rotation 0)
+        ((0, 1, 1, 0), "top left"),  # the picture's diagonal swapped (rotation -90): rows become columns
+        ((0, -1, -1, 0), "bottom right"),  # the other diagonal
+    ],
+)
+def test_a_mirrored_clip_is_mirrored_not_turned(
+    stylizer: Stylizer, tmp_path: Path, matrix: tuple[int, int, int, int], corner: str
+) -> None:
+    """A display matrix may mirror the picture, as FFmpeg's -display_hflip/-display_vflip write it, alone or with a
+    quarter turn; only its rotation angle was applied, so a mirrored clip came out upside down or unmirrored."""
+    coded = np.zeros((96, 160, 3), np.uint8)
+    coded[:48, :80] = 255  # the top left quarter white
+    source = write_clip(tmp_path / "mirrored.mp4", [coded] * 3, sound=None)
+    data = bytearray(source.read_bytes())
+    at = data.index(b"tkhd")
+    at += 4 + (52 if data[at + 4] == 1 else 40)
+    a, b, c, d = (v << 16 for v in matrix)
+    data[at : at + 36] = struct.pack(">9i", a, b, 0, c, d, 0, 0, 0, 1 << 30)  # (the offsets are not read)
+    source.write_bytes(bytes(data))
+    result = stylize_video(stylizer, source, tmp_path / "mirrored_out.mp4", strength=0.0, progress=False)
+    sideways = matrix[0] == 0
+    assert (result.height, result.width) == ((160, 96) if sideways else (96, 160))
+    grey = read_clip(result.path)[0][0].astype(float).mean(axis=2)
+    h, w = grey.shape
+    quarters = {
+        "top left": grey[: h // 2, : w // 2],
+        "top right": grey[: h // 2, w // 2 :],
+        "bottom left": grey[h // 2 :, : w // 2],
+        "bottom right": grey[h // 2 :, w // 2 :],
+    }
+    assert {name for name, quarter in quarters.items() if quarter.mean() > 200} == {corner}
+
+
 def test_errors_say_what_to_do(stylizer: Stylizer, pan: list[np.ndarray], tmp_path: Path) -> None:
     not_video = tmp_path / "notes.mp4"
     not_video.write_text("not a video")
