@@ -470,10 +470,13 @@ class Study:
         out = self.out / "models" / f"{self.style_names[style_index]}__{column.slug}__{_hash(wanted)[:8]}.safetensors"
         run_dir = out.with_name(out.stem + "_run")
         checkpoint = latest_checkpoint(run_dir / "checkpoints")
-        # an interrupted training continues; a finished one whose model file is gone is trained again
-        resume = checkpoint is not None and 0 < checkpoint_step(checkpoint) < self.s.steps
+        # an interrupted training continues, and one that reached its steps but has no model file (interrupted while
+        # writing it, a full disk) writes it from its last checkpoint, as train --resume does, rather than train again
+        resume = checkpoint is not None and 0 < checkpoint_step(checkpoint) <= self.s.steps
         if run_dir.exists() and not resume:
             shutil.rmtree(run_dir)
+        if resume and out.exists():  # not this study's model (find_model passed it by): damaged, or written otherwise
+            out.unlink()
         log.info("training %s (%d steps at %d px)", out.name, self.s.steps, self.s.size)
         settings = TrainSettings(
             styles=[str(self.styles[style_index])],

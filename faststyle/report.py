@@ -111,6 +111,8 @@ def _training_seconds(timing: dict[str, Any]) -> str:
     """A training's seconds, saying when they are of the last session of a resumed one only."""
     steps = timing["steps"]
     timed = timing.get("timed_steps", steps)
+    if not timed:  # the session only wrote the model file of a run that had reached its steps
+        return "– (the model written from a finished run)"
     seconds = _fmt(timing["seconds"])
     return seconds if timed == steps else f"{seconds} for the last {timed} of {steps} steps"
 

@@ -573,6 +573,28 @@ def test_an_interrupted_study_resumes_with_the_same_command_and_never_trains_on_
     assert len(list((photos / "study").rglob("*.png"))) > 4  # its pictures, left out above
 
 
+def test_a_training_that_reached_its_steps_without_its_model_file_writes_it_instead_of_training_again(
+    shared: Path, lossnet_cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopped while writing the model file (Ctrl-C, a full disk) after the last step: the same command wrote it from
+    the run's last checkpoint, as train --resume does; it deleted the run and trained it all again."""
+    photos = copy_photos(tmp_path / "photos", 2)
+    out = tmp_path / "study"
+    argv = ["compare", "--styles", str(shared / STYLE), "--content", str(shared / CONTENTS[0]), "--out", str(out),
+            "--backbones", "alexnet", "--steps", "2", "--batch", "1", "--size", "48", "--data", str(photos),
+            "--cache", str(lossnet_cache), "--workers", "0", "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    (model,) = (out / "models").glob("*.safetensors")
+    model.unlink()  # as if the run had stopped while writing it
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(argv) == 0
+    assert f"reached step 2 but has no {model.name} yet: writing it" in caplog.text
+    assert "from last.ckpt at step 2" in caplog.text
+    assert model.is_file() and read_metadata(model)["training"]["timed_steps"] == 0
+    assert "| alexnet | 2 | – (the model written from a finished run) |" in (out / "report.md").read_text()
+
+
 def test_configs_of_one_name_from_two_folders_are_two_columns(
     shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
