@@ -50,7 +50,23 @@ def _name_datasets_reads(path: Path) -> bool:
 
 def _refuse_misspelt_folder(source: str) -> None:
     """A name that is not a folder here but is one letter or two away from one is a misspelt folder, not a hub
-    dataset: refused at once, where asking the hub would take half a minute of retries offline."""
+    dataset: refused at once, where asking the hub would take half a minute of retries offline. So is a path within
+    a folder that exists (``photos/trian``) and one of more than two parts, which no hub name (OWNER/NAME) has."""
+    if "://" in source:
+        return
+    parts = [part for part in source.replace(os.sep, "/").split("/") if part]
+    parent = Path(source).parent
+    if len(parts) > 2 or (len(parts) == 2 and parent.is_dir()):
+        if not parent.is_dir():
+            raise FaststyleError(
+                f"--data {source}: no such folder (nor {parent}/); a dataset on the Hugging Face hub is named "
+                "OWNER/NAME, with one '/'"
+            )
+        folders = [entry.name for entry in parent.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
+        close = difflib.get_close_matches(Path(source).name, folders, n=1, cutoff=0.8)
+        hint = f"; did you mean {parent / close[0]}/?" if close else ""
+        hub = f" (for a hub dataset {source}, run from a folder without a {parent}/)" if len(parts) == 2 else ""
+        raise FaststyleError(f"--data {source}: no such folder in {parent}/{hint}{hub}")
     if "/" in source or os.sep in source:
         return
     folders = [entry.name for entry in Path.cwd().iterdir() if entry.is_dir() and not entry.name.startswith(".")]
@@ -355,7 +371,8 @@ class PhotoDataModule(pl.LightningDataModule):
         ``cache_max_gb`` bounds its estimated size. ``stream`` reads a local folder
         the way a hub dataset is read (no index is built), for folders too large to index. ``start_step``: the step a
         resumed run starts at, so that it draws new crops rather than those of the steps already taken. ``skip``: a
-        folder under ``source`` that holds no photos (the run's own checkpoints and grids)."""
+        folder under ``source`` that holds no photos (the run's own checkpoints and grids). ``image_column``: a hub
+        dataset's column of photos; left at ``image``, a dataset without one is read from its one column of images."""
         super().__init__()
         path = Path(source).expanduser()
         self.local = path.is_dir()
@@ -443,8 +460,16 @@ class PhotoDataModule(pl.LightningDataModule):
         if self.local:
             files: list[Path] = []
             odd: list[Path] = []
-            for path in find_images(self.source, skip=self.skip):
+            other: list[Path] = []
+            for path in find_images(self.source, skip=self.skip, left_out=other):
                 (files if _name_datasets_reads(path) else odd).append(path)
+            formats = ", ".join(sorted({path.suffix.lower() for path in other}))
+            formats_left_out = (
+                f"{len(other)} photo(s) in formats training does not read ({formats}) are left out, e.g. "
+                f"{', '.join(str(p) for p in other[:3])}; convert them to JPEG or PNG to train on them"
+            )
+            if other and files:
+                log.warning(formats_left_out)
             self._files = files
             if odd:
                 log.warning(
@@ -453,7 +478,12 @@ class PhotoDataModule(pl.LightningDataModule):
                     "e.g. %s; rename them to train on them", len(odd), ", ".join(ascii(str(p)) for p in odd[:3]),
                 )  # fmt: skip
             if not self._files:
-                raise FaststyleError(f"no images under {self.source} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+                looked = f"looked for {', '.join(sorted(IMAGE_SUFFIXES))}"
+                raise FaststyleError(
+                    f"no images under {self.source}: {formats_left_out}"
+                    if other
+                    else f"no images under {self.source} ({looked})"
+                )
             log.info("found %d images under %s", len(self._files), self.source)
             if self.short_side is None:
                 self._hint_at_large_photos()
@@ -465,14 +495,24 @@ class PhotoDataModule(pl.LightningDataModule):
         else:
             photos = self._load(streaming=True)
             if photos.features is not None and self._column not in photos.features:
-                raise FaststyleError(
-                    f"{self.source} has no column {self._column!r} (columns: {sorted(photos.features)}); "
-                    "pass image_column"
-                )
+                self._column = self._only_image_column(photos.features)
             photos = photos.cast_column(self._column, datasets.Image(decode=False)).select_columns([self._column])
             # a resumed run draws another order, or every session of a run in short sessions would see the same photos
             self.photos = photos.shuffle(seed=self._crop_seed(), buffer_size=self.shuffle_buffer)
             self._skips = SkipCounter(None)
+
+    def _only_image_column(self, features: datasets.Features) -> str:
+        """A hub dataset's one column of images, where it has no column named ``image_column`` (uoft-cs/cifar10's
+        is ``img``): the command line has no option to name it."""
+        images = sorted(name for name, feature in features.items() if isinstance(feature, datasets.Image))
+        if len(images) == 1 and self.image_column == "image":  # the default, not a column asked for
+            log.info("%s has no column %r: training on its image column %r", self.source, self._column, images[0])
+            return images[0]
+        which = f"its image columns are {', '.join(images)}" if images else "none of them holds images"
+        raise FaststyleError(
+            f"{self.source} has no column {self._column!r} (columns: {', '.join(sorted(features))}) and {which}; "
+            "name the column to train on with PhotoDataModule(image_column=...) in Python, or pick a dataset of photos"
+        )
 
     def _hint_at_large_photos(self, sample: int = 64) -> None:
         """Warns when the photos are so large that a crop of ``size`` shows only a small patch of each."""
@@ -635,18 +675,19 @@ class PhotoDataModule(pl.LightningDataModule):
             spread = sorted({round(i * (total - 1) / max(1, n - 1)) for i in range(n)})
             chosen = set(spread)
             order = spread + [i for i in range(total) if i not in chosen]
-            images = (self.photos[i][self._column] for i in order)
+            images: Iterator[tuple[dict[str, Any], int | None]] = ((self.photos[i][self._column], i) for i in order)
         else:
             stream = self._load(streaming=True).cast_column(self._column, datasets.Image(decode=False))
-            images = (example[self._column] for example in stream)
+            images = ((example[self._column], None) for example in stream)
         photos: list[Tensor] = []
-        for image in images:
+        for image, index in images:
             if len(photos) == n:
                 break
             try:
                 photos.append(resize_long_side(pil_to_tensor(_open(image)), long_side))
-            except FaststyleError:
-                continue
+            except FaststyleError as exc:  # skipped and counted as training skips it, so that it is not left unsaid
+                if self._skips is not None:
+                    self._skips.mark(_Crops._key(image, index), image.get("path") or "a streamed photo", str(exc))
         return photos
 
 

@@ -120,7 +120,15 @@ def load_model(
     from faststyle.transformer import TransformerNet
 
     meta = read_metadata(path)
-    net = TransformerNet.from_config(meta["transformer"])
+    record = meta.get("transformer")
+    try:
+        if not isinstance(record, dict):
+            raise TypeError("not a record of width and num_residual")
+        net = TransformerNet.from_config(record)  # names unknown keys itself
+    except (TypeError, ValueError) as exc:
+        raise FaststyleError(
+            f"{path}'s network record (transformer: {record!r}) is damaged ({exc}); train or copy the model again"
+        ) from None
     try:
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
     except (SafetensorError, OSError) as exc:

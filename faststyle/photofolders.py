@@ -14,13 +14,21 @@ from typing import Any
 log = logging.getLogger("faststyle.photofolders")
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"})
+# Photos in formats left out (the datasets library's folder index skips them, or Pillow cannot read them): said, so
+# that a phone's .heic or .avif photos, or a camera's raw files, are not dropped without a word.
+OTHER_PHOTO_SUFFIXES = frozenset(
+    {".avif", ".heic", ".heif", ".jxl", ".jpe", ".mpo", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".raf", ".rw2"}
+)
 STUDY_SCHEMA_NAME = "faststyle-compare"
 
 
-def find_images(folder: str | os.PathLike[str], skip: str | os.PathLike[str] | None = None) -> list[Path]:
+def find_images(
+    folder: str | os.PathLike[str], skip: str | os.PathLike[str] | None = None, left_out: list[Path] | None = None
+) -> list[Path]:
     """Every image file under ``folder`` (recursively, through linked folders but none that holds ``folder``, each
     folder once), sorted, leaving out hidden files and folders, faststyle's output folders, and the folder ``skip``
-    where it lies within (an output folder while it is being written)."""
+    where it lies within (an output folder while it is being written). ``left_out`` gathers the photos in the formats
+    of ``OTHER_PHOTO_SUFFIXES``."""
     top = os.path.realpath(folder)
     seen = {top, *([os.path.realpath(skip)] if skip is not None else [])}
     found: list[Path] = []
@@ -43,6 +51,14 @@ def find_images(folder: str | os.PathLike[str], skip: str | os.PathLike[str] | N
             for name in files
             if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES and (here / name).is_file()
         ]
+        if left_out is not None:
+            left_out += [
+                here / name
+                for name in files
+                if not name.startswith(".") and Path(name).suffix.lower() in OTHER_PHOTO_SUFFIXES
+            ]
+    if left_out is not None:
+        left_out.sort()
     return sorted(found)
 
 
@@ -50,7 +66,10 @@ def output_kind(folder: Path) -> str | None:
     """'study' or 'training run' where ``folder`` is the output of one, else None."""
     if is_study_output(folder):
         return "study"
-    if (folder / "checkpoints").is_dir() and any((folder / name).is_file() for name in ("hparams.yaml", "metrics.csv")):
+    # a run killed before its first checkpoint has its logs and validation photos and grids, but no checkpoints/
+    logs = any((folder / name).is_file() for name in ("hparams.yaml", "metrics.csv"))
+    logs = logs or any(folder.glob("events.out.tfevents.*"))
+    if logs and ((folder / "checkpoints").is_dir() or (folder / "val").is_dir()):
         return "training run"
     return None
 

@@ -105,3 +105,14 @@ def test_a_kill_that_stopped_a_gatys_run_exits_as_a_kill(monkeypatch: pytest.Mon
         monkeypatch.setattr(faststyle.commands.weights, "_list", lambda args, stop=stop: (_ for _ in ()).throw(stop))
         assert main(["weights", "list"]) == code
         assert f"faststyle: {said}" in capsys.readouterr().err
+
+
+def test_a_train_seed_out_of_lightnings_range_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--seed $(date +%s%N)`` crashed with ValueError from seed_everything once the style and photos were read."""
+    args = ["train", "--style", "s.jpg", "--data", str(tmp_path), "--out", str(tmp_path / "m.safetensors")]
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--seed", "4294967296"])
+    assert done.value.code == 2
+    assert "--seed: 4294967296 is not a seed from 0 to 4294967295" in capsys.readouterr().err

@@ -379,6 +379,23 @@ def test_names_the_datasets_library_cannot_read_are_left_out_with_a_warning(
     assert "leaving out 3 photo(s)" in caplog.text and "IMG::1.jpg" in caplog.text
 
 
+def test_photos_in_formats_training_does_not_read_are_named(
+    train_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A phone's .HEIC or .avif photos (Pillow 12 reads AVIF, and stylize takes it) were left out without a word,
+    and a folder of nothing else was "no images under" it."""
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    for name in ("IMG_0001.HEIC", "IMG_0002.avif"):
+        (folder / name).write_bytes(b"\x00\x00\x00\x1cftypheic" + bytes(100))
+    with pytest.raises(FaststyleError, match=r"2 photo\(s\) in formats training does not read \(.avif, .heic\)"):
+        module(folder, tmp_path).setup()
+    shutil.copy(train_dir / PHOTOS[0], folder / "a.jpg")
+    with caplog.at_level(logging.WARNING, logger="faststyle.data"):
+        assert module(folder, tmp_path).num_images == 1
+    assert "IMG_0001.HEIC" in caplog.text and "convert them to JPEG or PNG" in caplog.text
+
+
 def test_a_stream_with_no_readable_photo_is_an_error(tmp_path: Path) -> None:
     folder = tmp_path / "junk"
     folder.mkdir()
@@ -461,6 +478,20 @@ def test_val_photos_are_fixed(train_dir: Path, tmp_path: Path) -> None:
     assert all(torch.equal(a, b) for a, b in zip(photos, again, strict=True))
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["indexed", "streamed"])
+def test_unreadable_photos_passed_over_for_the_validation_photos_are_counted(
+    messy_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, stream: bool
+) -> None:
+    """A short run may never draw a crop of them: the validation set's pick was the only sign, and it said nothing."""
+    dm = module(messy_folder, tmp_path, stream=stream)
+    with caplog.at_level(logging.WARNING, logger="faststyle.data"):
+        assert len(dm.val_photos(2)) == 2  # indexed: the first and last, both unreadable; streamed: random.jpg first
+    assert dm.skipped == (1 if stream else 2)
+    assert "skipping unreadable photo" in caplog.text and "random.jpg" in caplog.text
+    take(dm, 4)
+    assert dm.skipped <= 2
+
+
 def test_missing_folder_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(FaststyleError, match="does not exist"):
         PhotoDataModule(tmp_path / "nowhere")
@@ -491,6 +522,38 @@ def test_a_name_that_is_neither_a_folder_nor_on_the_hub_is_a_clear_error(
         PhotoDataModule("photos_typo", cache_dir=tmp_path / "hf").setup()
 
 
+def _hub_stream(columns: dict[str, bool]):
+    """What ``datasets.load_dataset(..., streaming=True)`` gives for a hub dataset of these columns (True: images)."""
+    import io
+
+    import datasets
+
+    def examples():
+        for i in range(4):
+            png = io.BytesIO()
+            Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(png, "PNG")
+            yield {name: {"bytes": png.getvalue(), "path": None} if image else i for name, image in columns.items()}
+
+    features = datasets.Features(
+        {name: datasets.Image() if image else datasets.Value("int64") for name, image in columns.items()}
+    )
+    return lambda *args, **kwargs: datasets.IterableDataset.from_generator(examples, features=features)
+
+
+def test_a_hub_dataset_whose_image_column_has_another_name_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uoft-cs/cifar10 (the error messages' example) names its images "img": the command line cannot name a column."""
+    monkeypatch.setattr("datasets.load_dataset", _hub_stream({"img": True, "label": False}))
+    dm = module("uoft-cs/cifar10", tmp_path, size=32, batch_size=2)
+    (batch,) = take(dm, 1)
+    assert batch.shape == (2, 3, 32, 32) and batch.std() > 0.1
+    assert len(dm.val_photos(2)) == 2
+    monkeypatch.setattr("datasets.load_dataset", _hub_stream({"left": True, "right": True, "label": False}))
+    with pytest.raises(FaststyleError, match=r"no column 'image' .* its image columns are left, right; name the col"):
+        module("someone/stereo", tmp_path).setup()
+
+
 def test_a_misspelt_folder_is_not_asked_of_the_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Asking the hub for "photo" when the folder is "photos" took 27 s of retries offline before the error."""
     (tmp_path / "photos").mkdir()
@@ -500,6 +563,30 @@ def test_a_misspelt_folder_is_not_asked_of_the_hub(tmp_path: Path, monkeypatch: 
         PhotoDataModule("photo", cache_dir=tmp_path / "hf").setup()
     with pytest.raises(FaststyleError, match="did you mean photos/"):
         PhotoDataModule("Photos", cache_dir=tmp_path / "hf").setup()
+
+
+def test_a_missing_folder_within_a_folder_is_not_asked_of_the_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``photos/trian`` (photos/ here) and ``photos/2024/train`` can be no hub dataset (OWNER/NAME): asking the hub
+    took 26 s of retries offline, then blamed the hub."""
+    (tmp_path / "photos" / "train").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("datasets.load_dataset", lambda *a, **k: pytest.fail("the hub was asked"))
+    with pytest.raises(FaststyleError, match=r"--data photos/trian: no such folder in photos/; did you mean photos/tr"):
+        PhotoDataModule("photos/trian", cache_dir=tmp_path / "hf").setup()
+    with pytest.raises(FaststyleError, match=r"no such folder \(nor photos/2024/\); a dataset on the Hugging Face hub"):
+        PhotoDataModule("photos/2024/train", cache_dir=tmp_path / "hf").setup()
+    asked: list[str] = []
+
+    def offline(name: str, **options: object) -> None:
+        asked.append(name)
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr("datasets.load_dataset", offline)
+    with pytest.raises(FaststyleError, match="the Hugging Face hub did not provide it"):  # OWNER/NAME: the hub's
+        PhotoDataModule("uoft-cs/cifar10", cache_dir=tmp_path / "hf").setup()
+    assert asked == ["uoft-cs/cifar10"]
 
 
 def test_lightning_fit_crops_the_cache_before_transfer(messy_folder: Path, tmp_path: Path) -> None:

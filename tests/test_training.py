@@ -260,6 +260,27 @@ def test_the_model_file_names_the_hardware_the_run_trained_on(
     assert read_metadata(out)["training"]["hardware"] == original_hardware(torch.device("cpu"))
 
 
+@pytest.mark.parametrize("record", [None, "missing", {"width": "1"}, [1.0, 5]])
+def test_a_model_file_whose_network_record_is_damaged_is_refused_with_a_message(tmp_path: Path, record) -> None:
+    """A KeyError or TypeError from the record (edited by hand, or by another tool) was a stack trace in stylize."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from faststyle.modelfile import save_model
+
+    good = save_model(TransformerNet(width=0.25, num_residual=0), tmp_path / "good.safetensors", {})
+    meta = read_metadata(good)
+    if record == "missing":
+        del meta["transformer"]
+    else:
+        meta["transformer"] = record
+    bad = tmp_path / "bad.safetensors"
+    save_file(load_file(good), bad, metadata={"faststyle": json.dumps(meta)})
+    with pytest.raises(FaststyleError, match=r"bad.safetensors's network record \(transformer: .*\) is damaged"):
+        load_model(bad)
+
+
 def test_a_resumed_runs_progress_bar_counts_its_steps_against_all_of_them(
     shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1034,6 +1055,12 @@ def test_the_photo_folder_leaves_out_runs_and_studies_and_follows_links(tmp_path
     (study / "images").mkdir(parents=True)
     (study / "cache.json").write_text('{"content": {}}')
     Image.new("RGB", (40, 30)).save(study / "images" / "photo.png")
+    killed = photos / "k_run"  # a run killed before its first checkpoint (no checkpoints/): what it left
+    (killed / "val").mkdir(parents=True)
+    (killed / "events.out.tfevents.1796027060.vm.8201.0").write_bytes(b"")
+    (killed / "hparams.yaml").write_text("settings: {}")
+    for name in ("photo_0.png", "grid_000000.png"):
+        Image.new("RGB", (40, 30)).save(killed / "val" / name)
     wanted = [photos / "a.png", photos / "linked" / "b.png"]
     assert find_images(photos) == wanted
     mid_run = photos / "n_run"  # a run's folder before its first checkpoint: left out when named

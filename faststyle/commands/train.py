@@ -20,6 +20,14 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"{text!r}: give numbers separated by commas, e.g. 0.7,0.3") from None
 
 
+def _seed(text: str) -> int:
+    """A seed Lightning's ``seed_everything`` takes (NumPy's range); a larger one crashed after the set-up."""
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value} is not a seed from 0 to {2**32 - 1}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "train",
@@ -87,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
       help="continue an interrupted or finished run from its newest checkpoint: repeat the command with --resume; "
       "the style, loss, model and data settings must be the same (--steps and --lr may change), run-time "
       "options such as --precision, --devices or --compile may change")  # fmt: skip
-    p("--seed", type=int, default=0, help="seed of the initial weights and the photo crops")
+    p("--seed", type=_seed, default=0, help="seed of the initial weights and the photo crops")
     p("--accelerator", default="auto", help="cpu, gpu or auto")
     p("--devices", default="auto", help="number of devices (Lightning)")
     p("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
