@@ -108,7 +108,7 @@ print("python", platform.python_version(), *(f"{n} {version(n)}" for n in names)
 print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device")
 EOF
   for network in vgg16 googlenet alexnet; do
-    fs 60 weights get "$network" --from file --path ".devdata/weights/$network.safetensors" >>"$WORK/logs/setup.log" 2>&1 ||
+    fs 120 weights get "$network" --from file --path ".devdata/weights/$network.safetensors" >>"$WORK/logs/setup.log" 2>&1 ||
       say "weights $network: failed (see logs/setup.log)"
   done
 fi
