@@ -195,10 +195,15 @@ class SkipCounter:
         self._flags = multiprocessing.Array("b", num_items or self.STREAM_SLOTS, lock=False)
 
     def _slot(self, key: int | str | bytes) -> int:
+        return self.slot_of(key, len(self._flags))
+
+    @staticmethod
+    def slot_of(key: int | str | bytes, slots: int = STREAM_SLOTS) -> int:
+        """The slot of ``key`` among ``slots`` (a stream's counter's, by default)."""
         if isinstance(key, int):
-            return key % len(self._flags)
+            return key % slots
         digest = hashlib.blake2b(key.encode() if isinstance(key, str) else key, digest_size=8).digest()
-        return int.from_bytes(digest, "little") % len(self._flags)
+        return int.from_bytes(digest, "little") % slots
 
     def mark(self, key: int | str | bytes, name: str, reason: str) -> None:
         slot = self._slot(key)
@@ -415,6 +420,16 @@ class PhotoDataModule(pl.LightningDataModule):
         """Photos skipped so far because they could not be read."""
         return self._skips.count if self._skips is not None else 0
 
+    def skipped_marks(self) -> list[int]:
+        """The photos skipped so far, as the skip counter's slots: what another process adds with ``mark_skipped``."""
+        return self._skips.marked() if self._skips is not None else []
+
+    def mark_skipped(self, slots: list[int]) -> None:
+        """Marks the photos another process found unreadable (its ``skipped_marks``), without warning again: each
+        process of a multi-process run then skips them too, and ``skipped`` counts them all, each once."""
+        if self._skips is not None:
+            self._skips.restore(slots)
+
     def state_dict(self) -> dict[str, Any]:
         """Saved in Lightning's checkpoints: the photos found unreadable, so that a resumed run skips them without
         reading them again and its model's ``skipped`` counts the whole run."""
@@ -436,6 +451,14 @@ class PhotoDataModule(pl.LightningDataModule):
             self._skips.restore([index[name] for name in state["skipped_files"] if name in index])
         elif "skipped_slots" in state and self.streamed:
             self._skips.restore(list(state["skipped_slots"]))
+        elif self._files is not None:  # a folder read as a stream before the resume and indexed now, or the other way
+            keys = [SkipCounter.slot_of(os.path.abspath(f)) for f in self._files]  # a stream's, as ``_load`` names them
+            if "skipped_files" in state:
+                bad = set(state["skipped_files"])
+                self._skips.restore([key for key, name in zip(keys, self._file_names(), strict=True) if name in bad])
+            elif "skipped_slots" in state:
+                slots = set(state["skipped_slots"])
+                self._skips.restore([index for index, key in enumerate(keys) if key in slots])
         if self._skips.count:
             log.info("%d photos found unreadable before the resume are skipped", self._skips.count)
 

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from faststyle.compiling import COMPILE_MODES
 from faststyle.config import LayerConfig, backbone_for, layer_config
 from faststyle.errors import FaststyleError
 from faststyle.losses import STYLE_BALANCE, TRAINING_WEIGHTS, blend_weights
@@ -90,6 +91,12 @@ class TrainSettings:
             raise FaststyleError(f"pooling (--pooling) must be max or avg, not {self.pooling!r}")
         if self.style_blend is not None:
             blend_weights(len(self.styles), self.style_blend)
+        if not isinstance(self.compile, bool) and self.compile not in COMPILE_MODES:
+            # else only found once the photos and the loss network are loaded, when training starts
+            raise FaststyleError(
+                f"compile (--compile) {self.compile!r} is not a compile mode ({', '.join(COMPILE_MODES)}); give one "
+                "of them, True (default) or False"
+            )
         self.backbone = backbone_for(self.backbone, self.config)
 
     def layer_config(self) -> LayerConfig:

@@ -560,6 +560,7 @@ def train(
         checkpoint,
         *([_SessionTimer(timedelta(minutes=max_minutes))] if max_minutes is not None else []),
         _InterruptCheckpoint(run / "checkpoints", filename=INTERRUPTED, start_step=start_step),
+        _SharedSkips(checkpoint_every),
         validation := ValidationGrid(photos, run / "val", val_every),
         pace := _Pace(),
     ]
@@ -606,6 +607,8 @@ def train(
         if rank_zero_only.rank == 0:
             join_metrics(run)
     seconds = time.perf_counter() - started
+    if not trainer.interrupted:  # every process ends here: the final checkpoint and the model count all their skips
+        share_skipped(trainer, datamodule)
     steps_done = trainer.global_step - start_step
     rate = pace.images_per_second(settings.batch * trainer.world_size)
     if math.isnan(rate) and seconds > 0 and steps_done:  # one step: only the wall time, set-up included, says anything
@@ -710,6 +713,29 @@ class _StepBar(TQDMProgressBar):
         if self._should_update(step, self.train_progress_bar.total):
             self.train_progress_bar.n = step
             self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+
+def share_skipped(trainer: pl.Trainer, datamodule: Any) -> None:
+    """Every process's unreadable photos marked in every process's skip counter (a collective: all processes call
+    it together), so that each skips them, and the checkpoint (written by the first process) and the model file
+    count those of the whole run, each once. Each process draws its own photos and finds its own unreadable ones."""
+    if trainer.world_size < 2 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    gathered: list[list[int] | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, datamodule.skipped_marks())
+    datamodule.mark_skipped(sorted({slot for slots in gathered for slot in slots or []}))
+
+
+class _SharedSkips(Callback):
+    """Shares the processes' unreadable photos (``share_skipped``) before each checkpoint: Lightning runs checkpoint
+    callbacks after the others."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step % self.every == 0 and trainer.datamodule is not None:
+            share_skipped(trainer, trainer.datamodule)
 
 
 class _SessionTimer(Timer):

@@ -168,6 +168,28 @@ def test_resume_continues_the_step_count(shared: Path, lossnet_cache: Path, phot
     assert not (first.run_dir / "metrics.previous.csv").exists()
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["indexed-then-streamed", "streamed-then-indexed"])
+def test_photos_found_unreadable_stay_counted_when_a_resume_reads_the_folder_the_other_way(
+    photos: Path, tmp_path: Path, streamed: bool
+) -> None:
+    """--stream may change on --resume: the photos found unreadable before are skipped and counted all the same (a
+    streamed folder's photos are known by their paths' slots, an indexed one's by their names; they were lost)."""
+    from faststyle.data import PhotoDataModule
+
+    (photos / "empty.jpg").write_bytes(b"")  # and the fixture's broken.jpg
+
+    def folder(stream: bool) -> PhotoDataModule:
+        return PhotoDataModule(photos, num_workers=0, cache_dir=tmp_path / "hf", stream=stream)
+
+    before = folder(streamed)
+    assert len(before.val_photos(20)) == 8 and before.skipped == 2  # every photo read: both found
+    after = folder(not streamed)
+    after.load_state_dict(before.state_dict())
+    assert after.skipped == 2
+    after.val_photos(20)
+    assert after.skipped == 2  # the same photos, not found again as others
+
+
 def test_a_cpu_run_resumed_where_adam_is_fused_continues_as_if_it_had_not_moved(
     shared: Path, lossnet_cache: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -652,8 +674,15 @@ def test_two_process_ddp_through_the_cli(
     """Lightning's own DDP strategy, two CPU processes over gloo, each streaming its half of the folder; with the
     stability term, each process runs the network twice a step before its gradients are averaged. (Without it, the
     non-finite-loss tests below check that both processes end with the same weights.) bf16 weights are compared too
-    (their digest once failed at the end, as NumPy has no bfloat16)."""
+    (their digest once failed at the end, as NumPy has no bfloat16). Unreadable photos that the validation photos do
+    not reach are found by the process whose half holds them: the model counts those of both (it once counted the
+    first process's alone)."""
     stability_weight = 300
+    (photos / "broken.jpg").unlink()  # which the validation photos would find first, in both processes
+    for path in sorted((shared / "data/train/unsplash").glob("*.jpg"))[8:16]:  # more than the 4 steps draw
+        shutil.copy(path, photos / path.name)
+    for i in range(4):  # after the photos in the folder's order (the validation photos'), and one of them empty
+        (photos / f"zz_unreadable_{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated" * i)
     out = tmp_path / "ddp.safetensors"
     command = [sys.executable, "-m", "faststyle.cli", "-v", "train", "--style",
                str(shared / "data/styles/vangogh_starry_night_crop.jpg"), "--data", str(photos), "--stream",
@@ -673,6 +702,11 @@ def test_two_process_ddp_through_the_cli(
     meta = read_metadata(out)["training"]
     assert meta["steps"] == 4 and meta["processes"] == 2 and meta["precision"] == precision
     assert meta["images_seen"] == 4 * 2 * 2
+    unreadable = set(re.findall(r"skipping unreadable photo (\S+):", done.stderr))  # each process warns of its own
+    assert len(unreadable) >= 2, unreadable
+    assert read_metadata(out)["data"]["skipped"] == len(unreadable), unreadable
+    state = torch.load(tmp_path / "ddp_run/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    assert len(state["PhotoDataModule"]["skipped_slots"]) == len(unreadable)  # and a --resume skips them all
     net = load_model(out)[0]
     styled = net(load_image(shared / "data/content/kodak/kodim05.png", 64))
     assert styled.shape[-2:] == (43, 64) and torch.isfinite(styled).all()
@@ -793,6 +827,7 @@ def test_settings_are_checked_when_made(shared: Path) -> None:
         ({"style_blend": [1.0, 2.0]}, r"give one non-negative blend weight per style image \(1\)"),
         ({"styles": []}, "give at least one style image"),
         ({"style_balance": 0.5, "content_weight": 0.0}, "--style-weight auto balances style against content"),
+        ({"compile": "fastest"}, r"compile \(--compile\) 'fastest' is not a compile mode \(default, reduce-overhead"),
     ]:
         with pytest.raises(FaststyleError, match=message):
             TrainSettings(**{"styles": [style], **changes})
