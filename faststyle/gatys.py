@@ -305,6 +305,9 @@ def stylize(
     for value, what in ((ratio, "ratio"), (tv_weight, "tv_weight")):
         if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
             raise FaststyleError(f"{what} must be a finite number of 0 or more, not {value!r}")
+    if not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and -(2**63) <= seed < 2**64):
+        # torch.Generator's range: a larger seed crashed after the loss network had loaded
+        raise FaststyleError(f"seed must be a whole number from {-(2**63)} to {2**64 - 1}, not {seed!r}")
     if line_search not in (None, LBFGS_LINE_SEARCH):
         raise FaststyleError(f"line_search must be None or {LBFGS_LINE_SEARCH!r}, not {line_search!r}")
     if multiscale is not None:
@@ -487,8 +490,8 @@ def _optimise(
             entry = {"iteration": len(history) + 1, "scale": scale, "evaluations": evaluations, "seconds": seconds}
             history.append(entry | terms)
             done = variable.detach().clone()
+            bar.set_postfix(loss=f"{terms['total']:.4g}", refresh=False)  # shown by the update, with its count
             bar.update(1)
-            bar.set_postfix(loss=f"{terms['total']:.4g}", refresh=False)
             if callback is not None:
                 with torch.no_grad():
                     callback(len(history), render(done).clone(), terms)

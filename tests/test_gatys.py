@@ -232,6 +232,8 @@ def test_a_stretched_initial_image_is_said(nets: dict, images: tuple, caplog: py
         ({"ratio": float("inf")}, "ratio must be a finite number"),
         ({"tv_weight": float("nan")}, "tv_weight must be a finite number"),
         ({"style_blend": [float("nan")]}, "blend weight"),
+        ({"seed": 2**64}, "seed must be a whole number from -9223372036854775808 to 18446744073709551615, not 1844"),
+        ({"seed": 1.5}, "seed must be a whole number"),
     ],
 )
 def test_bad_arguments_raise(kwargs: dict, message: str) -> None:
@@ -447,6 +449,30 @@ def test_cli_interrupted_writes_the_picture_so_far(
     assert float(load_image(out).max()) == 0 and float(load_image(kept).max()) > 0.5
 
 
+def test_cli_a_ctrl_c_cannot_cut_the_finished_results_save_short(
+    tmp_path: Path, lossnet_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the finished result is written was a KeyboardInterrupt there: the run's result was lost."""
+    import signal
+
+    import faststyle.images
+
+    save = faststyle.images.save_image
+    ctrl_c_while_saving = []
+
+    def save_noting_ctrl_c(*args: object) -> None:
+        ctrl_c_while_saving.append(signal.getsignal(signal.SIGINT))
+        save(*args)
+
+    monkeypatch.setattr(faststyle.images, "save_image", save_noting_ctrl_c)
+    ctrl_c = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "result.png"
+    argv = ["gatys", "--content", str(CONTENT), "--style", str(STYLE), "--size", "32", "--iters", "1", "--quiet"]
+    assert main([*argv, "--cache", str(lossnet_cache), "--out", str(out)]) == 0
+    assert ctrl_c_while_saving == [signal.SIG_IGN] and signal.getsignal(signal.SIGINT) is ctrl_c
+    assert out.is_file()
+
+
 def test_cli_refuses_bad_numbers_by_their_flags(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["gatys", "--content", str(CONTENT), "--style", str(STYLE), "--out", "x.png"]
     for flag, value, message in [("--iters", "0", "0 is not a positive whole number"),
@@ -636,3 +662,21 @@ def test_the_style_target_is_the_whole_gram_matrix_by_default_as_the_reference_t
     assert first["whole"] > 1.2 * first["per-position"]
     with pytest.raises(FaststyleError, match="style_target"):
         stylize(*images, lossnet=nets["vgg16"], size=64, iters=1, style_target="sum", progress=False)
+
+
+def test_the_progress_bar_shows_the_loss_of_the_iteration_it_counts(
+    nets: dict, images: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At n/N the bar's loss is the n-th iteration's, not the one before (it lagged one behind, the last unseen)."""
+    import io
+
+    import tqdm
+
+    import faststyle.gatys
+
+    shown = io.StringIO()
+    monkeypatch.setattr(faststyle.gatys, "tqdm", lambda **kw: tqdm.tqdm(**{**kw, "file": shown, "mininterval": 0}))
+    _, history = stylize(*images, lossnet=nets["vgg16"], size=32, iters=3)
+    lines = re.findall(r"(\d)/3 \[[^\]]*?(?:loss=([\d.e+-]+))?\]", shown.getvalue())
+    counted = {int(n): loss for n, loss in lines if int(n) > 0}
+    assert counted == {n: f"{history[n - 1]['total']:.4g}" for n in (1, 2, 3)}

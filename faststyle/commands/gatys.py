@@ -235,7 +235,8 @@ def run(args: argparse.Namespace) -> int:
         raise stop.reason from None
     seconds = history[-1]["seconds"]
     loading = time.perf_counter() - start - seconds
-    save_image(image, out)
+    with _not_interrupted():  # a Ctrl-C now would lose the finished result
+        save_image(image, out)
     h, w = image.shape[-2:]
     print(
         f"{out}: {w}x{h}, {len(history)} iterations in {seconds:.1f} s (and {loading:.1f} s loading the loss network); "
