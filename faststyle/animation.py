@@ -28,8 +28,10 @@ from PIL import Image
 from faststyle.errors import FaststyleError
 from faststyle.images import (
     PILLOW_READ_ERRORS,
+    _open_within,
     alpha_channel,
     atomic_write_bytes,
+    check_format_size,
     check_frames_job,
     check_pixels,
     frame_total,
@@ -83,9 +85,10 @@ class AnimationResult:
 
 def animated_format(path: str | os.PathLike[str]) -> str | None:
     """The format (GIF, PNG or WEBP) of an animation file, whatever its name; None for anything else (a still
-    image, a file that cannot be read)."""
+    image, a file that cannot be read). Pillow's own pixel limit is left out (``opened`` applies ours as the file is
+    read): it would warn of a decompression bomb on a 90-megapixel photo, and take a larger animation for a still."""
     try:
-        with Image.open(path) as image:
+        with _open_within(Path(path)) as image:
             animated = image.format in ANIMATED_FORMATS and frame_total(image) > 1
             return image.format if animated else None
     except Exception:  # noqa: BLE001 - whatever Pillow raises on a file it cannot read: not an animation
@@ -168,7 +171,9 @@ def stylize_animation(
         first = 1 if has_hidden_default_image(image) else 0
         count = frame_count(image)
         side = (image.height, image.width)
-        _check_memory(source, count, side if size is None else long_side_size(*side, size))
+        out_side = side if size is None else long_side_size(*side, size)
+        _check_memory(source, count, out_side)
+        check_format_size(target, out_side[1], out_side[0])
         with tqdm(total=count, unit="frame", disable=not progress, desc=source.name) as bar:
             for chunk in _batches(_frames(source, image, first, max_pixels), batch):
                 pixels = torch.cat([pil_to_tensor(frame) for frame, _, _ in chunk])

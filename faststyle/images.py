@@ -531,11 +531,28 @@ def _writable_format(suffix: str) -> str | None:
     return fmt
 
 
+# The longest side each format holds (JPEG as libjpeg writes it); the others hold far more than MAX_PIXELS allows.
+MAX_SIDES = {"WEBP": 16383, "JPEG": 65500, "GIF": 65535}
+
+
+def check_format_size(path: str | os.PathLike[str], width: int, height: int) -> None:
+    """Refuse to write a ``width`` x ``height`` image to ``path`` in a format that cannot hold its sides (a wide
+    panorama as WebP), before the work that makes it rather than with the encoder's error after it."""
+    fmt = _writable_format(Path(path).suffix.lower())
+    limit = MAX_SIDES.get(fmt or "")
+    if limit is not None and max(width, height) > limit:
+        raise FaststyleError(
+            f"{Path(path).name}: {fmt} holds at most {limit:,} pixels a side, not {width}x{height}; write .png or "
+            ".tif, or give a smaller --size (size=)"
+        )
+
+
 def save_image(image: Tensor | Image.Image, path: str | os.PathLike[str], quality: int = 95) -> Path:
     """Write an image atomically (temporary file, then rename); the format follows the suffix."""
     path = Path(path)
     fmt = image_format(path)
     pil = image if isinstance(image, Image.Image) else tensor_to_pil(image)
+    check_format_size(path, pil.width, pil.height)
     if pil.mode == "RGBA" and fmt not in ("PNG", "WEBP", "TIFF", "GIF"):  # a format without transparency
         pil = Image.alpha_composite(Image.new("RGBA", pil.size, (255, 255, 255, 255)), pil).convert("RGB")
     if fmt == "GIF":  # as an animation's frame: one dithered palette, clear where less than half opaque

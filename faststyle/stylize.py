@@ -123,6 +123,12 @@ def find_model(name: str | os.PathLike[str], dirs: Sequence[Path] | None = None)
             return candidate
     if skipped:
         raise FaststyleError(f"no readable model named {str(name)!r}: " + "; ".join(item.reason for item in skipped))
+    if path.is_dir() and (looks_like_path or str(name).endswith(("/", os.sep))):  # a folder of models: name one
+        names = ", ".join(m.name for m in list_models([path])) or "none"
+        raise FaststyleError(
+            f"model {path} is a folder, not a model file; pass one of its {MODEL_SUFFIX} files (models in it: {names}),"
+            f" or add it to ${MODELS_ENV} and pass a NAME"
+        )
     if looks_like_path or path.suffix == MODEL_SUFFIX:
         raise FaststyleError(f"model file {path} does not exist")
     searched = ", ".join(str(d) for d in (dirs if dirs is not None else model_dirs()))

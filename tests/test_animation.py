@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -476,3 +477,27 @@ def test_errors_say_what_to_do(
         stylize_animation(stylizer, source, tmp_path / "out.gif")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pages.tif", "pan.gif"]  # nothing written
     assert stylize_animation(stylizer, source, tmp_path / "out.gif", size=48, progress=False).width == 48
+
+
+def test_animations_are_recognised_past_pillows_pixel_limit_without_its_warning(
+    pan: list[Image.Image], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``faststyle stylize`` asks of every input whether it is an animation: Pillow's own limit (89 MP, which ours,
+    180 MP, is above) must neither warn of a decompression bomb on a large photo nor take a large animation for a
+    still (over twice its limit Pillow refuses to open the file)."""
+    source = write(tmp_path / "pan.gif", pan, loop=0)
+    photo = tmp_path / "photo.png"
+    pan[0].crop((0, 0, WIDTH // 2, HEIGHT)).save(photo)  # 1.5x over the limit below: Pillow warns
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", WIDTH * HEIGHT // 3)  # the pan's frames are 3x over it: refused
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert animation.animated_format(source) == "GIF"
+        assert animation.animated_format(photo) is None
+    assert Image.MAX_IMAGE_PIXELS == WIDTH * HEIGHT // 3  # put back
+
+
+def test_an_animation_too_wide_for_webp_is_refused_before_it_is_stylized(stylizer: Stylizer, tmp_path: Path) -> None:
+    source = write(tmp_path / "wide.gif", [Image.new("RGB", (17_000, 4), colour) for colour in ("red", "blue")])
+    with pytest.raises(FaststyleError, match=r"WEBP holds at most 16,383 pixels a side, not 17000x4; write \.png"):
+        stylize_animation(stylizer, source, tmp_path / "wide.webp", progress=False)
+    assert not (tmp_path / "wide.webp").exists()

@@ -19,7 +19,7 @@ from faststyle import stylize as stylize_module
 from faststyle.cli import main
 from faststyle.color import rgb_to_ycbcr
 from faststyle.errors import FaststyleError
-from faststyle.images import PixelLimitError, load_image, open_image, to_rgb
+from faststyle.images import PixelLimitError, load_image, open_image, save_image, to_rgb
 from faststyle.modelfile import save_model
 from faststyle.stylize import (
     Stylizer,
@@ -439,6 +439,9 @@ def test_models_are_found_by_name(
         find_model("no_such_style")
     with pytest.raises(FaststyleError, match="does not exist"):
         find_model(tmp_path / "missing.safetensors")
+    # a folder of models was "model file … does not exist"
+    with pytest.raises(FaststyleError, match=r"b is a folder, not a model file; .*\(models in it: scream, wave\)"):
+        find_model(second)
 
 
 def test_a_name_finds_the_model_the_list_shows(
@@ -855,3 +858,22 @@ def test_soft_edges_keep_their_colours(model_path: Path, tmp_path: Path) -> None
     over_white = rgba[..., :3] * (rgba[..., 3:] / 255) + 255 * (1 - rgba[..., 3:] / 255)
     with Image.open(tmp_path / "out.jpg") as written:
         assert np.abs(np.asarray(written, dtype=float) - over_white).mean() < 3  # the cut-out over white, once
+
+
+def test_a_side_the_format_cannot_hold_is_refused_before_the_work(
+    model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A panorama 17,000 px wide was stylized in full, then failed as WebP's encoder refused it ("encoding error 5");
+    a JPEG over 65,500 px failed with "broken data stream"."""
+    Image.new("RGB", (17_000, 8), (90, 120, 200)).save(tmp_path / "pano.png")
+    ran: list[int] = []
+    monkeypatch.setattr(Stylizer, "stylize", lambda self, content: ran.append(1) or content)
+    argv = ["stylize", "--model", str(model_path), "--backend", "eager", str(tmp_path / "pano.png")]
+    assert main([*argv, "--out", str(tmp_path / "pano.webp")]) == 1
+    assert "pano.webp: WEBP holds at most 16,383 pixels a side, not 17000x8; write .png" in capsys.readouterr().err
+    assert not ran and not (tmp_path / "pano.webp").exists()
+    assert main([*argv, "--out", str(tmp_path / "pano.webp"), "--size", "16000"]) == 0
+    with Image.open(tmp_path / "pano.webp") as written:
+        assert written.size == (16_000, 8)
+    with pytest.raises(FaststyleError, match=r"JPEG holds at most 65,500 pixels a side, not 66000x1"):
+        save_image(Image.new("RGB", (66_000, 1)), tmp_path / "wide.jpg")

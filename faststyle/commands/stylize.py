@@ -299,7 +299,7 @@ def _stylize_images(
     from tqdm import tqdm
 
     from faststyle.errors import FaststyleError
-    from faststyle.images import open_with_alpha, save_image, with_alpha
+    from faststyle.images import check_format_size, long_side_size, open_with_alpha, save_image, with_alpha
 
     written = 0
     with tqdm(total=len(jobs), unit="image", disable=len(jobs) < 2, file=sys.stderr) as progress:
@@ -307,7 +307,11 @@ def _stylize_images(
             loaded = []
             for file, target in jobs[start : start + batch]:
                 try:
-                    loaded.append((file, target, *open_with_alpha(file, max_pixels=max_pixels)))
+                    image, alpha = open_with_alpha(file, max_pixels=max_pixels)
+                    size = options["size"]
+                    height, width = long_side_size(image.height, image.width, size) if size else image.size[::-1]
+                    check_format_size(target, width, height)  # before the work, not with the encoder's error after it
+                    loaded.append((file, target, image, alpha))
                 except FaststyleError as exc:
                     failed.append((str(file), str(exc)))
                     progress.update(1)
