@@ -413,21 +413,17 @@ def test_a_non_finite_gradient_stops_with_a_message(nets: dict, images: tuple, m
 
 @pytest.mark.parametrize(("signal", "code"), [(KeyboardInterrupt, 130), (Terminated, 143)])
 def test_cli_interrupted_writes_the_picture_so_far(
-    signal: type, code: int, tmp_path: Path, lossnet_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    signal: type,
+    code: int,
+    tmp_path: Path,
+    lossnet_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+    ctrl_c_while_saving: list,
 ) -> None:
     _interrupt_every_third_evaluation(monkeypatch, signal)
     import signal as signals
 
-    import faststyle.images
-
-    ctrl_c_while_saving = []
-    save = faststyle.images.save_image
-
-    def save_noting_ctrl_c(*args: object) -> None:
-        ctrl_c_while_saving.append(signals.getsignal(signals.SIGINT))
-        save(*args)
-
-    monkeypatch.setattr(faststyle.images, "save_image", save_noting_ctrl_c)
     ctrl_c = signals.getsignal(signals.SIGINT)
     out = tmp_path / "result.png"
     argv = ["gatys", "--content", str(CONTENT), "--style", str(STYLE), "--size", "48", "--iters", "5", "--quiet"]
@@ -449,22 +445,30 @@ def test_cli_interrupted_writes_the_picture_so_far(
     assert float(load_image(out).max()) == 0 and float(load_image(kept).max()) > 0.5
 
 
-def test_cli_a_ctrl_c_cannot_cut_the_finished_results_save_short(
-    tmp_path: Path, lossnet_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Ctrl-C while the finished result is written was a KeyboardInterrupt there: the run's result was lost."""
+@pytest.fixture()
+def ctrl_c_while_saving(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The SIGINT handler in force at each ``save_image`` call."""
     import signal
 
     import faststyle.images
 
+    handlers: list = []
     save = faststyle.images.save_image
-    ctrl_c_while_saving = []
 
     def save_noting_ctrl_c(*args: object) -> None:
-        ctrl_c_while_saving.append(signal.getsignal(signal.SIGINT))
+        handlers.append(signal.getsignal(signal.SIGINT))
         save(*args)
 
     monkeypatch.setattr(faststyle.images, "save_image", save_noting_ctrl_c)
+    return handlers
+
+
+def test_cli_a_ctrl_c_cannot_cut_the_finished_results_save_short(
+    tmp_path: Path, lossnet_cache: Path, ctrl_c_while_saving: list
+) -> None:
+    """Ctrl-C while the finished result is written was a KeyboardInterrupt there: the run's result was lost."""
+    import signal
+
     ctrl_c = signal.getsignal(signal.SIGINT)
     out = tmp_path / "result.png"
     argv = ["gatys", "--content", str(CONTENT), "--style", str(STYLE), "--size", "32", "--iters", "1", "--quiet"]
