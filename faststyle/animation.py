@@ -28,7 +28,6 @@ from PIL import Image
 from faststyle.errors import FaststyleError
 from faststyle.images import (
     PILLOW_READ_ERRORS,
-    _open_within,
     alpha_channel,
     atomic_write_bytes,
     check_format_size,
@@ -36,6 +35,7 @@ from faststyle.images import (
     check_pixels,
     frame_total,
     long_side_size,
+    open_within,
     opened,
     pil_to_tensor,
     tensor_to_pil,
@@ -88,7 +88,7 @@ def animated_format(path: str | os.PathLike[str]) -> str | None:
     image, a file that cannot be read). Pillow's own pixel limit is left out (``opened`` applies ours as the file is
     read): it would warn of a decompression bomb on a 90-megapixel photo, and take a larger animation for a still."""
     try:
-        with _open_within(Path(path)) as image:
+        with open_within(Path(path)) as image:
             animated = image.format in ANIMATED_FORMATS and frame_total(image) > 1
             return image.format if animated else None
     except Exception:  # noqa: BLE001 - whatever Pillow raises on a file it cannot read: not an animation

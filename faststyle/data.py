@@ -48,6 +48,13 @@ def _name_datasets_reads(path: Path) -> bool:
     return "::" not in name and os.path.expandvars(name) == name
 
 
+def _closest_folder(parent: Path, name: str) -> str | None:
+    """The visible folder in ``parent`` one letter or two away from ``name``, if any."""
+    folders = [entry.name for entry in parent.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
+    close = difflib.get_close_matches(name, folders, n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
 def _refuse_misspelt_folder(source: str) -> None:
     """A name that is not a folder here but is one letter or two away from one is a misspelt folder, not a hub
     dataset: refused at once, where asking the hub would take half a minute of retries offline. So is a path within
@@ -62,18 +69,16 @@ def _refuse_misspelt_folder(source: str) -> None:
                 f"--data {source}: no such folder (nor {parent}/); a dataset on the Hugging Face hub is named "
                 "OWNER/NAME, with one '/'"
             )
-        folders = [entry.name for entry in parent.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
-        close = difflib.get_close_matches(Path(source).name, folders, n=1, cutoff=0.8)
-        hint = f"; did you mean {parent / close[0]}/?" if close else ""
+        close = _closest_folder(parent, Path(source).name)
+        hint = f"; did you mean {parent / close}/?" if close else ""
         hub = f" (for a hub dataset {source}, run from a folder without a {parent}/)" if len(parts) == 2 else ""
         raise FaststyleError(f"--data {source}: no such folder in {parent}/{hint}{hub}")
     if "/" in source or os.sep in source:
         return
-    folders = [entry.name for entry in Path.cwd().iterdir() if entry.is_dir() and not entry.name.startswith(".")]
-    close = difflib.get_close_matches(source, folders, n=1, cutoff=0.8)
+    close = _closest_folder(Path.cwd(), source)
     if close:
         raise FaststyleError(
-            f"--data {source}: no such folder here; did you mean {close[0]}/? For a dataset on the Hugging Face hub, "
+            f"--data {source}: no such folder here; did you mean {close}/? For a dataset on the Hugging Face hub, "
             "give its full name OWNER/NAME (e.g. detection-datasets/coco, uoft-cs/cifar10)."
         )
 

@@ -307,7 +307,7 @@ def opened(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Iterat
         reason = "is a folder, not an image file" if path.is_dir() else "does not exist"
         raise FaststyleError(f"image {path} {reason}")
     try:
-        with _open_within(path) as image:
+        with open_within(path) as image:
             check_pixels(image, max_pixels, path)
             _key_as_read(image)
             yield image
@@ -319,7 +319,7 @@ def opened(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Iterat
         raise FaststyleError(f"cannot read {path} as an image ({exc}); is it a whole JPEG, PNG, WebP … file?") from None
 
 
-def _open_within(path: Path) -> Image.Image:
+def open_within(path: Path) -> Image.Image:
     """``Image.open`` (which reads the header only) without Pillow's global pixel limit, which warns over it and
     refuses at twice it without the image's size: ``opened`` checks ours, with a message that gives it. The global
     is set and put back under a lock, so threads opening images at once (the demo, the photo cache) never leave it
